@@ -1,0 +1,82 @@
+"""Agents: SAC (online), CQL / Cal-QL and IQL (offline), as pure functions over an ``Agent``.
+
+``make_update(cfg)`` returns ``update(agent, batch) -> (agent, info)`` where every batch leaf
+has a leading ``[utd, batch_size]`` shape: ``utd`` critic steps, then one actor + temperature
+step on the last minibatch (actor delay = utd), in one compiled call when fused.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from shared.agents import cql, iql, sac
+from shared.agents.base import Agent, Batch, TrainState, act, create_agent, policy_params
+from shared.config import AgentConfig
+
+PHASES: dict[str, tuple[Callable, Callable]] = {
+    "sac": (sac.critic_step, sac.actor_step),
+    "cql": (cql.critic_step, sac.actor_step),
+    "calql": (cql.critic_step, sac.actor_step),
+    "iql": (iql.critic_step, iql.actor_step),
+}
+
+UpdateFn = Callable[[Agent, Batch], tuple[Agent, dict[str, Any]]]
+
+
+def uses_fused_utd(cfg: AgentConfig) -> bool:
+    if cfg.fuse_utd is not None:
+        return cfg.fuse_utd
+    return cfg.encoder.kind == "state" or jax.default_backend() != "cpu"
+
+
+def _fused(critic_phase: Callable, actor_phase: Callable, agent: Agent, batch: Batch):
+    agent, critic_info = jax.lax.scan(critic_phase, agent, batch)
+    agent, actor_info = actor_phase(agent, jax.tree.map(lambda x: x[-1], batch))
+    return agent, {**jax.tree.map(jnp.mean, critic_info), **actor_info}
+
+
+def make_update(cfg: AgentConfig, donate: bool | None = None) -> UpdateFn:
+    """The compiled update for ``cfg.algo``.
+
+    Donating the agent's buffers saves a parameter copy on accelerators; on XLA:CPU it made
+    the fused SAC update 24x slower (measured: 1.41 s vs 58 ms), so by default it is GPU-only.
+    A donated agent must not be used after the call.
+    """
+    critic_phase, actor_phase = PHASES[cfg.algo]
+    if donate is None:
+        donate = jax.default_backend() != "cpu"
+    donate_argnums = (0,) if donate else ()
+    if uses_fused_utd(cfg):
+        return jax.jit(partial(_fused, critic_phase, actor_phase), donate_argnums=donate_argnums)
+
+    critic_jit = jax.jit(critic_phase, donate_argnums=donate_argnums)
+    actor_jit = jax.jit(actor_phase, donate_argnums=donate_argnums)
+
+    def update(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, Any]]:
+        infos = []
+        n = jax.tree.leaves(batch)[0].shape[0]
+        for i in range(n):
+            agent, info = critic_jit(agent, jax.tree.map(lambda x: x[i], batch))
+            infos.append(info)
+        agent, actor_info = actor_jit(agent, jax.tree.map(lambda x: x[n - 1], batch))
+        critic_info = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *infos)
+        return agent, {**critic_info, **actor_info}
+
+    return update
+
+
+__all__ = [
+    "Agent",
+    "Batch",
+    "TrainState",
+    "PHASES",
+    "act",
+    "create_agent",
+    "make_update",
+    "policy_params",
+    "uses_fused_utd",
+]

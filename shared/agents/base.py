@@ -1,0 +1,154 @@
+"""The agent pytree shared by SAC, CQL/Cal-QL and IQL, and the functions that build and use it.
+
+An ``Agent`` holds only arrays (parameters, optimizer states, rng, counters) plus two static
+fields (its config and action size), so it can be passed to and returned from compiled
+updates, saved with orbax, and compared leaf by leaf in tests. No function mutates it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from shared.config import AgentConfig
+from shared.encoders import load_pretrained_trunks
+from shared.networks import build_networks, sample_tanh_gaussian
+
+Params = Any
+Batch = dict[str, Any]
+
+
+class TrainState(struct.PyTreeNode):
+    params: Params
+    opt_state: Any
+    step: jax.Array
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, params: Params, tx: optax.GradientTransformation) -> "TrainState":
+        return cls(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), tx=tx)
+
+    def apply_gradients(self, grads: Params) -> "TrainState":
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(
+            params=optax.apply_updates(self.params, updates), opt_state=opt_state, step=self.step + 1
+        )
+
+
+class Agent(struct.PyTreeNode):
+    actor: TrainState
+    critic: TrainState
+    target_critic: Params
+    temperature: TrainState
+    # Algorithm-specific states: "cql_alpha" (Lagrange CQL) or "value" (IQL).
+    aux: dict[str, TrainState]
+    rng: jax.Array
+    env_steps: jax.Array  # transitions ingested (counted by the learner)
+    grad_steps: jax.Array  # critic updates performed
+    config: AgentConfig = struct.field(pytree_node=False)
+    action_dim: int = struct.field(pytree_node=False)
+
+    @property
+    def nets(self) -> dict[str, nn.Module]:
+        return build_networks(self.config, self.action_dim)
+
+
+def _optimizers(cfg: AgentConfig) -> dict[str, optax.GradientTransformation]:
+    return {
+        "actor": optax.adam(cfg.actor_lr),
+        "critic": optax.adam(cfg.critic_lr),
+        "temperature": optax.adam(cfg.temperature_lr),
+        "cql_alpha": optax.adam(cfg.cql.alpha_lr),
+        "value": optax.adam(cfg.iql.value_lr),
+    }
+
+
+def create_agent(
+    cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_dim: int, seed: int = 0
+) -> Agent:
+    """Initialise an agent. ``obs_example`` is one observation dict (no batch axis)."""
+    nets = build_networks(cfg, action_dim)
+    obs = jax.tree.map(lambda x: jnp.asarray(x)[None], obs_example)
+    act = jnp.zeros((1, action_dim), jnp.float32)
+    rng = jax.random.PRNGKey(seed)
+    rng, *keys = jax.random.split(rng, 6)
+    init_args = {
+        "actor": (obs,),
+        "critic": (obs, act),
+        "temperature": (),
+        "cql_alpha": (),
+        "value": (obs,),
+    }
+    params = {
+        name: module.init(key, *init_args[name])["params"]
+        for (name, module), key in zip(nets.items(), keys)
+    }
+    if cfg.encoder.kind == "resnet10" and cfg.encoder.pretrained_path:
+        for name in ("actor", "critic", "value"):
+            if name in params:
+                params[name] = load_pretrained_trunks(params[name], cfg.encoder.pretrained_path, f"{name}/")
+    tx = _optimizers(cfg)
+    states = {name: TrainState.create(p, tx[name]) for name, p in params.items()}
+    agent = Agent(
+        actor=states.pop("actor"),
+        critic=states["critic"],
+        target_critic=jax.tree.map(jnp.copy, params["critic"]),
+        temperature=states["temperature"],
+        aux={k: v for k, v in states.items() if k not in ("critic", "temperature")},
+        rng=rng,
+        env_steps=jnp.zeros((), jnp.int32),
+        grad_steps=jnp.zeros((), jnp.int32),
+        config=cfg,
+        action_dim=action_dim,
+    )
+    return strong_types(agent)
+
+
+def strong_types(tree: Any) -> Any:
+    """Drop weak types (python-scalar origins) so that updated outputs have exactly the input
+    signature; otherwise the first few updates each recompile (seen: 3 x 2 s)."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
+
+
+def soft_update(target: Params, online: Params, tau: float) -> Params:
+    return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def target_entropy(cfg: AgentConfig, action_dim: int) -> float:
+    return -float(action_dim) if cfg.target_entropy is None else cfg.target_entropy
+
+
+# --------------------------------------------------------------------------- acting (inference)
+
+
+@partial(jax.jit, static_argnames=("module", "deterministic"))
+def _act(
+    actor: TrainState, module: nn.Module, obs: Any, key: jax.Array, deterministic: bool
+) -> jax.Array:
+    mean, log_std = module.apply({"params": actor.params}, obs)
+    if deterministic:
+        return jnp.tanh(mean)
+    return sample_tanh_gaussian(key, mean, log_std)[0]
+
+
+def act(
+    agent: Agent, obs: dict[str, np.ndarray], key: jax.Array, deterministic: bool = False
+) -> np.ndarray:
+    """Actions for a batch of observations (leading batch axis on every key)."""
+    return np.asarray(_act(agent.actor, agent.nets["actor"], obs, key, deterministic))
+
+
+def policy_params(agent: Agent) -> Params:
+    """What the actor process needs: the policy parameters only."""
+    return agent.actor.params
+
+
+def tree_size_bytes(tree: Any) -> int:
+    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))

@@ -1,0 +1,111 @@
+"""CQL and Cal-QL critic updates (the actor update is SAC's).
+
+Cal-QL (Nakamoto et al., 2023) is CQL whose pushed-down Q values for policy actions are first
+lower-bounded by the Monte-Carlo return-to-go of the data, so the learned Q stays calibrated
+(never below the behaviour policy's value) and online fine-tuning does not start with a dip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from shared.agents.base import Agent, Batch, soft_update
+from shared.agents.sac import augment_batch, compute_target
+from shared.config import CQLConfig
+from shared.networks import sample_tanh_gaussian
+
+
+def cql_regularizer(
+    q_data: jax.Array,
+    q_rand: jax.Array,
+    q_cur: jax.Array,
+    q_next: jax.Array,
+    log_prob_cur: jax.Array,
+    log_prob_next: jax.Array,
+    mc_returns: jax.Array | None,
+    action_dim: int,
+    cfg: CQLConfig,
+) -> jax.Array:
+    """logsumexp over sampled actions minus Q(s, a_data), per critic and sample.
+
+    q_data: [E, B]; q_rand, q_cur, q_next: [E, B, N] for uniform actions, pi(s) and pi(s')
+    actions (all evaluated at s); log_prob_*: [B, N]; mc_returns: [B] or None (plain CQL).
+    The Cal-QL bound max(Q, mc_return) applies to the policy-action values only, before the
+    importance weights and the log-sum-exp.
+    """
+    if mc_returns is not None:
+        bound = mc_returns[None, :, None]
+        q_cur = jnp.maximum(q_cur, bound)
+        q_next = jnp.maximum(q_next, bound)
+    if cfg.importance_sample:
+        log_uniform_density = action_dim * np.log(0.5)  # uniform on [-1, 1]^A
+        cat = jnp.concatenate(
+            [q_rand - log_uniform_density, q_next - log_prob_next[None], q_cur - log_prob_cur[None]],
+            axis=-1,
+        )
+    else:
+        cat = jnp.concatenate([q_rand, q_data[..., None], q_next, q_cur], axis=-1)
+    t = cfg.temperature
+    ood = t * jax.nn.logsumexp(cat / t, axis=-1)
+    return jnp.clip(ood - q_data, cfg.clip_diff_min, cfg.clip_diff_max)
+
+
+def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]:
+    cfg = agent.config
+    ccfg = cfg.cql
+    nets = agent.nets
+    rng, k_aug, k_target, k_rand, k_cur, k_next = jax.random.split(agent.rng, 6)
+    batch = augment_batch(agent, batch, k_aug)
+    target, info = compute_target(agent, batch, k_target)
+    obs = batch["observations"]
+    n = ccfg.num_actions
+    b = batch["actions"].shape[0]
+
+    actor = lambda o: nets["actor"].apply({"params": agent.actor.params}, o)  # noqa: E731
+    a_rand = jax.random.uniform(k_rand, (b, n, agent.action_dim), minval=-1.0, maxval=1.0)
+    a_cur, lp_cur = sample_tanh_gaussian(k_cur, *actor(obs), (n,))
+    a_next, lp_next = sample_tanh_gaussian(k_next, *actor(batch["next_observations"]), (n,))
+    a_cur, lp_cur, a_next, lp_next = jax.lax.stop_gradient((a_cur, lp_cur, a_next, lp_next))
+    sampled = jnp.concatenate([a_rand, a_cur, a_next], axis=1)  # [B, 3N, A]
+    mc = batch["mc_returns"] if cfg.algo == "calql" else None
+
+    if ccfg.lagrange:
+        alpha = nets["cql_alpha"].apply({"params": agent.aux["cql_alpha"].params})
+        alpha = jnp.clip(alpha, 0.0, 1e6)
+    else:
+        alpha = ccfg.alpha
+
+    def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+        q_data = nets["critic"].apply({"params": params}, obs, batch["actions"])
+        q_s = nets["critic"].apply({"params": params}, obs, sampled)  # [E, B, 3N]
+        q_rand, q_cur, q_next = q_s[..., :n], q_s[..., n : 2 * n], q_s[..., 2 * n :]
+        td = ((q_data - target[None]) ** 2).mean()
+        diff = cql_regularizer(q_data, q_rand, q_cur, q_next, lp_cur, lp_next, mc, agent.action_dim, ccfg)
+        gap = diff.mean()
+        penalty = jax.lax.stop_gradient(alpha) * (gap - (ccfg.target_action_gap if ccfg.lagrange else 0.0))
+        loss = td + penalty
+        return loss, {"critic_loss": loss, "td_loss": td, "cql_gap": gap, "q": q_data.mean()}
+
+    grads, loss_info = jax.grad(loss_fn, has_aux=True)(agent.critic.params)
+    new_critic = agent.critic.apply_gradients(grads)
+    aux = dict(agent.aux)
+    if ccfg.lagrange:
+        gap = jax.lax.stop_gradient(loss_info["cql_gap"])
+
+        def alpha_loss(params: Any) -> jax.Array:
+            a = nets["cql_alpha"].apply({"params": params})
+            return -a * (gap - ccfg.target_action_gap)  # ascent on alpha: grows while gap > target
+
+        aux["cql_alpha"] = aux["cql_alpha"].apply_gradients(jax.grad(alpha_loss)(aux["cql_alpha"].params))
+    agent = agent.replace(
+        critic=new_critic,
+        target_critic=soft_update(agent.target_critic, new_critic.params, cfg.tau),
+        aux=aux,
+        rng=rng,
+        grad_steps=agent.grad_steps + 1,
+    )
+    return agent, {**info, **loss_info, "cql_alpha": jnp.asarray(alpha, jnp.float32)}

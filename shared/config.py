@@ -1,0 +1,258 @@
+"""Configuration dataclasses for agents and training phases, with the paper's presets.
+
+Configs are frozen dataclasses so they can be static arguments of compiled functions, and they
+round-trip through JSON (``to_dict`` / ``from_dict``) so every checkpoint carries the config
+that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
+
+ALGOS = ("sac", "cql", "calql", "iql")
+ENCODER_KINDS = ("state", "small_conv", "resnet10")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """An MLP trunk. ``residual_blocks > 0`` gives the MLP-ResNet used on the robot."""
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    use_layer_norm: bool = True
+    residual_blocks: int = 0
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How observations become a feature vector.
+
+    ``kind="state"`` uses only the ``state`` key. Image kinds encode each key in ``image_keys``
+    with its own trunk, pool it with learned spatial embeddings and concatenate the proprio
+    ``state`` vector when present.
+    """
+
+    kind: Literal["state", "small_conv", "resnet10"] = "state"
+    image_keys: tuple[str, ...] = ()
+    use_state: bool = True
+    # ResNet-10: a local .npz of trunk parameters (see shared/encoders.py); frozen if asked.
+    pretrained_path: str | None = None
+    freeze_trunk: bool = True
+    base_filters: int = 64  # ResNet width; tiny tests use 8
+    num_spatial_features: int = 8
+    bottleneck_dim: int = 256
+    # DrQ random shift (pixels of edge padding); 0 disables augmentation.
+    augment_pad: int = 4
+
+
+@dataclass(frozen=True)
+class CQLConfig:
+    """CQL / Cal-QL regulariser settings (used when ``algo`` is ``cql`` or ``calql``)."""
+
+    alpha: float = 5.0
+    lagrange: bool = False  # tune alpha to keep the CQL gap at ``target_action_gap``
+    target_action_gap: float = 0.8
+    alpha_lr: float = 3e-4
+    num_actions: int = 10  # sampled per source: uniform, pi(s), pi(s')
+    importance_sample: bool = True
+    temperature: float = 1.0
+    clip_diff_min: float = float("-inf")
+    clip_diff_max: float = float("inf")
+
+
+@dataclass(frozen=True)
+class IQLConfig:
+    expectile: float = 0.7
+    beta: float = 3.0  # inverse temperature of the advantage weights
+    max_weight: float = 100.0
+    value_lr: float = 3e-4
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything that defines an agent's networks and its update rule."""
+
+    algo: Literal["sac", "cql", "calql", "iql"] = "sac"
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    utd: int = 4  # critic updates per env step; the actor is updated once per ``utd``
+    actor_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 1e-4
+    init_temperature: float = 1.0
+    target_entropy: float | None = None  # None: -|A|
+    num_critics: int = 10
+    num_min_critics: int = 2  # size of the random subset the target takes the min over
+    subsample_with_replacement: bool = False  # the official WSRL code draws with replacement
+    num_backup_actions: int = 1  # >1: max over that many sampled next actions
+    backup_entropy: bool = False
+    critic_net: NetworkConfig = field(default_factory=NetworkConfig)
+    actor_net: NetworkConfig = field(default_factory=NetworkConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+    cql: CQLConfig = field(default_factory=CQLConfig)
+    iql: IQLConfig = field(default_factory=IQLConfig)
+    # None: fuse the UTD critic steps in one lax.scan call unless the encoder is convolutional
+    # and the backend is CPU (XLA:CPU runs scanned convolutions ~18x slower).
+    fuse_utd: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if self.encoder.kind not in ENCODER_KINDS:
+            raise ValueError(f"encoder.kind must be one of {ENCODER_KINDS}, got {self.encoder.kind!r}")
+        if not 1 <= self.num_min_critics <= self.num_critics:
+            raise ValueError("need 1 <= num_min_critics <= num_critics")
+        if self.utd < 1 or self.batch_size < 1:
+            raise ValueError("utd and batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The single place where the environment's raw sparse reward is scaled and shifted.
+
+    The raw reward is 1 on success and 0 otherwise; the agent sees ``scale * raw + bias``.
+    ``negative`` is what a failure step is worth after the transform: Cal-QL's Monte-Carlo
+    bound for a never-successful episode is ``negative / (1 - gamma)``.
+    """
+
+    scale: float = 1.0
+    bias: float = -1.0
+
+    def apply(self, raw: Any) -> Any:
+        return raw * self.scale + self.bias
+
+    @property
+    def negative(self) -> float:
+        return self.apply(0.0)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    agent: AgentConfig = field(default_factory=lambda: AgentConfig(algo="calql", utd=1))
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    steps: int = 40_000
+    log_every: int = 1_000
+    checkpoint_every: int = 10_000
+    keep_checkpoints: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """WSRL online fine-tuning: warmup with the frozen policy, then high-UTD SAC."""
+
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    warmup_steps: int = 5_000
+    buffer_capacity: int = 1_000_000
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------------- presets
+
+
+def paper_sim_online() -> OnlineConfig:
+    """Appendix I: SAC, ensemble 10 with LayerNorm, subset-min of 2, UTD 4 with actor delay 4,
+    batch 256, actor lr 1e-4, critic lr 3e-4, temperature lr 1e-4, gamma 0.99, K = 5000."""
+    return OnlineConfig(agent=AgentConfig(algo="sac", gamma=0.99), warmup_steps=5_000)
+
+
+def paper_sim_pretrain() -> PretrainConfig:
+    """Cal-QL with the same networks (so the hand-off is exact), alpha 5, 10 sampled actions,
+    importance sampling and a max-over-10 target backup as in the Cal-QL code."""
+    online = paper_sim_online().agent
+    return PretrainConfig(
+        agent=replace(online, algo="calql", utd=1, num_backup_actions=10, cql=CQLConfig(alpha=5.0)),
+        steps=250_000,
+    )
+
+
+def robot_online() -> OnlineConfig:
+    """Appendix J: Franka peg insertion. gamma 0.98, lr 3e-4, 2-block ResNet MLPs with
+    LayerNorm, ensemble 10 (subset 2), UTD 4, batch 256, ResNet-10 on both wrist cameras."""
+    net = NetworkConfig(hidden_dims=(256, 256), use_layer_norm=True, residual_blocks=2)
+    enc = EncoderConfig(kind="resnet10", image_keys=("wrist_1", "wrist_2"), freeze_trunk=True)
+    agent = AgentConfig(
+        algo="sac", gamma=0.98, actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4,
+        critic_net=net, actor_net=net, encoder=enc,
+    )
+    return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000)
+
+
+def robot_pretrain() -> PretrainConfig:
+    """Offline Cal-QL for the robot: fixed alpha 5, 40k gradient steps."""
+    online = robot_online().agent
+    return PretrainConfig(
+        agent=replace(online, algo="calql", utd=1, num_backup_actions=10, cql=CQLConfig(alpha=5.0)),
+        steps=40_000,
+    )
+
+
+PRESETS = {
+    "paper_sim": (paper_sim_pretrain, paper_sim_online),
+    "robot": (robot_pretrain, robot_online),
+}
+
+
+def online_from_pretrain(pre: AgentConfig, online: AgentConfig) -> AgentConfig:
+    """The online agent keeps the pre-trained architecture; only the update rule changes."""
+    return replace(
+        online,
+        critic_net=pre.critic_net,
+        actor_net=pre.actor_net,
+        encoder=pre.encoder,
+        num_critics=pre.num_critics,
+        log_std_min=pre.log_std_min,
+        log_std_max=pre.log_std_max,
+    )
+
+
+# ------------------------------------------------------------------------------ serialisation
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a config dataclass from ``to_dict`` output; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{cls.__name__}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)
+    if origin is tuple:
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where) if len(args) == 1 else value
+    if tp is float and isinstance(value, (int, float)):
+        return float(value)
+    return value

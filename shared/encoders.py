@@ -1,0 +1,177 @@
+"""Observation encoders: proprio state, a small conv net, and a ResNet-10 trunk.
+
+Image trunks end in learned spatial embeddings (a learned weighting per spatial location and
+channel, which keeps where things are in the picture, unlike global pooling) and a LayerNorm +
+tanh bottleneck. A ResNet-10 trunk can load pretrained parameters from a local ``.npz`` whose
+keys are the trunk's parameter paths joined with ``/`` (``conv_init/kernel``, ...); it is
+frozen with ``stop_gradient`` so its gradients are exactly zero and Adam leaves it unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from shared.config import EncoderConfig
+
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _normalise_image(x: jax.Array) -> jax.Array:
+    """uint8 RGB -> ImageNet-normalised float32."""
+    return (x.astype(jnp.float32) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
+
+
+class ResNetBlock(nn.Module):
+    filters: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        groups = min(32, self.filters // 2) or 1
+        y = nn.Conv(self.filters, (3, 3), self.strides, use_bias=False, name="conv1")(x)
+        y = nn.relu(nn.GroupNorm(num_groups=groups, name="norm1")(y))
+        y = nn.Conv(self.filters, (3, 3), 1, use_bias=False, name="conv2")(y)
+        y = nn.GroupNorm(num_groups=groups, name="norm2")(y)
+        if x.shape[-1] != self.filters or self.strides != 1:
+            x = nn.Conv(self.filters, (1, 1), self.strides, use_bias=False, name="proj")(x)
+            x = nn.GroupNorm(num_groups=groups, name="proj_norm")(x)
+        return nn.relu(x + y)
+
+
+class ResNet10Trunk(nn.Module):
+    """ResNet-v1 with one basic block per stage (4 stages): a 32x spatial reduction."""
+
+    base_filters: int = 64
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x = _normalise_image(images)
+        groups = min(32, self.base_filters // 2) or 1
+        x = nn.Conv(self.base_filters, (7, 7), 2, use_bias=False, name="conv_init")(x)
+        x = nn.relu(nn.GroupNorm(num_groups=groups, name="norm_init")(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for i in range(4):
+            x = ResNetBlock(self.base_filters * 2**i, strides=1 if i == 0 else 2, name=f"stage{i}")(x)
+        return x
+
+
+class SmallConvTrunk(nn.Module):
+    """Four 3x3 convolutions (DrQ-style), cheap enough for tiny-image tests and CPU."""
+
+    filters: int = 32
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x = images.astype(jnp.float32) / 255.0
+        for i, stride in enumerate((2, 1, 1, 1)):
+            x = nn.relu(nn.Conv(self.filters, (3, 3), stride, padding="VALID", name=f"conv{i}")(x))
+        return x
+
+
+class SpatialLearnedEmbeddings(nn.Module):
+    """sum_{h,w} feature[h,w,c] * kernel[h,w,c,k] -> [C * K] features."""
+
+    num_features: int = 8
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        h, w, c = features.shape[-3:]
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (h, w, c, self.num_features)
+        )
+        out = jnp.einsum("...hwc,hwck->...ck", features, kernel)
+        return out.reshape(out.shape[:-2] + (c * self.num_features,))
+
+
+class ObsEncoder(nn.Module):
+    """Dict observation -> flat features. ``state`` passes through; images are encoded."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, obs: dict[str, jax.Array], train: bool = False) -> jax.Array:
+        cfg = self.config
+        parts = []
+        if cfg.kind != "state":
+            for key in cfg.image_keys:
+                img = obs[key]
+                if cfg.kind == "resnet10":
+                    feats = ResNet10Trunk(cfg.base_filters, name=f"trunk_{key}")(img)
+                    if cfg.freeze_trunk:
+                        feats = jax.lax.stop_gradient(feats)
+                else:
+                    feats = SmallConvTrunk(cfg.base_filters, name=f"trunk_{key}")(img)
+                x = SpatialLearnedEmbeddings(cfg.num_spatial_features, name=f"pool_{key}")(feats)
+                x = nn.Dense(cfg.bottleneck_dim, name=f"bottleneck_{key}")(x)
+                x = jnp.tanh(nn.LayerNorm(name=f"bottleneck_norm_{key}")(x))
+                parts.append(x)
+        if cfg.kind == "state" or cfg.use_state:
+            parts.append(obs["state"].astype(jnp.float32))
+        return jnp.concatenate(parts, axis=-1)
+
+
+# ------------------------------------------------------------------- pretrained trunk weights
+
+
+def save_trunk_params(path: str | Path, trunk_params: Any) -> None:
+    """Write trunk parameters as the ``.npz`` that ``load_pretrained_trunks`` reads."""
+    flat = {"/".join(k): np.asarray(v) for k, v in flatten_dict(trunk_params).items()}
+    np.savez(path, **flat)
+
+
+def load_trunk_file(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained encoder file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:  # a truncated or non-npz file
+        raise ValueError(f"pretrained encoder file {path} is not a readable .npz: {e}") from e
+
+
+def load_pretrained_trunks(params: Any, path: str | Path, where: str = "") -> Any:
+    """Replace every ``trunk_*`` ResNet subtree in ``params`` with the file's weights.
+
+    Every parameter path and shape must match; the error names the first that does not.
+    """
+    weights = load_trunk_file(path)
+    params = dict(params)
+
+    def visit(tree: Any, prefix: str) -> Any:
+        if not isinstance(tree, dict):
+            return tree
+        out = {}
+        for k, v in tree.items():
+            if k.startswith("trunk_") and isinstance(v, dict):
+                out[k] = _replace_trunk(v, weights, f"{prefix}{k}", path)
+            else:
+                out[k] = visit(v, f"{prefix}{k}/")
+        return out
+
+    return visit(params, where)
+
+
+def _replace_trunk(trunk: Any, weights: dict[str, np.ndarray], name: str, path: Any) -> Any:
+    flat = {"/".join(k): v for k, v in flatten_dict(trunk).items()}
+    missing = sorted(set(flat) - set(weights))
+    extra = sorted(set(weights) - set(flat))
+    if missing:
+        raise ValueError(f"{path}: no weights for {name}/{missing[0]} ({len(missing)} missing)")
+    if extra:
+        raise ValueError(f"{path}: unexpected parameter {extra[0]} for {name} ({len(extra)} extra)")
+    new = {}
+    for k, v in flat.items():
+        w = weights[k]
+        if w.shape != v.shape:
+            raise ValueError(f"{path}: {name}/{k} has shape {w.shape}, the network needs {v.shape}")
+        new[tuple(k.split("/"))] = jnp.asarray(w, dtype=v.dtype)
+    return unflatten_dict(new)

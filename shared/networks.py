@@ -1,0 +1,219 @@
+"""Flax networks: MLPs, the vectorised critic ensemble, the tanh-Gaussian policy, scalars.
+
+Every module takes an observation dict and encodes it with its own ``ObsEncoder`` so that the
+actor and the critic are independent parameter trees (what the hand-off checks name by name).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from shared.config import AgentConfig, NetworkConfig
+from shared.encoders import ObsEncoder
+
+ENSEMBLE = "ensemble"  # name of the vmapped critic heads; their leaves carry a leading [E] axis
+
+
+class MLP(nn.Module):
+    """Dense layers, each followed by LayerNorm (optional) and ReLU."""
+
+    hidden_dims: tuple[int, ...]
+    use_layer_norm: bool = True
+    activate_final: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, width in enumerate(self.hidden_dims):
+            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(2**0.5))(x)
+            if i + 1 < len(self.hidden_dims) or self.activate_final:
+                if self.use_layer_norm:
+                    x = nn.LayerNorm()(x)
+                x = nn.relu(x)
+        return x
+
+
+class MLPResNet(nn.Module):
+    """Residual MLP (pre-LayerNorm blocks), the critic/actor trunk of the robot experiments."""
+
+    num_blocks: int
+    width: int
+    use_layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(2**0.5))(x)
+        for _ in range(self.num_blocks):
+            y = nn.LayerNorm()(x) if self.use_layer_norm else x
+            y = nn.Dense(self.width * 4, kernel_init=nn.initializers.orthogonal(2**0.5))(y)
+            y = nn.relu(y)
+            y = nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(2**0.5))(y)
+            x = x + y
+        return nn.relu(x)
+
+
+def make_trunk(cfg: NetworkConfig) -> nn.Module:
+    if cfg.residual_blocks > 0:
+        return MLPResNet(cfg.residual_blocks, cfg.hidden_dims[0], cfg.use_layer_norm)
+    return MLP(cfg.hidden_dims, cfg.use_layer_norm)
+
+
+class QHead(nn.Module):
+    """One critic member: trunk + its own scalar output head."""
+
+    net: NetworkConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = make_trunk(self.net)(x)
+        return nn.Dense(1)(x)[..., 0]
+
+
+class CriticEnsemble(nn.Module):
+    """Q(s, a) for ``num`` members, vectorised with ``nn.vmap`` (one parameter set each).
+
+    The encoder runs once and is shared by the members. ``actions`` may carry extra leading
+    sample axes: obs features [B, F] with actions [B, N, A] give Q values [E, B, N].
+    """
+
+    net: NetworkConfig
+    encoder: ObsEncoder
+    num: int
+
+    @nn.compact
+    def __call__(self, obs: dict[str, jax.Array], actions: jax.Array, train: bool = False) -> jax.Array:
+        feats = self.encoder(obs, train=train)
+        extra = actions.ndim - 2
+        feats = jnp.broadcast_to(
+            feats.reshape(feats.shape[:1] + (1,) * extra + feats.shape[1:]),
+            actions.shape[:-1] + feats.shape[-1:],
+        )
+        x = jnp.concatenate([feats, actions], axis=-1)
+        heads = nn.vmap(
+            QHead,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.num,
+        )(self.net, name=ENSEMBLE)
+        return heads(x)
+
+
+class ValueNet(nn.Module):
+    """V(s) for IQL."""
+
+    net: NetworkConfig
+    encoder: ObsEncoder
+
+    @nn.compact
+    def __call__(self, obs: dict[str, jax.Array], train: bool = False) -> jax.Array:
+        x = make_trunk(self.net)(self.encoder(obs, train=train))
+        return nn.Dense(1)(x)[..., 0]
+
+
+class TanhGaussianPolicy(nn.Module):
+    """Returns the mean and log-std of the pre-tanh Gaussian."""
+
+    net: NetworkConfig
+    encoder: ObsEncoder
+    action_dim: int
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs: dict[str, jax.Array], train: bool = False) -> tuple[jax.Array, jax.Array]:
+        x = make_trunk(self.net)(self.encoder(obs, train=train))
+        mean = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(1e-2))(x)
+        log_std = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(1e-2))(x)
+        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        return mean, log_std
+
+
+class Scalar(nn.Module):
+    """A learned positive scalar stored as its log (temperature, Lagrange multiplier)."""
+
+    init_value: float = 1.0
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        log_value = self.param("log_value", lambda _: jnp.full((), jnp.log(self.init_value)))
+        return jnp.exp(log_value)
+
+
+# ------------------------------------------------------------------ tanh-Gaussian distribution
+
+_LOG_2PI = float(jnp.log(2 * jnp.pi))
+
+
+def _tanh_log_det(u: jax.Array) -> jax.Array:
+    # log(1 - tanh(u)^2) in a form that stays finite for large |u|.
+    return 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+
+
+def sample_tanh_gaussian(
+    key: jax.Array, mean: jax.Array, log_std: jax.Array, sample_shape: tuple[int, ...] = ()
+) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised sample and its log-probability.
+
+    ``sample_shape`` is inserted after the batch axis: mean [B, A] -> actions [B, *S, A].
+    """
+    if sample_shape:
+        expand = (slice(None),) + (None,) * len(sample_shape)
+        mean = jnp.broadcast_to(mean[expand], mean.shape[:1] + sample_shape + mean.shape[1:])
+        log_std = jnp.broadcast_to(log_std[expand], mean.shape)
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    u = mean + jnp.exp(log_std) * eps
+    log_prob = (-0.5 * eps**2 - log_std - 0.5 * _LOG_2PI).sum(-1) - _tanh_log_det(u).sum(-1)
+    return jnp.tanh(u), log_prob
+
+
+def tanh_gaussian_log_prob(
+    mean: jax.Array, log_std: jax.Array, actions: jax.Array, eps: float = 1e-6
+) -> jax.Array:
+    """log pi(a|s) of given (dataset) actions; actions are clipped just inside (-1, 1)."""
+    a = jnp.clip(actions, -1.0 + eps, 1.0 - eps)
+    u = jnp.arctanh(a)
+    z = (u - mean) * jnp.exp(-log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * _LOG_2PI).sum(-1) - _tanh_log_det(u).sum(-1)
+
+
+# ------------------------------------------------------------------------------- constructors
+
+
+@functools.lru_cache(maxsize=64)
+def build_networks(cfg: AgentConfig, action_dim: int) -> dict[str, nn.Module]:
+    """The module definitions an agent of ``cfg`` needs (no parameters).
+
+    Cached so that the same config always yields the same module objects, which keeps them
+    usable as static arguments of compiled functions without recompiling.
+    """
+    critic_num = cfg.num_critics
+    nets: dict[str, Any] = {
+        "actor": TanhGaussianPolicy(
+            cfg.actor_net, ObsEncoder(cfg.encoder), action_dim, cfg.log_std_min, cfg.log_std_max
+        ),
+        "critic": CriticEnsemble(cfg.critic_net, ObsEncoder(cfg.encoder), critic_num),
+        "temperature": Scalar(cfg.init_temperature),
+    }
+    if cfg.algo in ("cql", "calql") and cfg.cql.lagrange:
+        nets["cql_alpha"] = Scalar(cfg.cql.alpha)
+    if cfg.algo == "iql":
+        nets["value"] = ValueNet(cfg.critic_net, ObsEncoder(cfg.encoder))
+    return nets
+
+
+def critic_subset_module(critic: CriticEnsemble, k: int) -> CriticEnsemble:
+    """The same critic definition with ``k`` members, for applying gathered parameters."""
+    return critic.clone(num=k)
+
+
+def gather_members(critic_params: Any, idx: jax.Array) -> Any:
+    """Select ensemble members ``idx`` from critic parameters (encoder left as is)."""
+    params = dict(critic_params)
+    params[ENSEMBLE] = jax.tree.map(lambda p: p[idx], params[ENSEMBLE])
+    return params
