@@ -256,3 +256,27 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, (int, float)):
         return float(value)
     return value
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """Apply ``dotted.path=value`` overrides (values parsed as JSON, else taken as strings),
+    e.g. ``agent.num_critics=2`` or ``agent.critic_net.hidden_dims=[64,64]``."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form path=value")
+        path, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = data
+        keys = path.split(".")
+        for k in keys[:-1]:
+            if not isinstance(node, dict) or k not in node:
+                raise ValueError(f"override {item!r}: no config field {path!r}")
+            node = node[k]
+        if not isinstance(node, dict) or keys[-1] not in node:
+            raise ValueError(f"override {item!r}: no config field {path!r}")
+        node[keys[-1]] = value
+    return from_dict(type(cfg), data)

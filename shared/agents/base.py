@@ -7,6 +7,7 @@ updates, saved with orbax, and compared leaf by leaf in tests. No function mutat
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Any
 
@@ -60,7 +61,10 @@ class Agent(struct.PyTreeNode):
         return build_networks(self.config, self.action_dim)
 
 
+@functools.lru_cache(maxsize=64)
 def _optimizers(cfg: AgentConfig) -> dict[str, optax.GradientTransformation]:
+    # Cached: equal configs share optimizer objects, so agents built from the same config
+    # (a restored checkpoint, a hand-off) have identical tree structure and reuse compilations.
     return {
         "actor": optax.adam(cfg.actor_lr),
         "critic": optax.adam(cfg.critic_lr),

@@ -1,0 +1,147 @@
+"""Offline pre-training (Cal-QL, CQL or IQL) on a dataset file, with logs, checkpoints and resume.
+
+Usage: ``launch/pretrain.sh --dataset data/peg.npz --out checkpoints/calql [--algo calql]``
+(``python -m learner.pretrain --help`` lists every flag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from shared.agents import Agent, create_agent, make_update
+from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
+from shared.config import PRESETS, PretrainConfig, apply_overrides, from_dict, to_json
+from shared.metrics import MetricsLogger
+from shared.replay_buffer import ReplayBuffer
+
+log = logging.getLogger("wsrl.pretrain")
+
+EvalFn = Callable[[Agent], dict[str, float]]
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    dataset: str | Path | ReplayBuffer,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    eval_fn: EvalFn | None = None,
+    eval_every: int = 0,
+    tensorboard: bool = True,
+) -> Agent:
+    """Train ``cfg.agent`` offline for ``cfg.steps`` gradient steps; returns the final agent.
+
+    Checkpoints go to ``out_dir/checkpoints`` and logs to ``out_dir`` (metrics.jsonl,
+    tensorboard/). With ``resume`` the newest readable checkpoint is continued.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    acfg = cfg.agent
+    if isinstance(dataset, ReplayBuffer):
+        buffer = dataset
+    else:
+        buffer = ReplayBuffer.load(dataset, gamma=acfg.gamma, r_neg=cfg.reward.negative)
+    obs_example = {k: np.zeros(s, d) for k, (s, d) in buffer.obs_spec.items()}
+    stats = buffer.stats()
+    log.info("dataset: %d transitions in %d episodes", stats["transitions"], stats["episodes"])
+    if acfg.algo == "calql" and not np.isfinite(buffer.mc_returns[buffer.valid]).all():
+        raise ValueError("Cal-QL needs Monte-Carlo returns, but the dataset has unfinished episodes")
+
+    ckpt_dir = out_dir / "checkpoints"
+    if resume and list_steps(ckpt_dir):
+        agent, saved_cfg, _ = load_checkpoint(ckpt_dir)
+        saved = from_dict(PretrainConfig, saved_cfg["config"])
+        if saved.agent != acfg:
+            log.warning("resuming with the checkpoint's agent config, not the one given")
+        cfg = replace(cfg, agent=saved.agent)
+        log.info("resumed from %s at gradient step %d", ckpt_dir, int(agent.grad_steps))
+    else:
+        agent = create_agent(acfg, obs_example, buffer.action_dim, cfg.seed)
+    (out_dir / "config.json").write_text(to_json(cfg))
+
+    update = make_update(cfg.agent)
+    rng = np.random.default_rng(cfg.seed + int(agent.grad_steps))
+    ckpt = Checkpointer(ckpt_dir, keep=cfg.keep_checkpoints)
+    metrics = MetricsLogger(out_dir, tensorboard=tensorboard)
+    utd = cfg.agent.utd
+    start = int(agent.grad_steps) // utd
+    total = cfg.steps // utd
+    t0 = time.time()
+    bar = tqdm(total=total, initial=start, desc=f"pretrain {cfg.agent.algo}", unit="step",
+               disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    try:
+        for i in range(start, total):
+            batch = buffer.sample(cfg.agent.batch_size, rng, leading=(utd,))
+            agent, info = update(agent, batch)
+            step = (i + 1) * utd
+            if step % cfg.log_every < utd or i + 1 == total:
+                scalars = {k: float(v) for k, v in jax.device_get(info).items()}
+                scalars["steps_per_s"] = (step - start * utd) / max(time.time() - t0, 1e-9)
+                if eval_fn is not None and eval_every and (step % eval_every < utd or i + 1 == total):
+                    scalars.update({f"eval/{k}": v for k, v in eval_fn(agent).items()})
+                metrics.log(step, scalars)
+                bar.set_postfix({k: f"{scalars[k]:.3g}" for k in ("critic_loss", "q") if k in scalars})
+            if step % cfg.checkpoint_every < utd:
+                ckpt.save(agent, obs_example, cfg)
+            bar.update(1)
+        ckpt.save(agent, obs_example, cfg)
+    finally:
+        bar.close()
+        ckpt.close()
+        metrics.close()
+    log.info("pre-training done: %d gradient steps in %.1f s; checkpoints in %s",
+             int(agent.grad_steps), time.time() - t0, ckpt_dir)
+    return agent
+
+
+def build_config(preset: str, algo: str | None, steps: int | None, overrides: list[str]) -> PretrainConfig:
+    if preset not in PRESETS:
+        raise SystemExit(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    cfg = PRESETS[preset][0]()
+    if algo:
+        agent = replace(cfg.agent, algo=algo)
+        if algo == "iql" and cfg.agent.algo != "iql":
+            agent = replace(agent, num_critics=2, num_min_critics=2, num_backup_actions=1)
+        cfg = replace(cfg, agent=agent)
+    if steps:
+        cfg = replace(cfg, steps=steps)
+    return apply_overrides(cfg, overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="dataset file (.npz, see shared/dataset.py)")
+    p.add_argument("--out", required=True, help="output directory (logs, checkpoints/)")
+    p.add_argument("--preset", default="paper_sim", help=f"config preset: {sorted(PRESETS)}")
+    p.add_argument("--algo", choices=["calql", "cql", "iql"], help="override the preset's algorithm")
+    p.add_argument("--steps", type=int, help="gradient steps")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="config override, e.g. --set agent.num_critics=2 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = build_config(args.preset, args.algo, args.steps, args.overrides)
+    if args.print_config:
+        print(to_json(cfg))
+        return
+    print(f"pretrain: {cfg.agent.algo} for {cfg.steps} steps on {args.dataset}; writing to {args.out}",
+          file=sys.stderr)
+    agent = pretrain(cfg, args.dataset, args.out, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({"grad_steps": int(agent.grad_steps), "checkpoints": str(Path(args.out) / "checkpoints")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The project's one on-disk transition format (offline datasets and replay-buffer snapshots).
+
+A file is an uncompressed ``.npz`` (read with ``allow_pickle=False``) holding ``N`` *slots*:
+
+| key                 | shape / dtype           | meaning                                              |
+|---------------------|-------------------------|------------------------------------------------------|
+| ``obs/<name>``      | [N, ...] float32|uint8  | the observation stored in slot i (see below)         |
+| ``obs_slot``        | [N] int64               | slot holding the *previous* observation of slot i    |
+| ``actions``         | [N, A] float32          | action taken, in [-1, 1]                             |
+| ``rewards``         | [N] float32             | reward, already scaled (``RewardConfig``)            |
+| ``masks``           | [N] float32             | 0 where the episode terminated (no bootstrap), else 1|
+| ``dones``           | [N] bool                | last transition of its episode (terminal or timeout) |
+| ``valid``           | [N] bool                | slot i is a transition (False: an episode's reset obs)|
+| ``mc_returns``      | [N] float32             | Monte-Carlo return-to-go (-inf while unknown)        |
+| ``meta``            | 0-d str (JSON)          | format, obs spec, action_dim, gamma, r_neg, ...      |
+
+A valid slot i is the transition ``(obs[obs_slot[i]], actions[i], rewards[i], obs[i])``: each
+frame is stored once, so image datasets do not keep every picture twice. An episode's first
+observation sits in an invalid slot that its first transition points to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "wsrl-transitions-v1"
+OBS_DTYPES = ("float32", "uint8")
+TRANSITION_FIELDS = {
+    "obs_slot": ("int64", 1),
+    "actions": ("float32", 2),
+    "rewards": ("float32", 1),
+    "masks": ("float32", 1),
+    "dones": ("bool", 1),
+    "valid": ("bool", 1),
+    "mc_returns": ("float32", 1),
+}
+META_KEYS = ("format", "obs_spec", "action_dim")
+
+
+class DatasetError(ValueError):
+    """A dataset or snapshot file that does not follow the format; the message says where."""
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written file."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and validate a file; raises ``DatasetError`` naming what is missing or mis-shaped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such dataset file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise DatasetError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
+    if "meta" not in arrays:
+        raise DatasetError(f"{path}: missing 'meta' (is this a {FORMAT} file?)")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: 'meta' is not JSON: {e}") from e
+    validate(arrays, meta, str(path))
+    return arrays, meta
+
+
+def validate(arrays: dict[str, np.ndarray], meta: dict[str, Any], where: str = "dataset") -> None:
+    for key in META_KEYS:
+        if key not in meta:
+            raise DatasetError(f"{where}: meta is missing '{key}'")
+    if meta["format"] != FORMAT:
+        raise DatasetError(f"{where}: format is {meta['format']!r}, expected {FORMAT!r}")
+    n = None
+    for name, (dtype, ndim) in TRANSITION_FIELDS.items():
+        if name not in arrays:
+            raise DatasetError(f"{where}: missing array '{name}'")
+        a = arrays[name]
+        if a.dtype != np.dtype(dtype) or a.ndim != ndim:
+            raise DatasetError(
+                f"{where}: '{name}' is {a.dtype}{list(a.shape)}, expected {dtype} with {ndim} dims"
+            )
+        n = a.shape[0] if n is None else n
+        if a.shape[0] != n:
+            raise DatasetError(f"{where}: '{name}' has {a.shape[0]} rows, other arrays have {n}")
+    action_dim = int(meta["action_dim"])
+    if arrays["actions"].shape[1] != action_dim:
+        raise DatasetError(f"{where}: 'actions' is {action_dim}-D in meta but {arrays['actions'].shape[1]}-D")
+    spec = meta["obs_spec"]
+    if not spec:
+        raise DatasetError(f"{where}: obs_spec names no observation keys")
+    for key, s in spec.items():
+        name = f"obs/{key}"
+        if name not in arrays:
+            raise DatasetError(f"{where}: missing array '{name}'")
+        a = arrays[name]
+        if s["dtype"] not in OBS_DTYPES or a.dtype != np.dtype(s["dtype"]):
+            raise DatasetError(f"{where}: '{name}' has dtype {a.dtype}, obs_spec says {s['dtype']}")
+        if a.shape != (n, *s["shape"]):
+            raise DatasetError(f"{where}: '{name}' has shape {list(a.shape)}, expected {[n, *s['shape']]}")
+    extra = {k[4:] for k in arrays if k.startswith("obs/")} - set(spec)
+    if extra:
+        raise DatasetError(f"{where}: observation arrays {sorted(extra)} are not in obs_spec")
+    valid = arrays["valid"]
+    slots = arrays["obs_slot"][valid]
+    if slots.size and (slots.min() < 0 or slots.max() >= n):
+        raise DatasetError(f"{where}: 'obs_slot' points outside [0, {n})")
+    if not np.all(np.isfinite(arrays["actions"][valid])) or np.abs(arrays["actions"][valid]).max(initial=0) > 1.0 + 1e-5:
+        raise DatasetError(f"{where}: 'actions' must be finite and within [-1, 1]")
+    if not np.all(np.isfinite(arrays["rewards"][valid])):
+        raise DatasetError(f"{where}: 'rewards' has non-finite values")

@@ -1,0 +1,68 @@
+"""Structured training logs: JSONL (always), TensorBoard (default) and wandb (optional)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def to_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Device arrays and numpy scalars -> python floats (one host transfer per call)."""
+    import jax
+
+    host = jax.device_get(dict(metrics))
+    return {k: float(np.asarray(v)) for k, v in host.items()}
+
+
+class MetricsLogger:
+    def __init__(
+        self,
+        directory: str | Path,
+        tensorboard: bool = True,
+        wandb_project: str | None = None,
+        wandb_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.directory / "metrics.jsonl", "a", buffering=1)
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.directory / "tensorboard"))
+        self._wandb = None
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError as e:
+                raise RuntimeError("wandb logging was asked for but wandb is not installed") from e
+            self._wandb = wandb.init(project=wandb_project, config=dict(wandb_config or {}),
+                                     dir=str(self.directory))
+
+    def log(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
+        scalars = to_scalars(metrics)
+        record = {"step": int(step), "time": time.time()}
+        record.update({f"{prefix}{k}": (v if math.isfinite(v) else str(v)) for k, v in scalars.items()})
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(f"{prefix}{k}", v, step)
+        if self._wandb is not None:
+            self._wandb.log({f"{prefix}{k}": v for k, v in scalars.items()}, step=step)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
