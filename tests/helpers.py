@@ -1,0 +1,55 @@
+"""Small configs and batches shared by the unit tests."""
+
+from dataclasses import replace
+
+import jax.numpy as jnp
+import numpy as np
+
+from shared.config import AgentConfig, EncoderConfig, NetworkConfig
+
+TINY = NetworkConfig(hidden_dims=(32, 32))
+
+
+def tiny_config(algo="sac", **kw):
+    return replace(AgentConfig(algo=algo, num_critics=4, critic_net=TINY, actor_net=TINY), **kw)
+
+
+def image_config(kind="small_conv", **kw):
+    enc = EncoderConfig(kind=kind, image_keys=("wrist_1",), base_filters=8, bottleneck_dim=16,
+                        num_spatial_features=2, augment_pad=2)
+    return tiny_config(encoder=enc, **kw)
+
+
+def state_obs(dim=5):
+    return {"state": np.zeros(dim, np.float32)}
+
+
+def image_obs(size=16, dim=5):
+    return {"state": np.zeros(dim, np.float32), "wrist_1": np.zeros((size, size, 3), np.uint8)}
+
+
+def random_batch(obs_example, action_dim, leading, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def o():
+        return {
+            k: (rng.integers(0, 255, leading + v.shape).astype(np.uint8) if v.dtype == np.uint8
+                else rng.normal(size=leading + v.shape).astype(np.float32))
+            for k, v in obs_example.items()
+        }
+
+    return {
+        "observations": o(),
+        "next_observations": o(),
+        "actions": rng.uniform(-1, 1, leading + (action_dim,)).astype(np.float32),
+        "rewards": rng.normal(size=leading).astype(np.float32),
+        "masks": np.ones(leading, np.float32),
+        "dones": np.zeros(leading, np.float32),
+        "mc_returns": rng.normal(size=leading).astype(np.float32),
+    }
+
+
+def trees_equal(a, b):
+    import jax
+
+    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

@@ -1,0 +1,114 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import image_config, image_obs, random_batch, state_obs, tiny_config, trees_equal
+
+from shared.agents import create_agent
+from shared.agents.sac import critic_step
+from shared.augmentation import random_shift, shift_by
+from shared.encoders import ResNet10Trunk, save_trunk_params
+from shared.networks import (
+    ENSEMBLE,
+    critic_subset_module,
+    gather_members,
+    sample_tanh_gaussian,
+    tanh_gaussian_log_prob,
+)
+
+
+def test_critic_ensemble_members_have_own_heads_and_differ():
+    agent = create_agent(tiny_config(num_critics=5), state_obs(), 2)
+    heads = agent.critic.params[ENSEMBLE]
+    leaves = jax.tree.leaves(heads)
+    assert all(x.shape[0] == 5 for x in leaves)
+    out_kernel = heads["Dense_0"]["kernel"]  # the per-member output head
+    assert out_kernel.shape == (5, 32, 1)
+    q = agent.nets["critic"].apply({"params": agent.critic.params}, {"state": jnp.ones((3, 5))}, jnp.zeros((3, 2)))
+    assert q.shape == (5, 3)
+    assert len(np.unique(np.round(np.asarray(q[:, 0]), 6))) == 5
+
+
+def test_layer_norm_in_critic_and_actor():
+    agent = create_agent(tiny_config(), state_obs(), 2)
+    flat = jax.tree_util.tree_flatten_with_path(agent.critic.params)[0]
+    assert any("LayerNorm" in jax.tree_util.keystr(p) for p, _ in flat)
+    flat = jax.tree_util.tree_flatten_with_path(agent.actor.params)[0]
+    assert any("LayerNorm" in jax.tree_util.keystr(p) for p, _ in flat)
+
+
+def test_subset_critic_equals_selected_rows_of_full_ensemble():
+    agent = create_agent(tiny_config(num_critics=6), state_obs(), 2)
+    critic = agent.nets["critic"]
+    obs = {"state": jax.random.normal(jax.random.PRNGKey(1), (4, 5))}
+    act = jax.random.uniform(jax.random.PRNGKey(2), (4, 3, 2), minval=-1, maxval=1)  # N = 3 actions
+    full = critic.apply({"params": agent.critic.params}, obs, act)
+    assert full.shape == (6, 4, 3)
+    idx = jnp.array([4, 1])
+    sub = critic_subset_module(critic, 2).apply({"params": gather_members(agent.critic.params, idx)}, obs, act)
+    np.testing.assert_allclose(sub, full[idx], rtol=1e-5, atol=1e-6)
+
+
+def test_tanh_gaussian_log_prob_matches_sampler():
+    mean = jnp.array([[0.3, -1.0]])
+    log_std = jnp.array([[-0.5, 0.2]])
+    a, lp = sample_tanh_gaussian(jax.random.PRNGKey(0), mean, log_std, (5,))
+    assert a.shape == (1, 5, 2) and lp.shape == (1, 5)
+    assert np.all(np.abs(a) < 1)
+    lp2 = tanh_gaussian_log_prob(mean[:, None], log_std[:, None], a)
+    np.testing.assert_allclose(lp, lp2, rtol=1e-3, atol=1e-3)
+
+
+def test_tanh_gaussian_density_integrates_to_one():
+    # 1-D: integrate exp(log_prob) over (-1, 1) numerically
+    xs = jnp.linspace(-0.999999, 0.999999, 200001)[:, None]
+    lp = tanh_gaussian_log_prob(jnp.array([[0.4]]), jnp.array([[-0.3]]), xs)
+    assert abs(float(jnp.trapezoid(jnp.exp(lp), xs[:, 0])) - 1.0) < 1e-3
+
+
+def test_random_shift_matches_manual_crop():
+    imgs = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.float32).reshape(2, 4, 4, 1)
+    padded = jnp.pad(imgs, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    out = shift_by(padded, jnp.array([[0, 2], [1, 1]]), 4, 4)
+    np.testing.assert_array_equal(out[0], padded[0, 0:4, 2:6])
+    np.testing.assert_array_equal(out[1], imgs[1])  # offset (pad, pad) is the identity
+    shifted = jax.jit(random_shift, static_argnums=2)(jax.random.PRNGKey(0), imgs.astype(jnp.uint8), 2)
+    assert shifted.shape == imgs.shape and shifted.dtype == jnp.uint8
+    assert random_shift(jax.random.PRNGKey(0), imgs, 0) is imgs
+
+
+@pytest.mark.parametrize("kind", ["small_conv", "resnet10"])
+def test_image_agent_updates(kind):
+    cfg = image_config(kind)
+    agent = create_agent(cfg, image_obs(), 2)
+    batch = random_batch(image_obs(), 2, (8,))
+    new, info = jax.jit(critic_step)(agent, batch)
+    assert np.isfinite(float(info["critic_loss"]))
+    assert not trees_equal(new.critic.params, agent.critic.params)
+
+
+def test_resnet_loads_pretrained_trunk_and_freezes_it(tmp_path):
+    trunk = ResNet10Trunk(base_filters=8)
+    pretrained = trunk.init(jax.random.PRNGKey(42), jnp.zeros((1, 16, 16, 3), jnp.uint8))["params"]
+    path = tmp_path / "trunk.npz"
+    save_trunk_params(path, pretrained)
+    cfg = image_config("resnet10")
+    cfg = cfg.__class__(**{**cfg.__dict__, "encoder": cfg.encoder.__class__(
+        **{**cfg.encoder.__dict__, "pretrained_path": str(path), "freeze_trunk": True})})
+    agent = create_agent(cfg, image_obs(), 2)
+    loaded = agent.critic.params["encoder"]["trunk_wrist_1"]
+    assert trees_equal(loaded, pretrained)
+    assert trees_equal(agent.actor.params["encoder"]["trunk_wrist_1"], pretrained)
+    new, _ = jax.jit(critic_step)(agent, random_batch(image_obs(), 2, (8,)))
+    assert trees_equal(new.critic.params["encoder"]["trunk_wrist_1"], pretrained)  # frozen
+    assert not trees_equal(new.critic.params["encoder"]["pool_wrist_1"], agent.critic.params["encoder"]["pool_wrist_1"])
+
+
+def test_pretrained_trunk_mismatch_names_the_parameter(tmp_path):
+    wide = ResNet10Trunk(base_filters=16).init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3), jnp.uint8))["params"]
+    path = tmp_path / "wide.npz"
+    save_trunk_params(path, wide)
+    cfg = image_config("resnet10")
+    enc = cfg.encoder.__class__(**{**cfg.encoder.__dict__, "pretrained_path": str(path)})
+    with pytest.raises(ValueError, match=r"trunk_wrist_1/conv_init/kernel has shape"):
+        create_agent(cfg.__class__(**{**cfg.__dict__, "encoder": enc}), image_obs(), 2)
