@@ -59,6 +59,10 @@ def pretrain(
         raise ValueError("Cal-QL needs Monte-Carlo returns, but the dataset has unfinished episodes")
 
     ckpt_dir = out_dir / "checkpoints"
+    if list_steps(ckpt_dir) and not resume:
+        raise FileExistsError(
+            f"{ckpt_dir} already holds checkpoints; pass resume=True (--resume) or another output directory"
+        )
     if resume and list_steps(ckpt_dir):
         agent, saved_cfg, _ = load_checkpoint(ckpt_dir)
         saved = from_dict(PretrainConfig, saved_cfg["config"])
@@ -77,6 +81,7 @@ def pretrain(
     utd = cfg.agent.utd
     start = int(agent.grad_steps) // utd
     total = cfg.steps // utd
+    last_saved = int(agent.grad_steps)
     t0 = time.time()
     bar = tqdm(total=total, initial=start, desc=f"pretrain {cfg.agent.algo}", unit="step",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
@@ -93,9 +98,10 @@ def pretrain(
                 metrics.log(step, scalars)
                 bar.set_postfix({k: f"{scalars[k]:.3g}" for k in ("critic_loss", "q") if k in scalars})
             if step % cfg.checkpoint_every < utd:
-                ckpt.save(agent, obs_example, cfg)
+                last_saved = ckpt.save(agent, obs_example, cfg)
             bar.update(1)
-        ckpt.save(agent, obs_example, cfg)
+        if int(agent.grad_steps) != last_saved:
+            ckpt.save(agent, obs_example, cfg)
     finally:
         bar.close()
         ckpt.close()
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     cfg = build_config(args.preset, args.algo, args.steps, args.overrides)
     if args.print_config:
         print(to_json(cfg))

@@ -101,7 +101,7 @@ class Checkpointer:
 
 
 def _read_step(directory: Path, step: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    mgr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+    mgr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
                                 item_names=("agent", "config", "meta"))
     try:
         out = mgr.restore(

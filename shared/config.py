@@ -201,19 +201,6 @@ PRESETS = {
 }
 
 
-def online_from_pretrain(pre: AgentConfig, online: AgentConfig) -> AgentConfig:
-    """The online agent keeps the pre-trained architecture; only the update rule changes."""
-    return replace(
-        online,
-        critic_net=pre.critic_net,
-        actor_net=pre.actor_net,
-        encoder=pre.encoder,
-        num_critics=pre.num_critics,
-        log_std_min=pre.log_std_min,
-        log_std_max=pre.log_std_max,
-    )
-
-
 # ------------------------------------------------------------------------------ serialisation
 
 T = TypeVar("T")

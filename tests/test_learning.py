@@ -11,6 +11,7 @@ from tiny_tasks import PointReach, collect_mixed_dataset, evaluate_success
 from learner.pretrain import pretrain
 from shared.agents import act, create_agent, make_update
 from shared.config import AgentConfig, CQLConfig, NetworkConfig, PretrainConfig, RewardConfig
+from shared.metrics import read_jsonl
 from shared.replay_buffer import ReplayBuffer
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,7 @@ def run_sac_pendulum(env_steps: int, seed: int = 0) -> float:
         algo="sac", num_critics=2, num_min_critics=2, utd=4, batch_size=128,
         actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4, critic_net=net, actor_net=net,
     )
-    env = gym.wrappers.RescaleAction(gym.make("Pendulum-v1"), -1.0, 1.0)
+    env = gym.wrappers.RescaleAction(gym.make("Pendulum-v1"), np.float32(-1.0), np.float32(1.0))
     obs_of = lambda o: {"state": np.asarray(o, np.float32)}  # noqa: E731
     o, _ = env.reset(seed=seed)
     agent = create_agent(cfg, obs_of(o), 1, seed)
@@ -77,7 +78,10 @@ def test_calql_beats_the_average_dataset_trajectory(tmp_path):
     )
     cfg = PretrainConfig(agent=agent_cfg, reward=reward, steps=3000, log_every=500,
                          checkpoint_every=100_000, seed=0)
-    agent = pretrain(cfg, buf, tmp_path, progress=False, tensorboard=False)
+    agent = pretrain(cfg, buf, tmp_path, progress=False, tensorboard=False, eval_every=1500,
+                     eval_fn=lambda a: {"success": evaluate_success(a, PointReach(reward), 20, seed=7)})
+    logged = [r["eval/success"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "eval/success" in r]
+    assert len(logged) == 2  # at steps 1500 and 3000
     success = evaluate_success(agent, PointReach(reward), episodes=50, seed=123)
     print(f"dataset success {data_success:.2f}, Cal-QL policy success {success:.2f}")
     assert success > data_success + 0.2
