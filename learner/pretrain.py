@@ -127,8 +127,8 @@ def build_config(preset: str, algo: str | None, steps: int | None, overrides: li
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="dataset file (.npz, see shared/dataset.py)")
-    p.add_argument("--out", required=True, help="output directory (logs, checkpoints/)")
+    p.add_argument("--dataset", help="dataset file (.npz, see shared/dataset.py)")
+    p.add_argument("--out", help="output directory (logs, checkpoints/)")
     p.add_argument("--preset", default="paper_sim", help=f"config preset: {sorted(PRESETS)}")
     p.add_argument("--algo", choices=["calql", "cql", "iql"], help="override the preset's algorithm")
     p.add_argument("--steps", type=int, help="gradient steps")
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.print_config:
         print(to_json(cfg))
         return
+    if not args.dataset or not args.out:
+        p.error("--dataset and --out are required")
     print(f"pretrain: {cfg.agent.algo} for {cfg.steps} steps on {args.dataset}; writing to {args.out}",
           file=sys.stderr)
     agent = pretrain(cfg, args.dataset, args.out, resume=args.resume, progress=not args.no_progress)

@@ -125,6 +125,18 @@ def soft_update(target: Params, online: Params, tau: float) -> Params:
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
 
 
+def apply_critic_gradients(agent: Agent, grads: Params, rng: jax.Array, **changes: Any) -> Agent:
+    """The one critic-step epilogue: Adam step, Polyak target update, gradient-step count."""
+    critic = agent.critic.apply_gradients(grads)
+    return agent.replace(
+        critic=critic,
+        target_critic=soft_update(agent.target_critic, critic.params, agent.config.tau),
+        rng=rng,
+        grad_steps=agent.grad_steps + 1,
+        **changes,
+    )
+
+
 def target_entropy(cfg: AgentConfig, action_dim: int) -> float:
     return -float(action_dim) if cfg.target_entropy is None else cfg.target_entropy
 

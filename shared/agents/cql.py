@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared.agents.base import Agent, Batch, soft_update
+from shared.agents.base import Agent, Batch, apply_critic_gradients
 from shared.agents.sac import augment_batch, compute_target
 from shared.config import CQLConfig
 from shared.networks import sample_tanh_gaussian
@@ -91,7 +91,6 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
         return loss, {"critic_loss": loss, "td_loss": td, "cql_gap": gap, "q": q_data.mean()}
 
     grads, loss_info = jax.grad(loss_fn, has_aux=True)(agent.critic.params)
-    new_critic = agent.critic.apply_gradients(grads)
     aux = dict(agent.aux)
     if ccfg.lagrange:
         gap = jax.lax.stop_gradient(loss_info["cql_gap"])
@@ -101,11 +100,5 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
             return -a * (gap - ccfg.target_action_gap)  # ascent on alpha: grows while gap > target
 
         aux["cql_alpha"] = aux["cql_alpha"].apply_gradients(jax.grad(alpha_loss)(aux["cql_alpha"].params))
-    agent = agent.replace(
-        critic=new_critic,
-        target_critic=soft_update(agent.target_critic, new_critic.params, cfg.tau),
-        aux=aux,
-        rng=rng,
-        grad_steps=agent.grad_steps + 1,
-    )
+    agent = apply_critic_gradients(agent, grads, rng, aux=aux)
     return agent, {**info, **loss_info, "cql_alpha": jnp.asarray(alpha, jnp.float32)}

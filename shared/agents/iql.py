@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shared.agents.base import Agent, Batch, soft_update
+from shared.agents.base import Agent, Batch, apply_critic_gradients
 from shared.agents.sac import augment_batch
 from shared.networks import tanh_gaussian_log_prob
 
@@ -43,14 +43,7 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
         return loss, {"critic_loss": loss, "q": q.mean()}
 
     grads, q_info = jax.grad(q_loss, has_aux=True)(agent.critic.params)
-    critic = agent.critic.apply_gradients(grads)
-    agent = agent.replace(
-        critic=critic,
-        target_critic=soft_update(agent.target_critic, critic.params, cfg.tau),
-        aux={**agent.aux, "value": value},
-        rng=rng,
-        grad_steps=agent.grad_steps + 1,
-    )
+    agent = apply_critic_gradients(agent, grads, rng, aux={**agent.aux, "value": value})
     return agent, {**v_info, **q_info, "target_q": target.mean()}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shared.agents.base import Agent, Batch, soft_update, target_entropy
+from shared.agents.base import Agent, Batch, apply_critic_gradients, target_entropy
 from shared.augmentation import augment_observations
 from shared.networks import critic_subset_module, gather_members, sample_tanh_gaussian
 
@@ -93,14 +93,7 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
         return loss, {"critic_loss": loss, "q": q.mean()}
 
     grads, loss_info = jax.grad(loss_fn, has_aux=True)(agent.critic.params)
-    new_critic = agent.critic.apply_gradients(grads)
-    agent = agent.replace(
-        critic=new_critic,
-        target_critic=soft_update(agent.target_critic, new_critic.params, agent.config.tau),
-        rng=rng,
-        grad_steps=agent.grad_steps + 1,
-    )
-    return agent, {**info, **loss_info}
+    return apply_critic_gradients(agent, grads, rng), {**info, **loss_info}
 
 
 def actor_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]:
