@@ -15,14 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import jax
 import numpy as np
 from tqdm import tqdm
 
 from shared.agents import Agent, create_agent, make_update
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import PRESETS, PretrainConfig, apply_overrides, from_dict, to_json
-from shared.metrics import MetricsLogger
+from shared.dataset import example_obs
+from shared.metrics import MetricsLogger, to_scalars
 from shared.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.pretrain")
@@ -52,7 +52,7 @@ def pretrain(
         buffer = dataset
     else:
         buffer = ReplayBuffer.load(dataset, gamma=acfg.gamma, r_neg=cfg.reward.negative)
-    obs_example = {k: np.zeros(s, d) for k, (s, d) in buffer.obs_spec.items()}
+    obs_example = example_obs(buffer.obs_spec)
     stats = buffer.stats()
     log.info("dataset: %d transitions in %d episodes", stats["transitions"], stats["episodes"])
     if acfg.algo == "calql" and not np.isfinite(buffer.mc_returns[buffer.valid]).all():
@@ -91,7 +91,7 @@ def pretrain(
             agent, info = update(agent, batch)
             step = (i + 1) * utd
             if step % cfg.log_every < utd or i + 1 == total:
-                scalars = {k: float(v) for k, v in jax.device_get(info).items()}
+                scalars = to_scalars(info)
                 scalars["steps_per_s"] = (step - start * utd) / max(time.time() - t0, 1e-9)
                 if eval_fn is not None and eval_every and (step % eval_every < utd or i + 1 == total):
                     scalars.update({f"eval/{k}": v for k, v in eval_fn(agent).items()})

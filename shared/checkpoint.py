@@ -23,6 +23,7 @@ from flax import serialization
 
 from shared.agents.base import Agent, create_agent
 from shared.config import AgentConfig, from_dict, to_dict
+from shared.dataset import example_obs, obs_spec_of, spec_from_json, spec_to_json
 
 log = logging.getLogger("wsrl.checkpoint")
 
@@ -36,14 +37,6 @@ class CheckpointError(RuntimeError):
 
 def agent_state(agent: Agent) -> dict[str, Any]:
     return serialization.to_state_dict(agent)
-
-
-def obs_example_from_spec(spec: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return {k: np.zeros(tuple(v["shape"]), v["dtype"]) for k, v in spec.items()}
-
-
-def obs_spec_json(obs_example: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in obs_example.items()}
 
 
 class Checkpointer:
@@ -71,7 +64,7 @@ class Checkpointer:
         meta = {
             "agent_config": to_dict(agent.config),
             "action_dim": agent.action_dim,
-            "obs_spec": obs_spec_json(obs_example),
+            "obs_spec": spec_to_json(obs_spec_of(obs_example)),
             "env_steps": int(agent.env_steps),
             "grad_steps": int(agent.grad_steps),
             "saved_at": time.time(),
@@ -89,15 +82,9 @@ class Checkpointer:
         )
         return step
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-    def steps(self) -> list[int]:
-        return sorted(self.manager.all_steps())
 
 
 def _read_step(directory: Path, step: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -159,7 +146,7 @@ def load_checkpoint(
 def _agent_from_state(state: dict[str, Any], meta: dict[str, Any], where: str) -> Agent:
     try:
         cfg = from_dict(AgentConfig, meta["agent_config"])
-        obs_example = obs_example_from_spec(meta["obs_spec"])
+        obs_example = example_obs(spec_from_json(meta["obs_spec"]))
         action_dim = int(meta["action_dim"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: meta is incomplete or invalid: {e}") from e

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -40,6 +40,27 @@ TRANSITION_FIELDS = {
     "mc_returns": ("float32", 1),
 }
 META_KEYS = ("format", "obs_spec", "action_dim")
+
+
+ObsSpec = dict[str, tuple[tuple[int, ...], str]]  # key -> (shape, dtype name)
+
+
+def obs_spec_of(obs: Mapping[str, Any]) -> ObsSpec:
+    """The spec of one observation dict (no batch axis)."""
+    return {k: (tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in sorted(obs.items())}
+
+
+def spec_to_json(spec: ObsSpec) -> dict[str, Any]:
+    return {k: {"shape": list(s), "dtype": d} for k, (s, d) in spec.items()}
+
+
+def spec_from_json(data: Mapping[str, Any]) -> ObsSpec:
+    return {k: (tuple(v["shape"]), str(v["dtype"])) for k, v in sorted(data.items())}
+
+
+def example_obs(spec: ObsSpec) -> dict[str, np.ndarray]:
+    """A zero observation of ``spec``: what network initialisation needs."""
+    return {k: np.zeros(s, d) for k, (s, d) in spec.items()}
 
 
 class DatasetError(ValueError):

@@ -17,14 +17,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from shared.dataset import FORMAT, DatasetError, load_arrays, save_arrays
+from shared.dataset import (
+    FORMAT,
+    DatasetError,
+    ObsSpec,
+    load_arrays,
+    save_arrays,
+    spec_from_json,
+    spec_to_json,
+)
 from shared.returns import mc_return_to_go
-
-ObsSpec = dict[str, tuple[tuple[int, ...], str]]
-
-
-def obs_spec_of(obs: Mapping[str, np.ndarray]) -> ObsSpec:
-    return {k: (tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in sorted(obs.items())}
 
 
 class ReplayBuffer:
@@ -95,11 +97,6 @@ class ReplayBuffer:
         masks (0 on termination) and dones (episode ended: terminal or time limit)."""
         with self._lock:
             self._insert(transition, str(stream))
-
-    def insert_many(self, transitions: list[Mapping[str, Any]], stream: str | int = 0) -> None:
-        with self._lock:
-            for t in transitions:
-                self._insert(t, str(stream))
 
     def _insert(self, t: Mapping[str, Any], stream: str) -> None:
         obs, next_obs = t["observations"], t["next_observations"]
@@ -188,7 +185,7 @@ class ReplayBuffer:
     def _meta(self, info: Mapping[str, Any] | None) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "obs_spec": {k: {"shape": list(s), "dtype": d} for k, (s, d) in self.obs_spec.items()},
+            "obs_spec": spec_to_json(self.obs_spec),
             "action_dim": self.action_dim,
             "capacity": self.capacity,
             "gamma": self.gamma,
@@ -228,7 +225,7 @@ class ReplayBuffer:
         file's recomputes the Monte-Carlo returns for that discount."""
         arrays, meta = load_arrays(path)
         n = arrays["valid"].shape[0]
-        spec = {k: (tuple(s["shape"]), s["dtype"]) for k, s in meta["obs_spec"].items()}
+        spec = spec_from_json(meta["obs_spec"])
         file_gamma = meta.get("gamma")
         buf = cls(
             spec,

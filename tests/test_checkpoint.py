@@ -1,13 +1,11 @@
 import logging
-import shutil
 from dataclasses import replace
 
-import numpy as np
 import pytest
 from helpers import random_batch, state_obs, tiny_config, trees_equal
 
 from shared.agents import create_agent, make_update
-from shared.checkpoint import CheckpointError, Checkpointer, handoff, list_steps, load_checkpoint
+from shared.checkpoint import CheckpointError, Checkpointer, handoff, load_checkpoint
 from shared.config import NetworkConfig, OnlineConfig, PretrainConfig
 
 

@@ -1,6 +1,5 @@
 """Short end-to-end learning tests with small networks (minutes on 2 CPU cores)."""
 
-from dataclasses import replace
 
 import gymnasium as gym
 import jax

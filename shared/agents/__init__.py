@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from shared.agents import cql, iql, sac
-from shared.agents.base import Agent, Batch, TrainState, act, create_agent, policy_params
+from shared.agents.base import Agent, Batch, TrainState, act, create_agent
 from shared.config import AgentConfig
 
 PHASES: dict[str, tuple[Callable, Callable]] = {
@@ -77,6 +77,5 @@ __all__ = [
     "act",
     "create_agent",
     "make_update",
-    "policy_params",
     "uses_fused_utd",
 ]

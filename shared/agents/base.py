@@ -8,7 +8,6 @@ updates, saved with orbax, and compared leaf by leaf in tests. No function mutat
 from __future__ import annotations
 
 import functools
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -144,7 +143,7 @@ def target_entropy(cfg: AgentConfig, action_dim: int) -> float:
 # --------------------------------------------------------------------------- acting (inference)
 
 
-@partial(jax.jit, static_argnames=("module", "deterministic"))
+@functools.partial(jax.jit, static_argnames=("module", "deterministic"))
 def _act(
     actor: TrainState, module: nn.Module, obs: Any, key: jax.Array, deterministic: bool
 ) -> jax.Array:
@@ -159,12 +158,3 @@ def act(
 ) -> np.ndarray:
     """Actions for a batch of observations (leading batch axis on every key)."""
     return np.asarray(_act(agent.actor, agent.nets["actor"], obs, key, deterministic))
-
-
-def policy_params(agent: Agent) -> Params:
-    """What the actor process needs: the policy parameters only."""
-    return agent.actor.params
-
-
-def tree_size_bytes(tree: Any) -> int:
-    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
