@@ -18,6 +18,28 @@ if [[ ! -f "$LOCK" ]]; then
   exit 2
 fi
 
+# Offscreen rendering for the simulation's wrist cameras needs an EGL (or OSMesa) library from
+# the system; Debian's Mesa packages provide a software one. Installed here when missing and we
+# may use apt-get; otherwise say what to install. WSRL_SKIP_SYSTEM_PACKAGES=1 skips this.
+render_libs_present() {
+  local libs
+  libs="$(ldconfig -p 2>/dev/null || true)"
+  grep -q 'libEGL.so.1' <<<"$libs" && grep -qE 'libEGL_(mesa|nvidia).so.0' <<<"$libs" && return 0
+  grep -q 'libOSMesa.so' <<<"$libs"
+}
+if [[ "${WSRL_SKIP_SYSTEM_PACKAGES:-0}" != "1" ]] && ! render_libs_present; then
+  pkgs="libegl1 libegl-mesa0 libgl1 libosmesa6"
+  if command -v apt-get >/dev/null && [[ "$(id -u)" == "0" ]]; then
+    echo "install: adding offscreen rendering libraries ($pkgs)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $pkgs >/dev/null; } \
+      || echo "install: WARNING: could not install $pkgs; simulated cameras will not render" >&2
+  else
+    echo "install: WARNING: no EGL/OSMesa library found; for simulated cameras run: sudo apt-get install $pkgs" >&2
+  fi
+fi
+
 stamp="$VENV/.wsrl-installed"
 want="$PROFILE $(cat "$LOCK" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then

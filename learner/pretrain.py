@@ -18,9 +18,9 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from shared.agents import Agent, create_agent, make_update
+from shared.agents import Agent, create_agent, make_update, policy_fn
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
-from shared.config import PRESETS, PretrainConfig, apply_overrides, from_dict, to_json
+from shared.config import PRESETS, PretrainConfig, RewardConfig, apply_overrides, from_dict, to_json
 from shared.dataset import example_obs
 from shared.metrics import MetricsLogger, to_scalars
 from shared.replay_buffer import ReplayBuffer
@@ -90,11 +90,14 @@ def pretrain(
             batch = buffer.sample(cfg.agent.batch_size, rng, leading=(utd,))
             agent, info = update(agent, batch)
             step = (i + 1) * utd
-            if step % cfg.log_every < utd or i + 1 == total:
+            do_eval = eval_fn is not None and eval_every > 0 and (step % eval_every < utd or i + 1 == total)
+            if do_eval or step % cfg.log_every < utd or i + 1 == total:
                 scalars = to_scalars(info)
                 scalars["steps_per_s"] = (step - start * utd) / max(time.time() - t0, 1e-9)
-                if eval_fn is not None and eval_every and (step % eval_every < utd or i + 1 == total):
-                    scalars.update({f"eval/{k}": v for k, v in eval_fn(agent).items()})
+                if do_eval:
+                    results = eval_fn(agent)
+                    log.info("eval at gradient step %d: %s", step, results)
+                    scalars.update({f"eval/{k}": v for k, v in results.items()})
                 metrics.log(step, scalars)
                 bar.set_postfix({k: f"{scalars[k]:.3g}" for k in ("critic_loss", "q") if k in scalars})
             if step % cfg.checkpoint_every < utd:
@@ -109,6 +112,22 @@ def pretrain(
     log.info("pre-training done: %d gradient steps in %.1f s; checkpoints in %s",
              int(agent.grad_steps), time.time() - t0, ckpt_dir)
     return agent
+
+
+def make_sim_eval(env_id: str, obs_spec: dict, episodes: int, reward: RewardConfig) -> EvalFn:
+    """Evaluate the deterministic policy in a ``robot_env`` simulation, from the task's fixed
+    evaluation poses; the env's observation mode follows the dataset's keys."""
+    import gymnasium as gym
+
+    import robot_env  # noqa: F401  (registers the envs)
+    from robot_env.rollout import evaluate
+
+    kwargs: dict = {"reward": reward}
+    image_keys = [k for k in obs_spec if k != "state"]
+    if image_keys:
+        kwargs.update(obs_mode="images", image_size=int(obs_spec[image_keys[0]][0][0]))
+    env = gym.make(env_id, **kwargs)
+    return lambda agent: evaluate(env, policy_fn(agent), episodes)
 
 
 def build_config(preset: str, algo: str | None, steps: int | None, overrides: list[str]) -> PretrainConfig:
@@ -135,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="config override, e.g. --set agent.num_critics=2 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--eval-env", help="evaluate in this simulation env (e.g. PegInsertionSim-v0) during training")
+    p.add_argument("--eval-episodes", type=int, default=20, help="episodes per evaluation (the task's fixed poses)")
+    p.add_argument("--eval-every", type=int, default=0, help="gradient steps between evaluations (0: at the end only)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
@@ -147,7 +169,13 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--dataset and --out are required")
     print(f"pretrain: {cfg.agent.algo} for {cfg.steps} steps on {args.dataset}; writing to {args.out}",
           file=sys.stderr)
-    agent = pretrain(cfg, args.dataset, args.out, resume=args.resume, progress=not args.no_progress)
+    dataset = ReplayBuffer.load(args.dataset, gamma=cfg.agent.gamma, r_neg=cfg.reward.negative)
+    eval_fn, eval_every = None, 0
+    if args.eval_env:
+        eval_fn = make_sim_eval(args.eval_env, dataset.obs_spec, args.eval_episodes, cfg.reward)
+        eval_every = args.eval_every or cfg.steps
+    agent = pretrain(cfg, dataset, args.out, resume=args.resume, progress=not args.no_progress,
+                     eval_fn=eval_fn, eval_every=eval_every)
     print(json.dumps({"grad_steps": int(agent.grad_steps), "checkpoints": str(Path(args.out) / "checkpoints")}))
 
 

@@ -195,9 +195,26 @@ def robot_pretrain() -> PretrainConfig:
     )
 
 
+def peg_sim_online() -> OnlineConfig:
+    """The robot task's settings (gamma 0.98, lr 3e-4, ensemble 10 with subset 2, UTD 4, batch
+    256) on the simulated peg insertion's 19-D state, with plain 256x256 LayerNorm MLPs."""
+    agent = AgentConfig(algo="sac", gamma=0.98, actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4)
+    return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000)
+
+
+def peg_sim_pretrain() -> PretrainConfig:
+    """Offline Cal-QL for the simulated peg insertion: fixed alpha 5, 40k gradient steps."""
+    online = peg_sim_online().agent
+    return PretrainConfig(
+        agent=replace(online, algo="calql", utd=1, num_backup_actions=10, cql=CQLConfig(alpha=5.0)),
+        steps=40_000,
+    )
+
+
 PRESETS = {
     "paper_sim": (paper_sim_pretrain, paper_sim_online),
     "robot": (robot_pretrain, robot_online),
+    "peg_sim": (peg_sim_pretrain, peg_sim_online),
 }
 
 
@@ -234,7 +251,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value)
     if origin is tuple:
-        return tuple(value)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where}: expected a list, got {type(value).__name__}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))) if args else tuple(value)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:

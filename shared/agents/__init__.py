@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from shared.agents import cql, iql, sac
-from shared.agents.base import Agent, Batch, TrainState, act, create_agent
+from shared.agents.base import Agent, Batch, TrainState, act, create_agent, policy_fn
 from shared.config import AgentConfig
 
 PHASES: dict[str, tuple[Callable, Callable]] = {
@@ -77,5 +77,6 @@ __all__ = [
     "act",
     "create_agent",
     "make_update",
+    "policy_fn",
     "uses_fused_utd",
 ]

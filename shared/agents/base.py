@@ -8,7 +8,7 @@ updates, saved with orbax, and compared leaf by leaf in tests. No function mutat
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -158,3 +158,16 @@ def act(
 ) -> np.ndarray:
     """Actions for a batch of observations (leading batch axis on every key)."""
     return np.asarray(_act(agent.actor, agent.nets["actor"], obs, key, deterministic))
+
+
+def policy_fn(agent: Agent, deterministic: bool = True, seed: int = 0) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """A callable that maps one (unbatched) observation to one action, for rollouts."""
+    key = jax.random.PRNGKey(seed)
+
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        nonlocal key
+        key, sub = jax.random.split(key)
+        batch = {k: np.asarray(v)[None] for k, v in obs.items()}
+        return act(agent, batch, sub, deterministic)[0]
+
+    return policy

@@ -1,0 +1,125 @@
+"""The observation/action contract shared by the real Franka env and the simulation.
+
+One place for: the proprio key order and sizes, the image keys, how a raw robot state becomes
+the 19-D proprio vector, how an action becomes the next commanded pose, and the safety box.
+
+Raw robot state (what the robot server's ``/getstate`` gives, gripper normalised 1 = open):
+``pose`` (xyz + quaternion xyzw, base frame), ``vel`` (linear + angular, base frame),
+``force``/``torque`` (external wrench on the tool, TCP frame), ``gripper_pos``.
+
+Observation ``state`` (float32, 19): the keys below flattened in sorted order. ``tcp_pose`` and
+``tcp_vel`` are expressed in the task's target frame (the TCP pose at full insertion), so the
+vector says where the tool is relative to the goal, and the Euler angles sit near zero instead
+of wrapping at +-pi (a downward tool has roll pi in the base frame).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+
+from robot_env import geometry as geo
+from robot_env.task_config import SafetyBox, TaskConfig
+
+STATE_KEYS: tuple[tuple[str, int], ...] = (
+    ("gripper_pose", 1),
+    ("tcp_force", 3),
+    ("tcp_pose", 6),
+    ("tcp_torque", 3),
+    ("tcp_vel", 6),
+)
+STATE_DIM = sum(n for _, n in STATE_KEYS)
+IMAGE_KEYS = ("wrist_1", "wrist_2")
+ACTION_DIM = 6
+OBS_MODES = ("state", "images")
+DEFAULT_IMAGE_SIZE = 128
+
+
+def state_slices() -> dict[str, slice]:
+    """Where each proprio key sits in the 19-D vector."""
+    out, i = {}, 0
+    for key, n in STATE_KEYS:
+        out[key] = slice(i, i + n)
+        i += n
+    return out
+
+
+def observation_space(obs_mode: str, image_size: int = DEFAULT_IMAGE_SIZE) -> gym.spaces.Dict:
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+    spaces: dict[str, gym.Space] = {"state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)}
+    if obs_mode == "images":
+        for key in IMAGE_KEYS:
+            spaces[key] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+    return gym.spaces.Dict(spaces)
+
+
+def action_space() -> gym.spaces.Box:
+    return gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+
+def target_frame(task: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
+    pose = np.asarray(task.target_pose, np.float64)
+    return pose[:3], geo.euler_to_mat(pose[3:])
+
+
+def proprio(raw: Mapping[str, Any], task: TaskConfig) -> np.ndarray:
+    """The 19-D proprio vector from a raw robot state."""
+    p_t, r_t = target_frame(task)
+    pos, rot = geo.pose7_to_mat(raw["pose"])
+    vel = np.asarray(raw["vel"], np.float64)
+    parts = {
+        "gripper_pose": [float(raw["gripper_pos"])],
+        "tcp_force": np.asarray(raw["force"], np.float64),
+        "tcp_pose": np.concatenate([r_t.T @ (pos - p_t), geo.mat_to_euler(r_t.T @ rot)]),
+        "tcp_torque": np.asarray(raw["torque"], np.float64),
+        "tcp_vel": np.concatenate([r_t.T @ vel[:3], r_t.T @ vel[3:]]),
+    }
+    return np.concatenate([np.asarray(parts[k], np.float64).reshape(n) for k, n in STATE_KEYS]).astype(np.float32)
+
+
+def sanitize_action(action: Any) -> tuple[np.ndarray, bool]:
+    """Return a finite action in [-1, 1] and whether the input was usable as given.
+
+    A non-finite entry makes the whole action untrustworthy, so it becomes zero (hold the
+    pose); out-of-range values are clipped. Wrong shapes are an error.
+    """
+    a = np.asarray(action, np.float64)
+    if a.shape != (ACTION_DIM,):
+        raise ValueError(f"action must have shape ({ACTION_DIM},), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        return np.zeros(ACTION_DIM), False
+    return np.clip(a, -1.0, 1.0), True
+
+
+def clip_to_box(pose6: np.ndarray, box: SafetyBox) -> np.ndarray:
+    """Clip ``[x, y, z, roll, pitch, yaw]`` into the box; angles are clipped on the circle,
+    so a roll of -3.1 with a box of pi +- 0.1 stays put (it is pi + 0.04)."""
+    low, high = np.asarray(box.low, np.float64), np.asarray(box.high, np.float64)
+    pose6 = np.asarray(pose6, np.float64)
+    out = np.empty(6)
+    out[:3] = np.clip(pose6[:3], low[:3], high[:3])
+    center, half = (low[3:] + high[3:]) / 2, (high[3:] - low[3:]) / 2
+    offset = np.clip(geo.wrap_angle(pose6[3:] - center), -half, half)
+    out[3:] = geo.wrap_angle(center + offset)
+    return out
+
+
+def next_target(measured_pose7: np.ndarray, action: np.ndarray, task: TaskConfig) -> np.ndarray:
+    """Commanded TCP pose (xyz + quaternion) for a clean action: the measured pose moved by
+    the action's delta in the end-effector frame, then clipped into the safety box."""
+    pos, rot = geo.pose7_to_mat(measured_pose7)
+    trans_scale, rot_scale = task.action_scale
+    new_pos = pos + rot @ (np.asarray(action[:3]) * trans_scale)
+    new_rot = rot @ geo.euler_to_mat(np.asarray(action[3:6]) * rot_scale)
+    pose6 = np.concatenate([new_pos, geo.mat_to_euler(new_rot)])
+    return geo.pose6_to_pose7(clip_to_box(pose6, task.safety_box))
+
+
+def reset_pose6(task: TaskConfig, offset: np.ndarray) -> np.ndarray:
+    """The reset pose moved by ``(dx, dy, dyaw)`` (base frame) and kept inside the box."""
+    dx, dy, dyaw = np.asarray(offset, np.float64)
+    pose = np.asarray(task.reset_pose, np.float64) + np.array([dx, dy, 0.0, 0.0, 0.0, dyaw])
+    return clip_to_box(pose, task.safety_box)

@@ -1,0 +1,76 @@
+"""Run episodes of a policy in an environment, optionally recording transitions.
+
+One loop for scripted data collection, offline-policy evaluation and demos, so the
+transition format (the replay buffer's ``insert`` keys) is written in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import gymnasium as gym
+import numpy as np
+
+Policy = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    success: bool
+    length: int
+    episode_return: float
+    reset_info: dict[str, Any]
+
+
+def run_episode(
+    env: gym.Env,
+    policy: Policy,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+    record: Callable[[dict[str, Any]], None] | None = None,
+) -> EpisodeResult:
+    """Reset ``env`` and run ``policy`` until the episode terminates or is truncated.
+
+    A policy with a ``reset()`` method (a stateful controller) has it called first. ``record``
+    receives each transition as a dict with the keys ``ReplayBuffer.insert`` takes.
+    """
+    obs, reset_info = env.reset(seed=seed, options=options)
+    if callable(getattr(policy, "reset", None)):
+        policy.reset()
+    total, length, success = 0.0, 0, False
+    while True:
+        action = np.asarray(policy(obs), np.float32)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        if record is not None:
+            record({
+                "observations": obs,
+                "actions": action,
+                "rewards": reward,
+                "next_observations": next_obs,
+                "masks": 0.0 if terminated else 1.0,
+                "dones": terminated or truncated,
+            })
+        total += float(reward)
+        length += 1
+        success = success or bool(info.get("success", False))
+        obs = next_obs
+        if terminated or truncated:
+            return EpisodeResult(success, length, total, dict(reset_info))
+
+
+def evaluate(
+    env: gym.Env, policy: Policy, episodes: int, eval_poses: bool = True, seed: int = 0
+) -> dict[str, float]:
+    """Success rate and mean episode length over ``episodes`` episodes, from the task's fixed
+    evaluation poses in order (``eval_poses``) or from seeded random resets."""
+    results = []
+    for i in range(episodes):
+        options = {"eval_pose": i % len(env.unwrapped.task.eval_poses)} if eval_poses else None
+        results.append(run_episode(env, policy, seed=seed + i, options=options))
+    return {
+        "success_rate": float(np.mean([r.success for r in results])),
+        "episode_length": float(np.mean([r.length for r in results])),
+        "successes": float(sum(r.success for r in results)),
+        "episodes": float(episodes),
+    }

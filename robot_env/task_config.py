@@ -1,0 +1,135 @@
+"""Task settings as data: one JSON file per task in ``robot_env/tasks/``, shared by the real
+robot and the simulation (the ``sim`` section holds what only the simulation needs).
+
+Poses are the tool centre point (TCP) in the robot base frame as ``[x, y, z, roll, pitch,
+yaw]`` (extrinsic xyz Euler, see ``robot_env.geometry``). Angles in the safety box may go past
+pi (roll of a downward-pointing tool sits at +-pi): the box is an interval on the circle from
+``low`` to ``high``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.config import from_dict
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+
+
+class TaskConfigError(ValueError):
+    """A task file is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ResetRange:
+    xy: float  # uniform +-xy metres around the reset pose, in the base frame
+    yaw: float  # uniform +-yaw radians around the reset pose
+
+
+@dataclass(frozen=True)
+class SafetyBox:
+    low: tuple[float, float, float, float, float, float]
+    high: tuple[float, float, float, float, float, float]
+
+
+@dataclass(frozen=True)
+class SimTaskConfig:
+    """The simulated scene: a square peg in a chamfered square hole, impedance-controlled."""
+
+    peg_half_width: float  # metres
+    peg_length: float  # how far the peg sticks out below the TCP
+    clearance: float  # hole width minus peg width
+    chamfer: float  # 45-degree chamfer at the hole's mouth
+    hole_depth: float
+    target_depth: float  # insertion depth of the peg tip at target_pose
+    success_depth: float  # insertion depth that counts as inserted
+    board_half_width: float
+    friction: float
+    timestep: float  # physics step, seconds
+    stiffness: tuple[float, float]  # translational N/m, rotational Nm/rad (like the Franka impedance)
+    damping: tuple[float, float]
+    force_limit: float  # N, per axis: what the controller may push with
+    torque_limit: float  # Nm, per axis
+    camera_fovy: float
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str
+    description: str
+    control_hz: float
+    episode_length: int
+    target_pose: tuple[float, float, float, float, float, float]
+    reset_pose: tuple[float, float, float, float, float, float]
+    random_reset: ResetRange
+    eval_poses: tuple[tuple[float, float, float], ...]  # (dx, dy, dyaw) from reset_pose
+    safety_box: SafetyBox
+    action_scale: tuple[float, float]  # metres, radians per unit action
+    gripper_closed: bool
+    sim: SimTaskConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.control_hz <= 0 or self.episode_length < 1:
+            raise TaskConfigError(f"task {self.name}: control_hz and episode_length must be positive")
+        if min(self.action_scale) <= 0:
+            raise TaskConfigError(f"task {self.name}: action_scale must be positive")
+        low, high = np.asarray(self.safety_box.low), np.asarray(self.safety_box.high)
+        if np.any(high[:3] <= low[:3]) or np.any(high[3:] - low[3:] <= 0) or np.any(high[3:] - low[3:] >= 2 * np.pi):
+            raise TaskConfigError(f"task {self.name}: safety_box needs low < high on every axis")
+        for what, pose in (("target_pose", self.target_pose), ("reset_pose", self.reset_pose)):
+            if not in_box(np.asarray(pose), self.safety_box):
+                raise TaskConfigError(f"task {self.name}: {what} {list(pose)} is outside the safety box")
+        if not self.eval_poses:
+            raise TaskConfigError(f"task {self.name}: eval_poses is empty")
+        for i, (dx, dy, dyaw) in enumerate(self.eval_poses):
+            pose = np.asarray(self.reset_pose) + np.array([dx, dy, 0.0, 0.0, 0.0, dyaw])
+            if not in_box(pose, self.safety_box):
+                raise TaskConfigError(f"task {self.name}: eval pose {i} is outside the safety box")
+        corner = np.asarray(self.reset_pose) + np.array(
+            [self.random_reset.xy, self.random_reset.xy, 0, 0, 0, self.random_reset.yaw])
+        corner_lo = np.asarray(self.reset_pose) - np.array(
+            [self.random_reset.xy, self.random_reset.xy, 0, 0, 0, self.random_reset.yaw])
+        if not (in_box(corner, self.safety_box) and in_box(corner_lo, self.safety_box)):
+            raise TaskConfigError(f"task {self.name}: random_reset reaches outside the safety box")
+        s = self.sim
+        if s is not None and not (0 < s.success_depth <= s.target_depth <= s.hole_depth):
+            raise TaskConfigError(f"task {self.name}: need 0 < success_depth <= target_depth <= hole_depth")
+
+    @property
+    def control_dt(self) -> float:
+        return 1.0 / self.control_hz
+
+
+def in_box(pose6: np.ndarray, box: SafetyBox, tol: float = 1e-9) -> bool:
+    """Whether a 6-D pose lies in the box (angles compared on the circle)."""
+    low, high = np.asarray(box.low), np.asarray(box.high)
+    pose6 = np.asarray(pose6, np.float64)
+    if np.any(pose6[:3] < low[:3] - tol) or np.any(pose6[:3] > high[:3] + tol):
+        return False
+    # offset from the interval's start, measured counter-clockwise on the circle
+    offset = (pose6[3:] - low[3:]) % (2 * np.pi)
+    return bool(np.all((offset <= high[3:] - low[3:] + tol) | (offset >= 2 * np.pi - tol)))
+
+
+def load_task(name_or_path: str | Path) -> TaskConfig:
+    """Load a task by name (``peg_insertion`` -> ``robot_env/tasks/peg_insertion.json``) or path."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = TASKS_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in TASKS_DIR.glob("*.json"))
+        raise TaskConfigError(f"no task file {path} (tasks shipped: {known})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TaskConfigError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return from_dict(TaskConfig, data)
+    except TaskConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise TaskConfigError(f"{path}: {e}") from None
