@@ -22,6 +22,7 @@ from shared.agents import Agent, create_agent, make_update, policy_fn
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import PRESETS, PretrainConfig, RewardConfig, apply_overrides, from_dict, to_json
 from shared.dataset import example_obs
+from shared.encoders import with_state_stats
 from shared.metrics import MetricsLogger, to_scalars
 from shared.replay_buffer import ReplayBuffer
 
@@ -71,6 +72,11 @@ def pretrain(
         cfg = replace(cfg, agent=saved.agent)
         log.info("resumed from %s at gradient step %d", ckpt_dir, int(agent.grad_steps))
     else:
+        if acfg.encoder.normalize_state and acfg.encoder.state_mean is None:
+            enc = with_state_stats(acfg.encoder, buffer.state_frames())
+            acfg = replace(acfg, encoder=enc)
+            cfg = replace(cfg, agent=acfg)
+            log.info("state normalisation from the dataset: std %s", np.round(enc.state_std, 4).tolist())
         agent = create_agent(acfg, obs_example, buffer.action_dim, cfg.seed)
     (out_dir / "config.json").write_text(to_json(cfg))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -195,6 +196,19 @@ def _join(path: str, key: Any) -> str:
 # ------------------------------------------------------------------------------- the hand-off
 
 
+def _carry_state_normalisation(pre: AgentConfig, online: AgentConfig) -> AgentConfig:
+    """State normalisation is part of the model: the online agent uses the pre-trained one's."""
+    p, o = pre.encoder, online.encoder
+    if (p.state_mean, p.state_std) == (o.state_mean, o.state_std):
+        return online
+    if o.state_mean is not None:
+        raise CheckpointError("hand-off: the online config's state normalisation differs from the "
+                              "pre-trained agent's; leave state_mean/state_std unset to inherit them")
+    log.info("hand-off: using the pre-trained agent's state normalisation")
+    enc = replace(o, normalize_state=p.normalize_state, state_mean=p.state_mean, state_std=p.state_std)
+    return replace(online, encoder=enc)
+
+
 def handoff(pretrained: Agent, online_cfg: AgentConfig, obs_example: Mapping[str, Any], seed: int = 0) -> Agent:
     """Build the online SAC agent from a pre-trained one (WSRL initialisation).
 
@@ -202,6 +216,7 @@ def handoff(pretrained: Agent, online_cfg: AgentConfig, obs_example: Mapping[str
     (Adam moments and step counts). Drops what SAC does not use (the CQL Lagrange multiplier,
     IQL's value network) with a log line. Counters restart at zero for the online phase.
     """
+    online_cfg = _carry_state_normalisation(pretrained.config, online_cfg)
     template = create_agent(online_cfg, obs_example, pretrained.action_dim, seed)
     src, dst = agent_state(pretrained), agent_state(template)
     merged = dict(dst)

@@ -47,6 +47,20 @@ class EncoderConfig:
     bottleneck_dim: int = 256
     # DrQ random shift (pixels of edge padding); 0 disables augmentation.
     augment_pad: int = 4
+    # Scale the state by the offline dataset's mean/std (pre-training fills state_mean/state_std;
+    # they travel with the checkpoint and the hand-off). Proprio mixes metres with newtons, so
+    # millimetre-scale positions are otherwise drowned by forces four orders of magnitude larger.
+    normalize_state: bool = False
+    state_mean: tuple[float, ...] | None = None
+    state_std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.state_mean is None) != (self.state_std is None):
+            raise ValueError("state_mean and state_std must be set together")
+        if self.state_mean is not None and (
+            len(self.state_mean) != len(self.state_std) or min(self.state_std) <= 0
+        ):
+            raise ValueError("state_mean and state_std need equal lengths and a positive std")
 
 
 @dataclass(frozen=True)
@@ -164,14 +178,18 @@ def paper_sim_online() -> OnlineConfig:
     return OnlineConfig(agent=AgentConfig(algo="sac", gamma=0.99), warmup_steps=5_000)
 
 
-def paper_sim_pretrain() -> PretrainConfig:
-    """Cal-QL with the same networks (so the hand-off is exact), alpha 5, 10 sampled actions,
-    importance sampling and a max-over-10 target backup as in the Cal-QL code."""
-    online = paper_sim_online().agent
+def _calql_pretrain(online: AgentConfig, steps: int) -> PretrainConfig:
+    """Cal-QL with the online agent's networks (so the hand-off is exact), fixed alpha 5,
+    10 sampled actions with importance sampling, and a max-over-10 target backup."""
     return PretrainConfig(
         agent=replace(online, algo="calql", utd=1, num_backup_actions=10, cql=CQLConfig(alpha=5.0)),
-        steps=250_000,
+        steps=steps,
     )
+
+
+def paper_sim_pretrain() -> PretrainConfig:
+    """Offline Cal-QL as in the paper's simulation runs (250k steps)."""
+    return _calql_pretrain(paper_sim_online().agent, 250_000)
 
 
 def robot_online() -> OnlineConfig:
@@ -188,27 +206,20 @@ def robot_online() -> OnlineConfig:
 
 def robot_pretrain() -> PretrainConfig:
     """Offline Cal-QL for the robot: fixed alpha 5, 40k gradient steps."""
-    online = robot_online().agent
-    return PretrainConfig(
-        agent=replace(online, algo="calql", utd=1, num_backup_actions=10, cql=CQLConfig(alpha=5.0)),
-        steps=40_000,
-    )
+    return _calql_pretrain(robot_online().agent, 40_000)
 
 
 def peg_sim_online() -> OnlineConfig:
     """The robot task's settings (gamma 0.98, lr 3e-4, ensemble 10 with subset 2, UTD 4, batch
     256) on the simulated peg insertion's 19-D state, with plain 256x256 LayerNorm MLPs."""
-    agent = AgentConfig(algo="sac", gamma=0.98, actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4)
+    agent = AgentConfig(algo="sac", gamma=0.98, actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4,
+                        encoder=EncoderConfig(normalize_state=True))
     return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000)
 
 
 def peg_sim_pretrain() -> PretrainConfig:
     """Offline Cal-QL for the simulated peg insertion: fixed alpha 5, 40k gradient steps."""
-    online = peg_sim_online().agent
-    return PretrainConfig(
-        agent=replace(online, algo="calql", utd=1, num_backup_actions=10, cql=CQLConfig(alpha=5.0)),
-        steps=40_000,
-    )
+    return _calql_pretrain(peg_sim_online().agent, 40_000)
 
 
 PRESETS = {

@@ -9,6 +9,7 @@ frozen with ``stop_gradient`` so its gradients are exactly zero and Adam leaves 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,20 @@ class SpatialLearnedEmbeddings(nn.Module):
         return out.reshape(out.shape[:-2] + (c * self.num_features,))
 
 
+STATE_CLIP = 10.0  # normalised state is clipped: contact transients reach 25 standard deviations
+MIN_STATE_STD = 1e-3
+
+
+def with_state_stats(cfg: EncoderConfig, states: np.ndarray) -> EncoderConfig:
+    """The encoder config with ``state_mean``/``state_std`` measured on ``states`` [N, D]
+    (constant dimensions get std 1 so they pass through centred)."""
+    states = np.asarray(states, np.float64)
+    std = states.std(axis=0)
+    std = np.where(std < MIN_STATE_STD, 1.0, std)
+    return replace(cfg, state_mean=tuple(float(x) for x in states.mean(axis=0)),
+                   state_std=tuple(float(x) for x in std))
+
+
 class ObsEncoder(nn.Module):
     """Dict observation -> flat features. ``state`` passes through; images are encoded."""
 
@@ -114,7 +129,12 @@ class ObsEncoder(nn.Module):
                 x = jnp.tanh(nn.LayerNorm(name=f"bottleneck_norm_{key}")(x))
                 parts.append(x)
         if cfg.kind == "state" or cfg.use_state:
-            parts.append(obs["state"].astype(jnp.float32))
+            state = obs["state"].astype(jnp.float32)
+            if cfg.state_mean is not None:
+                mean = jnp.asarray(cfg.state_mean, jnp.float32)
+                std = jnp.asarray(cfg.state_std, jnp.float32)
+                state = jnp.clip((state - mean) / std, -STATE_CLIP, STATE_CLIP)
+            parts.append(state)
         return jnp.concatenate(parts, axis=-1)
 
 

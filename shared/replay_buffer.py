@@ -274,6 +274,13 @@ class ReplayBuffer:
                 chain.reverse()
                 self.mc_returns[chain] = mc_return_to_go(self.rewards[chain], self.gamma, self.r_neg)
 
+    def state_frames(self) -> np.ndarray:
+        """Every stored ``state`` frame (a copy), e.g. for normalisation statistics."""
+        with self._lock:
+            if "state" not in self.frames:
+                raise KeyError("this buffer's observations have no 'state' key")
+            return self.frames["state"][: min(self._written, self.capacity)].copy()
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             filled = min(self._written, self.capacity)

@@ -82,3 +82,18 @@ def test_handoff_architecture_mismatch_names_parameter():
         handoff(pre, wrong, state_obs())
     with pytest.raises(CheckpointError, match="ensemble"):
         handoff(pre, replace(tiny_config("sac"), num_critics=6), state_obs())
+
+
+def test_handoff_carries_the_state_normalisation(tmp_path):
+    enc = replace(tiny_config("calql").encoder, normalize_state=True, state_mean=(1.0,) * 5, state_std=(2.0,) * 5)
+    pre = create_agent(replace(tiny_config("calql"), encoder=enc), state_obs(), 2)
+    ckpt = Checkpointer(tmp_path / "ck", async_save=False)
+    ckpt.save(pre, state_obs(), PretrainConfig(agent=pre.config))
+    ckpt.close()
+    restored, _, _ = load_checkpoint(tmp_path / "ck")
+    assert restored.config.encoder.state_std == (2.0,) * 5
+    online = handoff(restored, tiny_config("sac"), state_obs())  # online config leaves the stats unset
+    assert online.config.encoder.state_mean == (1.0,) * 5 and online.config.encoder.state_std == (2.0,) * 5
+    other = replace(tiny_config("sac").encoder, state_mean=(0.0,) * 5, state_std=(1.0,) * 5)
+    with pytest.raises(CheckpointError, match="state normalisation differs"):
+        handoff(restored, replace(tiny_config("sac"), encoder=other), state_obs())

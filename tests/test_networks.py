@@ -112,3 +112,21 @@ def test_pretrained_trunk_mismatch_names_the_parameter(tmp_path):
     enc = cfg.encoder.__class__(**{**cfg.encoder.__dict__, "pretrained_path": str(path)})
     with pytest.raises(ValueError, match=r"trunk_wrist_1/conv_init/kernel has shape"):
         create_agent(cfg.__class__(**{**cfg.__dict__, "encoder": enc}), image_obs(), 2)
+
+
+def test_state_normalisation_from_dataset_statistics():
+    from dataclasses import replace
+
+    from shared.config import EncoderConfig
+    from shared.encoders import STATE_CLIP, ObsEncoder, with_state_stats
+
+    states = np.array([[0.0, 1.0, 0.01], [2.0, 1.0, 0.03]])
+    cfg = with_state_stats(EncoderConfig(normalize_state=True), states)
+    # mean (1, 1, 0.02); std (1, constant -> 1, 0.01)
+    np.testing.assert_allclose(cfg.state_mean, [1.0, 1.0, 0.02])
+    np.testing.assert_allclose(cfg.state_std, [1.0, 1.0, 0.01])
+    enc = ObsEncoder(cfg)
+    out = enc.apply({}, {"state": jnp.array([[3.0, 5.0, 0.025], [100.0, 1.0, 0.02]])})
+    np.testing.assert_allclose(out, [[2.0, 4.0, 0.5], [STATE_CLIP, 0.0, 0.0]], rtol=1e-5, atol=1e-5)
+    raw = ObsEncoder(replace(cfg, state_mean=None, state_std=None)).apply({}, {"state": jnp.array([[3.0, 5.0, 0.025]])})
+    np.testing.assert_allclose(raw, [[3.0, 5.0, 0.025]])

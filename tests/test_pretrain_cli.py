@@ -53,3 +53,23 @@ def test_pretrain_cli_rejects_a_wrong_dataset(tmp_path):
     bad.write_bytes(b"not a dataset")
     r = run("--dataset", str(bad), "--out", str(tmp_path / "o"), "--steps", "10")
     assert r.returncode != 0 and "not a readable .npz" in r.stderr
+
+
+def test_pretrain_cli_evaluates_in_the_simulation(tmp_path):
+    from robot_env.collect import collect
+
+    data = tmp_path / "peg.npz"
+    collect(data, transitions=300, progress=False)
+    out = tmp_path / "run"
+    r = run("--dataset", str(data), "--out", str(out), "--preset", "peg_sim", "--steps", "40", *TINY,
+            "--eval-env", "PegInsertionSim-v0", "--eval-episodes", "2", "--eval-every", "20")
+    assert r.returncode == 0, r.stderr
+    evals = [rec for rec in read_jsonl(out / "metrics.jsonl") if "eval/success_rate" in rec]
+    assert [rec["step"] for rec in evals] == [20, 40]
+    assert all(rec["eval/episodes"] == 2 and 0 <= rec["eval/success_rate"] <= 1 for rec in evals)
+    assert "eval at gradient step 40" in r.stderr
+    # the peg_sim preset normalises the state with the dataset's statistics, saved with the run
+    enc = json.loads((out / "config.json").read_text())["agent"]["encoder"]
+    assert enc["normalize_state"] and len(enc["state_mean"]) == len(enc["state_std"]) == 19
+    agent, _, _ = load_checkpoint(out / "checkpoints")
+    assert agent.config.encoder.state_std == tuple(enc["state_std"])

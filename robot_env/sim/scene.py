@@ -76,6 +76,32 @@ def _board_geoms(task: TaskConfig) -> list[str]:
     return geoms
 
 
+# (joint, type, axis, armature): slides in the base frame, then yaw, pitch, roll, so that the
+# hand's orientation is Rz(yaw) Ry(pitch) Rx(roll), the extrinsic xyz Euler convention.
+_HAND_JOINTS = (
+    ("x", "slide", "1 0 0", HAND_ARMATURE[0]),
+    ("y", "slide", "0 1 0", HAND_ARMATURE[0]),
+    ("z", "slide", "0 0 1", HAND_ARMATURE[0]),
+    ("yaw", "hinge", "0 0 1", HAND_ARMATURE[1]),
+    ("pitch", "hinge", "0 1 0", HAND_ARMATURE[1]),
+    ("roll", "hinge", "1 0 0", HAND_ARMATURE[1]),
+)
+
+
+def _hand_joint_chain() -> tuple[str, str]:
+    """Nested, gravity-compensated bodies with one joint each, all at the TCP (opening, closing)."""
+    opening, closing = [], []
+    for depth, (name, kind, axis, armature) in enumerate(_HAND_JOINTS):
+        pad = "    " * (depth + 1)
+        opening.append(
+            f'{pad}<body name="hand_{name}" gravcomp="1">\n'
+            f'{pad}  <joint name="{name}" type="{kind}" axis="{axis}" armature="{armature:g}"/>\n'
+            f'{pad}  <inertial pos="0 0 0" mass="0.01" diaginertia="1e-5 1e-5 1e-5"/>'
+        )
+        closing.insert(0, f"{pad}</body>")
+    return "\n".join(opening), "\n".join(closing)
+
+
 def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
     """MJCF text of the scene for ``task`` (which must have a ``sim`` section)."""
     if task.sim is None:
@@ -102,6 +128,7 @@ def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
         actuators.append(
             f'<position name="{j}" joint="{j}" kp="{k:g}" kv="{d_:g}" forcelimited="true" forcerange="{-lim:g} {lim:g}"/>'
         )
+    chain_open, chain_close = _hand_joint_chain()
     return f"""
 <mujoco model="peg_insertion_sim">
   <compiler angle="radian" autolimits="true"/>
@@ -133,24 +160,7 @@ def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
       <site name="hole" pos="0 0 0" size="0.002" rgba="1 0 0 0"/>
     </body>
     <camera name="scene" pos="{tx + 0.32:g} {ty - 0.32:g} {top + 0.28:g}" xyaxes="{_look_at(np.array([tx + 0.32, ty - 0.32, top + 0.28]), np.array([tx, ty, top + 0.03]), np.array([0, 0, 1.0]))}" fovy="45"/>
-    <body name="slide_x" gravcomp="1">
-      <joint name="x" type="slide" axis="1 0 0" armature="{HAND_ARMATURE[0]:g}"/>
-      <inertial pos="0 0 0" mass="0.01" diaginertia="1e-5 1e-5 1e-5"/>
-      <body name="slide_y" gravcomp="1">
-        <joint name="y" type="slide" axis="0 1 0" armature="{HAND_ARMATURE[0]:g}"/>
-        <inertial pos="0 0 0" mass="0.01" diaginertia="1e-5 1e-5 1e-5"/>
-        <body name="slide_z" gravcomp="1">
-          <joint name="z" type="slide" axis="0 0 1" armature="{HAND_ARMATURE[0]:g}"/>
-          <inertial pos="0 0 0" mass="0.01" diaginertia="1e-5 1e-5 1e-5"/>
-          <body name="rot_yaw" gravcomp="1">
-            <joint name="yaw" type="hinge" axis="0 0 1" armature="{HAND_ARMATURE[1]:g}"/>
-            <inertial pos="0 0 0" mass="0.01" diaginertia="1e-5 1e-5 1e-5"/>
-            <body name="rot_pitch" gravcomp="1">
-              <joint name="pitch" type="hinge" axis="0 1 0" armature="{HAND_ARMATURE[1]:g}"/>
-              <inertial pos="0 0 0" mass="0.01" diaginertia="1e-5 1e-5 1e-5"/>
-              <body name="rot_roll" gravcomp="1">
-                <joint name="roll" type="hinge" axis="1 0 0" armature="{HAND_ARMATURE[1]:g}"/>
-                <inertial pos="0 0 0" mass="0.01" diaginertia="1e-5 1e-5 1e-5"/>
+{chain_open}
                 <body name="tcp" quat="0 1 0 0" gravcomp="1">
                   <site name="tcp" pos="0 0 0" size="0.003" rgba="0 0 1 0"/>
                   <site name="peg_tip" pos="0 0 {pl:g}" size="0.002" rgba="0 1 0 0"/>
@@ -161,12 +171,7 @@ def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
                   <camera name="wrist_1" pos="{_fmt(cam1)}" xyaxes="{_look_at(cam1, tip, up)}" fovy="{s.camera_fovy:g}"/>
                   <camera name="wrist_2" pos="{_fmt(cam2)}" xyaxes="{_look_at(cam2, tip, up)}" fovy="{s.camera_fovy:g}"/>
                 </body>
-              </body>
-            </body>
-          </body>
-        </body>
-      </body>
-    </body>
+{chain_close}
   </worldbody>
   <actuator>
     {chr(10).join("    " + a for a in actuators)}
