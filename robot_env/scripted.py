@@ -21,6 +21,8 @@ from robot_env import geometry as geo
 from robot_env.task_config import TaskConfig
 
 _SLICES = contract.state_slices()
+ALIGNED_XY = 0.0025  # metres from the believed hole centre: close enough to start descending
+ALIGNED_YAW = 0.04  # radians
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Skill:
         s = float(np.clip(s, 0.0, 1.0))
         return cls(
             belief_xy_std=0.012 * (1 - s) ** 1.5 + 0.0004,
-            belief_yaw_std=0.25 * (1 - s) ** 1.5 + 0.01,
+            belief_yaw_std=0.15 * (1 - s) ** 1.5 + 0.005,
             action_noise=0.02 + 0.3 * (1 - s),
             search=s >= 0.4,
         )
@@ -81,7 +83,7 @@ class ScriptedInserter:
         hover_z = -(self._depth + self.skill.hover)
         if self._phase == "align":
             dz = hover_z - pos[2]
-            if np.linalg.norm(xy_err) < 0.0012 and abs(yaw_err) < 0.03 and abs(dz) < 0.004:
+            if np.linalg.norm(xy_err) < ALIGNED_XY and abs(yaw_err) < ALIGNED_YAW and abs(dz) < 0.004:
                 self._phase, self._stall, self._last_z = "insert", 0, pos[2]
         if self._phase == "insert":
             dz = 0.02
