@@ -36,7 +36,7 @@ SKILL_BINS = (0.0, 0.25, 0.5, 0.75, 1.0001)
 def collect(
     out: str | Path,
     transitions: int = 18_000,
-    skill_range: tuple[float, float] = (0.0, 0.75),
+    skill_range: tuple[float, float] = (0.0, 1.0),
     obs_mode: str = "state",
     image_size: int = contract.DEFAULT_IMAGE_SIZE,
     task: str = "peg_insertion",
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="dataset file to write (.npz)")
     p.add_argument("--transitions", type=int, default=18_000, help="collect at least this many (whole episodes)")
     p.add_argument("--skill-min", type=float, default=0.0)
-    p.add_argument("--skill-max", type=float, default=0.75,
-                   help="best skill drawn; the default leaves out expert episodes so offline RL lands below perfect")
+    p.add_argument("--skill-max", type=float, default=1.0)
     p.add_argument("--obs-mode", choices=contract.OBS_MODES, default="state")
     p.add_argument("--image-size", type=int, default=contract.DEFAULT_IMAGE_SIZE)
     p.add_argument("--task", default="peg_insertion", help="task name or path to a task JSON")

@@ -113,7 +113,7 @@ def test_success_detection_on_hand_placed_states(env):
 def test_insertion_ends_the_episode_with_the_configured_reward():
     env = PegInsertionSimEnv(reward=RewardConfig(scale=10.0, bias=-2.0))
     env.reset(seed=0, options={"pose_offset": (0.0, 0.0, 0.0)})
-    rewards, done = [], False
+    rewards = []
     for _ in range(10):
         _, r, term, trunc, info = env.step(np.array([0, 0, 1, 0, 0, 0], np.float32))
         rewards.append(r)
@@ -132,6 +132,17 @@ def test_pressing_on_the_board_reads_the_limited_force():
     force = obs["state"][contract.state_slices()["tcp_force"]]
     # the board pushes the tool up: -z in the tool frame, at the controller's 20 N limit
     np.testing.assert_allclose(force, [0, 0, -TASK.sim.force_limit], atol=0.5)
+    env.close()
+
+
+def test_compliance_can_be_reconfigured():
+    # the robot server's /update_param: a softer, weaker controller pushes with its new limit
+    env = PegInsertionSimEnv()
+    env.robot.set_compliance(stiffness=(1000.0, 100.0), damping=(60.0, 5.0), force_limit=8.0, torque_limit=2.0)
+    env.reset(seed=0, options={"pose_offset": (0.03, 0.0, 0.0)})
+    for _ in range(8):
+        obs, *_ = env.step(np.array([0, 0, 1, 0, 0, 0], np.float32))
+    np.testing.assert_allclose(obs["state"][contract.state_slices()["tcp_force"]], [0, 0, -8.0], atol=0.5)
     env.close()
 
 
