@@ -1,0 +1,140 @@
+"""The actor <-> learner wire format: msgpack with numpy arrays as raw bytes, never pickle.
+
+One place for the message types, the protocol version and the limits. Every message is a map
+with ``type`` (one of ``MessageType``) and ``v`` (``PROTOCOL_VERSION``). Arrays travel as
+``{"__ndarray__": 1, "dtype": name, "shape": [...], "data": bytes}`` with the dtype from an
+allow-list and the shape checked against the byte count, so a decoder never allocates more than
+the message it was given, and nothing that arrives is ever executed (no pickle, no object dtype).
+
+The transport (sockets, chunking, acknowledgements) is built on top of this by the runtime.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, Mapping
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 2**20  # a chunk of transitions is a few MB; weights of a ResNet policy fit too
+MAX_NDIM = 8
+MAX_DEPTH = 32  # nesting of maps/lists
+_ARRAY_TAG = "__ndarray__"
+ALLOWED_DTYPES = frozenset({
+    "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+    "float16", "float32", "float64",
+})
+
+
+class MessageType(str, enum.Enum):
+    HELLO = "hello"  # actor -> learner: actor id, session id, config fingerprint
+    WELCOME = "welcome"  # learner -> actor: what it already has from this actor, weights version
+    CHUNK = "chunk"  # actor -> learner: a numbered batch of transitions
+    ACK = "ack"  # learner -> actor: chunk numbers inserted
+    STATS = "stats"  # actor -> learner: episode statistics, no reply
+    WEIGHTS = "weights"  # learner -> actor (PUB/SUB): versioned policy parameters
+    ERROR = "error"  # either way: a refusal with a reason
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be encoded or that arrived malformed; it names what is wrong."""
+
+
+def make_message(kind: MessageType, **fields: Any) -> dict[str, Any]:
+    if "type" in fields or "v" in fields:
+        raise ProtocolError("'type' and 'v' are set by make_message")
+    return {"type": MessageType(kind).value, "v": PROTOCOL_VERSION, **fields}
+
+
+def encode(message: Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+    """Serialise a message (a map with ``type`` and ``v``) to bytes."""
+    _check_header(message)
+    try:
+        data = msgpack.packb(message, default=_pack_array, use_bin_type=True, strict_types=False)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ProtocolError(f"cannot encode message of type {message.get('type')!r}: {e}") from None
+    if len(data) > max_bytes:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    return data
+
+
+def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Parse and validate a message from the wire; any defect is a ``ProtocolError``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        message = msgpack.unpackb(
+            bytes(data), raw=False, strict_map_key=True, use_list=True,
+            max_bin_len=max_bytes, max_str_len=max_bytes, max_array_len=max_bytes, max_map_len=max_bytes,
+            max_ext_len=0,
+        )
+    except ProtocolError:
+        raise
+    except Exception as e:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(f"not a valid msgpack message: {type(e).__name__}: {e}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
+    _check_header(message)
+    return _restore(message, 0)
+
+
+def _check_header(message: Mapping[str, Any]) -> None:
+    if not isinstance(message, Mapping):
+        raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
+    if message.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {message.get('v')!r}, this side speaks {PROTOCOL_VERSION}")
+    try:
+        MessageType(message.get("type"))
+    except ValueError:
+        raise ProtocolError(f"unknown message type {message.get('type')!r}") from None
+
+
+def _pack_array(obj: Any) -> Any:
+    if isinstance(obj, np.generic) and obj.dtype.name in ALLOWED_DTYPES:
+        return obj.item()  # numpy scalars travel as plain numbers
+    if isinstance(obj, (np.ndarray, np.generic)):
+        obj = np.asarray(obj)
+        if obj.dtype.name not in ALLOWED_DTYPES:
+            raise ProtocolError(f"dtype {obj.dtype} is not allowed on the wire ({sorted(ALLOWED_DTYPES)})")
+        if obj.ndim > MAX_NDIM:
+            raise ProtocolError(f"array with {obj.ndim} dimensions (at most {MAX_NDIM})")
+        little = np.ascontiguousarray(obj, dtype=obj.dtype.newbyteorder("<"))
+        return {_ARRAY_TAG: 1, "dtype": obj.dtype.name, "shape": list(obj.shape), "data": little.tobytes()}
+    raise TypeError(f"cannot send a {type(obj).__name__}")
+
+
+def _restore(obj: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
+    if isinstance(obj, dict):
+        if _ARRAY_TAG in obj:
+            return _unpack_array(obj)
+        return {k: _restore(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore(v, depth + 1) for v in obj]
+    return obj
+
+
+def _unpack_array(obj: dict[str, Any]) -> np.ndarray:
+    if set(obj) != {_ARRAY_TAG, "dtype", "shape", "data"}:
+        raise ProtocolError(f"array record has keys {sorted(obj)}")
+    name, shape, data = obj["dtype"], obj["shape"], obj["data"]
+    if not isinstance(name, str) or name not in ALLOWED_DTYPES:
+        raise ProtocolError(f"array dtype {name!r} is not allowed")
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise ProtocolError(f"array shape {shape!r} is not a list of at most {MAX_NDIM} sizes")
+    if not isinstance(data, bytes):
+        raise ProtocolError("array data must be bytes")
+    dtype = np.dtype(name).newbyteorder("<")
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow on absurd shapes
+    if expected != len(data):
+        raise ProtocolError(f"array of dtype {name} and shape {shape} needs {expected} bytes, got {len(data)}")
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return arr.astype(np.dtype(name), copy=True)  # native byte order, writable, owns its memory
