@@ -60,6 +60,7 @@ def collect(
     buf = ReplayBuffer(obs_spec_of(obs), contract.ACTION_DIM, capacity, gamma, reward.negative)
     controller = ScriptedInserter(base.task, Skill.level(lo), seed=seed)
     episodes: list[dict[str, Any]] = []
+    successes = 0
     bar = tqdm(total=transitions, unit="step", desc="collecting", disable=not progress, mininterval=1.0)
     while buf.transitions_inserted < transitions:
         skill = float(rng.uniform(lo, hi))
@@ -67,9 +68,9 @@ def collect(
         before = buf.transitions_inserted
         result = run_episode(env, controller, seed=int(rng.integers(2**31)), record=buf.insert)
         episodes.append({"skill": skill, "success": result.success, "length": result.length})
+        successes += result.success
         bar.update(buf.transitions_inserted - before)
-        rate = np.mean([e["success"] for e in episodes])
-        bar.set_postfix(episodes=len(episodes), success=f"{rate:.2f}")
+        bar.set_postfix(episodes=len(episodes), success=f"{successes / len(episodes):.2f}")
     bar.close()
     env.close()
     summary = summarize(episodes)

@@ -79,25 +79,6 @@ def euler_to_quat(e: np.ndarray) -> np.ndarray:
     return mat_to_quat(euler_to_mat(e))
 
 
-def rotvec_to_mat(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float64)
-    theta = np.linalg.norm(v)
-    if theta < 1e-12:
-        return np.eye(3)
-    k = v / theta
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
-
-
-def mat_to_rotvec(m: np.ndarray) -> np.ndarray:
-    q = mat_to_quat(m)  # w >= 0, so the angle is in [0, pi]
-    s = np.linalg.norm(q[:3])
-    if s < 1e-12:
-        return np.zeros(3)
-    angle = 2 * np.arctan2(s, q[3])
-    return q[:3] / s * angle
-
-
 def pose7_to_mat(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``[x, y, z, qx, qy, qz, qw]`` to (position, rotation matrix)."""
     pose = np.asarray(pose, np.float64)

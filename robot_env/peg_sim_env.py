@@ -60,23 +60,20 @@ class PegInsertionSimEnv(gym.Env):
 
     # ----- gym API -----
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Options: ``eval_pose`` (index of a fixed evaluation pose), ``pose_offset``
-        (``(dx, dy, dyaw)`` from the reset pose), or ``reset_mode`` for this episode. Without
-        them, ``random`` draws an offset uniformly and ``eval`` cycles through the 20 poses."""
+        """Options: ``eval_pose`` (index of a fixed evaluation pose) or ``pose_offset``
+        (``(dx, dy, dyaw)`` from the reset pose). Without them, ``reset_mode="random"`` draws an
+        offset uniformly and ``"eval"`` cycles through the fixed poses."""
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"eval_pose", "pose_offset", "reset_mode"}
+        unknown = set(options) - {"eval_pose", "pose_offset"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}")
-        mode = options.get("reset_mode", self.reset_mode)
-        if mode not in RESET_MODES:
-            raise ValueError(f"reset_mode must be one of {RESET_MODES}, got {mode!r}")
         eval_index = None
         if "pose_offset" in options:
             offset = np.asarray(options["pose_offset"], np.float64)
             if offset.shape != (3,) or not np.all(np.isfinite(offset)):
                 raise ValueError("pose_offset must be three finite numbers (dx, dy, dyaw)")
-        elif "eval_pose" in options or mode == "eval":
+        elif "eval_pose" in options or self.reset_mode == "eval":
             eval_index = int(options.get("eval_pose", self._next_eval))
             if not 0 <= eval_index < len(self.task.eval_poses):
                 raise ValueError(f"eval_pose must be in [0, {len(self.task.eval_poses)}), got {eval_index}")

@@ -19,8 +19,6 @@ Policy = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 class EpisodeResult:
     success: bool
     length: int
-    episode_return: float
-    reset_info: dict[str, Any]
 
 
 def run_episode(
@@ -35,10 +33,10 @@ def run_episode(
     A policy with a ``reset()`` method (a stateful controller) has it called first. ``record``
     receives each transition as a dict with the keys ``ReplayBuffer.insert`` takes.
     """
-    obs, reset_info = env.reset(seed=seed, options=options)
+    obs, _ = env.reset(seed=seed, options=options)
     if callable(getattr(policy, "reset", None)):
         policy.reset()
-    total, length, success = 0.0, 0, False
+    length, success = 0, False
     while True:
         action = np.asarray(policy(obs), np.float32)
         next_obs, reward, terminated, truncated, info = env.step(action)
@@ -51,12 +49,11 @@ def run_episode(
                 "masks": 0.0 if terminated else 1.0,
                 "dones": terminated or truncated,
             })
-        total += float(reward)
         length += 1
         success = success or bool(info.get("success", False))
         obs = next_obs
         if terminated or truncated:
-            return EpisodeResult(success, length, total, dict(reset_info))
+            return EpisodeResult(success, length)
 
 
 def evaluate(

@@ -128,10 +128,6 @@ class SimRobot:
         inside = bool(np.all(np.abs(tip_local[:2]) <= scene.hole_half_width(self.task) + 1e-3))
         return inside and self.insertion_depth() >= self.task.sim.success_depth
 
-    @property
-    def time(self) -> float:
-        return float(self.data.time)
-
     # ----- cameras -----
     def render(self, cameras: tuple[str, ...], size: int) -> dict[str, np.ndarray]:
         """RGB uint8 images ``(size, size, 3)`` from the named cameras."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from robot_env.contract import IMAGE_KEYS
 from robot_env.task_config import TaskConfig
 
 FRANKA_MAX_OPENING = 0.08  # metres; the Franka hand's stroke, for the normalised gripper reading
 FINGER_THICKNESS = 0.006
 HAND_ARMATURE = (1.0, 0.02)  # reflected arm inertia on translation (kg) and rotation (kg m^2)
 ROBOT_GEOMS = ("peg", "finger_left", "finger_right", "palm")
-CAMERAS = ("wrist_1", "wrist_2")
 
 
 def board_top_z(task: TaskConfig) -> float:
@@ -117,8 +117,7 @@ def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
     finger_y = pw + FINGER_THICKNESS / 2
     # cameras on the hand, in the TCP frame (z points from the hand to the peg tip)
     tip = np.array([0.0, 0.0, pl + 0.01])
-    cam1 = np.array([0.07, 0.035, -0.045])
-    cam2 = np.array([-0.07, -0.035, -0.045])
+    cam_pos = (np.array([0.07, 0.035, -0.045]), np.array([-0.07, -0.035, -0.045]))  # either side of the peg
     up = np.array([0.0, 0.0, -1.0])  # towards the hand
     actuators = []
     for j, (k, d_, lim) in zip(
@@ -129,6 +128,10 @@ def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
             f'<position name="{j}" joint="{j}" kp="{k:g}" kv="{d_:g}" forcelimited="true" forcerange="{-lim:g} {lim:g}"/>'
         )
     chain_open, chain_close = _hand_joint_chain()
+    cameras = "\n".join(
+        f'                  <camera name="{key}" pos="{_fmt(pos)}" xyaxes="{_look_at(pos, tip, up)}" fovy="{s.camera_fovy:g}"/>'
+        for key, pos in zip(IMAGE_KEYS, cam_pos, strict=True)
+    )
     return f"""
 <mujoco model="peg_insertion_sim">
   <compiler angle="radian" autolimits="true"/>
@@ -168,8 +171,7 @@ def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
                   <geom name="finger_left" class="robot" type="box" pos="0 {finger_y:g} {-grip / 2:g}" size="0.009 {FINGER_THICKNESS / 2:g} {grip / 2 + 0.002:g}" mass="0.05"/>
                   <geom name="finger_right" class="robot" type="box" pos="0 {-finger_y:g} {-grip / 2:g}" size="0.009 {FINGER_THICKNESS / 2:g} {grip / 2 + 0.002:g}" mass="0.05"/>
                   <geom name="palm" class="robot" type="box" pos="0 0 {-grip - 0.03:g}" size="0.03 0.1 0.03" mass="0.6"/>
-                  <camera name="wrist_1" pos="{_fmt(cam1)}" xyaxes="{_look_at(cam1, tip, up)}" fovy="{s.camera_fovy:g}"/>
-                  <camera name="wrist_2" pos="{_fmt(cam2)}" xyaxes="{_look_at(cam2, tip, up)}" fovy="{s.camera_fovy:g}"/>
+{cameras}
                 </body>
 {chain_close}
   </worldbody>
