@@ -67,7 +67,9 @@ def pretrain(
     if resume and list_steps(ckpt_dir):
         agent, saved_cfg, _ = load_checkpoint(ckpt_dir)
         saved = from_dict(PretrainConfig, saved_cfg["config"])
-        if saved.agent != acfg:
+        # The saved config has the dataset's state statistics filled in; that is not a difference.
+        saved_enc = replace(saved.agent.encoder, state_mean=acfg.encoder.state_mean, state_std=acfg.encoder.state_std)
+        if replace(saved.agent, encoder=saved_enc) != acfg:
             log.warning("resuming with the checkpoint's agent config, not the one given")
         cfg = replace(cfg, agent=saved.agent)
         log.info("resumed from %s at gradient step %d", ckpt_dir, int(agent.grad_steps))
@@ -126,13 +128,10 @@ def make_sim_eval(env_id: str, obs_spec: dict, episodes: int, reward: RewardConf
     import gymnasium as gym
 
     import robot_env  # noqa: F401  (registers the envs)
+    from robot_env.contract import obs_mode_of
     from robot_env.rollout import evaluate
 
-    kwargs: dict = {"reward": reward}
-    image_keys = [k for k in obs_spec if k != "state"]
-    if image_keys:
-        kwargs.update(obs_mode="images", image_size=int(obs_spec[image_keys[0]][0][0]))
-    env = gym.make(env_id, **kwargs)
+    env = gym.make(env_id, reward=reward, **obs_mode_of(obs_spec))
     return lambda agent: evaluate(env, policy_fn(agent), episodes)
 
 

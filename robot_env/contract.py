@@ -56,6 +56,15 @@ def observation_space(obs_mode: str, image_size: int = DEFAULT_IMAGE_SIZE) -> gy
     return gym.spaces.Dict(spaces)
 
 
+def obs_mode_of(obs_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The env settings (``obs_mode``, ``image_size``) that produce observations of ``obs_spec``
+    (a dataset's or checkpoint's ``{key: (shape, dtype)}``)."""
+    images = [k for k in obs_spec if k in IMAGE_KEYS]
+    if not images:
+        return {"obs_mode": "state"}
+    return {"obs_mode": "images", "image_size": int(obs_spec[images[0]][0][0])}
+
+
 def action_space() -> gym.spaces.Box:
     return gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 

@@ -9,6 +9,7 @@ Success is ground truth (the peg tip is ``success_depth`` down the hole); it end
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import gymnasium as gym
@@ -55,6 +56,7 @@ class PegInsertionSimEnv(gym.Env):
         self.action_space = contract.action_space()
         self.robot = SimRobot(self.task)
         self._raw: dict[str, Any] = {}
+        self.timing: dict[str, float] = {}  # the last step's, in ms
         self._steps = 0
         self._next_eval = 0
 
@@ -100,13 +102,17 @@ class PegInsertionSimEnv(gym.Env):
         success = self.robot.peg_in_hole()
         reward = float(self.reward_config.apply(float(success)))
         truncated = self._steps >= self.task.episode_length and not success
+        t0 = time.perf_counter()
+        obs = self._observation()
         info = {
             "success": success,
             "insertion_depth": self.robot.insertion_depth(),
             "invalid_action": not usable,
             "commanded_pose": target,
         }
-        return self._observation(), reward, success, truncated, info
+        # For the actor's latency breakdown; not in ``info``, which must stay deterministic.
+        self.timing = {"observation_ms": 1e3 * (time.perf_counter() - t0)}
+        return obs, reward, success, truncated, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

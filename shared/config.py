@@ -167,6 +167,21 @@ class OnlineConfig:
     warmup_steps: int = 5_000
     buffer_capacity: int = 1_000_000
     seed: int = 0
+    # The distributed learner (learner/online.py). An "update" is one compiled call: ``utd``
+    # critic steps and one actor step, owed once per ingested env step after warmup.
+    publish_every: int = 4  # updates between policy-weight publishes
+    checkpoint_every: int = 2_000  # critic steps (during warmup: env steps x utd) between checkpoints
+    keep_checkpoints: int = 3
+    log_every: int = 100  # updates between learner log lines
+    # Update as fast as possible after warmup instead of holding the UTD ratio (off: the
+    # ratio is what WSRL's results rest on).
+    free_running: bool = False
+
+    def __post_init__(self) -> None:
+        if min(self.publish_every, self.checkpoint_every, self.keep_checkpoints, self.log_every) < 1:
+            raise ValueError("publish_every, checkpoint_every, keep_checkpoints and log_every must be positive")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
 
 
 # ----------------------------------------------------------------------------------- presets

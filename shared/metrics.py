@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -66,3 +67,11 @@ class MetricsLogger:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Replace a small JSON status file so that readers never see a half-written one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dict(data), indent=1))
+    os.replace(tmp, path)

@@ -6,6 +6,13 @@ with ``type`` (one of ``MessageType``) and ``v`` (``PROTOCOL_VERSION``). Arrays 
 allow-list and the shape checked against the byte count, so a decoder never allocates more than
 the message it was given, and nothing that arrives is ever executed (no pickle, no object dtype).
 
+Big messages (chunks of camera frames) travel as several ZeroMQ frames instead
+(``encode_frames`` / ``decode_frames``): a msgpack header where each large array is a
+``{"__frame__": i, "dtype", "shape"}`` reference, then the arrays' raw bytes, one frame each.
+Sender and receiver then never copy pixels through msgpack, and the receiver's arrays are
+read-only views of the received frames. The same checks apply (dtype allow-list, shape against
+byte count, total size cap); every data frame must be referenced exactly once.
+
 The transport (sockets, chunking, acknowledgements) is built on top of this by the runtime.
 """
 
@@ -22,7 +29,10 @@ PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 2**20  # a chunk of transitions is a few MB; weights of a ResNet policy fit too
 MAX_NDIM = 8
 MAX_DEPTH = 32  # nesting of maps/lists
+MAX_FRAMES = 64  # data frames of one multipart message
+FRAME_MIN_BYTES = 4096  # arrays at least this big get a frame of their own
 _ARRAY_TAG = "__ndarray__"
+_FRAME_TAG = "__frame__"
 ALLOWED_DTYPES = frozenset({
     "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
     "float16", "float32", "float64",
@@ -108,31 +118,119 @@ def _pack_array(obj: Any) -> Any:
     raise TypeError(f"cannot send a {type(obj).__name__}")
 
 
-def _restore(obj: Any, depth: int) -> Any:
+def _restore(obj: Any, depth: int, frames: list | None = None, used: set | None = None) -> Any:
     if depth > MAX_DEPTH:
         raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
     if isinstance(obj, dict):
         if _ARRAY_TAG in obj:
             return _unpack_array(obj)
-        return {k: _restore(v, depth + 1) for k, v in obj.items()}
+        if _FRAME_TAG in obj:
+            if frames is None:
+                raise ProtocolError("a frame reference in a single-frame message")
+            return _frame_array(obj, frames, used)
+        return {k: _restore(v, depth + 1, frames, used) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_restore(v, depth + 1) for v in obj]
+        return [_restore(v, depth + 1, frames, used) for v in obj]
     return obj
 
 
-def _unpack_array(obj: dict[str, Any]) -> np.ndarray:
-    if set(obj) != {_ARRAY_TAG, "dtype", "shape", "data"}:
-        raise ProtocolError(f"array record has keys {sorted(obj)}")
-    name, shape, data = obj["dtype"], obj["shape"], obj["data"]
+# ------------------------------------------------------------------- multipart (zero-copy)
+
+
+def encode_frames(message: Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTES) -> list[Any]:
+    """Serialise to ``[header, data...]``: big arrays become frames of their own (no copy of
+    their bytes here; send with ``copy=False``)."""
+    _check_header(message)
+    data: list[Any] = []
+
+    def split(obj: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
+        if isinstance(obj, Mapping):
+            return {k: split(v, depth + 1) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [split(v, depth + 1) for v in obj]
+        if isinstance(obj, np.ndarray) and obj.nbytes >= FRAME_MIN_BYTES and obj.dtype.name in ALLOWED_DTYPES:
+            if obj.ndim > MAX_NDIM:
+                raise ProtocolError(f"array with {obj.ndim} dimensions (at most {MAX_NDIM})")
+            if len(data) >= MAX_FRAMES:
+                raise ProtocolError(f"more than {MAX_FRAMES} large arrays in one message")
+            little = np.ascontiguousarray(obj, dtype=obj.dtype.newbyteorder("<"))
+            data.append(memoryview(little).cast("B"))
+            return {_FRAME_TAG: len(data), "dtype": obj.dtype.name, "shape": list(obj.shape)}
+        return obj
+
+    header = encode(split(message, 0), max_bytes)
+    total = len(header) + sum(d.nbytes for d in data)
+    if total > max_bytes:
+        raise ProtocolError(f"message of {total} bytes exceeds the {max_bytes}-byte limit")
+    return [header, *data]
+
+
+def decode_frames(frames: list[Any], max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Parse ``[header, data...]`` (bytes or buffers); arrays in data frames come back as
+    read-only views of those frames."""
+    if not frames:
+        raise ProtocolError("no frames")
+    if len(frames) - 1 > MAX_FRAMES:
+        raise ProtocolError(f"{len(frames) - 1} data frames (at most {MAX_FRAMES})")
+    views = [memoryview(f).cast("B") for f in frames]
+    total = sum(v.nbytes for v in views)
+    if total > max_bytes:
+        raise ProtocolError(f"message of {total} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        message = msgpack.unpackb(
+            views[0], raw=False, strict_map_key=True, use_list=True, max_bin_len=max_bytes,
+            max_str_len=max_bytes, max_array_len=max_bytes, max_map_len=max_bytes, max_ext_len=0,
+        )
+    except Exception as e:
+        raise ProtocolError(f"not a valid msgpack header: {type(e).__name__}: {e}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
+    _check_header(message)
+    used: set[int] = set()
+    out = _restore(message, 0, views, used)
+    if len(used) != len(views) - 1:
+        raise ProtocolError(f"{len(views) - 1 - len(used)} data frame(s) not referenced by the header")
+    return out
+
+
+def _frame_array(obj: dict[str, Any], frames: list[memoryview], used: set[int]) -> np.ndarray:
+    if set(obj) != {_FRAME_TAG, "dtype", "shape"}:
+        raise ProtocolError(f"frame record has keys {sorted(obj)}")
+    index = obj[_FRAME_TAG]
+    if not isinstance(index, int) or isinstance(index, bool) or not 1 <= index < len(frames):
+        raise ProtocolError(f"frame reference {index!r} outside the message's {len(frames) - 1} data frames")
+    if index in used:
+        raise ProtocolError(f"data frame {index} referenced twice")
+    used.add(index)
+    dtype, shape = _check_dtype_shape(obj["dtype"], obj["shape"])
+    buf = frames[index]
+    expected = math.prod(shape) * dtype.itemsize
+    if expected != buf.nbytes:
+        raise ProtocolError(f"array of dtype {obj['dtype']} and shape {shape} needs {expected} bytes, "
+                            f"frame {index} has {buf.nbytes}")
+    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+
+
+def _check_dtype_shape(name: Any, shape: Any) -> tuple[np.dtype, list[int]]:
     if not isinstance(name, str) or name not in ALLOWED_DTYPES:
         raise ProtocolError(f"array dtype {name!r} is not allowed")
     if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(
         isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
     ):
         raise ProtocolError(f"array shape {shape!r} is not a list of at most {MAX_NDIM} sizes")
+    return np.dtype(name).newbyteorder("<"), shape
+
+
+def _unpack_array(obj: dict[str, Any]) -> np.ndarray:
+    if set(obj) != {_ARRAY_TAG, "dtype", "shape", "data"}:
+        raise ProtocolError(f"array record has keys {sorted(obj)}")
+    name, data = obj["dtype"], obj["data"]
+    dtype, shape = _check_dtype_shape(name, obj["shape"])
     if not isinstance(data, bytes):
         raise ProtocolError("array data must be bytes")
-    dtype = np.dtype(name).newbyteorder("<")
     expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow on absurd shapes
     if expected != len(data):
         raise ProtocolError(f"array of dtype {name} and shape {shape} needs {expected} bytes, got {len(data)}")

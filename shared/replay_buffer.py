@@ -63,6 +63,7 @@ class ReplayBuffer:
         self._streams: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.discontinuities = 0
+        self.info: dict[str, Any] = {}  # the ``info`` a loaded file was saved with
 
     # ------------------------------------------------------------------------------ writing
 
@@ -108,9 +109,48 @@ class ReplayBuffer:
         reward = float(t["rewards"])
         if not np.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
+        self._append(obs, next_obs, action, reward, float(t["masks"]), bool(t["dones"]), stream, False)
+
+    def insert_chunk(
+        self,
+        frames: Mapping[str, np.ndarray],
+        obs_index: np.ndarray,
+        next_index: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        masks: np.ndarray,
+        dones: np.ndarray,
+        stream: str | int = 0,
+    ) -> None:
+        """Insert consecutive transitions given as shared frames plus indices (the wire layout
+        of ``shared.chunks``), in order, under one lock. A transition whose observation is the
+        previous one's next observation (same frame index) is known to continue the episode,
+        so only the first of a chunk is compared with the stream's last frame."""
+        n = len(actions)
+        for name, a in (("obs_index", obs_index), ("next_index", next_index), ("rewards", rewards),
+                        ("masks", masks), ("dones", dones)):
+            if len(a) != n:
+                raise ValueError(f"{name} has {len(a)} entries for {n} actions")
+        actions = np.asarray(actions, np.float32)
+        if actions.shape != (n, self.action_dim) or not np.isfinite(actions).all() or not np.isfinite(rewards).all():
+            raise ValueError(f"actions must be [{n}, {self.action_dim}] finite numbers and rewards finite")
+        self._check_obs({k: v[0] for k, v in frames.items()} if n else {}, "frames")
+        num = {v.shape[0] for v in frames.values()}
+        if len(num) != 1 or min(obs_index.min(), next_index.min()) < 0 or max(obs_index.max(), next_index.max()) >= num.pop():
+            raise ValueError("chunk indices point outside its frames")
+        keys = list(self.frames)
+        with self._lock:
+            for i in range(n):
+                oi, ni = int(obs_index[i]), int(next_index[i])
+                continuous = i > 0 and oi == int(next_index[i - 1]) and not dones[i - 1]
+                self._append({k: frames[k][oi] for k in keys}, {k: frames[k][ni] for k in keys}, actions[i],
+                             float(rewards[i]), float(masks[i]), bool(dones[i]), str(stream), continuous)
+
+    def _append(self, obs: Mapping[str, Any], next_obs: Mapping[str, Any], action: np.ndarray, reward: float,
+                mask: float, done: bool, stream: str, continuous: bool) -> None:
         st = self._streams.setdefault(stream, {"last": -1, "last_serial": -1, "episode": []})
         prev = st["last"] if self._alive(st["last"], st["last_serial"]) else -1
-        if prev >= 0 and self.check_continuity and not all(
+        if prev >= 0 and not continuous and self.check_continuity and not all(
             np.array_equal(self.frames[k][prev], obs[k]) for k in self.frames
         ):
             self.discontinuities += 1
@@ -124,13 +164,13 @@ class ReplayBuffer:
         self._successor[prev] = slot
         self.actions[slot] = action
         self.rewards[slot] = reward
-        self.masks[slot] = float(t["masks"])
-        self.dones[slot] = bool(t["dones"])
+        self.masks[slot] = mask
+        self.dones[slot] = done
         self.valid[slot] = True
         self._inserted += 1
         st["episode"].append((slot, int(self._serial[slot])))
         st["last"], st["last_serial"] = slot, int(self._serial[slot])
-        if self.dones[slot]:
+        if done:
             self._finish_episode(st)
 
     def _finish_episode(self, st: dict[str, Any]) -> None:
@@ -248,6 +288,7 @@ class ReplayBuffer:
         valid_slots = np.flatnonzero(buf.valid[:n])
         buf._successor[buf.obs_slot[valid_slots]] = valid_slots
         buf._written = written
+        buf.info = dict(meta.get("info") or {})
         buf._inserted = int(meta.get("inserted", valid_slots.size))
         buf._streams = {
             str(k): {"last": int(v["last"]), "last_serial": int(v["last_serial"]),

@@ -174,3 +174,11 @@ def test_bad_task_files_are_clear_errors(tmp_path):
         load_task("no_such_task")
     with pytest.raises(TaskConfigError, match="random_reset"):
         replace(TASK, random_reset=replace(TASK.random_reset, xy=0.2))
+
+
+def test_obs_mode_follows_a_checkpoint_spec():
+    from robot_env.contract import obs_mode_of
+
+    assert obs_mode_of({"state": ((19,), "float32")}) == {"obs_mode": "state"}
+    spec = {"state": ((19,), "float32"), "wrist_1": ((64, 64, 3), "uint8"), "wrist_2": ((64, 64, 3), "uint8")}
+    assert obs_mode_of(spec) == {"obs_mode": "images", "image_size": 64}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from shared.protocol import (
+    MAX_MESSAGE_BYTES,
     ALLOWED_DTYPES,
     PROTOCOL_VERSION,
     MessageType,
@@ -113,3 +114,46 @@ def test_a_pickle_is_never_unpickled():
     # smuggled inside a valid message it stays inert bytes
     out = decode(_raw(payload=pickle.dumps(_Boom())))
     assert isinstance(out["payload"], bytes)
+
+
+def test_multipart_frames_round_trip_without_copies():
+    from shared.protocol import decode_frames, encode_frames
+
+    img = np.random.default_rng(0).integers(0, 256, (5, 128, 128, 3), dtype=np.uint8)
+    small = np.arange(6, dtype=np.float32)
+    frames = encode_frames(make_message(MessageType.CHUNK, seq=1, frames={"wrist_1": img}, actions=small))
+    assert len(frames) == 2  # the header and one frame for the image block; small arrays inline
+    assert np.shares_memory(np.frombuffer(frames[1], np.uint8), img)
+    out = decode_frames([bytes(f) for f in frames])
+    np.testing.assert_array_equal(out["frames"]["wrist_1"], img)
+    np.testing.assert_array_equal(out["actions"], small)
+    assert not out["frames"]["wrist_1"].flags.writeable  # a view of the received frame
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda f: f + [b"\0" * 10], "not referenced"),
+    (lambda f: f[:1], "outside"),
+    (lambda f: [f[0], f[1][:-1]], "needs"),
+    (lambda f: [encode(make_message(MessageType.CHUNK, a={"__frame__": 1, "dtype": "uint8", "shape": [4096]}))],
+     "outside"),
+    (lambda f: [encode(make_message(MessageType.CHUNK, a={"__frame__": 1, "dtype": "object", "shape": [1]})),
+                b"x"], "not allowed"),
+    (lambda f: [f[0]] + [b""] * 65, "at most 64"),
+    (lambda f: [], "no frames"),
+])
+def test_multipart_defects_are_protocol_errors(edit, match):
+    from shared.protocol import decode_frames, encode_frames
+
+    frames = [bytes(x) for x in encode_frames(make_message(MessageType.CHUNK, a=np.zeros(4096, np.uint8)))]
+    with pytest.raises(ProtocolError, match=match):
+        decode_frames(edit(frames), max_bytes=MAX_MESSAGE_BYTES)
+
+
+def test_multipart_size_cap():
+    from shared.protocol import decode_frames, encode_frames
+
+    big = make_message(MessageType.CHUNK, a=np.zeros(10_000, np.uint8))
+    with pytest.raises(ProtocolError, match="limit"):
+        encode_frames(big, max_bytes=5_000)
+    with pytest.raises(ProtocolError, match="limit"):
+        decode_frames(encode_frames(big), max_bytes=5_000)

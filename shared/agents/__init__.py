@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from shared.agents import cql, iql, sac
-from shared.agents.base import Agent, Batch, TrainState, act, create_agent, policy_fn
+from shared.agents.base import Agent, Batch, TrainState, act, act_with_params, create_agent, policy_fn
 from shared.config import AgentConfig
 
 PHASES: dict[str, tuple[Callable, Callable]] = {
@@ -75,6 +75,7 @@ __all__ = [
     "TrainState",
     "PHASES",
     "act",
+    "act_with_params",
     "create_agent",
     "make_update",
     "policy_fn",

@@ -144,10 +144,11 @@ def target_entropy(cfg: AgentConfig, action_dim: int) -> float:
 
 
 @functools.partial(jax.jit, static_argnames=("module", "deterministic"))
-def _act(
-    actor: TrainState, module: nn.Module, obs: Any, key: jax.Array, deterministic: bool
+def act_with_params(
+    params: Params, module: nn.Module, obs: Any, key: jax.Array, deterministic: bool
 ) -> jax.Array:
-    mean, log_std = module.apply({"params": actor.params}, obs)
+    """Actions from actor parameters alone (what the robot-side actor holds)."""
+    mean, log_std = module.apply({"params": params}, obs)
     if deterministic:
         return jnp.tanh(mean)
     return sample_tanh_gaussian(key, mean, log_std)[0]
@@ -157,7 +158,7 @@ def act(
     agent: Agent, obs: dict[str, np.ndarray], key: jax.Array, deterministic: bool = False
 ) -> np.ndarray:
     """Actions for a batch of observations (leading batch axis on every key)."""
-    return np.asarray(_act(agent.actor, agent.nets["actor"], obs, key, deterministic))
+    return np.asarray(act_with_params(agent.actor.params, agent.nets["actor"], obs, key, deterministic))
 
 
 def policy_fn(agent: Agent, deterministic: bool = True, seed: int = 0) -> Callable[[dict[str, np.ndarray]], np.ndarray]:

@@ -1,0 +1,195 @@
+"""The actor's control loop: fixed rate, warmup with the frozen policy, then the latest weights.
+
+Per step: wait for the deadline (monotonic clock), choose the policy (the frozen pre-trained
+one until the learner holds K env steps from all actors, counted globally; afterwards the newest
+received weights, swapped between steps), sample an action, step the env, hand the transition
+to the sender (a queue append). Nothing here waits on the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gymnasium as gym
+import jax
+import numpy as np
+
+from actor.sender import FatalLearnerError, TransitionSender
+from actor.weights import WeightsReceiver
+from shared.agents import act_with_params
+
+log = logging.getLogger("wsrl.actor")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    hz: float = 10.0  # 0: as fast as possible (simulation)
+    max_steps: int | None = None  # env steps this process takes before it stops
+    warmup_steps: int = 5_000  # used until the learner says its K
+    # Simulation only: wait while the learner's updates are this many env steps behind its UTD
+    # schedule (so a fast simulator cannot outrun the learner). None on a real robot.
+    max_learner_lag: float | None = None
+    seed: int = 0
+
+
+class RateKeeper:
+    """Deadline scheduling: step k starts at t0 + k*T. A late step is not caught up with a burst:
+    the schedule restarts from now (and the overrun is counted)."""
+
+    SPIN = 0.0015  # s; sleep until this close to the deadline, then spin
+
+    def __init__(self, hz: float) -> None:
+        self.period = 1.0 / hz if hz > 0 else 0.0
+        self._next: float | None = None
+        self._last: float | None = None
+        self.overruns = 0
+
+    def wait(self) -> float | None:
+        """Block until the next deadline; returns the period just ended (s), None the first time."""
+        now = time.perf_counter()
+        if self.period > 0:
+            if self._next is None:
+                self._next = now
+            elif now > self._next + self.period:
+                self.overruns += 1
+                self._next = now
+            else:
+                remaining = self._next - now
+                if remaining > self.SPIN:
+                    time.sleep(remaining - self.SPIN)
+                while time.perf_counter() < self._next:
+                    pass
+            now = time.perf_counter()
+            self._next += self.period
+        period = None if self._last is None else now - self._last
+        self._last = now
+        return period
+
+
+@dataclass
+class _Episode:
+    ret: float = 0.0
+    length: int = 0
+    success: bool = False
+    interventions: int = 0
+    versions: set = field(default_factory=set)
+    warmup_steps: int = 0
+    jitter: list = field(default_factory=list)
+    inference: list = field(default_factory=list)
+    step: list = field(default_factory=list)
+    obs: list = field(default_factory=list)
+
+
+class ControlLoop:
+    def __init__(self, env: gym.Env, module: Any, frozen_params: Any, sender: TransitionSender,
+                 receiver: WeightsReceiver | None, cfg: LoopConfig,
+                 on_episode: Callable[[int, dict[str, float]], None] | None = None) -> None:
+        self.env, self.module, self.frozen = env, module, frozen_params
+        self.sender, self.receiver, self.cfg = sender, receiver, cfg
+        self.on_episode = on_episode
+        self.stop_event = threading.Event()
+        self.rate = RateKeeper(cfg.hz)
+        self.key = jax.random.PRNGKey(cfg.seed)
+        self.steps = 0
+        self.episodes = 0
+        self.invalid_actions = 0
+        self.version = 0
+
+    def _policy(self) -> tuple[Any, int, bool]:
+        warmup = self.sender.warmup_steps if self.sender.warmup_steps is not None else self.cfg.warmup_steps
+        if self.sender.global_env_steps < warmup:
+            return self.frozen, 0, True
+        latest = self.receiver.latest() if self.receiver is not None else None
+        if latest is None:
+            return self.frozen, 0, False
+        return latest.params, latest.version, False
+
+    def _wait_for_learner(self) -> None:
+        lag_cap = self.cfg.max_learner_lag
+        if lag_cap is None:
+            return
+        while not self.stop_event.is_set() and not self.sender.fatal:
+            grad = self.sender.learner_grad_steps
+            if self.receiver is not None and self.receiver.learner_grad_steps > grad:
+                grad = self.receiver.learner_grad_steps
+            if self.sender.lag_given(grad) <= lag_cap:
+                return
+            time.sleep(0.002)
+
+    def run(self) -> dict[str, Any]:
+        obs, _ = self.env.reset(seed=self.cfg.seed)
+        ep = _Episode()
+        while not self.stop_event.is_set():
+            if self.cfg.max_steps is not None and self.steps >= self.cfg.max_steps:
+                break
+            if self.sender.fatal:
+                raise FatalLearnerError(self.sender.fatal)
+            self._wait_for_learner()
+            period = self.rate.wait()
+            if period is not None and self.rate.period > 0:
+                ep.jitter.append(abs(period - self.rate.period))
+            params, version, warm = self._policy()
+            if version != self.version:
+                log.info("actor: now running weights v%d", version)
+                self.version = version
+            t0 = time.perf_counter()
+            self.key, sub = jax.random.split(self.key)
+            batch = {k: np.asarray(v)[None] for k, v in obs.items()}
+            action = np.asarray(act_with_params(params, self.module, batch, sub, False))[0]
+            t1 = time.perf_counter()
+            if not np.all(np.isfinite(action)):
+                self.invalid_actions += 1
+                log.error("actor: the policy produced a non-finite action %s; holding the pose", action.tolist())
+                action = np.zeros_like(action)
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            t2 = time.perf_counter()
+            intervened = "intervene_action" in info
+            if intervened:
+                action = np.asarray(info["intervene_action"], np.float32)
+            self.sender.put({
+                "observations": obs, "actions": action, "rewards": float(reward), "next_observations": next_obs,
+                "masks": 0.0 if terminated else 1.0, "dones": bool(terminated or truncated),
+                "interventions": intervened,
+            })
+            self.steps += 1
+            ep.ret += float(reward)
+            ep.length += 1
+            ep.success |= bool(info.get("success", False))
+            ep.interventions += int(intervened)
+            ep.versions.add(version)
+            ep.warmup_steps += int(warm)
+            ep.inference.append(t1 - t0)
+            ep.step.append(t2 - t1)
+            timing = getattr(self.env.unwrapped, "timing", None)  # envs that time their observation
+            if timing and "observation_ms" in timing:
+                ep.obs.append(float(timing["observation_ms"]) / 1e3)
+            obs = next_obs
+            if terminated or truncated:
+                self._end_episode(ep)
+                ep = _Episode()
+                obs, _ = self.env.reset()
+        return {"steps": self.steps, "episodes": self.episodes, "invalid_actions": self.invalid_actions,
+                "overruns": self.rate.overruns, "weights_version": self.version}
+
+    def _end_episode(self, ep: _Episode) -> None:
+        self.episodes += 1
+        stats = {
+            "episode": self.episodes, "return": ep.ret, "length": ep.length, "success": float(ep.success),
+            "interventions": ep.interventions, "weights_version": max(ep.versions),
+            "warmup_fraction": ep.warmup_steps / max(ep.length, 1),
+            "global_env_steps": self.sender.global_env_steps,
+            "inference_ms": 1e3 * float(np.mean(ep.inference)), "env_step_ms": 1e3 * float(np.mean(ep.step)),
+            "overruns": self.rate.overruns, "unacked": self.sender.unacked_transitions,
+        }
+        if ep.obs:
+            stats["observation_ms"] = 1e3 * float(np.mean(ep.obs))
+        if ep.jitter:
+            stats["jitter_p50_ms"] = 1e3 * float(np.percentile(ep.jitter, 50))
+            stats["jitter_p99_ms"] = 1e3 * float(np.percentile(ep.jitter, 99))
+        self.sender.send_stats(stats)
+        if self.on_episode is not None:
+            self.on_episode(self.sender.global_env_steps, stats)

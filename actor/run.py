@@ -1,0 +1,110 @@
+"""The WSRL actor: runs the policy on the robot (or its simulation) and feeds the learner.
+
+Usage (robot PC): ``launch/run_actor.sh --pretrained checkpoints/calql/checkpoints --learner-host GPU_BOX``
+(``python -m actor.run --help`` lists every flag).
+
+The frozen pre-trained policy (from the same checkpoint the learner started from) acts for the
+first K env steps of the run, counted over all actors by the learner; then the newest weights
+the learner publishes. Transitions go to the learner through a journaled spool, so neither a
+learner outage nor a restart of this process loses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+
+from actor.loop import ControlLoop, LoopConfig
+from actor.sender import FatalLearnerError, SenderConfig, TransitionSender
+from actor.weights import WeightsReceiver
+from shared.checkpoint import load_checkpoint
+from shared.config import RewardConfig, from_dict
+from shared.dataset import spec_from_json
+from shared.metrics import MetricsLogger
+from shared.transport import actor_keys, fingerprint, policy_contract
+
+log = logging.getLogger("wsrl.actor")
+
+
+def make_env(env_id: str, task: str, reward: RewardConfig, obs_spec: dict, seed: int) -> gym.Env:
+    """The env for a checkpoint: image mode and size follow the checkpoint's observation keys."""
+    import robot_env  # noqa: F401  (registers the envs)
+    from robot_env.contract import obs_mode_of
+
+    env = gym.make(env_id, task=task, reward=reward, **obs_mode_of(obs_spec))
+    env.action_space.seed(seed)
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pretrained", required=True, help="the pre-trained checkpoint directory the learner started from")
+    p.add_argument("--out", required=True, help="actor directory: logs and the transition spool")
+    p.add_argument("--learner-host", default="127.0.0.1")
+    p.add_argument("--data-port", type=int, default=5555)
+    p.add_argument("--weights-port", type=int, default=5556)
+    p.add_argument("--keys", help="CURVE key directory holding this actor's key pair and learner.key")
+    p.add_argument("--key-name", default="actor", help="which key pair in --keys (default: actor)")
+    p.add_argument("--actor-id", default=socket.gethostname()[:32], help="stable name of this actor")
+    p.add_argument("--env", default="PegInsertionSim-v0", help="gymnasium env id")
+    p.add_argument("--task", default="peg_insertion", help="task name or task file")
+    p.add_argument("--hz", type=float, default=10.0, help="control rate; 0 runs as fast as possible (simulation)")
+    p.add_argument("--max-steps", type=int, help="stop after this many env steps")
+    p.add_argument("--warmup-steps", type=int, default=5000, help="K until the learner tells its own")
+    p.add_argument("--max-learner-lag", type=float,
+                   help="simulation only: pause while the learner is this many env steps behind its UTD schedule")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--drain-timeout", type=float, default=10.0, help="s to wait for acks when stopping")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+    pre, pre_cfg, meta = load_checkpoint(args.pretrained)
+    reward = from_dict(RewardConfig, pre_cfg["config"]["reward"]) if "reward" in pre_cfg.get("config", {}) \
+        else RewardConfig()
+    obs_spec = spec_from_json(meta["obs_spec"])
+    fp = fingerprint(policy_contract(pre.config, obs_spec, pre.action_dim, reward, args.task))
+    keys = actor_keys(args.keys, args.key_name) if args.keys else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sender = TransitionSender(args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys,
+                              SenderConfig()).start()
+    env = make_env(args.env, args.task, reward, obs_spec, args.seed)
+    receiver = WeightsReceiver(args.learner_host, args.weights_port, pre.actor.params, fp, keys).start()
+    metrics = MetricsLogger(out, tensorboard=False)
+    # A restarted actor must not replay its predecessor's random stream: mix in the session.
+    seed = args.seed + int(sender.session[:7], 16)
+    loop = ControlLoop(env, pre.nets["actor"], pre.actor.params, sender, receiver,
+                       LoopConfig(hz=args.hz, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
+                                  max_learner_lag=args.max_learner_lag, seed=seed),
+                       on_episode=lambda step, stats: metrics.log(step, stats))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: loop.stop_event.set())
+    print(f"actor '{args.actor_id}': {args.env} ({args.task}) at {args.hz or 'max'} Hz -> learner "
+          f"{args.learner_host}:{args.data_port}/{args.weights_port}, CURVE {'on' if keys else 'off'}; "
+          f"logs and spool in {out}", file=sys.stderr, flush=True)
+    code = 0
+    try:
+        summary = loop.run()
+    except FatalLearnerError as e:
+        log.error("%s", e)
+        summary, code = {"error": str(e)}, 3
+    finally:
+        delivered = sender.close(args.drain_timeout)
+        receiver.close()
+        metrics.close()
+        env.close()
+    summary.update(delivered=delivered, **sender.status())
+    print(json.dumps(summary), flush=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

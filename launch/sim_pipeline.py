@@ -1,0 +1,282 @@
+"""The whole WSRL pipeline in simulation on one machine (``launch/run_sim.sh --out DIR``).
+
+1. A pre-trained Cal-QL checkpoint: ``--pretrained DIR``, else the cached one in
+   ``checkpoints/peg_sim_calql`` (made here on first use: scripted-controller dataset + Cal-QL).
+2. "Before": the pre-trained policy on the task's 20 fixed evaluation poses.
+3. The learner and the actor as separate processes over localhost ZeroMQ: K warmup steps of the
+   frozen policy, then online SAC at UTD 4 on online data only.
+4. "After": the fine-tuned policy on the same 20 poses; each learner checkpoint of the run is
+   evaluated too, for the learning curve.
+Writes ``DIR/summary.json``, ``DIR/learning_curve.png`` and the logs of both processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tqdm import tqdm  # noqa: E402
+
+from shared.config import apply_overrides, peg_sim_pretrain  # noqa: E402
+from shared.metrics import read_jsonl  # noqa: E402
+from shared.transport import free_port  # noqa: E402
+
+log = logging.getLogger("wsrl.sim_pipeline")
+ENV_ID = "PegInsertionSim-v0"
+DEFAULT_CACHE = ROOT / "checkpoints" / "peg_sim_calql"
+
+
+def agent_overrides(critics: int, extra: list[str]) -> list[str]:
+    """The CPU demo's departure from the preset: a smaller critic ensemble (10 critics run ~5x
+    slower on 2 cores). Pre-training and fine-tuning get the same agent settings, so the
+    hand-off is exact."""
+    return [f"agent.num_critics={critics}", *extra]
+
+
+def make_pretrained(cache: Path, steps: int, overrides: list[str], seed: int) -> Path:
+    """Collect the scripted dataset and pre-train Cal-QL on it; returns the checkpoint directory."""
+    from learner.pretrain import pretrain
+    from robot_env.collect import main as collect_main
+
+    cache.mkdir(parents=True, exist_ok=True)
+    dataset = cache / "peg_sim.npz"
+    if not dataset.exists():
+        print(f"[1/4] collecting the simulated offline dataset -> {dataset}", flush=True)
+        collect_main(["--out", str(dataset), "--seed", str(seed)])
+    cfg = apply_overrides(peg_sim_pretrain(), overrides + ["agent.num_backup_actions=1"])
+    cfg = replace(cfg, steps=steps, seed=seed, checkpoint_every=max(steps // 4, 1))
+    print(f"[1/4] pre-training Cal-QL for {steps} gradient steps on {dataset} (cached in {cache})", flush=True)
+    pretrain(cfg, dataset, cache / "pretrain", resume=True)
+    return cache / "pretrain" / "checkpoints"
+
+
+def evaluate_checkpoint(ckpt_dir: Path, step: int | None, episodes: int) -> dict[str, float]:
+    import gymnasium as gym
+
+    import robot_env  # noqa: F401
+    from robot_env.contract import obs_mode_of
+    from robot_env.rollout import evaluate
+    from shared.dataset import spec_from_json
+    from shared.agents import policy_fn
+    from shared.checkpoint import load_checkpoint
+    from shared.config import RewardConfig, from_dict
+
+    agent, cfg, meta = load_checkpoint(ckpt_dir, step)
+    reward = from_dict(RewardConfig, cfg["config"]["reward"])
+    env = gym.make(ENV_ID, reward=reward, **obs_mode_of(spec_from_json(meta["obs_spec"])))
+    try:
+        return evaluate(env, policy_fn(agent), episodes)
+    finally:
+        env.close()
+
+
+class Processes:
+    """The learner and actor child processes; both are stopped however the pipeline ends."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start(self, name: str, args: list[str], log_path: Path) -> None:
+        self.logs[name] = log_path
+        f = open(log_path, "w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=f,
+                                            stderr=subprocess.STDOUT, env=env)
+
+    def check(self, name: str) -> int | None:
+        rc = self.procs[name].poll()
+        if rc not in (None, 0):
+            tail = self.logs[name].read_text().splitlines()[-15:]
+            raise RuntimeError(f"the {name} exited with code {rc}; end of {self.logs[name]}:\n" + "\n".join(tail))
+        return rc
+
+    def stop(self, name: str, timeout: float = 30.0) -> None:
+        p = self.procs.get(name)
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs)[::-1]:
+            self.stop(name)
+
+
+def _read_status(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _training_success(actor_dir: Path, last: int = 20) -> float | None:
+    path = actor_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [r for r in read_jsonl(path) if "success" in r]
+    return float(sum(r["success"] for r in rows[-last:]) / len(rows[-last:])) if rows else None
+
+
+def run_online(out: Path, pretrained: Path, warmup: int, online_steps: int, overrides: list[str], seed: int,
+               progress: bool) -> None:
+    procs = Processes()
+    data_port, weights_port = free_port(), free_port()
+    total = warmup + online_steps
+    ckpt_every = max(total * 4 // 8, 4)  # about 8 learner checkpoints over the run, in critic steps
+    learner_args = ["learner.online", "--pretrained", str(pretrained), "--out", str(out / "learner"),
+                    "--preset", "peg_sim", "--warmup-steps", str(warmup), "--max-env-steps", str(total),
+                    "--data-port", str(data_port), "--weights-port", str(weights_port),
+                    "--set", f"checkpoint_every={ckpt_every}", "--set", "keep_checkpoints=12",
+                    "--set", f"seed={seed}"]
+    for o in overrides:
+        learner_args += ["--set", o]
+    actor_args = ["actor.run", "--pretrained", str(pretrained), "--out", str(out / "actor"), "--actor-id", "sim",
+                  "--hz", "0", "--max-steps", str(total), "--max-learner-lag", "4", "--seed", str(seed),
+                  "--data-port", str(data_port), "--weights-port", str(weights_port)]
+    status_path = out / "learner" / "status.json"
+    bar = tqdm(total=total, desc="[3/4] warmup + online", unit="step", disable=not progress, dynamic_ncols=True)
+    try:
+        procs.start("learner", learner_args, out / "learner.log")
+        procs.start("actor", actor_args, out / "actor.log")
+        while True:
+            time.sleep(1.0)
+            procs.check("actor")
+            rc = procs.check("learner")
+            st = _read_status(status_path)
+            if st:
+                bar.n = min(int(st.get("env_steps", 0)), total)
+                succ = _training_success(out / "actor")
+                bar.set_postfix(phase=st.get("phase"), updates=st.get("grad_steps"), weights=st.get("weights_version"),
+                                train_success="-" if succ is None else f"{succ:.2f}")
+                bar.refresh()
+            if rc == 0:
+                break
+    finally:
+        bar.close()
+        procs.stop_all()
+
+
+def plot(out: Path, warmup: int, curve: list[dict], before: float, after: float, episodes: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in read_jsonl(out / "actor" / "metrics.jsonl") if "success" in r]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if rows:
+        steps = np.array([r["step"] for r in rows])
+        succ = np.array([r["success"] for r in rows])
+        k = min(20, len(succ))
+        rolling = np.convolve(succ, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], rolling, color="tab:blue", alpha=0.6, label=f"training episodes (stochastic, mean of {k})")
+    if curve:
+        ax.plot([c["env_steps"] for c in curve], [c["success_rate"] for c in curve], "o-", color="tab:orange",
+                label=f"evaluation, {episodes} fixed poses (deterministic)")
+    ax.axhline(before, color="gray", ls="--", label=f"pre-trained: {before:.0%}")
+    ax.axvline(warmup, color="k", ls=":", label=f"end of warmup (K={warmup})")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"WSRL on simulated peg insertion: {before:.0%} -> {after:.0%}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = out / "learning_curve.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _quiet_logs() -> None:
+    """Progress bars and the stage lines are this command's output; library logs only when they warn."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+    for name in ("absl", "wsrl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output directory (must be new or empty)")
+    p.add_argument("--pretrained", help="a pre-trained checkpoint directory (default: make or reuse the cached one)")
+    p.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the made pre-trained checkpoint is kept")
+    p.add_argument("--pretrain-steps", type=int, default=3000, help="Cal-QL gradient steps when making one")
+    p.add_argument("--warmup-steps", type=int, default=5000, help="K")
+    p.add_argument("--online-steps", type=int, default=5000, help="env steps after warmup")
+    p.add_argument("--critics", type=int, default=2, help="critic ensemble size (pre-training and online)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="agent.PATH=VALUE",
+                   help="agent setting for pre-training and fine-tuning alike (repeatable)")
+    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (the fixed poses, in order)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    _quiet_logs()
+    t0 = time.time()
+    out = Path(args.out).absolute()
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    overrides = agent_overrides(args.critics, args.overrides)
+    pretrained = Path(args.pretrained).absolute() if args.pretrained else None
+    if pretrained is None:
+        pretrained = make_pretrained(Path(args.cache).absolute(), args.pretrain_steps, overrides, args.seed)
+        _quiet_logs()  # the collection and pre-training entry points turn INFO logs on
+    print(f"[2/4] evaluating the pre-trained policy ({pretrained}) on {args.episodes} fixed poses", flush=True)
+    before = evaluate_checkpoint(pretrained, None, args.episodes)
+    print(f"      pre-trained: {int(before['successes'])}/{args.episodes}", flush=True)
+
+    print(f"[3/4] learner + actor over localhost: {args.warmup_steps} warmup steps, then {args.online_steps} online "
+          f"steps at UTD 4 (logs: {out}/learner.log, {out}/actor.log)", flush=True)
+    run_online(out, pretrained, args.warmup_steps, args.online_steps, overrides, args.seed, not args.no_progress)
+
+    from shared.checkpoint import list_steps, load_checkpoint
+
+    ckpt_dir = out / "learner" / "checkpoints"
+    steps = list_steps(ckpt_dir)
+    print(f"[4/4] evaluating {len(steps)} learner checkpoints on {args.episodes} fixed poses", flush=True)
+    curve = []
+    for s in tqdm(steps, desc="evaluate", disable=args.no_progress):
+        _, _, meta = load_checkpoint(ckpt_dir, s)
+        res = evaluate_checkpoint(ckpt_dir, s, args.episodes)
+        curve.append({"env_steps": int(meta["env_steps"]), "grad_steps": int(meta["grad_steps"]), **res})
+    after = curve[-1] if curve else evaluate_checkpoint(ckpt_dir, None, args.episodes)
+    plot_path = plot(out, args.warmup_steps, curve, before["success_rate"], after["success_rate"], args.episodes)
+    summary = {
+        "pretrained_successes": int(before["successes"]),
+        "finetuned_successes": int(after["successes"]),
+        "episodes": args.episodes,
+        "pretrained_success_rate": before["success_rate"],
+        "finetuned_success_rate": after["success_rate"],
+        "warmup_steps": args.warmup_steps,
+        "online_steps": args.online_steps,
+        "critics": args.critics,
+        "curve": curve,
+        "pretrained_checkpoint": str(pretrained),
+        "plot": str(plot_path),
+        "wall_time_s": round(time.time() - t0, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nsuccess on {args.episodes} fixed poses: pre-trained {summary['pretrained_successes']}/{args.episodes} "
+          f"-> fine-tuned {summary['finetuned_successes']}/{args.episodes}  "
+          f"({summary['wall_time_s'] / 60:.1f} min; {out / 'summary.json'}, {plot_path})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

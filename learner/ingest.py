@@ -1,0 +1,199 @@
+"""The learner's data channel: a thread that owns the ROUTER socket and fills the replay buffer.
+
+Per message from an actor's DEALER:
+- HELLO: the config fingerprint must match (else ERROR ``fingerprint``, and the actor stops);
+  the answer is WELCOME with what this learner already holds from that actor (the ledger
+  marks), the env steps ingested, the warmup length and the weights version.
+- CHUNK: only from a welcomed connection; a chunk already in the ledger is acknowledged again
+  and not inserted; a new one is validated whole, inserted, recorded and acknowledged; a bad one
+  gets ERROR ``rejected``.
+- STATS: queued for the main thread's logs; no reply.
+Anything malformed is logged (rate-limited) and answered with ERROR; the thread keeps serving.
+Inserting a chunk and recording it in the ledger happen under ``lock``, which the learner also
+holds while it snapshots buffer and ledger, so a checkpoint never splits a chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+import uuid
+from typing import Any, Callable, Mapping
+
+import zmq
+
+from learner.ledger import Ledger
+from shared.chunks import check_id, check_seq, unpack_chunk
+from shared.protocol import MAX_MESSAGE_BYTES, MessageType, ProtocolError, decode_frames, encode, make_message
+from shared.replay_buffer import ReplayBuffer
+
+log = logging.getLogger("wsrl.learner.ingest")
+
+MAX_STATS_KEYS = 64
+
+
+class IngestServer:
+    def __init__(self, sock: zmq.Socket, buffer: ReplayBuffer, ledger: Ledger, fingerprint: str,
+                 info: Callable[[], Mapping[str, int]], max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        """``info()`` returns what replies carry besides env steps (the ledger's): the run id,
+        grad_steps, warmup_steps, utd, weights_version."""
+        self.sock = sock
+        self.buffer = buffer
+        self.ledger = ledger
+        self.committed = ledger.copy()
+        self.fingerprint = fingerprint
+        self.info = info
+        self.max_bytes = max_bytes
+        self.session = uuid.uuid4().hex[:16]
+        self.lock = threading.Lock()
+        self.data_arrived = threading.Condition()
+        self.stats: queue.SimpleQueue = queue.SimpleQueue()
+        self._peers: dict[bytes, str] = {}  # routing id -> welcomed actor id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self.counters = {"chunks": 0, "duplicates": 0, "rejected": 0, "malformed": 0, "hellos": 0,
+                         "refused": 0, "stats": 0, "interventions": 0}
+
+    @property
+    def env_steps(self) -> int:
+        return self.ledger.transitions()
+
+    def start(self) -> "IngestServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def set_committed(self, ledger: Ledger) -> None:
+        """Called after a checkpoint with the ledger it saved; actors may forget those chunks."""
+        self.committed = ledger
+
+    def wait_for_data(self, timeout: float) -> None:
+        with self.data_arrived:
+            self.data_arrived.wait(timeout)
+
+    # ------------------------------------------------------------------------------ loop
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(50):
+                continue
+            while not self._stop.is_set():
+                try:
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                try:
+                    self._handle(frames)
+                except Exception:  # a bug must not kill ingestion; say so loudly
+                    log.exception("ingest: failed handling a message")
+
+    def _reply(self, peer: bytes, message: dict[str, Any]) -> None:
+        try:
+            self.sock.send_multipart([peer, encode(message)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the peer is gone; it will say HELLO again
+
+    def _malformed(self, peer: bytes | None, why: str) -> None:
+        self.counters["malformed"] += 1
+        n = self.counters["malformed"]
+        if n <= 10 or n % 1000 == 0:
+            log.warning("ingest: malformed message #%d: %s", n, why)
+        if peer is not None:
+            self._reply(peer, make_message(MessageType.ERROR, code="malformed", reason=why[:300]))
+
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        peer = frames[0].bytes
+        if len(frames) < 2:
+            self._malformed(peer, "an empty message")
+            return
+        try:
+            msg = decode_frames([f.buffer for f in frames[1:]], self.max_bytes)
+        except ProtocolError as e:
+            self._malformed(peer, str(e))
+            return
+        kind = msg["type"]
+        try:
+            if kind == MessageType.HELLO:
+                self._hello(peer, msg)
+            elif kind == MessageType.CHUNK:
+                self._chunk(peer, msg)
+            elif kind == MessageType.STATS:
+                self._stats(peer, msg)
+            else:
+                self._malformed(peer, f"unexpected message type {kind!r} on the data channel")
+        except ProtocolError as e:
+            self._malformed(peer, f"{kind}: {e}")
+
+    def _counters(self) -> dict[str, Any]:
+        return {"learner": self.session, "env_steps": self.env_steps, **self.info()}
+
+    def _hello(self, peer: bytes, msg: Mapping[str, Any]) -> None:
+        actor = check_id(msg.get("actor"), "actor")
+        check_id(msg.get("session"), "session")
+        self.counters["hellos"] += 1
+        if msg.get("fingerprint") != self.fingerprint:
+            self.counters["refused"] += 1
+            reason = (f"config fingerprint {msg.get('fingerprint')!r} differs from the learner's "
+                      f"{self.fingerprint!r}: actor and learner must use the same pre-trained checkpoint, "
+                      "task, reward settings and protocol version")
+            log.error("ingest: refused actor %r: %s", actor, reason)
+            self._reply(peer, make_message(MessageType.ERROR, code="fingerprint", reason=reason))
+            return
+        self._peers[peer] = actor
+        log.info("ingest: actor %r (session %s) connected; it has %d transitions here",
+                 actor, msg["session"], self.ledger.transitions(actor))
+        self._reply(peer, make_message(MessageType.WELCOME, committed=self.committed.marks(actor), **self._counters()))
+
+    def _chunk(self, peer: bytes, msg: Mapping[str, Any]) -> None:
+        actor = self._peers.get(peer)
+        session = msg.get("session")
+        seq = msg.get("seq")
+        if actor is None:
+            self._reply(peer, make_message(MessageType.ERROR, code="hello_first", reason="send HELLO first"))
+            return
+        check_seq(seq)
+        check_id(session, "session")
+        if msg.get("actor") != actor:
+            raise ProtocolError(f"chunk says actor {msg.get('actor')!r}, the connection is {actor!r}")
+        if self.ledger.has(actor, session, seq):
+            self.counters["duplicates"] += 1
+        else:
+            try:
+                chunk = unpack_chunk(msg, self.buffer.obs_spec, self.buffer.action_dim)
+            except ProtocolError as e:
+                self.counters["rejected"] += 1
+                log.error("ingest: rejected chunk %s/%d from %r: %s", session, seq, actor, e)
+                self._reply(peer, make_message(MessageType.ERROR, code="rejected", session=session, seq=seq,
+                                               reason=str(e)[:500]))
+                return
+            stream = f"{actor}/{session}"
+            with self.lock:
+                self.buffer.insert_chunk(**chunk.arrays(), stream=stream)
+                self.ledger.add(actor, session, seq, len(chunk))
+            self.counters["chunks"] += 1
+            self.counters["interventions"] += int(chunk.interventions.sum())
+            with self.data_arrived:
+                self.data_arrived.notify_all()
+        self._reply(peer, make_message(MessageType.ACK, session=session, seq=seq,
+                                       committed=self.committed.marks(actor), **self._counters()))
+
+    def _stats(self, peer: bytes, msg: Mapping[str, Any]) -> None:
+        actor = self._peers.get(peer)
+        stats = msg.get("stats")
+        if actor is None:
+            return  # no reply to stats, ever
+        if not isinstance(stats, dict) or len(stats) > MAX_STATS_KEYS:
+            raise ProtocolError("stats must be a map of at most 64 numbers")
+        clean = {}
+        for k, v in stats.items():
+            if isinstance(k, str) and len(k) <= 64 and isinstance(v, (int, float)) and not isinstance(v, bool):
+                if math.isfinite(v):
+                    clean[k] = float(v)
+        self.counters["stats"] += 1
+        self.stats.put((actor, time.time(), clean))

@@ -1,0 +1,52 @@
+"""Which chunks the learner has inserted, per actor and actor session: the dedupe record.
+
+For each (actor, session) it keeps a watermark (every seq <= ``upto`` is in) plus the few seqs
+above it that arrived out of order, so it stays small however long a run lasts. It is saved
+inside each replay-buffer snapshot, so a resumed learner knows exactly what its buffer holds.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+class Ledger:
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        # actor -> {"sessions": {session: [upto, extras]}, "transitions": int}
+        self._actors: dict[str, dict[str, Any]] = {}
+        for actor, rec in (data or {}).items():
+            sessions = {str(s): [int(m[0]), set(int(x) for x in m[1])] for s, m in rec["sessions"].items()}
+            self._actors[str(actor)] = {"sessions": sessions, "transitions": int(rec["transitions"])}
+
+    def has(self, actor: str, session: str, seq: int) -> bool:
+        mark = self._actors.get(actor, {}).get("sessions", {}).get(session)
+        return mark is not None and (seq <= mark[0] or seq in mark[1])
+
+    def add(self, actor: str, session: str, seq: int, transitions: int) -> None:
+        rec = self._actors.setdefault(actor, {"sessions": {}, "transitions": 0})
+        mark = rec["sessions"].setdefault(session, [-1, set()])
+        mark[1].add(seq)
+        while mark[0] + 1 in mark[1]:
+            mark[0] += 1
+            mark[1].discard(mark[0])
+        rec["transitions"] += transitions
+
+    def transitions(self, actor: str | None = None) -> int:
+        if actor is not None:
+            return self._actors.get(actor, {}).get("transitions", 0)
+        return sum(r["transitions"] for r in self._actors.values())
+
+    def actors(self) -> list[str]:
+        return sorted(self._actors)
+
+    def marks(self, actor: str) -> dict[str, list]:
+        """``{session: [upto, [extras]]}`` for one actor (the form sent in WELCOME/ACK)."""
+        sessions = self._actors.get(actor, {}).get("sessions", {})
+        return {s: [m[0], sorted(m[1])] for s, m in sessions.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {a: {"sessions": self.marks(a), "transitions": r["transitions"]} for a, r in self._actors.items()}
+
+    def copy(self) -> "Ledger":
+        return Ledger(copy.deepcopy(self.to_json()))

@@ -1,0 +1,392 @@
+"""The actor-learner runtime as real processes on localhost, with the simulation and tiny networks."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from actor.sender import SenderConfig, TransitionSender
+from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
+from shared.config import RewardConfig, apply_overrides, peg_sim_pretrain
+from shared.dataset import load_arrays
+from shared.protocol import MAX_MESSAGE_BYTES, MessageType, decode, encode, make_message
+from shared.transport import (
+    LearnerSockets,
+    TransportError,
+    actor_keys,
+    fingerprint,
+    free_port,
+    learner_keys,
+    make_keys,
+    policy_contract,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["agent.critic_net.hidden_dims=[32,32]", "agent.actor_net.hidden_dims=[32,32]", "agent.num_critics=2",
+        "agent.batch_size=32"]
+STATE_DIM, ACTION_DIM = 19, 6
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny untrained Cal-QL agent saved as the "pre-trained" checkpoint."""
+    from shared.agents import create_agent
+
+    cfg = apply_overrides(peg_sim_pretrain(), TINY)
+    obs = {"state": np.zeros(STATE_DIM, np.float32)}
+    agent = create_agent(cfg.agent, obs, ACTION_DIM, seed=0)
+    path = tmp_path_factory.mktemp("pretrained") / "checkpoints"
+    ck = Checkpointer(path, async_save=False)
+    ck.save(agent, obs, cfg)
+    ck.close()
+    return path
+
+
+class Proc:
+    def __init__(self, args, log_path):
+        self.log_path = Path(log_path)
+        self.f = open(self.log_path, "w")
+        self.p = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=self.f,
+                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def wait(self, timeout=180):
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            raise AssertionError(f"{self.log_path.name} did not finish:\n{self.log()[-3000:]}")
+        return rc
+
+    def log(self):
+        self.f.flush()
+        return self.log_path.read_text()
+
+    def summary(self):
+        return json.loads(self.log().strip().splitlines()[-1])
+
+    def signal(self, sig):
+        self.p.send_signal(sig)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def learner_cmd(pretrained, out, ports, warmup, max_env_steps=None, resume=False, extra=()):
+    cmd = ["learner.online", "--pretrained", str(pretrained), "--out", str(out), "--warmup-steps", str(warmup),
+           "--data-port", str(ports[0]), "--weights-port", str(ports[1]), "--no-tensorboard",
+           "--set", "checkpoint_every=200", "--set", "keep_checkpoints=50", "--set", "publish_every=1"]
+    for o in TINY:
+        cmd += ["--set", o]
+    if max_env_steps:
+        cmd += ["--max-env-steps", str(max_env_steps)]
+    if resume:
+        cmd.append("--resume")
+    return cmd + list(extra)
+
+
+def actor_cmd(pretrained, out, ports, hz=0, max_steps=None, extra=()):
+    cmd = ["actor.run", "--pretrained", str(pretrained), "--out", str(out), "--actor-id", "sim",
+           "--data-port", str(ports[0]), "--weights-port", str(ports[1]), "--hz", str(hz), "--drain-timeout", "20"]
+    if max_steps:
+        cmd += ["--max-steps", str(max_steps)]
+    return cmd + list(extra)
+
+
+def status(run):
+    try:
+        return json.loads((Path(run) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_until(cond, timeout=120, what="condition"):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def final_buffer(run):
+    files = sorted((Path(run) / "replay").glob("buffer_*.npz"))
+    arrays, meta = load_arrays(files[-1])
+    actions = arrays["actions"][arrays["valid"]]
+    return actions, meta
+
+
+def assert_exactly_once(run, expected):
+    actions, meta = final_buffer(run)
+    assert meta["inserted"] == expected
+    assert len(actions) == expected
+    # Actions are stochastic samples: a transition inserted twice would repeat a row.
+    assert len(np.unique(actions, axis=0)) == expected
+    assert sum(a["transitions"] for a in meta["info"]["ledger"].values()) == expected
+
+
+def ports():
+    return free_port(), free_port()
+
+
+# ------------------------------------------------------------------------------- end to end
+
+
+def test_warmup_then_online_every_transition_exactly_once(pretrained, tmp_path):
+    pts = ports()
+    run, act = tmp_path / "learner", tmp_path / "actor"
+    learner = Proc(learner_cmd(pretrained, run, pts, warmup=150, max_env_steps=400), tmp_path / "learner.log")
+    actor = Proc(actor_cmd(pretrained, act, pts, max_steps=400, extra=["--max-learner-lag", "4"]),
+                 tmp_path / "actor.log")
+    try:
+        assert learner.wait() == 0, learner.log()[-3000:]
+        assert actor.wait() == 0, actor.log()[-3000:]
+    finally:
+        learner.kill()
+        actor.kill()
+    summary = actor.summary()
+    assert summary["steps"] == 400 and summary["delivered"]
+    assert_exactly_once(run, 400)
+
+    # No parameter moved while the learner held fewer than K transitions.
+    pre, _, _ = load_checkpoint(pretrained)
+    seen_warmup = seen_online = False
+    for step in list_steps(run / "checkpoints"):
+        agent, _, meta = load_checkpoint(run / "checkpoints", step)
+        same = all(np.array_equal(a, b) for a, b in zip(
+            _leaves(agent.actor.params) + _leaves(agent.critic.params),
+            _leaves(pre.actor.params) + _leaves(pre.critic.params)))
+        if meta["grad_steps"] == 0:
+            seen_warmup = True
+            assert same, f"parameters changed during warmup (checkpoint {step})"
+        else:
+            seen_online = True
+            assert meta["env_steps"] > 150 and not same
+    assert seen_warmup and seen_online
+    final = load_checkpoint(run / "checkpoints")[2]
+    assert final["grad_steps"] == 4 * (400 - 150)  # UTD 4 per online env step, exactly
+
+    # The actor ran the frozen policy in warmup and received newer weights afterwards.
+    episodes = [json.loads(line) for line in (act / "metrics.jsonl").read_text().splitlines()]
+    assert all(e["weights_version"] == 0 for e in episodes if e["warmup_fraction"] == 1.0)
+    assert episodes[-1]["weights_version"] > 0 and summary["weights_version"] > 0
+    # The learner logged the actor's episode statistics and its own losses.
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("actor/jitter_p99_ms" in r or "actor/success" in r for r in rows)
+    assert any("learner/critic_loss" in r for r in rows)
+
+
+def _leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_learner_killed_and_resumed_loses_and_duplicates_nothing(pretrained, tmp_path):
+    pts = ports()
+    run = tmp_path / "learner"
+    learner = Proc(learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600), tmp_path / "learner1.log")
+    actor = Proc(actor_cmd(pretrained, tmp_path / "actor", pts, hz=100, max_steps=600), tmp_path / "actor.log")
+    try:
+        wait_until(lambda: status(run).get("env_steps", 0) >= 150 and list_steps(run / "checkpoints"),
+                   what="the learner to ingest 150 steps")
+        learner.kill()  # SIGKILL: no final checkpoint, no goodbye
+        time.sleep(1.5)  # the actor keeps stepping through the outage
+        learner = Proc(learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600, resume=True),
+                       tmp_path / "learner2.log")
+        assert learner.wait() == 0, learner.log()[-3000:]
+        assert actor.wait() == 0, actor.log()[-3000:]
+    finally:
+        learner.kill()
+        actor.kill()
+    assert "resumed:" in learner.log()
+    summary = actor.summary()
+    assert summary["steps"] == 600 and summary["delivered"] and summary["learner_restarts"] >= 1
+    assert_exactly_once(run, 600)
+
+
+def test_actor_killed_and_restarted_loses_and_duplicates_nothing(pretrained, tmp_path):
+    pts = ports()
+    run, act = tmp_path / "learner", tmp_path / "actor"
+    learner = Proc(learner_cmd(pretrained, run, pts, warmup=10**6), tmp_path / "learner.log")
+    actor = Proc(actor_cmd(pretrained, act, pts, hz=200), tmp_path / "actor1.log")
+    try:
+        wait_until(lambda: status(run).get("env_steps", 0) >= 150, what="the learner to ingest 150 steps")
+        actor.kill()
+        state = json.loads((act / "spool" / "actor_state.json").read_text())
+        (first,) = state["journaled"].values()
+        actor = Proc(actor_cmd(pretrained, act, pts, hz=200, max_steps=100), tmp_path / "actor2.log")
+        assert actor.wait() == 0, actor.log()[-3000:]
+        wait_until(lambda: status(run).get("env_steps") == first + 100, timeout=30,
+                   what=f"{first + 100} transitions at the learner")
+        learner.signal(signal.SIGINT)
+        assert learner.wait() == 0
+    finally:
+        learner.kill()
+        actor.kill()
+    assert_exactly_once(run, first + 100)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def _dealer(ctx, port, keys=None):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        s.curve_secretkey, s.curve_publickey, s.curve_serverkey = keys
+    s.connect(f"tcp://127.0.0.1:{port}")
+    return s
+
+
+def _reply(sock, timeout_ms=5000):
+    assert sock.poll(timeout_ms), "no reply from the learner"
+    return decode(sock.recv())
+
+
+def _sender(fp, port, spool, keys=None, actor_id="tester"):
+    return TransitionSender("127.0.0.1", port, actor_id, fp, spool, keys,
+                            SenderConfig(flush_interval=0.01, resend_after=1.0)).start()
+
+
+def _transitions(n, seed=0, dim=STATE_DIM):
+    rng = np.random.default_rng(seed)
+    obs = {"state": rng.normal(size=dim).astype(np.float32)}
+    for i in range(n):
+        nxt = {"state": rng.normal(size=dim).astype(np.float32)}
+        yield {"observations": obs, "actions": rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), "rewards": -1.0,
+               "next_observations": nxt, "masks": 1.0, "dones": i == n - 1}
+        obs = nxt
+
+
+def _fingerprint(pretrained, task="peg_insertion"):
+    agent, _, meta = load_checkpoint(pretrained)
+    from shared.dataset import spec_from_json
+
+    return fingerprint(policy_contract(agent.config, spec_from_json(meta["obs_spec"]), ACTION_DIM,
+                                       RewardConfig(), task))
+
+
+def test_learner_survives_garbage_and_refuses_bad_actors(pretrained, tmp_path):
+    pts = ports()
+    run = tmp_path / "learner"
+    # The learner serves another task than the actor process below, to see it refused.
+    learner = Proc(learner_cmd(pretrained, run, pts, warmup=10**6, extra=["--task", "other_task"]),
+                   tmp_path / "learner.log")
+    ctx = zmq.Context()
+    try:
+        wait_until(lambda: status(run), what="the learner to start")
+        # Raw TCP garbage on both ports: the ZMTP handshake fails and libzmq drops the peer.
+        for port in pts:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(os.urandom(4096))
+        d = _dealer(ctx, pts[0])
+        rng = np.random.default_rng(0)
+        good_hello = encode(make_message(MessageType.HELLO, actor="x", session="s", fingerprint="f"))
+        for frame in [rng.bytes(100), good_hello[:-3], b"", encode(make_message(MessageType.WEIGHTS, version=1))]:
+            d.send(frame)
+            assert _reply(d)["code"] == "malformed"
+        d.send_multipart([good_hello, b"extra"])
+        assert _reply(d)["code"] == "malformed"
+        chunk_first = make_message(MessageType.CHUNK, actor="x", session="s", seq=0)
+        d.send(encode(chunk_first))
+        assert _reply(d)["code"] == "hello_first"
+        d.send(good_hello)  # wrong fingerprint
+        err = _reply(d)
+        assert err["code"] == "fingerprint" and "fingerprint" in err["reason"]
+        # Oversized: libzmq drops the connection before the learner sees it.
+        big = _dealer(ctx, pts[0])
+        big.send(b"\0" * (MAX_MESSAGE_BYTES + 8192))
+        assert not big.poll(1000)
+
+        # Real senders with the right fingerprint are still served, two actors at once; a chunk
+        # of the wrong shape is refused and kept by the actor.
+        fp = _fingerprint(pretrained, task="other_task")
+        senders = [_sender(fp, pts[0], tmp_path / f"spool{i}", actor_id=f"robot{i}") for i in range(2)]
+        for i, sender in enumerate(senders):
+            for t in _transitions(10, seed=i):
+                sender.put(t)
+        assert all(sender.close(drain_timeout=20) for sender in senders)
+        bad = _sender(fp, pts[0], tmp_path / "spool_bad")
+        for t in _transitions(3, dim=5):
+            bad.put(t)
+        bad.close(drain_timeout=5)
+        assert list((tmp_path / "spool_bad" / "rejected").glob("*.chunk"))
+        wait_until(lambda: status(run).get("env_steps") == 20, timeout=10, what="20 transitions")
+
+        # An actor process for another task is refused and exits with a clear message.
+        other = Proc(actor_cmd(pretrained, tmp_path / "other", pts), tmp_path / "other.log")
+        assert other.wait(120) == 3
+        assert "refused this actor" in other.log() and "fingerprint" in other.log()
+        assert learner.p.poll() is None
+        learner.signal(signal.SIGINT)
+        assert learner.wait() == 0
+    finally:
+        ctx.destroy(0)
+        learner.kill()
+    log = learner.log()
+    assert "malformed message" in log and "rejected chunk" in log and "refused actor" in log
+    assert_exactly_once(run, 20)
+    ledger = final_buffer(run)[1]["info"]["ledger"]
+    assert ledger["robot0"]["transitions"] == ledger["robot1"]["transitions"] == 10
+
+
+def test_curve_admits_only_listed_actors(pretrained, tmp_path):
+    make_keys(tmp_path / "keys")
+    make_keys(tmp_path / "stranger")
+    with pytest.raises(TransportError, match="needs CURVE keys"):
+        LearnerSockets("0.0.0.0", free_port(), free_port(), None)
+    with pytest.raises(TransportError, match="not found"):
+        learner_keys(tmp_path / "nowhere")
+    pts = ports()
+    run = tmp_path / "learner"
+    learner = Proc(learner_cmd(pretrained, run, pts, warmup=10**6, extra=["--keys", str(tmp_path / "keys")]),
+                   tmp_path / "learner.log")
+    ctx = zmq.Context()
+    try:
+        wait_until(lambda: status(run), what="the learner to start")
+        fp = _fingerprint(pretrained)
+        good = _sender(fp, pts[0], tmp_path / "spool", actor_keys(tmp_path / "keys"))
+        for t in _transitions(5):
+            good.put(t)
+        assert good.close(drain_timeout=20)
+        # A key pair not in the allow-list (it knows the learner's public key) and a plain client.
+        stranger = actor_keys(tmp_path / "stranger")
+        server = actor_keys(tmp_path / "keys").server_public
+        hello = encode(make_message(MessageType.HELLO, actor="s", session="s", fingerprint=fp))
+        for keys in [(stranger.secret, stranger.public, server), None]:
+            d = _dealer(ctx, pts[0], keys)
+            d.send(hello)
+            assert not d.poll(2000), "a client without an allowed key got an answer"
+        learner.signal(signal.SIGINT)
+        assert learner.wait() == 0
+    finally:
+        ctx.destroy(0)
+        learner.kill()
+    assert_exactly_once(run, 5)
+
+
+def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
+    """The README's main command, shrunk: tiny networks, 100 + 100 steps, 2 evaluation poses."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "launch/sim_pipeline.py", "--out", str(out), "--pretrained", str(pretrained),
+           "--warmup-steps", "100", "--online-steps", "100", "--episodes", "2", "--no-progress"]
+    for o in TINY:
+        cmd += ["--set", o]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["episodes"] == 2 and s["warmup_steps"] == 100 and s["online_steps"] == 100
+    assert 0 <= s["pretrained_successes"] <= 2 and 0 <= s["finetuned_successes"] <= 2
+    assert s["curve"][-1]["env_steps"] == 200 and s["curve"][-1]["grad_steps"] == 400
+    assert Path(s["plot"]).stat().st_size > 10_000 and s["wall_time_s"] > 0
+    assert "success on 2 fixed poses: pre-trained" in r.stdout
