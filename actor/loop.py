@@ -143,7 +143,9 @@ class ControlLoop:
             t1 = time.perf_counter()
             if not np.all(np.isfinite(action)):
                 self.invalid_actions += 1
-                log.error("actor: the policy produced a non-finite action %s; holding the pose", action.tolist())
+                if self.invalid_actions in (1, 10) or self.invalid_actions % 100 == 0:
+                    log.error("actor: the policy produced a non-finite action %s; holding the pose (%d so far)",
+                              action.tolist(), self.invalid_actions)
                 action = np.zeros_like(action)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             t2 = time.perf_counter()
@@ -184,6 +186,7 @@ class ControlLoop:
             "global_env_steps": self.sender.global_env_steps,
             "inference_ms": 1e3 * float(np.mean(ep.inference)), "env_step_ms": 1e3 * float(np.mean(ep.step)),
             "overruns": self.rate.overruns, "unacked": self.sender.unacked_transitions,
+            "invalid_actions": self.invalid_actions,
         }
         if ep.obs:
             stats["observation_ms"] = 1e3 * float(np.mean(ep.obs))

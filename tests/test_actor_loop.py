@@ -1,0 +1,81 @@
+"""The actor's control loop against a real in-process ingest server (sockets on localhost)."""
+
+import time
+
+import gymnasium as gym
+import jax
+import numpy as np
+
+import robot_env
+from actor.loop import ControlLoop, LoopConfig, RateKeeper
+from actor.sender import TransitionSender
+from learner.ingest import IngestServer
+from learner.ledger import Ledger
+from shared.agents import create_agent
+from shared.replay_buffer import ReplayBuffer
+from shared.transport import LearnerSockets, free_port
+from tests.helpers import tiny_config
+
+TAKEOVER = np.array([0.0, 0.0, -1.0, 0.0, 0.0, 0.0], np.float32)
+
+
+class EveryThirdStepTakenOver(gym.Wrapper):
+    """A human taking over every third step: the env executes their action and says so."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.t = 0
+
+    def step(self, action):
+        self.t += 1
+        if self.t % 3 == 0:
+            obs, r, term, trunc, info = self.env.step(TAKEOVER)
+            return obs, r, term, trunc, {**info, "intervene_action": TAKEOVER}
+        return self.env.step(action)
+
+
+def _serve(tmp_path):
+    port = free_port()
+    socks = LearnerSockets("127.0.0.1", port, free_port(), None)
+    buf = ReplayBuffer({"state": ((19,), "float32")}, 6, 1000, 0.98)
+    info = {"run": "r", "grad_steps": 0, "warmup_steps": 10**6, "utd": 4, "weights_version": 0}
+    server = IngestServer(socks.data, buf, Ledger(), "fp", lambda: info).start()
+    sender = TransitionSender("127.0.0.1", port, "a", "fp", tmp_path / "spool").start()
+    return socks, buf, server, sender
+
+
+def test_interventions_are_recorded_and_nan_actions_hold(tmp_path):
+    socks, buf, server, sender = _serve(tmp_path)
+    agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
+    # A policy whose parameters went NaN: every action it proposes is refused and held.
+    nan_params = jax.tree.map(lambda x: np.full_like(x, np.nan), agent.actor.params)
+    env = EveryThirdStepTakenOver(gym.make(robot_env.SIM_ENV_ID))
+    loop = ControlLoop(env, agent.nets["actor"], nan_params, sender, None, LoopConfig(hz=0, max_steps=30))
+    try:
+        summary = loop.run()
+        assert sender.close(drain_timeout=20)
+    finally:
+        server.stop()
+        socks.close()
+    # The policy is asked every step (the takeover happens inside the env's step).
+    assert summary["steps"] == 30 and summary["invalid_actions"] == 30
+    assert server.counters["interventions"] == 10
+    actions = buf.actions[buf.valid]
+    taken_over = np.all(actions == TAKEOVER, axis=1)
+    assert taken_over.sum() == 10 and np.all(actions[~taken_over] == 0.0)
+
+
+def test_rate_keeper_keeps_deadlines_and_counts_overruns():
+    rk = RateKeeper(hz=50)
+    rk.wait()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        rk.wait()
+    # Five periods of 20 ms: not earlier than the schedule (lateness is measured in benchmarks).
+    assert time.perf_counter() - t0 >= 5 * 0.02 - 1e-3
+    time.sleep(0.07)  # a step that took 3.5 periods
+    rk.wait()
+    assert rk.overruns == 1
+    t1 = time.perf_counter()
+    rk.wait()  # the schedule restarted from the late step: one period, not a burst
+    assert time.perf_counter() - t1 >= 0.02 - 1e-3
