@@ -25,7 +25,16 @@ import zmq
 from actor.spool import Spool
 from shared.chunks import ChunkBuilder
 from shared.metrics import write_json_atomic
-from shared.protocol import MAX_MESSAGE_BYTES, MessageType, ProtocolError, decode, encode, encode_frames, make_message
+from shared.protocol import (
+    MAX_MESSAGE_BYTES,
+    MessageType,
+    ProtocolError,
+    VersionError,
+    decode,
+    encode,
+    encode_frames,
+    make_message,
+)
 from shared.transport import CurveKeys, data_client
 
 log = logging.getLogger("wsrl.actor.sender")
@@ -243,6 +252,10 @@ class TransitionSender:
     def _handle(self, data: bytes) -> None:
         try:
             msg = decode(data, MAX_MESSAGE_BYTES)
+        except VersionError as e:
+            self.fatal = f"the learner speaks another protocol version ({e}); run the same release on both machines"
+            log.error("sender: %s", self.fatal)
+            return
         except ProtocolError as e:
             log.warning("sender: malformed reply from the learner: %s", e)
             return
@@ -315,7 +328,7 @@ class TransitionSender:
         self.counters["errors"] += 1
         if code == "hello_first":
             self._lost_learner("the learner does not know this session")
-        elif code == "fingerprint":
+        elif code in ("fingerprint", "version"):
             self.fatal = f"the learner refused this actor: {reason}"
             log.error("sender: %s", self.fatal)
         elif code == "rejected" and isinstance(msg.get("seq"), int):

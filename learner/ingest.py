@@ -27,7 +27,15 @@ import zmq
 
 from learner.ledger import Ledger
 from shared.chunks import check_id, check_seq, unpack_chunk
-from shared.protocol import MAX_MESSAGE_BYTES, MessageType, ProtocolError, decode_frames, encode, make_message
+from shared.protocol import (
+    MAX_MESSAGE_BYTES,
+    MessageType,
+    ProtocolError,
+    VersionError,
+    decode_frames,
+    encode,
+    make_message,
+)
 from shared.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.learner.ingest")
@@ -114,6 +122,11 @@ class IngestServer:
             return
         try:
             msg = decode_frames([f.buffer for f in frames[1:]], self.max_bytes)
+        except VersionError as e:
+            self.counters["refused"] += 1
+            log.error("ingest: refused a peer: %s; update it to this learner's version", e)
+            self._reply(peer, make_message(MessageType.ERROR, code="version", reason=str(e)))
+            return
         except ProtocolError as e:
             self._malformed(peer, str(e))
             return

@@ -32,7 +32,15 @@ from learner.ingest import IngestServer
 from learner.ledger import Ledger
 from shared.agents import Agent, make_update
 from shared.checkpoint import CheckpointError, Checkpointer, handoff, list_steps, load_checkpoint
-from shared.config import PRESETS, OnlineConfig, RewardConfig, apply_overrides, from_dict, to_json
+from shared.config import (
+    PRESETS,
+    OnlineConfig,
+    RewardConfig,
+    apply_overrides,
+    from_dict,
+    to_json,
+    without_state_stats,
+)
 from shared.dataset import DatasetError, example_obs, spec_from_json
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
 from shared.policy_weights import weights_message
@@ -78,7 +86,7 @@ class Learner:
         if resume and list_steps(self.ckpt_dir):
             agent, saved_cfg, meta, buffer, ledger = _restore(self.ckpt_dir, cfg.buffer_capacity)
             saved = from_dict(OnlineConfig, saved_cfg["config"])
-            if saved != cfg:
+            if replace(saved, agent=without_state_stats(saved.agent)) != replace(cfg, agent=without_state_stats(cfg.agent)):
                 log.warning("resuming with the checkpoint's config, not the one given")
             cfg = saved
             task = meta["extra"].get("task", task)
@@ -119,8 +127,8 @@ class Learner:
     # --------------------------------------------------------------------------- counters
 
     def _counters(self) -> dict[str, Any]:
-        return {"run": self.run_id, "grad_steps": self.grad_steps, "warmup_steps": self.cfg.warmup_steps, "utd": self.cfg.agent.utd,
-                "weights_version": self.version}
+        return {"run": self.run_id, "grad_steps": self.grad_steps, "warmup_steps": self.cfg.warmup_steps,
+                "utd": self.cfg.agent.utd, "weights_version": self.version}
 
     def owed_updates(self, env_steps: int) -> int:
         if env_steps < self.cfg.warmup_steps or env_steps == 0:
@@ -145,14 +153,13 @@ class Learner:
     # ------------------------------------------------------------------------ checkpoints
 
     def checkpoint(self) -> None:
-        env_steps = self.ingest.env_steps
-        step = env_steps + self.grad_steps
-        if (env_steps, self.grad_steps) == self._last_ckpt and list_steps(self.ckpt_dir):
+        if (self.ingest.env_steps, self.grad_steps) == self._last_ckpt and list_steps(self.ckpt_dir):
             return
-        name = f"buffer_{step:012d}.npz"
         with self.ingest.lock:  # no chunk half-inserted, buffer and ledger agree
             ledger = self.ingest.ledger.copy()
             env_steps = ledger.transitions()
+            step = env_steps + self.grad_steps  # grows with either counter: a unique, ordered id
+            name = f"buffer_{step:012d}.npz"
             self.buffer.save(self.replay_dir / name, info={"ledger": ledger.to_json(), "env_steps": env_steps})
         agent = self.agent.replace(env_steps=np.int32(env_steps))
         self.checkpointer.save(agent, self.obs_example, self.cfg, step=step,

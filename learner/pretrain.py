@@ -20,7 +20,15 @@ from tqdm import tqdm
 
 from shared.agents import Agent, create_agent, make_update, policy_fn
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
-from shared.config import PRESETS, PretrainConfig, RewardConfig, apply_overrides, from_dict, to_json
+from shared.config import (
+    PRESETS,
+    PretrainConfig,
+    RewardConfig,
+    apply_overrides,
+    from_dict,
+    to_json,
+    without_state_stats,
+)
 from shared.dataset import example_obs
 from shared.encoders import with_state_stats
 from shared.metrics import MetricsLogger, to_scalars
@@ -67,9 +75,7 @@ def pretrain(
     if resume and list_steps(ckpt_dir):
         agent, saved_cfg, _ = load_checkpoint(ckpt_dir)
         saved = from_dict(PretrainConfig, saved_cfg["config"])
-        # The saved config has the dataset's state statistics filled in; that is not a difference.
-        saved_enc = replace(saved.agent.encoder, state_mean=acfg.encoder.state_mean, state_std=acfg.encoder.state_std)
-        if replace(saved.agent, encoder=saved_enc) != acfg:
+        if without_state_stats(saved.agent) != without_state_stats(acfg):
             log.warning("resuming with the checkpoint's agent config, not the one given")
         cfg = replace(cfg, agent=saved.agent)
         log.info("resumed from %s at gradient step %d", ckpt_dir, int(agent.grad_steps))

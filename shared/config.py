@@ -244,6 +244,12 @@ PRESETS = {
 }
 
 
+def without_state_stats(cfg: AgentConfig) -> AgentConfig:
+    """``cfg`` with the state statistics cleared: pre-training fills them in from the data, so a
+    config given on the command line and the one saved with a run differ there by design."""
+    return replace(cfg, encoder=replace(cfg.encoder, state_mean=None, state_std=None))
+
+
 # ------------------------------------------------------------------------------ serialisation
 
 T = TypeVar("T")

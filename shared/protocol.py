@@ -53,6 +53,10 @@ class ProtocolError(ValueError):
     """A message that cannot be encoded or that arrived malformed; it names what is wrong."""
 
 
+class VersionError(ProtocolError):
+    """A well-formed message from a peer that speaks another protocol version."""
+
+
 def make_message(kind: MessageType, **fields: Any) -> dict[str, Any]:
     if "type" in fields or "v" in fields:
         raise ProtocolError("'type' and 'v' are set by make_message")
@@ -97,7 +101,7 @@ def _check_header(message: Mapping[str, Any]) -> None:
     if not isinstance(message, Mapping):
         raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
     if message.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {message.get('v')!r}, this side speaks {PROTOCOL_VERSION}")
+        raise VersionError(f"protocol version {message.get('v')!r}, this side speaks {PROTOCOL_VERSION}")
     try:
         MessageType(message.get("type"))
     except ValueError:

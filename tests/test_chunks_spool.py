@@ -144,3 +144,15 @@ def test_chunk_insert_matches_one_by_one_insert():
     assert bulk.discontinuities == one.discontinuities == 0
     with pytest.raises(ValueError, match="outside"):
         bulk.insert_chunk(**{**first.arrays(), "obs_index": first.obs_index + 50})
+
+
+def test_sender_stops_on_a_learner_of_another_protocol_version(tmp_path):
+    import msgpack
+
+    from actor.sender import FatalLearnerError, TransitionSender
+
+    s = TransitionSender("127.0.0.1", 1, "a", "fp", tmp_path)  # never started: no socket needed
+    s._handle(msgpack.packb({"type": "welcome", "v": 99}))
+    assert "protocol version" in s.fatal
+    with pytest.raises(FatalLearnerError, match="protocol version"):
+        s.put({})

@@ -300,6 +300,11 @@ def test_learner_survives_garbage_and_refuses_bad_actors(pretrained, tmp_path):
         chunk_first = make_message(MessageType.CHUNK, actor="x", session="s", seq=0)
         d.send(encode(chunk_first))
         assert _reply(d)["code"] == "hello_first"
+        import msgpack
+
+        d.send(msgpack.packb({"type": "hello", "v": 99, "actor": "x", "session": "s", "fingerprint": "f"}))
+        err = _reply(d)
+        assert err["code"] == "version" and "99" in err["reason"]
         d.send(good_hello)  # wrong fingerprint
         err = _reply(d)
         assert err["code"] == "fingerprint" and "fingerprint" in err["reason"]
