@@ -123,9 +123,10 @@ class TransitionSender:
     def lag_given(self, grad_steps: int) -> float:
         """Env steps the learner's updates are behind its UTD schedule, were it at ``grad_steps``
         (0 during warmup)."""
-        if self.warmup_steps is None or self.learner_env_steps <= self.warmup_steps:
+        steps = self.global_env_steps  # ours count as soon as they are taken, not when acknowledged
+        if self.warmup_steps is None or steps <= self.warmup_steps:
             return 0.0
-        return self.learner_env_steps - self.warmup_steps - grad_steps / self.utd
+        return steps - self.warmup_steps - grad_steps / self.utd
 
     def status(self) -> dict[str, Any]:
         return {"welcomed": self.welcomed, "unacked_transitions": self.unacked_transitions,

@@ -217,15 +217,20 @@ def test_learner_killed_and_resumed_loses_and_duplicates_nothing(pretrained, tmp
 def test_actor_killed_and_restarted_loses_and_duplicates_nothing(pretrained, tmp_path):
     pts = ports()
     run, act = tmp_path / "learner", tmp_path / "actor"
-    learner = Proc(learner_cmd(pretrained, run, pts, warmup=10**6), tmp_path / "learner.log")
+    learner = Proc(learner_cmd(pretrained, run, pts, warmup=200), tmp_path / "learner.log")
     actor = Proc(actor_cmd(pretrained, act, pts, hz=200), tmp_path / "actor1.log")
     try:
         wait_until(lambda: status(run).get("env_steps", 0) >= 150, what="the learner to ingest 150 steps")
         actor.kill()
         state = json.loads((act / "spool" / "actor_state.json").read_text())
         (first,) = state["journaled"].values()
-        actor = Proc(actor_cmd(pretrained, act, pts, hz=200, max_steps=100), tmp_path / "actor2.log")
+        assert first < 200
+        actor = Proc(actor_cmd(pretrained, act, pts, max_steps=100, extra=["--max-learner-lag", "4"]),
+                     tmp_path / "actor2.log")
         assert actor.wait() == 0, actor.log()[-3000:]
+        # Warmup was counted globally: the new actor finished K and ran the learner's weights
+        # within its 100 steps (had it started warmup over, it would still be on v0).
+        assert actor.summary()["weights_version"] > 0
         wait_until(lambda: status(run).get("env_steps") == first + 100, timeout=30,
                    what=f"{first + 100} transitions at the learner")
         learner.signal(signal.SIGINT)
