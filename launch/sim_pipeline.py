@@ -147,7 +147,7 @@ def run_online(out: Path, pretrained: Path, warmup: int, online_steps: int, over
     for o in overrides:
         learner_args += ["--set", o]
     actor_args = ["actor.run", "--pretrained", str(pretrained), "--out", str(out / "actor"), "--actor-id", "sim",
-                  "--hz", "0", "--max-steps", str(total), "--max-learner-lag", "4", "--seed", str(seed),
+                  "--hz", "0", "--max-steps", str(total), "--max-learner-lag", "16", "--seed", str(seed),
                   "--data-port", str(data_port), "--weights-port", str(weights_port)]
     status_path = out / "learner" / "status.json"
     bar = tqdm(total=total, desc="[3/4] warmup + online", unit="step", disable=not progress, dynamic_ncols=True)
