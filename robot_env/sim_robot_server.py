@@ -1,0 +1,281 @@
+"""A stand-in for the SERL Franka robot server, backed by the MuJoCo peg-insertion simulation.
+
+``launch/run_sim_robot_server.sh --port 5000`` serves the endpoints of ARCHITECTURE.md section 5
+at ``http://127.0.0.1:PORT/`` (all POST, same payloads). Physics runs in real time: a single
+simulation thread owns MuJoCo (models and GL contexts are not thread-safe), steps it to keep up
+with the wall clock, and executes the HTTP threads' requests between steps.
+
+Where it differs from a real server, it says so instead of pretending:
+- no arm joints: ``/getstate`` has no ``q``, ``dq`` or ``jacobian``;
+- the hand holds the peg: ``/open_gripper`` and ``/move_gripper`` answer 501;
+- a side channel ``/cameras`` (``{"size": N}``) returns the wrist cameras as an ``.npz``;
+- ``/_faults`` sets injected faults (``latency_s``, ``error_rate``, ``drop_rate``) for tests and
+  dry runs; ``--latency``, ``--error-rate`` and ``--drop-rate`` set them at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+import numpy as np
+
+from robot_env import contract
+from robot_env import geometry as geo
+from robot_env.task_config import TaskConfig, load_task
+
+log = logging.getLogger("wsrl.sim_server")
+
+GRIPPER_UNITS = {"normalised": 1.0, "raw255": 255.0}
+MAX_BODY = 1 << 16
+
+
+@dataclass
+class Faults:
+    latency_s: float = 0.0  # added before every answer
+    error_rate: float = 0.0  # fraction of calls answered with HTTP 500
+    drop_rate: float = 0.0  # fraction of calls whose connection is closed without an answer
+
+
+class BadRequest(ValueError):
+    pass
+
+
+class SimRobotServer:
+    def __init__(self, task: TaskConfig | str = "peg_insertion", host: str = "127.0.0.1", port: int = 5000,
+                 gripper_units: str = "normalised", joint_reset_s: float = 1.0, faults: Faults | None = None,
+                 seed: int = 0) -> None:
+        from robot_env.sim.robot import SimRobot
+
+        self.task = load_task(task) if isinstance(task, str) else task
+        if gripper_units not in GRIPPER_UNITS:
+            raise ValueError(f"gripper_units must be one of {sorted(GRIPPER_UNITS)}")
+        self.gripper_scale = GRIPPER_UNITS[gripper_units]
+        self.joint_reset_s = joint_reset_s
+        self.faults = faults or Faults()
+        self._rng = random.Random(seed)
+        self.robot = SimRobot(self.task)
+        self.robot.teleport(geo.pose6_to_pose7(contract.reset_pose6(self.task, np.zeros(3))))
+        self.impedance_on = True
+        self.load: dict[str, Any] | None = None
+        self.calls: dict[str, int] = {}
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._sim = threading.Thread(target=self._sim_loop, name="sim", daemon=True)
+        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self.httpd.daemon_threads = True
+        self._http = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "SimRobotServer":
+        self._sim.start()
+        self._http.start()
+        return self
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._sim.is_alive():
+            self.in_sim(lambda r: r.close())  # GL contexts belong to the thread that made them
+        self._stop.set()
+        self._sim.join(timeout=5)
+
+    # -------------------------------------------------------------- the simulation thread
+
+    def in_sim(self, fn: Callable[[Any], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn(robot)`` on the simulation thread and return its result."""
+        fut: Future = Future()
+        self._jobs.put((fn, fut))
+        return fut.result(timeout)
+
+    def _sim_loop(self) -> None:
+        dt = self.robot.model.opt.timestep
+        t0, sim_t = time.monotonic(), 0.0
+        while not self._stop.is_set():
+            while True:
+                try:
+                    fn, fut = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    fut.set_result(fn(self.robot))
+                except Exception as e:
+                    fut.set_exception(e)
+            behind = time.monotonic() - t0 - sim_t
+            n = int(behind / dt)
+            if n > 0:
+                n = min(n, 250)  # at most 0.5 s of physics per turn, so requests stay served
+                self.robot.advance(n * dt)
+                sim_t += n * dt
+            if time.monotonic() - t0 - sim_t > 1.0:  # fell far behind (a slow machine): resync
+                sim_t = time.monotonic() - t0
+            time.sleep(0.0005)
+
+    # ------------------------------------------------------------------------- endpoints
+
+    def handle(self, path: str, body: dict[str, Any]) -> tuple[int, bytes, str]:
+        """(status, body, content type) for one request; faults are applied by the handler."""
+        self.calls[path] = self.calls.get(path, 0) + 1
+        text = "text/plain"
+        if path == "getstate":
+            state = self.in_sim(lambda r: r.get_state())
+            out = {k: np.asarray(v).tolist() for k, v in state.items() if k != "gripper_pos"}
+            out["gripper_pos"] = float(state["gripper_pos"]) * self.gripper_scale
+            return 200, json.dumps(out).encode(), "application/json"
+        if path == "pose":
+            arr = np.asarray(body.get("arr", []), np.float64)
+            if arr.shape != (7,) or not np.all(np.isfinite(arr)):
+                raise BadRequest(f"'arr' must be 7 finite numbers (x y z qx qy qz qw), got {body.get('arr')!r}")
+            if self.impedance_on:
+                self.in_sim(lambda r: r.command_pose(arr))
+            return 200, b"Moved", text
+        if path == "clearerr":
+            return 200, b"Clear", text
+        if path in ("startimp", "stopimp"):
+            self.impedance_on = path == "startimp"
+            return 200, b"Started impedance" if self.impedance_on else b"Stopped impedance", text
+        if path == "jointreset":
+            pose = geo.pose6_to_pose7(contract.reset_pose6(self.task, np.zeros(3)))
+            time.sleep(self.joint_reset_s)  # the arm takes a while; the real server blocks too
+            self.in_sim(lambda r: r.teleport(pose))
+            return 200, b"Reset Joint", text
+        if path == "update_param":
+            self.in_sim(lambda r: r.set_compliance(**self._compliance(body)))
+            return 200, b"Updated compliance parameters", text
+        if path == "close_gripper":
+            return 200, b"Closed", text
+        if path in ("open_gripper", "move_gripper"):
+            return 501, b"the simulated hand holds the peg and has no gripper to open", text
+        if path == "get_gripper":
+            g = self.in_sim(lambda r: r.get_state()["gripper_pos"])
+            return 200, json.dumps({"gripper": float(g) * self.gripper_scale}).encode(), "application/json"
+        if path == "set_load":
+            if not {"mass", "F_x_center_load", "load_inertia"} <= set(body):
+                raise BadRequest("set_load needs mass, F_x_center_load and load_inertia")
+            self.load = body  # the simulated hand is gravity-compensated: kept, not simulated
+            return 200, b"Set load", text
+        if path == "cameras":
+            size = int(body.get("size", contract.DEFAULT_IMAGE_SIZE))
+            if not 8 <= size <= 512:
+                raise BadRequest("size must be in [8, 512]")
+            frames = self.in_sim(lambda r: r.render(contract.IMAGE_KEYS, size))
+            buf = io.BytesIO()
+            np.savez(buf, **frames)
+            return 200, buf.getvalue(), "application/octet-stream"
+        if path == "_faults":
+            unknown = set(body) - set(asdict(self.faults))
+            if unknown:
+                raise BadRequest(f"unknown fault settings {sorted(unknown)}")
+            for k, v in body.items():
+                setattr(self.faults, k, float(v))
+            return 200, json.dumps(asdict(self.faults)).encode(), "application/json"
+        return 404, f"no endpoint /{path}".encode(), text
+
+    def _compliance(self, body: dict[str, Any]) -> dict[str, Any]:
+        """SERL's impedance parameters -> the simulation's stiffness, damping and force limits.
+        The controller clips the pose error per axis; with one limit per group here, the force
+        limit is stiffness x the largest clip."""
+        known = {"translational_stiffness", "translational_damping", "rotational_stiffness", "rotational_damping",
+                 "translational_Ki", "rotational_Ki"} | {f"{g}_clip_{a}" for g in ("translational", "rotational")
+                                                          for a in ("x", "y", "z", "neg_x", "neg_y", "neg_z")}
+        unknown = set(body) - known
+        if unknown:
+            raise BadRequest(f"unknown compliance parameters {sorted(unknown)}")
+        cur = self.task.sim
+        k = (float(body.get("translational_stiffness", cur.stiffness[0])),
+             float(body.get("rotational_stiffness", cur.stiffness[1])))
+        d = (float(body.get("translational_damping", cur.damping[0])),
+             float(body.get("rotational_damping", cur.damping[1])))
+        out: dict[str, Any] = {"stiffness": k, "damping": d}
+        for group, key, i in (("translational", "force_limit", 0), ("rotational", "torque_limit", 1)):
+            clips = [float(v) for name, v in body.items() if name.startswith(f"{group}_clip_")]
+            if clips:
+                out[key] = k[i] * max(clips)
+        return out
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                log.debug(fmt, *args)
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                path = self.path.strip("/").split("?")[0]
+                f = server.faults
+                if path != "_faults":
+                    if f.latency_s > 0:
+                        time.sleep(f.latency_s)
+                    if f.drop_rate > 0 and server._rng.random() < f.drop_rate:
+                        self.close_connection = True
+                        self.connection.close()  # a network drop: no status line at all
+                        return
+                    if f.error_rate > 0 and server._rng.random() < f.error_rate:
+                        return self._send(500, b"injected fault", "text/plain")
+                try:
+                    n = int(self.headers.get("Content-Length") or 0)
+                    if n > MAX_BODY:
+                        raise BadRequest(f"body of {n} bytes is too large")
+                    raw = self.rfile.read(n) if n else b""
+                    body = json.loads(raw) if raw.strip() else {}
+                    if not isinstance(body, dict):
+                        raise BadRequest("the body must be a JSON object")
+                    status, out, ctype = server.handle(path, body)
+                except (BadRequest, json.JSONDecodeError, ValueError, TypeError) as e:
+                    status, out, ctype = 400, f"bad request: {e}".encode(), "text/plain"
+                except Exception as e:  # keep serving whatever happens
+                    log.exception("sim robot server: /%s failed", path)
+                    status, out, ctype = 500, f"server error: {type(e).__name__}: {e}".encode(), "text/plain"
+                self._send(status, out, ctype)
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--task", default="peg_insertion", help="task name or task file")
+    p.add_argument("--gripper-units", choices=sorted(GRIPPER_UNITS), default="normalised",
+                   help="how /getstate reports the gripper (servers differ)")
+    p.add_argument("--joint-reset-s", type=float, default=1.0, help="how long /jointreset blocks")
+    p.add_argument("--latency", type=float, default=0.0, help="injected delay per call, s")
+    p.add_argument("--error-rate", type=float, default=0.0, help="fraction of calls answered with HTTP 500")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of calls dropped without an answer")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+    server = SimRobotServer(args.task, args.host, args.port, args.gripper_units, args.joint_reset_s,
+                            Faults(args.latency, args.error_rate, args.drop_rate)).start()
+    print(f"simulated robot server for task '{server.task.name}' at {server.url}/ (Ctrl-C stops)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
