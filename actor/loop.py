@@ -21,6 +21,7 @@ import numpy as np
 from actor.sender import FatalLearnerError, TransitionSender
 from actor.weights import WeightsReceiver
 from shared.agents import act_with_params
+from shared.rate import RateKeeper
 
 log = logging.getLogger("wsrl.actor")
 
@@ -34,40 +35,6 @@ class LoopConfig:
     # schedule (so a fast simulator cannot outrun the learner). None on a real robot.
     max_learner_lag: float | None = None
     seed: int = 0
-
-
-class RateKeeper:
-    """Deadline scheduling: step k starts at t0 + k*T. A late step is not caught up with a burst:
-    the schedule restarts from now (and the overrun is counted)."""
-
-    SPIN = 0.0015  # s; sleep until this close to the deadline, then spin
-
-    def __init__(self, hz: float) -> None:
-        self.period = 1.0 / hz if hz > 0 else 0.0
-        self._next: float | None = None
-        self._last: float | None = None
-        self.overruns = 0
-
-    def wait(self) -> float | None:
-        """Block until the next deadline; returns the period just ended (s), None the first time."""
-        now = time.perf_counter()
-        if self.period > 0:
-            if self._next is None:
-                self._next = now
-            elif now > self._next + self.period:
-                self.overruns += 1
-                self._next = now
-            else:
-                remaining = self._next - now
-                if remaining > self.SPIN:
-                    time.sleep(remaining - self.SPIN)
-                while time.perf_counter() < self._next:
-                    pass
-            now = time.perf_counter()
-            self._next += self.period
-        period = None if self._last is None else now - self._last
-        self._last = now
-        return period
 
 
 @dataclass
@@ -169,6 +136,8 @@ class ControlLoop:
             timing = getattr(self.env.unwrapped, "timing", None)  # envs that time their observation
             if timing and "observation_ms" in timing:
                 ep.obs.append(float(timing["observation_ms"]) / 1e3)
+            if timing and self.rate.period == 0 and "period_s" in timing:  # an env that keeps time itself
+                ep.jitter.append(abs(float(timing["period_s"]) - float(timing["target_period_s"])))
             obs = next_obs
             if terminated or truncated:
                 self._end_episode(ep)

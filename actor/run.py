@@ -20,25 +20,29 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
+import jax
 
 from actor.loop import ControlLoop, LoopConfig
 from actor.sender import FatalLearnerError, SenderConfig, TransitionSender
 from actor.weights import WeightsReceiver
+from shared.agents import act_with_params
 from shared.checkpoint import load_checkpoint
 from shared.config import RewardConfig, from_dict
-from shared.dataset import spec_from_json
+from shared.dataset import example_obs, spec_from_json
 from shared.metrics import MetricsLogger
 from shared.transport import actor_keys, fingerprint, policy_contract
 
 log = logging.getLogger("wsrl.actor")
 
 
-def make_env(env_id: str, task: str, reward: RewardConfig, obs_spec: dict, seed: int) -> gym.Env:
+def make_env(env_id: str, task: str, reward: RewardConfig, obs_spec: dict, seed: int,
+             robot_url: str | None = None) -> gym.Env:
     """The env for a checkpoint: image mode and size follow the checkpoint's observation keys."""
     import robot_env  # noqa: F401  (registers the envs)
     from robot_env.contract import obs_mode_of
 
-    env = gym.make(env_id, task=task, reward=reward, **obs_mode_of(obs_spec))
+    extra = {"robot_url": robot_url} if robot_url else {}
+    env = gym.make(env_id, task=task, reward=reward, **obs_mode_of(obs_spec), **extra)
     env.action_space.seed(seed)
     return env
 
@@ -53,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keys", help="CURVE key directory holding this actor's key pair and learner.key")
     p.add_argument("--key-name", default="actor", help="which key pair in --keys (default: actor)")
     p.add_argument("--actor-id", default=socket.gethostname()[:32], help="stable name of this actor")
-    p.add_argument("--env", default="PegInsertionSim-v0", help="gymnasium env id")
+    p.add_argument("--env", default="PegInsertionSim-v0",
+                   help="gymnasium env id: PegInsertionSim-v0, or Franka-v0 (the robot server; it keeps time: use --hz 0)")
+    p.add_argument("--robot-url", help="robot server for Franka-v0, e.g. http://127.0.0.1:5000")
     p.add_argument("--task", default="peg_insertion", help="task name or task file")
     p.add_argument("--hz", type=float, default=10.0, help="control rate; 0 runs as fast as possible (simulation)")
     p.add_argument("--max-steps", type=int, help="stop after this many env steps")
@@ -76,12 +82,19 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sender = TransitionSender(args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys,
                               SenderConfig()).start()
-    env = make_env(args.env, args.task, reward, obs_spec, args.seed)
-    receiver = WeightsReceiver(args.learner_host, args.weights_port, pre.actor.params, fp, keys).start()
+    env = make_env(args.env, args.task, reward, obs_spec, args.seed, args.robot_url)
+    module = pre.nets["actor"]
+    example = {k: v[None] for k, v in example_obs(obs_spec).items()}
+
+    def prepare(params):  # compile for the new weights here, not in the 10 Hz loop
+        jax.block_until_ready(act_with_params(params, module, example, jax.random.PRNGKey(0), False))
+
+    prepare(pre.actor.params)
+    receiver = WeightsReceiver(args.learner_host, args.weights_port, pre.actor.params, fp, keys, prepare).start()
     metrics = MetricsLogger(out, tensorboard=False)
     # A restarted actor must not replay its predecessor's random stream: mix in the session.
     seed = args.seed + int(sender.session[:7], 16)
-    loop = ControlLoop(env, pre.nets["actor"], pre.actor.params, sender, receiver,
+    loop = ControlLoop(env, module, pre.actor.params, sender, receiver,
                        LoopConfig(hz=args.hz, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
                                   max_learner_lag=args.max_learner_lag, seed=seed),
                        on_episode=lambda step, stats: metrics.log(step, stats))

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import zmq
@@ -34,8 +34,12 @@ class ReceivedWeights:
 
 
 class WeightsReceiver:
-    def __init__(self, host: str, port: int, template: Any, fingerprint: str, keys: CurveKeys | None = None) -> None:
+    def __init__(self, host: str, port: int, template: Any, fingerprint: str, keys: CurveKeys | None = None,
+                 prepare: Callable[[Any], None] | None = None) -> None:
+        """``prepare(params)`` runs on this thread before new weights are offered, e.g. one
+        policy call, so that any compilation for them never happens in the control loop."""
         self.host, self.port, self.keys = host, port, keys
+        self.prepare = prepare
         self.template = template
         self.fingerprint = fingerprint
         self._latest: ReceivedWeights | None = None
@@ -84,6 +88,8 @@ class WeightsReceiver:
             log.warning("weights: refused a weights message: %s", e)
             return
         params = jax.block_until_ready(jax.device_put(params))
+        if self.prepare is not None:
+            self.prepare(params)
         self._latest = ReceivedWeights(msg["version"], params, float(msg.get("sent_at", 0.0)), time.time(),
                                        int(msg.get("grad_steps", 0)))
         self.received += 1

@@ -132,3 +132,27 @@ def reset_pose6(task: TaskConfig, offset: np.ndarray) -> np.ndarray:
     dx, dy, dyaw = np.asarray(offset, np.float64)
     pose = np.asarray(task.reset_pose, np.float64) + np.array([dx, dy, 0.0, 0.0, 0.0, dyaw])
     return clip_to_box(pose, task.safety_box)
+
+
+def choose_reset(task: TaskConfig, options: Mapping[str, Any] | None, reset_mode: str, rng: np.random.Generator,
+                 next_eval: int) -> tuple[np.ndarray, int | None, int]:
+    """The reset offset ``(dx, dy, dyaw)`` from the task's reset pose, for the options every env
+    of the task takes: ``eval_pose`` (index of a fixed evaluation pose) or ``pose_offset``; without
+    them ``reset_mode="random"`` draws uniformly and ``"eval"`` cycles through the fixed poses.
+    Returns ``(offset, eval_index or None, the next eval index)``."""
+    options = dict(options or {})
+    unknown = set(options) - {"eval_pose", "pose_offset"}
+    if unknown:
+        raise ValueError(f"unknown reset options {sorted(unknown)}")
+    if "pose_offset" in options:
+        offset = np.asarray(options["pose_offset"], np.float64)
+        if offset.shape != (3,) or not np.all(np.isfinite(offset)):
+            raise ValueError("pose_offset must be three finite numbers (dx, dy, dyaw)")
+        return offset, None, next_eval
+    if "eval_pose" in options or reset_mode == "eval":
+        index = int(options.get("eval_pose", next_eval))
+        if not 0 <= index < len(task.eval_poses):
+            raise ValueError(f"eval_pose must be in [0, {len(task.eval_poses)}), got {index}")
+        return np.asarray(task.eval_poses[index], np.float64), index, (index + 1) % len(task.eval_poses)
+    rr = task.random_reset
+    return rng.uniform([-rr.xy, -rr.xy, -rr.yaw], [rr.xy, rr.xy, rr.yaw]), None, next_eval

@@ -66,24 +66,8 @@ class PegInsertionSimEnv(gym.Env):
         (``(dx, dy, dyaw)`` from the reset pose). Without them, ``reset_mode="random"`` draws an
         offset uniformly and ``"eval"`` cycles through the fixed poses."""
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"eval_pose", "pose_offset"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}")
-        eval_index = None
-        if "pose_offset" in options:
-            offset = np.asarray(options["pose_offset"], np.float64)
-            if offset.shape != (3,) or not np.all(np.isfinite(offset)):
-                raise ValueError("pose_offset must be three finite numbers (dx, dy, dyaw)")
-        elif "eval_pose" in options or self.reset_mode == "eval":
-            eval_index = int(options.get("eval_pose", self._next_eval))
-            if not 0 <= eval_index < len(self.task.eval_poses):
-                raise ValueError(f"eval_pose must be in [0, {len(self.task.eval_poses)}), got {eval_index}")
-            self._next_eval = (eval_index + 1) % len(self.task.eval_poses)
-            offset = np.asarray(self.task.eval_poses[eval_index], np.float64)
-        else:
-            rr = self.task.random_reset
-            offset = self.np_random.uniform([-rr.xy, -rr.xy, -rr.yaw], [rr.xy, rr.xy, rr.yaw])
+        offset, eval_index, self._next_eval = contract.choose_reset(
+            self.task, options, self.reset_mode, self.np_random, self._next_eval)
         self.robot.teleport(geo.pose6_to_pose7(contract.reset_pose6(self.task, offset)))
         self._steps = 0
         self._raw = self.robot.get_state()

@@ -58,6 +58,34 @@ class SimTaskConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """One RealSense wrist camera."""
+
+    name: str  # the observation key (wrist_1, wrist_2)
+    serial: str
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    exposure: float = 0.0  # microseconds; 0 leaves auto exposure on
+    crop: tuple[int, int, int, int] | None = None  # [top, bottom, left, right] pixel rows/columns kept
+
+
+@dataclass(frozen=True)
+class RealTaskConfig:
+    """What only the real robot needs."""
+
+    cameras: tuple[CameraConfig, ...]
+    # SERL impedance parameters for the episode and for precise resets (stiffer, tighter clips).
+    compliance: dict[str, float]
+    reset_compliance: dict[str, float]
+    # Success without a classifier: the TCP within this of target_pose (metres per axis, radians).
+    success_tolerance: tuple[float, float]
+    joint_reset_every: int  # episodes between joint resets; 0 never
+    reset_lift: float  # metres up before moving to a reset pose
+    reset_settle_s: float  # wait at each reset waypoint
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     name: str
     description: str
@@ -71,6 +99,7 @@ class TaskConfig:
     action_scale: tuple[float, float]  # metres, radians per unit action
     gripper_closed: bool
     sim: SimTaskConfig | None = None
+    real: RealTaskConfig | None = None
 
     def __post_init__(self) -> None:
         if self.control_hz <= 0 or self.episode_length < 1:
@@ -95,6 +124,17 @@ class TaskConfig:
             [self.random_reset.xy, self.random_reset.xy, 0, 0, 0, self.random_reset.yaw])
         if not (in_box(corner, self.safety_box) and in_box(corner_lo, self.safety_box)):
             raise TaskConfigError(f"task {self.name}: random_reset reaches outside the safety box")
+        r = self.real
+        if r is not None:
+            names = [c.name for c in r.cameras]
+            if len(set(names)) != len(names):
+                raise TaskConfigError(f"task {self.name}: camera names repeat: {names}")
+            for group in (r.compliance, r.reset_compliance):
+                if not isinstance(group, dict) or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in group.values()):
+                    raise TaskConfigError(f"task {self.name}: compliance parameters must be numbers by name")
+            if min(r.success_tolerance) <= 0 or r.joint_reset_every < 0 or r.reset_lift < 0 or r.reset_settle_s < 0:
+                raise TaskConfigError(f"task {self.name}: real section has a negative or zero setting")
         s = self.sim
         if s is not None and not (0 < s.success_depth <= s.target_depth <= s.hole_depth):
             raise TaskConfigError(f"task {self.name}: need 0 < success_depth <= target_depth <= hole_depth")

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 
 import robot_env
-from actor.loop import ControlLoop, LoopConfig, RateKeeper
+from actor.loop import ControlLoop, LoopConfig
+from shared.rate import RateKeeper
 from actor.sender import TransitionSender
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
@@ -79,3 +80,30 @@ def test_rate_keeper_keeps_deadlines_and_counts_overruns():
     t1 = time.perf_counter()
     rk.wait()  # the schedule restarted from the late step: one period, not a burst
     assert time.perf_counter() - t1 >= 0.02 - 1e-3
+
+
+def test_new_weights_are_prepared_off_the_control_loop():
+    from actor.weights import WeightsReceiver
+    from shared.policy_weights import weights_message
+    from shared.protocol import encode
+
+    agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
+    wp = free_port()
+    socks = LearnerSockets("127.0.0.1", free_port(), wp, None)
+    prepared = []
+    rx = WeightsReceiver("127.0.0.1", wp, agent.actor.params, "fp", prepare=prepared.append).start()
+    try:
+        deadline = time.monotonic() + 20
+        while rx.latest() is None and time.monotonic() < deadline:
+            socks.weights.send(encode(weights_message(agent.actor.params, 1, "fp", grad_steps=8)))
+            time.sleep(0.05)
+        latest = rx.latest()
+        assert latest is not None and latest.version == 1 and rx.learner_grad_steps == 8
+        assert len(prepared) == 1 and prepared[0] is latest.params  # prepared before it was offered
+        # Weights for another config are refused; the running version stays.
+        socks.weights.send(encode(weights_message(agent.actor.params, 2, "other", grad_steps=8)))
+        time.sleep(0.3)
+        assert rx.latest().version == 1 and rx.refused >= 1
+    finally:
+        rx.close()
+        socks.close()

@@ -1,0 +1,108 @@
+"""``Franka-v0`` against the simulated robot server: real HTTP, physics on the wall clock."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from robot_env import contract
+from robot_env import geometry as geo
+from robot_env.franka_env import FrankaEnv, ServerCameras
+from robot_env.robot_client import RobotClient, RobotServerError
+from robot_env.scripted import ScriptedInserter, Skill
+from robot_env.sim_robot_server import SimRobotServer
+from robot_env.task_config import in_box, load_task
+from shared.transport import free_port
+
+
+def fast_task(**real):
+    task = load_task("peg_insertion")
+    return replace(task, real=replace(task.real, **{"reset_settle_s": 0.25, **real}))
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = SimRobotServer(port=free_port(), joint_reset_s=0.1).start()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def env(server):
+    e = FrankaEnv(fast_task(), robot_url=server.url, timeout=0.5)
+    yield e
+    RobotClient(server.url).post("_faults", {"latency_s": 0, "error_rate": 0, "drop_rate": 0})
+    e.close()
+
+
+def test_an_episode_of_the_scripted_expert_succeeds(env):
+    obs, info = env.reset(options={"eval_pose": 3})
+    assert obs["state"].shape == (contract.STATE_DIM,) and info["eval_pose"] == 3
+    policy = ScriptedInserter(env.task, Skill.level(1.0), seed=0)
+    policy.reset()
+    for t in range(40):
+        obs, reward, terminated, truncated, info = env.step(policy(obs))
+        assert "robot_error" not in info
+        if terminated:
+            break
+    assert terminated and info["success"] and reward == 0.0
+    # The episode ran at the task's 10 Hz: the env kept time itself.
+    assert abs(env.timing["period_s"] - 0.1) < 0.02
+
+
+def test_resets_reach_each_of_the_20_fixed_poses(env):
+    for i in range(len(env.task.eval_poses)):
+        env.reset(options={"eval_pose": i})
+        pose = geo.pose7_to_pose6(env.raw_state["pose"])
+        want = contract.reset_pose6(env.task, np.asarray(env.task.eval_poses[i]))
+        np.testing.assert_allclose(pose[:3], want[:3], atol=3e-3, err_msg=f"pose {i}")
+        assert abs(geo.wrap_angle(pose[5] - want[5])) < 0.03, f"pose {i} yaw"
+
+
+def test_adversarial_actions_never_leave_the_box(env):
+    env.reset(options={"eval_pose": 0})
+    rng = np.random.default_rng(0)
+    garbage = [np.full(6, np.nan), np.full(6, np.inf), np.full(6, -1e12), np.full(6, 1e12)]
+    box = env.task.safety_box
+    for t in range(30):
+        action = garbage[t % 4] if t % 3 == 0 else rng.uniform(-50, 50, 6)
+        _, _, terminated, truncated, info = env.step(action)
+        assert in_box(geo.pose7_to_pose6(info["commanded_pose"]), box)
+        if terminated or truncated:
+            env.reset(options={"eval_pose": 0})
+    pose = geo.pose7_to_pose6(env.raw_state["pose"])
+    low, high = np.asarray(box.low), np.asarray(box.high)
+    assert np.all(pose[:3] >= low[:3] - 5e-3) and np.all(pose[:3] <= high[:3] + 5e-3)
+
+
+@pytest.mark.parametrize("fault", [{"error_rate": 1.0}, {"drop_rate": 1.0}, {"latency_s": 2.0}])
+def test_a_failing_server_ends_the_episode_with_the_reason(env, server, fault):
+    obs, _ = env.reset(options={"eval_pose": 1})
+    RobotClient(server.url).post("_faults", fault)
+    import time
+
+    t0 = time.monotonic()
+    obs2, reward, terminated, truncated, info = env.step(np.zeros(6))
+    assert truncated and not terminated and "robot server" in info["robot_error"]
+    assert time.monotonic() - t0 < 1.5  # one client timeout, never a hang
+    np.testing.assert_array_equal(obs2["state"], obs["state"])  # the last good observation
+    with pytest.raises(RobotServerError, match="reset failed"):
+        env.reset()
+
+
+def test_joint_resets_come_every_n_episodes_and_images_come_from_the_server(server):
+    before = server.calls.get("jointreset", 0)
+    client = RobotClient(server.url)
+    env = FrankaEnv(fast_task(joint_reset_every=2), robot_url=server.url, obs_mode="images", image_size=16,
+                    cameras=ServerCameras(client, 16))
+    try:
+        for _ in range(5):
+            obs, _ = env.reset()
+        assert server.calls.get("jointreset", 0) - before == 2  # before episodes 3 and 5
+        assert obs["wrist_1"].shape == (16, 16, 3) and obs["wrist_2"].dtype == np.uint8
+        obs, *_ = env.step(np.zeros(6))
+        assert obs["wrist_1"].std() > 0
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="needs cameras"):
+        FrankaEnv(fast_task(), robot_url=server.url, obs_mode="images")
