@@ -35,14 +35,30 @@ from shared.transport import actor_keys, fingerprint, policy_contract
 log = logging.getLogger("wsrl.actor")
 
 
+def _camera_rig(kind: str, task: str, robot_url: str | None, size: int):
+    from robot_env import cameras as cams
+    from robot_env.contract import IMAGE_KEYS
+    from robot_env.robot_client import RobotClient
+    from robot_env.task_config import load_task
+
+    if kind == "server":
+        if not robot_url:
+            raise SystemExit("--cameras server needs --robot-url (the simulated robot server)")
+        return cams.server_rig(RobotClient(robot_url), IMAGE_KEYS, size)
+    return cams.realsense_rig(load_task(task).real.cameras, size)
+
+
 def make_env(env_id: str, task: str, reward: RewardConfig, obs_spec: dict, seed: int,
-             robot_url: str | None = None) -> gym.Env:
+             robot_url: str | None = None, cameras: str = "realsense") -> gym.Env:
     """The env for a checkpoint: image mode and size follow the checkpoint's observation keys."""
     import robot_env  # noqa: F401  (registers the envs)
     from robot_env.contract import obs_mode_of
 
-    extra = {"robot_url": robot_url} if robot_url else {}
-    env = gym.make(env_id, task=task, reward=reward, **obs_mode_of(obs_spec), **extra)
+    mode = obs_mode_of(obs_spec)
+    extra: dict = {"robot_url": robot_url} if robot_url else {}
+    if env_id == robot_env.FRANKA_ENV_ID and mode["obs_mode"] == "images":
+        extra["cameras"] = _camera_rig(cameras, task, robot_url, mode["image_size"])
+    env = gym.make(env_id, task=task, reward=reward, **mode, **extra)
     env.action_space.seed(seed)
     return env
 
@@ -60,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--env", default="PegInsertionSim-v0",
                    help="gymnasium env id: PegInsertionSim-v0, or Franka-v0 (the robot server; it keeps time: use --hz 0)")
     p.add_argument("--robot-url", help="robot server for Franka-v0, e.g. http://127.0.0.1:5000")
+    p.add_argument("--cameras", choices=["realsense", "server"], default="realsense",
+                   help="Franka-v0 wrist cameras: RealSense (serials in the task file) or the simulated server's")
     p.add_argument("--task", default="peg_insertion", help="task name or task file")
     p.add_argument("--hz", type=float, default=10.0, help="control rate; 0 runs as fast as possible (simulation)")
     p.add_argument("--max-steps", type=int, help="stop after this many env steps")
@@ -82,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sender = TransitionSender(args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys,
                               SenderConfig()).start()
-    env = make_env(args.env, args.task, reward, obs_spec, args.seed, args.robot_url)
+    env = make_env(args.env, args.task, reward, obs_spec, args.seed, args.robot_url, args.cameras)
     module = pre.nets["actor"]
     example = {k: v[None] for k, v in example_obs(obs_spec).items()}
 

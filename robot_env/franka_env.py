@@ -24,6 +24,7 @@ import numpy as np
 
 from robot_env import contract
 from robot_env import geometry as geo
+from robot_env.cameras import CameraError
 from robot_env.robot_client import RobotClient, RobotServerError
 from robot_env.task_config import TaskConfig, load_task
 from shared.config import RewardConfig
@@ -32,31 +33,11 @@ from shared.rate import RateKeeper
 log = logging.getLogger("wsrl.franka")
 
 
-class CameraError(RuntimeError):
-    """A camera is dead or its frames are stale; the message names it."""
-
-
 class CameraSet(Protocol):
     def frames(self) -> dict[str, np.ndarray]:
         """The newest frame of each wrist camera, RGB uint8 (size, size, 3); never waits long."""
 
     def close(self) -> None: ...
-
-
-class ServerCameras:
-    """The simulated robot server's wrist cameras (its ``/cameras`` side channel)."""
-
-    def __init__(self, client: RobotClient, size: int) -> None:
-        self.client, self.size = client, size
-
-    def frames(self) -> dict[str, np.ndarray]:
-        try:
-            return self.client.camera_frames(self.size)
-        except RobotServerError as e:
-            raise CameraError(f"simulated cameras: {e}") from None
-
-    def close(self) -> None:
-        pass
 
 
 class FrankaEnv(gym.Env):
@@ -73,7 +54,7 @@ class FrankaEnv(gym.Env):
             raise ValueError(f"reset_mode must be 'random' or 'eval', got {reset_mode!r}")
         self.client = RobotClient(robot_url, timeout=timeout, gripper_open_raw=gripper_open_raw)
         if obs_mode == "images" and cameras is None:
-            raise ValueError("obs_mode='images' needs cameras (RealSense wrist cameras, or ServerCameras "
+            raise ValueError("obs_mode='images' needs cameras (robot_env.cameras.realsense_rig, or server_rig "
                              "for the simulated robot server)")
         self.obs_mode, self.image_size, self.reset_mode = obs_mode, int(image_size), reset_mode
         self.cameras = cameras

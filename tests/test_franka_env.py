@@ -7,7 +7,8 @@ import pytest
 
 from robot_env import contract
 from robot_env import geometry as geo
-from robot_env.franka_env import FrankaEnv, ServerCameras
+from robot_env.cameras import server_rig
+from robot_env.franka_env import FrankaEnv
 from robot_env.robot_client import RobotClient, RobotServerError
 from robot_env.scripted import ScriptedInserter, Skill
 from robot_env.sim_robot_server import SimRobotServer
@@ -94,7 +95,7 @@ def test_joint_resets_come_every_n_episodes_and_images_come_from_the_server(serv
     before = server.calls.get("jointreset", 0)
     client = RobotClient(server.url)
     env = FrankaEnv(fast_task(joint_reset_every=2), robot_url=server.url, obs_mode="images", image_size=16,
-                    cameras=ServerCameras(client, 16))
+                    cameras=server_rig(client, contract.IMAGE_KEYS, 16))
     try:
         for _ in range(5):
             obs, _ = env.reset()
