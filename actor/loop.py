@@ -54,8 +54,14 @@ class _Episode:
 class ControlLoop:
     def __init__(self, env: gym.Env, module: Any, frozen_params: Any, sender: TransitionSender,
                  receiver: WeightsReceiver | None, cfg: LoopConfig,
-                 on_episode: Callable[[int, dict[str, float]], None] | None = None) -> None:
+                 on_episode: Callable[[int, dict[str, float]], None] | None = None,
+                 events: Callable[[], list[str]] | None = None) -> None:
+        """``events()`` (e.g. ``actor.keyboard.Keyboard.events``) is polled once per step:
+        ``end_episode`` ends the current episode after this step (truncated), ``pause`` stops
+        stepping until the next ``pause`` (the arm holds its last commanded pose)."""
         self.env, self.module, self.frozen = env, module, frozen_params
+        self.events = events
+        self.paused = False
         self.sender, self.receiver, self.cfg = sender, receiver, cfg
         self.on_episode = on_episode
         self.stop_event = threading.Event()
@@ -96,6 +102,10 @@ class ControlLoop:
             if self.sender.fatal:
                 raise FatalLearnerError(self.sender.fatal)
             self._wait_for_learner()
+            end_now = self._poll_events()
+            if self.paused:
+                time.sleep(0.05)
+                continue
             period = self.rate.wait()
             if period is not None and self.rate.period > 0:
                 ep.jitter.append(abs(period - self.rate.period))
@@ -116,6 +126,7 @@ class ControlLoop:
                 action = np.zeros_like(action)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             t2 = time.perf_counter()
+            truncated = truncated or end_now
             intervened = "intervene_action" in info
             if intervened:
                 action = np.asarray(info["intervene_action"], np.float32)
@@ -145,6 +156,20 @@ class ControlLoop:
                 obs, _ = self.env.reset()
         return {"steps": self.steps, "episodes": self.episodes, "invalid_actions": self.invalid_actions,
                 "overruns": self.rate.overruns, "weights_version": self.version}
+
+    def _poll_events(self) -> bool:
+        """Apply pending events; True when the operator ended the episode."""
+        end = False
+        for ev in self.events() if self.events is not None else ():
+            if ev == "end_episode":
+                log.info("actor: episode ended by the operator")
+                end = True
+            elif ev == "pause":
+                self.paused = not self.paused
+                log.info("actor: %s", "paused (the arm holds its pose)" if self.paused else "resumed")
+                if not self.paused:
+                    self.rate = RateKeeper(self.cfg.hz)  # a pause is not an overrun
+        return end
 
     def _end_episode(self, ep: _Episode) -> None:
         self.episodes += 1

@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup-steps", type=int, default=5000, help="K until the learner tells its own")
     p.add_argument("--max-learner-lag", type=float,
                    help="simulation only: pause while the learner is this many env steps behind its UTD schedule")
+    p.add_argument("--keyboard", action="store_true",
+                   help="read keys (pynput, needs the desktop session): Esc ends the episode, Space pauses/resumes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drain-timeout", type=float, default=10.0, help="s to wait for acks when stopping")
     args = p.parse_args(argv)
@@ -112,10 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     metrics = MetricsLogger(out, tensorboard=False)
     # A restarted actor must not replay its predecessor's random stream: mix in the session.
     seed = args.seed + int(sender.session[:7], 16)
+    keyboard = None
+    if args.keyboard:
+        from actor.keyboard import Keyboard
+
+        keyboard = Keyboard()  # a KeyboardError here says why (no display, no pynput)
     loop = ControlLoop(env, module, pre.actor.params, sender, receiver,
                        LoopConfig(hz=args.hz, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
                                   max_learner_lag=args.max_learner_lag, seed=seed),
-                       on_episode=lambda step, stats: metrics.log(step, stats))
+                       on_episode=lambda step, stats: metrics.log(step, stats),
+                       events=keyboard.events if keyboard else None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: loop.stop_event.set())
     print(f"actor '{args.actor_id}': {args.env} ({args.task}) at {args.hz or 'max'} Hz -> learner "
@@ -131,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         delivered = sender.close(args.drain_timeout)
         receiver.close()
         metrics.close()
+        if keyboard is not None:
+            keyboard.close()
         env.close()
     summary.update(delivered=delivered, **sender.status())
     print(json.dumps(summary), flush=True)

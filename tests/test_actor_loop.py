@@ -3,6 +3,7 @@
 import time
 
 import gymnasium as gym
+import pytest
 import jax
 import numpy as np
 
@@ -107,3 +108,39 @@ def test_new_weights_are_prepared_off_the_control_loop():
     finally:
         rx.close()
         socks.close()
+
+
+def test_operator_events_end_episodes_and_pause(tmp_path):
+    socks, buf, server, sender = _serve(tmp_path)
+    agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
+    script = iter([[], [], ["end_episode"], [], ["pause"], [], [], ["pause"], [], []])
+    loop = ControlLoop(gym.make(robot_env.SIM_ENV_ID), agent.nets["actor"], agent.actor.params, sender, None,
+                       LoopConfig(hz=0, max_steps=7), events=lambda: next(script, []))
+    try:
+        summary = loop.run()
+        assert sender.close(drain_timeout=20)
+    finally:
+        server.stop()
+        socks.close()
+    # 10 polls: 7 steps and 3 polls while paused. The operator ended the first episode at its third step.
+    assert summary["steps"] == 7 and summary["episodes"] == 1
+    dones = buf.dones[buf.valid]
+    assert dones.tolist() == [False, False, True, False, False, False, False]
+    assert buf.masks[buf.valid].tolist() == [1.0] * 7  # truncated, not terminal
+
+
+def test_the_keyboard_explains_why_it_cannot_work_here(monkeypatch):
+    from actor.keyboard import Keyboard, KeyboardError, key_name
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(KeyboardError, match="X display"):
+        Keyboard()
+
+    class Char:
+        char = "S"
+
+    class Special:
+        char = None
+        name = "esc"
+
+    assert key_name(Char()) == "s" and key_name(Special()) == "esc" and key_name(object()) is None
