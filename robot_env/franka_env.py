@@ -86,6 +86,8 @@ class FrankaEnv(gym.Env):
             if real.joint_reset_every and self._episodes > 1 and (self._episodes - 1) % real.joint_reset_every == 0:
                 log.info("joint reset (every %d episodes)", real.joint_reset_every)
                 c.joint_reset()
+            if self.task.gripper_closed:
+                c.close_gripper()  # the peg stays held, whatever happened before
             c.update_params(real.reset_compliance)
             here = geo.pose7_to_pose6(c.get_state()["pose"])
             goal = contract.clip_to_box(contract.reset_pose6(self.task, offset), self.task.safety_box)
