@@ -46,19 +46,27 @@ def _serve(tmp_path):
     return socks, buf, server, sender
 
 
-def test_interventions_are_recorded_and_nan_actions_hold(tmp_path):
+def _run(tmp_path, env, params_of=lambda agent: agent.actor.params, **loop_kw):
+    """A control loop over ``env`` feeding a real in-process ingest server; returns what it did."""
     socks, buf, server, sender = _serve(tmp_path)
     agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
-    # A policy whose parameters went NaN: every action it proposes is refused and held.
-    nan_params = jax.tree.map(lambda x: np.full_like(x, np.nan), agent.actor.params)
-    env = EveryThirdStepTakenOver(gym.make(robot_env.SIM_ENV_ID))
-    loop = ControlLoop(env, agent.nets["actor"], nan_params, sender, None, LoopConfig(hz=0, max_steps=30))
+    max_steps = loop_kw.pop("max_steps")
+    loop = ControlLoop(env, agent.nets["actor"], params_of(agent), sender, None,
+                       LoopConfig(hz=0, max_steps=max_steps), **loop_kw)
     try:
         summary = loop.run()
         assert sender.close(drain_timeout=20)
     finally:
         server.stop()
         socks.close()
+    return summary, buf, server
+
+
+def test_interventions_are_recorded_and_nan_actions_hold(tmp_path):
+    # A policy whose parameters went NaN: every action it proposes is refused and held.
+    summary, buf, server = _run(tmp_path, EveryThirdStepTakenOver(gym.make(robot_env.SIM_ENV_ID)),
+                                params_of=lambda a: jax.tree.map(lambda x: np.full_like(x, np.nan), a.actor.params),
+                                max_steps=30)
     # The policy is asked every step (the takeover happens inside the env's step).
     assert summary["steps"] == 30 and summary["invalid_actions"] == 30
     assert server.counters["interventions"] == 10
@@ -111,17 +119,8 @@ def test_new_weights_are_prepared_off_the_control_loop():
 
 
 def test_operator_events_end_episodes_and_pause(tmp_path):
-    socks, buf, server, sender = _serve(tmp_path)
-    agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
     script = iter([[], [], ["end_episode"], [], ["pause"], [], [], ["pause"], [], []])
-    loop = ControlLoop(gym.make(robot_env.SIM_ENV_ID), agent.nets["actor"], agent.actor.params, sender, None,
-                       LoopConfig(hz=0, max_steps=7), events=lambda: next(script, []))
-    try:
-        summary = loop.run()
-        assert sender.close(drain_timeout=20)
-    finally:
-        server.stop()
-        socks.close()
+    summary, buf, _ = _run(tmp_path, gym.make(robot_env.SIM_ENV_ID), max_steps=7, events=lambda: next(script, []))
     # 10 polls: 7 steps and 3 polls while paused. The operator ended the first episode at its third step.
     assert summary["steps"] == 7 and summary["episodes"] == 1
     dones = buf.dones[buf.valid]
