@@ -1,0 +1,199 @@
+"""Evaluation over the task's fixed initial poses: each once, the deterministic policy, a judge.
+
+Usage: ``launch/evaluate.sh --checkpoint DIR --out OUT [--judge ground_truth|keyboard]``
+(``python -m actor.evaluate --help`` lists every flag).
+
+Judges: ``ground_truth`` (the simulation's own success; unattended) or ``keyboard`` (a person
+presses ``s`` or ``f`` after each episode; Esc ends an episode early). The env's own success
+verdict is recorded beside a person's. An intervention (the env reporting
+``info["intervene_action"]``) counts as a failure. Time to success is control steps times the
+control period (the real env keeps that period; the simulation counts simulated time).
+Writes ``OUT/report.json`` (one record per pose), ``OUT/report.md`` and ``OUT/report.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import gymnasium as gym
+import numpy as np
+
+log = logging.getLogger("wsrl.evaluate")
+JUDGES = ("ground_truth", "keyboard")
+
+
+@dataclass(frozen=True)
+class PoseResult:
+    pose_index: int
+    success: bool  # the judge's verdict (False whenever intervened)
+    intervened: bool
+    time_to_success_s: float | None
+    steps: int
+    env_success: bool  # the env's own verdict (ground truth in simulation)
+    judge: str
+
+
+class KeyboardJudge:
+    """Asks the person at the robot: ``s`` success, ``f`` failure (after each episode)."""
+
+    def __init__(self, events: Callable[[], list[str]]) -> None:
+        self.events = events
+        self.waiting = False  # True while a verdict is asked for; keys before that do not count
+
+    def drain(self) -> list[str]:
+        return self.events()
+
+    def verdict(self, pose_index: int) -> bool:
+        print(f"pose {pose_index}: press s (success) or f (failure)", file=sys.stderr, flush=True)
+        self.waiting = True
+        try:
+            while True:
+                for ev in self.events():
+                    if ev in ("label_success", "label_failure"):
+                        return ev == "label_success"
+                time.sleep(0.02)
+        finally:
+            self.waiting = False
+
+
+def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+                   poses: list[int], judge: KeyboardJudge | None = None,
+                   progress: Callable[[PoseResult], None] | None = None) -> list[PoseResult]:
+    """Run each pose once; ``judge=None`` takes the env's verdict (ground truth in simulation)."""
+    dt = env.unwrapped.task.control_dt
+    results = []
+    for i in poses:
+        obs, _ = env.reset(options={"eval_pose": i})
+        if callable(getattr(policy, "reset", None)):
+            policy.reset()
+        if judge is not None:
+            judge.drain()  # keys pressed before the episode do not count
+        steps, first_success, intervened, ended = 0, None, False, False
+        while not ended:
+            obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs), np.float32))
+            steps += 1
+            intervened |= "intervene_action" in info
+            if info.get("success") and first_success is None:
+                first_success = steps
+            ended = terminated or truncated
+            if judge is not None and "end_episode" in judge.drain():
+                ended = True
+        env_success = first_success is not None
+        verdict = judge.verdict(i) if judge is not None else env_success
+        success = verdict and not intervened
+        res = PoseResult(i, success, intervened, first_success * dt if success and first_success else None,
+                         steps, env_success, "keyboard" if judge is not None else "ground_truth")
+        results.append(res)
+        if progress is not None:
+            progress(res)
+    return results
+
+
+def write_report(out: Path, results: list[PoseResult], meta: Mapping[str, Any]) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    times = [r.time_to_success_s for r in results if r.time_to_success_s is not None]
+    report = {
+        **meta,
+        "episodes": len(results),
+        "successes": sum(r.success for r in results),
+        "success_rate": float(np.mean([r.success for r in results])) if results else 0.0,
+        "interventions": sum(r.intervened for r in results),
+        "mean_time_to_success_s": float(np.mean(times)) if times else None,
+        "poses": [asdict(r) for r in results],
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    lines = [f"# Evaluation: {report['successes']}/{report['episodes']} successes",
+             "", f"checkpoint: `{meta.get('checkpoint')}`; judge: {meta.get('judge')}; "
+             f"interventions: {report['interventions']}", "",
+             "| pose | success | intervened | time to success (s) | steps | env's verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        t = "" if r.time_to_success_s is None else f"{r.time_to_success_s:.1f}"
+        lines.append(f"| {r.pose_index} | {'yes' if r.success else 'no'} | {'yes' if r.intervened else ''} | {t} | "
+                     f"{r.steps} | {'success' if r.env_success else 'failure'} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    _plot(out / "report.png", results, report)
+    return report
+
+
+def _plot(path: Path, results: list[PoseResult], report: Mapping[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for r in results:
+        if r.success:
+            ax.bar(r.pose_index, r.time_to_success_s or 0.0, color="tab:green")
+        else:
+            ax.plot(r.pose_index, 0.0, "x", color="tab:orange" if r.intervened else "tab:red", markersize=10)
+    ax.set_xticks([r.pose_index for r in results])
+    ax.set_xlabel("fixed initial pose")
+    ax.set_ylabel("time to success (s)")
+    ax.set_title(f"{report['successes']}/{report['episodes']} successes (x: failure; orange x: intervened)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (pre-training's or the learner's)")
+    p.add_argument("--step", type=int, help="a checkpoint step (default: the newest)")
+    p.add_argument("--out", help="report directory (default: evaluation/ beside the checkpoint directory)")
+    p.add_argument("--judge", choices=JUDGES, default="ground_truth")
+    p.add_argument("--env", default="PegInsertionSim-v0", help="PegInsertionSim-v0 or Franka-v0")
+    p.add_argument("--robot-url", help="robot server for Franka-v0")
+    p.add_argument("--cameras", choices=["realsense", "server"], default="realsense")
+    p.add_argument("--task", default="peg_insertion")
+    p.add_argument("--poses", type=int, nargs="+", help="pose indices (default: all fixed poses)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+
+    from actor.run import make_env
+    from shared.agents import policy_fn
+    from shared.checkpoint import load_checkpoint
+    from shared.config import RewardConfig, from_dict
+    from shared.dataset import spec_from_json
+
+    ckpt = Path(args.checkpoint).absolute()
+    agent, cfg, meta = load_checkpoint(ckpt, args.step)
+    reward = from_dict(RewardConfig, cfg["config"]["reward"]) if "reward" in cfg.get("config", {}) else RewardConfig()
+    env = make_env(args.env, args.task, reward, spec_from_json(meta["obs_spec"]), 0, args.robot_url, args.cameras)
+    keyboard, judge = None, None
+    if args.judge == "keyboard":
+        from actor.keyboard import Keyboard
+
+        keyboard = Keyboard()
+        judge = KeyboardJudge(keyboard.events)
+    elif args.env != "PegInsertionSim-v0":
+        log.warning("judge 'ground_truth' on %s is the env's own success check, not a person", args.env)
+    poses = args.poses or list(range(len(env.unwrapped.task.eval_poses)))
+    out = Path(args.out) if args.out else ckpt.parent / "evaluation"
+    print(f"evaluate: {ckpt} (step {meta['grad_steps']}), {len(poses)} poses, judge {args.judge}; report in {out}",
+          file=sys.stderr, flush=True)
+    t0 = time.time()
+    try:
+        results = evaluate_poses(env, policy_fn(agent), poses, judge, progress=lambda r: print(
+            f"  pose {r.pose_index:2d}: {'success' if r.success else 'failure'}"
+            + (f" in {r.time_to_success_s:.1f} s" if r.time_to_success_s else "")
+            + (" (intervened)" if r.intervened else ""), file=sys.stderr, flush=True))
+    finally:
+        env.close()
+        if keyboard is not None:
+            keyboard.close()
+    report = write_report(out, results, {"checkpoint": str(ckpt), "step": meta["grad_steps"], "judge": args.judge,
+                                         "env": args.env, "task": args.task, "wall_time_s": round(time.time() - t0, 1)})
+    print(json.dumps({k: report[k] for k in ("successes", "episodes", "success_rate", "mean_time_to_success_s")}))
+
+
+if __name__ == "__main__":
+    main()
