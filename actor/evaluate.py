@@ -47,9 +47,6 @@ class KeyboardJudge:
         self.events = events
         self.waiting = False  # True while a verdict is asked for; keys before that do not count
 
-    def drain(self) -> list[str]:
-        return self.events()
-
     def verdict(self, pose_index: int) -> bool:
         print(f"pose {pose_index}: press s (success) or f (failure)", file=sys.stderr, flush=True)
         self.waiting = True
@@ -74,7 +71,7 @@ def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np
         if callable(getattr(policy, "reset", None)):
             policy.reset()
         if judge is not None:
-            judge.drain()  # keys pressed before the episode do not count
+            judge.events()  # keys pressed before the episode do not count
         steps, first_success, intervened, ended = 0, None, False, False
         while not ended:
             obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs), np.float32))
@@ -83,7 +80,7 @@ def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np
             if info.get("success") and first_success is None:
                 first_success = steps
             ended = terminated or truncated
-            if judge is not None and "end_episode" in judge.drain():
+            if judge is not None and "end_episode" in judge.events():
                 ended = True
         env_success = first_success is not None
         verdict = judge.verdict(i) if judge is not None else env_success

@@ -65,7 +65,12 @@ class ControlLoop:
         self.sender, self.receiver, self.cfg = sender, receiver, cfg
         self.on_episode = on_episode
         self.stop_event = threading.Event()
-        self.rate = RateKeeper(cfg.hz)
+        # An env that waits for its own control period (the real robot) must not be paced twice.
+        self.env_keeps_time = bool(env.metadata.get("keeps_time", False))
+        if self.env_keeps_time and cfg.hz > 0:
+            log.info("actor: %s keeps its own control rate; the loop does not pace it", env.spec.id if env.spec else env)
+        self.hz = 0.0 if self.env_keeps_time else cfg.hz
+        self.rate = RateKeeper(self.hz)
         self.key = jax.random.PRNGKey(cfg.seed)
         self.steps = 0
         self.episodes = 0
@@ -147,7 +152,7 @@ class ControlLoop:
             timing = getattr(self.env.unwrapped, "timing", None)  # envs that time their observation
             if timing and "observation_ms" in timing:
                 ep.obs.append(float(timing["observation_ms"]) / 1e3)
-            if timing and self.rate.period == 0 and "period_s" in timing:  # an env that keeps time itself
+            if timing and self.env_keeps_time and "period_s" in timing:
                 ep.jitter.append(abs(float(timing["period_s"]) - float(timing["target_period_s"])))
             obs = next_obs
             if terminated or truncated:
@@ -168,7 +173,7 @@ class ControlLoop:
                 self.paused = not self.paused
                 log.info("actor: %s", "paused (the arm holds its pose)" if self.paused else "resumed")
                 if not self.paused:
-                    self.rate = RateKeeper(self.cfg.hz)  # a pause is not an overrun
+                    self.rate = RateKeeper(self.hz)  # a pause is not an overrun
         return end
 
     def _end_episode(self, ep: _Episode) -> None:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--key-name", default="actor", help="which key pair in --keys (default: actor)")
     p.add_argument("--actor-id", default=socket.gethostname()[:32], help="stable name of this actor")
     p.add_argument("--env", default="PegInsertionSim-v0",
-                   help="gymnasium env id: PegInsertionSim-v0, or Franka-v0 (the robot server; it keeps time: use --hz 0)")
+                   help="gymnasium env id: PegInsertionSim-v0, or Franka-v0 (the robot server; it keeps its own control rate, --hz is not applied)")
     p.add_argument("--robot-url", help="robot server for Franka-v0, e.g. http://127.0.0.1:5000")
     p.add_argument("--cameras", choices=["realsense", "server"], default="realsense",
                    help="Franka-v0 wrist cameras: RealSense (serials in the task file) or the simulated server's")

@@ -37,9 +37,6 @@ class Ledger:
             return self._actors.get(actor, {}).get("transitions", 0)
         return sum(r["transitions"] for r in self._actors.values())
 
-    def actors(self) -> list[str]:
-        return sorted(self._actors)
-
     def marks(self, actor: str) -> dict[str, list]:
         """``{session: [upto, [extras]]}`` for one actor (the form sent in WELCOME/ACK)."""
         sessions = self._actors.get(actor, {}).get("sessions", {})

@@ -34,6 +34,7 @@ STATE_DIM = sum(n for _, n in STATE_KEYS)
 IMAGE_KEYS = ("wrist_1", "wrist_2")
 ACTION_DIM = 6
 OBS_MODES = ("state", "images")
+RESET_MODES = ("random", "eval")  # seeded random offsets, or the fixed evaluation poses in turn
 DEFAULT_IMAGE_SIZE = 128
 
 

@@ -50,8 +50,8 @@ class FrankaEnv(gym.Env):
         self.task = load_task(task) if isinstance(task, str) else task
         if self.task.real is None:
             raise ValueError(f"task {self.task.name} has no 'real' section (cameras, compliance, reset settings)")
-        if reset_mode not in ("random", "eval"):
-            raise ValueError(f"reset_mode must be 'random' or 'eval', got {reset_mode!r}")
+        if reset_mode not in contract.RESET_MODES:
+            raise ValueError(f"reset_mode must be one of {contract.RESET_MODES}, got {reset_mode!r}")
         self.client = RobotClient(robot_url, timeout=timeout, gripper_open_raw=gripper_open_raw)
         if obs_mode == "images" and cameras is None:
             raise ValueError("obs_mode='images' needs cameras (robot_env.cameras.realsense_rig, or server_rig "

@@ -23,9 +23,6 @@ from shared.config import RewardConfig
 
 log = logging.getLogger("wsrl.sim")
 
-RESET_MODES = ("random", "eval")
-
-
 class PegInsertionSimEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
@@ -39,8 +36,8 @@ class PegInsertionSimEnv(gym.Env):
         render_mode: str | None = None,
         render_size: int = 256,
     ):
-        if reset_mode not in RESET_MODES:
-            raise ValueError(f"reset_mode must be one of {RESET_MODES}, got {reset_mode!r}")
+        if reset_mode not in contract.RESET_MODES:
+            raise ValueError(f"reset_mode must be one of {contract.RESET_MODES}, got {reset_mode!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if image_size < 8:

@@ -143,3 +143,13 @@ def test_the_keyboard_explains_why_it_cannot_work_here(monkeypatch):
         name = "esc"
 
     assert key_name(Char()) == "s" and key_name(Special()) == "esc" and key_name(object()) is None
+
+
+def test_an_env_that_keeps_time_is_not_paced_twice():
+    class KeepsTime(gym.Wrapper):
+        metadata = {"keeps_time": True}
+
+    agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
+    args = (agent.nets["actor"], agent.actor.params, None, None, LoopConfig(hz=10))
+    assert ControlLoop(KeepsTime(gym.make(robot_env.SIM_ENV_ID)), *args).rate.period == 0
+    assert ControlLoop(gym.make(robot_env.SIM_ENV_ID), *args).rate.period == 0.1
