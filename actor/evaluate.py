@@ -1,11 +1,12 @@
 """Evaluation over the task's fixed initial poses: each once, the deterministic policy, a judge.
 
-Usage: ``launch/evaluate.sh --checkpoint DIR --out OUT [--judge ground_truth|keyboard]``
-(``python -m actor.evaluate --help`` lists every flag).
+Usage: ``launch/evaluate.sh --checkpoint DIR --out OUT [--judge ground_truth|classifier|keyboard]
+[--reward-classifier DIR]`` (``python -m actor.evaluate --help`` lists every flag).
 
-Judges: ``ground_truth`` (the simulation's own success; unattended) or ``keyboard`` (a person
-presses ``s`` or ``f`` after each episode; Esc ends an episode early). The env's own success
-verdict is recorded beside a person's. An intervention (the env reporting
+Judges: ``ground_truth`` (the env's own check: the simulation's ground truth, unattended),
+``classifier`` (the reward classifier) or ``keyboard`` (a person presses ``s`` or ``f`` after each
+episode; Esc ends an episode early). Every other verdict available (the env's check, and the
+classifier's when one is given) is recorded beside the judge's. An intervention (the env reporting
 ``info["intervene_action"]``) counts as a failure. Time to success is control steps times the
 control period (the real env keeps that period; the simulation counts simulated time).
 Writes ``OUT/report.json`` (one record per pose), ``OUT/report.md`` and ``OUT/report.png``.
@@ -26,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 log = logging.getLogger("wsrl.evaluate")
-JUDGES = ("ground_truth", "keyboard")
+JUDGES = ("ground_truth", "classifier", "keyboard")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class PoseResult:
     intervened: bool
     time_to_success_s: float | None
     steps: int
-    env_success: bool  # the env's own verdict (ground truth in simulation)
+    env_success: bool  # the env's own check: ground truth in simulation, the pose check on the robot
+    classifier_success: bool | None  # the reward classifier's verdict (None: no classifier)
     judge: str
 
 
@@ -61,32 +63,49 @@ class KeyboardJudge:
 
 
 def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np.ndarray],
-                   poses: list[int], judge: KeyboardJudge | None = None,
+                   poses: list[int], judge: str = "ground_truth", keyboard: KeyboardJudge | None = None,
                    progress: Callable[[PoseResult], None] | None = None) -> list[PoseResult]:
-    """Run each pose once; ``judge=None`` takes the env's verdict (ground truth in simulation)."""
+    """Run each pose once and judge it: ``ground_truth`` (the env's own check), ``classifier``
+    (an env wrapped in ``ClassifierReward``) or ``keyboard`` (``keyboard`` asks a person).
+    Every verdict available is recorded whichever judges."""
+    if judge not in JUDGES:
+        raise ValueError(f"judge must be one of {JUDGES}, got {judge!r}")
+    if (judge == "keyboard") != (keyboard is not None):
+        raise ValueError("the keyboard judge needs a KeyboardJudge, and only it does")
     dt = env.unwrapped.task.control_dt
     results = []
     for i in poses:
         obs, _ = env.reset(options={"eval_pose": i})
         if callable(getattr(policy, "reset", None)):
             policy.reset()
-        if judge is not None:
-            judge.events()  # keys pressed before the episode do not count
-        steps, first_success, intervened, ended = 0, None, False, False
+        if keyboard is not None:
+            keyboard.events()  # keys pressed before the episode do not count
+        steps, first_env, first_clf, has_clf, intervened, ended = 0, None, None, False, False, False
         while not ended:
             obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs), np.float32))
             steps += 1
             intervened |= "intervene_action" in info
-            if info.get("success") and first_success is None:
-                first_success = steps
+            has_clf |= "classifier_prob" in info
+            env_ok = info.get("env_success", info.get("success", False))
+            if env_ok and first_env is None:
+                first_env = steps
+            if "classifier_prob" in info and info["success"] and first_clf is None:
+                first_clf = steps
             ended = terminated or truncated
-            if judge is not None and "end_episode" in judge.events():
+            if keyboard is not None and "end_episode" in keyboard.events():
                 ended = True
-        env_success = first_success is not None
-        verdict = judge.verdict(i) if judge is not None else env_success
-        success = verdict and not intervened
-        res = PoseResult(i, success, intervened, first_success * dt if success and first_success else None,
-                         steps, env_success, "keyboard" if judge is not None else "ground_truth")
+        if judge == "classifier" and not has_clf:
+            raise ValueError("judge 'classifier' needs an env wrapped in ClassifierReward")
+        if judge == "keyboard":
+            verdict = keyboard.verdict(i)
+            # a person's success: when the automatic check fired, else when they ended the episode
+            first = (first_clf if has_clf else first_env) or steps
+        else:
+            first = first_clf if judge == "classifier" else first_env
+            verdict = first is not None
+        success = bool(verdict and not intervened)
+        res = PoseResult(i, success, intervened, first * dt if success else None, steps, first_env is not None,
+                         (first_clf is not None) if has_clf else None, judge)
         results.append(res)
         if progress is not None:
             progress(res)
@@ -103,18 +122,31 @@ def write_report(out: Path, results: list[PoseResult], meta: Mapping[str, Any]) 
         "success_rate": float(np.mean([r.success for r in results])) if results else 0.0,
         "interventions": sum(r.intervened for r in results),
         "mean_time_to_success_s": float(np.mean(times)) if times else None,
+        "env_check_successes": sum(r.env_success for r in results),
+        "classifier_successes": None,
+        "classifier_agrees_with_env_check": None,
         "poses": [asdict(r) for r in results],
     }
+    if any(r.classifier_success is not None for r in results):
+        report["classifier_successes"] = sum(bool(r.classifier_success) for r in results)
+        report["classifier_agrees_with_env_check"] = sum(r.classifier_success == r.env_success for r in results)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     lines = [f"# Evaluation: {report['successes']}/{report['episodes']} successes",
              "", f"checkpoint: `{meta.get('checkpoint')}`; judge: {meta.get('judge')}; "
-             f"interventions: {report['interventions']}", "",
-             "| pose | success | intervened | time to success (s) | steps | env's verdict |",
-             "|---|---|---|---|---|---|"]
+             f"interventions: {report['interventions']}; the env's own check: {report['env_check_successes']} successes"
+             + ("" if report["classifier_successes"] is None else
+                f"; the reward classifier: {report['classifier_successes']} successes, agreeing with the env's check "
+                f"on {report['classifier_agrees_with_env_check']}/{len(results)} poses"), "",
+             "| pose | success | intervened | time to success (s) | steps | env's check | classifier |",
+             "|---|---|---|---|---|---|---|"]
+
+    def word(v: bool | None) -> str:
+        return "" if v is None else "success" if v else "failure"
+
     for r in results:
         t = "" if r.time_to_success_s is None else f"{r.time_to_success_s:.1f}"
         lines.append(f"| {r.pose_index} | {'yes' if r.success else 'no'} | {'yes' if r.intervened else ''} | {t} | "
-                     f"{r.steps} | {'success' if r.env_success else 'failure'} |")
+                     f"{r.steps} | {word(r.env_success)} | {word(r.classifier_success)} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _plot(out / "report.png", results, report)
     return report
@@ -146,7 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint directory (pre-training's or the learner's)")
     p.add_argument("--step", type=int, help="a checkpoint step (default: the newest)")
     p.add_argument("--out", help="report directory (default: evaluation/ beside the checkpoint directory)")
-    p.add_argument("--judge", choices=JUDGES, default="ground_truth")
+    p.add_argument("--judge", choices=JUDGES, default="ground_truth",
+                   help="ground_truth: the env's own check (simulation: unattended); classifier: the reward classifier; "
+                        "keyboard: a person presses s or f after each episode")
+    p.add_argument("--reward-classifier", metavar="DIR",
+                   help="a reward classifier: its verdict is recorded beside the judge's, and its success ends episodes")
     p.add_argument("--env", default="PegInsertionSim-v0", help="PegInsertionSim-v0 or Franka-v0")
     p.add_argument("--robot-url", help="robot server for Franka-v0")
     p.add_argument("--cameras", choices=["realsense", "server"], default="realsense")
@@ -164,14 +200,22 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = Path(args.checkpoint).absolute()
     agent, cfg, meta = load_checkpoint(ckpt, args.step)
     reward = from_dict(RewardConfig, cfg["config"]["reward"]) if "reward" in cfg.get("config", {}) else RewardConfig()
-    env = make_env(args.env, args.task, reward, spec_from_json(meta["obs_spec"]), 0, args.robot_url, args.cameras)
+    if args.judge == "classifier" and not args.reward_classifier:
+        p.error("--judge classifier needs --reward-classifier")
+    classifier = None
+    if args.reward_classifier:
+        from shared.reward_classifier import load_classifier
+
+        classifier = load_classifier(args.reward_classifier)
+    env = make_env(args.env, args.task, reward, spec_from_json(meta["obs_spec"]), 0, args.robot_url, args.cameras,
+                   classifier)
     keyboard, judge = None, None
     if args.judge == "keyboard":
         from actor.keyboard import Keyboard
 
         keyboard = Keyboard()
         judge = KeyboardJudge(keyboard.events)
-    elif args.env != "PegInsertionSim-v0":
+    elif args.judge == "ground_truth" and args.env != "PegInsertionSim-v0":
         log.warning("judge 'ground_truth' on %s is the env's own success check, not a person", args.env)
     poses = args.poses or list(range(len(env.unwrapped.task.eval_poses)))
     out = Path(args.out) if args.out else ckpt.parent / "evaluation"
@@ -179,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
           file=sys.stderr, flush=True)
     t0 = time.time()
     try:
-        results = evaluate_poses(env, policy_fn(agent), poses, judge, progress=lambda r: print(
+        results = evaluate_poses(env, policy_fn(agent), poses, args.judge, judge, progress=lambda r: print(
             f"  pose {r.pose_index:2d}: {'success' if r.success else 'failure'}"
             + (f" in {r.time_to_success_s:.1f} s" if r.time_to_success_s else "")
             + (" (intervened)" if r.intervened else ""), file=sys.stderr, flush=True))
@@ -188,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         if keyboard is not None:
             keyboard.close()
     report = write_report(out, results, {"checkpoint": str(ckpt), "step": meta["grad_steps"], "judge": args.judge,
-                                         "env": args.env, "task": args.task, "wall_time_s": round(time.time() - t0, 1)})
+                                         "reward_classifier": args.reward_classifier, "env": args.env, "task": args.task, "wall_time_s": round(time.time() - t0, 1)})
     print(json.dumps({k: report[k] for k in ("successes", "episodes", "success_rate", "mean_time_to_success_s")}))
 
 

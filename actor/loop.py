@@ -49,6 +49,7 @@ class _Episode:
     inference: list = field(default_factory=list)
     step: list = field(default_factory=list)
     obs: list = field(default_factory=list)
+    classifier: list = field(default_factory=list)
 
 
 class ControlLoop:
@@ -149,9 +150,11 @@ class ControlLoop:
             ep.warmup_steps += int(warm)
             ep.inference.append(t1 - t0)
             ep.step.append(t2 - t1)
-            timing = getattr(self.env.unwrapped, "timing", None)  # envs that time their observation
+            timing = self._timing()
             if timing and "observation_ms" in timing:
                 ep.obs.append(float(timing["observation_ms"]) / 1e3)
+            if timing and "classifier_ms" in timing:
+                ep.classifier.append(float(timing["classifier_ms"]) / 1e3)
             if timing and self.env_keeps_time and "period_s" in timing:
                 ep.jitter.append(abs(float(timing["period_s"]) - float(timing["target_period_s"])))
             obs = next_obs
@@ -161,6 +164,14 @@ class ControlLoop:
                 obs, _ = self.env.reset()
         return {"steps": self.steps, "episodes": self.episodes, "invalid_actions": self.invalid_actions,
                 "overruns": self.rate.overruns, "weights_version": self.version}
+
+    def _timing(self) -> dict[str, float] | None:
+        """The last step's timings from the outermost env or wrapper that keeps them (the reward
+        classifier's wrapper adds its own to the env's)."""
+        try:
+            return self.env.get_wrapper_attr("timing")
+        except AttributeError:
+            return None
 
     def _poll_events(self) -> bool:
         """Apply pending events; True when the operator ended the episode."""
@@ -189,6 +200,9 @@ class ControlLoop:
         }
         if ep.obs:
             stats["observation_ms"] = 1e3 * float(np.mean(ep.obs))
+        if ep.classifier:
+            stats["classifier_ms"] = 1e3 * float(np.mean(ep.classifier))
+            stats["classifier_p99_ms"] = 1e3 * float(np.percentile(ep.classifier, 99))
         if ep.jitter:
             stats["jitter_p50_ms"] = 1e3 * float(np.percentile(ep.jitter, 50))
             stats["jitter_p99_ms"] = 1e3 * float(np.percentile(ep.jitter, 99))

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import jax
@@ -49,16 +50,36 @@ def _camera_rig(kind: str, task: str, robot_url: str | None, size: int):
 
 
 def make_env(env_id: str, task: str, reward: RewardConfig, obs_spec: dict, seed: int,
-             robot_url: str | None = None, cameras: str = "realsense") -> gym.Env:
-    """The env for a checkpoint: image mode and size follow the checkpoint's observation keys."""
+             robot_url: str | None = None, cameras: str = "realsense", classifier: Any = None,
+             end_on_success: bool = True) -> gym.Env:
+    """The env for a checkpoint: image mode and size follow the checkpoint's observation keys.
+
+    With a reward classifier (``shared.reward_classifier.RewardClassifier``) the reward and the
+    end of an episode come from it; the env renders or reads the cameras at the classifier's size,
+    and a state-only policy gets only ``state`` (the images are for the classifier)."""
     import robot_env  # noqa: F401  (registers the envs)
     from robot_env.contract import obs_mode_of
 
     mode = obs_mode_of(obs_spec)
+    env_mode = dict(mode)
     extra: dict = {"robot_url": robot_url} if robot_url else {}
-    if env_id == robot_env.FRANKA_ENV_ID and mode["obs_mode"] == "images":
-        extra["cameras"] = _camera_rig(cameras, task, robot_url, mode["image_size"])
-    env = gym.make(env_id, task=task, reward=reward, **mode, **extra)
+    if not end_on_success:
+        extra["end_on_success"] = False
+    if classifier is not None:
+        if mode["obs_mode"] == "images" and mode["image_size"] != classifier.image_size:
+            raise ValueError(f"the policy sees {mode['image_size']} px images, the reward classifier was trained "
+                             f"on {classifier.image_size} px; train the classifier at the policy's size")
+        env_mode = {"obs_mode": "images", "image_size": classifier.image_size}
+        extra["end_on_success"] = False
+    if env_id == robot_env.FRANKA_ENV_ID and env_mode["obs_mode"] == "images":
+        extra["cameras"] = _camera_rig(cameras, task, robot_url, env_mode["image_size"])
+    env = gym.make(env_id, task=task, reward=reward, **env_mode, **extra)
+    if classifier is not None:
+        from robot_env.classifier_reward import ClassifierReward
+
+        env = ClassifierReward(env, classifier)
+        if mode["obs_mode"] == "state":
+            env = gym.wrappers.FilterObservation(env, ["state"])
     env.action_space.seed(seed)
     return env
 
@@ -84,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup-steps", type=int, default=5000, help="K until the learner tells its own")
     p.add_argument("--max-learner-lag", type=float,
                    help="simulation only: pause while the learner is this many env steps behind its UTD schedule")
+    p.add_argument("--reward-classifier", metavar="DIR",
+                   help="reward from this classifier (launch/train_reward_classifier.sh's --out) instead of the env's "
+                        "own success check; its success ends the episode")
     p.add_argument("--keyboard", action="store_true",
                    help="read keys (pynput, needs the desktop session): Esc ends the episode, Space pauses/resumes")
     p.add_argument("--seed", type=int, default=0)
@@ -102,7 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sender = TransitionSender(args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys,
                               SenderConfig()).start()
-    env = make_env(args.env, args.task, reward, obs_spec, args.seed, args.robot_url, args.cameras)
+    classifier = None
+    if args.reward_classifier:
+        from shared.reward_classifier import load_classifier
+
+        classifier = load_classifier(args.reward_classifier)
+    env = make_env(args.env, args.task, reward, obs_spec, args.seed, args.robot_url, args.cameras, classifier)
     module = pre.nets["actor"]
     example = {k: v[None] for k, v in example_obs(obs_spec).items()}
 
@@ -127,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: loop.stop_event.set())
     print(f"actor '{args.actor_id}': {args.env} ({args.task}) at {args.hz or 'max'} Hz -> learner "
-          f"{args.learner_host}:{args.data_port}/{args.weights_port}, CURVE {'on' if keys else 'off'}; "
+          f"{args.learner_host}:{args.data_port}/{args.weights_port}, CURVE {'on' if keys else 'off'}, reward "
+          f"{'classifier ' + args.reward_classifier if classifier else 'from the env'}; "
           f"logs and spool in {out}", file=sys.stderr, flush=True)
     code = 0
     try:

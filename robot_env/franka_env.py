@@ -46,7 +46,7 @@ class FrankaEnv(gym.Env):
     def __init__(self, task: str | TaskConfig = "peg_insertion", robot_url: str = "http://127.0.0.1:5000",
                  obs_mode: str = "state", image_size: int = contract.DEFAULT_IMAGE_SIZE, reset_mode: str = "random",
                  reward: RewardConfig | None = None, cameras: CameraSet | None = None, timeout: float = 0.5,
-                 gripper_open_raw: float = 1.0) -> None:
+                 gripper_open_raw: float = 1.0, end_on_success: bool = True) -> None:
         self.task = load_task(task) if isinstance(task, str) else task
         if self.task.real is None:
             raise ValueError(f"task {self.task.name} has no 'real' section (cameras, compliance, reset settings)")
@@ -58,6 +58,8 @@ class FrankaEnv(gym.Env):
                              "for the simulated robot server)")
         self.obs_mode, self.image_size, self.reset_mode = obs_mode, int(image_size), reset_mode
         self.cameras = cameras
+        # False: the pose check does not end the episode (a reward classifier or a label recorder decides)
+        self.end_on_success = bool(end_on_success)
         self.reward_config = reward or RewardConfig()
         self.observation_space = contract.observation_space(obs_mode, self.image_size)
         self.action_space = contract.action_space()
@@ -132,8 +134,9 @@ class FrankaEnv(gym.Env):
         success = self._success()
         info["success"] = success
         self._obs = obs
-        truncated = self._steps >= self.task.episode_length and not success
-        return obs, float(self.reward_config.apply(float(success))), success, truncated, info
+        terminated = success and self.end_on_success
+        truncated = self._steps >= self.task.episode_length and not terminated
+        return obs, float(self.reward_config.apply(float(success))), terminated, truncated, info
 
     def close(self) -> None:
         if self.cameras is not None:

@@ -3,7 +3,8 @@
 Each step: the action (6-D, [-1, 1]) is cleaned (non-finite -> hold, clipped), turned into the
 next commanded pose (measured pose + end-effector-frame delta, clipped to the safety box),
 sent to the impedance controller, and one control period (0.1 s) of simulated time passes.
-Success is ground truth (the peg tip is ``success_depth`` down the hole); it ends the episode.
+Success is ground truth (the peg tip is ``success_depth`` down the hole); it ends the episode
+unless ``end_on_success=False`` (label recording, or a reward classifier deciding instead).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class PegInsertionSimEnv(gym.Env):
         reward: RewardConfig | None = None,
         render_mode: str | None = None,
         render_size: int = 256,
+        end_on_success: bool = True,
     ):
         if reset_mode not in contract.RESET_MODES:
             raise ValueError(f"reset_mode must be one of {contract.RESET_MODES}, got {reset_mode!r}")
@@ -49,6 +51,8 @@ class PegInsertionSimEnv(gym.Env):
         self.reward_config = reward or RewardConfig()
         self.render_mode = render_mode
         self.render_size = int(render_size)
+        # False: success does not end the episode (a reward classifier or a label recorder decides)
+        self.end_on_success = bool(end_on_success)
         self.observation_space = contract.observation_space(obs_mode, self.image_size)
         self.action_space = contract.action_space()
         self.robot = SimRobot(self.task)
@@ -82,7 +86,8 @@ class PegInsertionSimEnv(gym.Env):
         self._raw = self.robot.get_state()
         success = self.robot.peg_in_hole()
         reward = float(self.reward_config.apply(float(success)))
-        truncated = self._steps >= self.task.episode_length and not success
+        terminated = success and self.end_on_success
+        truncated = self._steps >= self.task.episode_length and not terminated
         t0 = time.perf_counter()
         obs = self._observation()
         info = {
@@ -93,7 +98,7 @@ class PegInsertionSimEnv(gym.Env):
         }
         # For the actor's latency breakdown; not in ``info``, which must stay deterministic.
         self.timing = {"observation_ms": 1e3 * (time.perf_counter() - t0)}
-        return obs, reward, success, truncated, info
+        return obs, reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

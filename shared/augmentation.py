@@ -42,3 +42,12 @@ def augment_observations(
     for k, sub in zip(image_keys, keys):
         out[k] = random_shift(sub, obs[k], pad)
     return out
+
+
+def random_brightness(key: jax.Array, images: jax.Array, amount: float) -> jax.Array:
+    """Scale each image by its own factor in [1 - amount, 1 + amount] (lighting changes between
+    sessions); float32 in [0, 255] out, which the encoders take like uint8."""
+    if amount <= 0:
+        return images
+    factor = jax.random.uniform(key, (images.shape[0], 1, 1, 1), minval=1.0 - amount, maxval=1.0 + amount)
+    return jnp.clip(images.astype(jnp.float32) * factor, 0.0, 255.0)

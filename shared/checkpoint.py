@@ -89,18 +89,37 @@ class Checkpointer:
 
 
 def _read_step(directory: Path, step: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    mgr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
-                                item_names=("agent", "config", "meta"))
+    out = read_items(directory, step, "agent", ("config", "meta"))
+    return out["agent"], out["config"], out["meta"]
+
+
+def save_items(directory: str | Path, step: int, tree_name: str, tree: Any, json_items: Mapping[str, Any]) -> Path:
+    """One checkpoint step of an array tree (``tree_name``) and JSON items, written synchronously
+    (for things saved once, like the reward classifier; agents use ``Checkpointer``)."""
+    directory = Path(directory).absolute()
+    names = (tree_name, *json_items)
+    mgr = ocp.CheckpointManager(directory, item_names=names, options=ocp.CheckpointManagerOptions(
+        create=True, enable_async_checkpointing=False))
     try:
-        out = mgr.restore(
-            step,
-            args=ocp.args.Composite(
-                agent=ocp.args.StandardRestore(), config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()
-            ),
-        )
+        args = {tree_name: ocp.args.StandardSave(tree)}
+        args.update({k: ocp.args.JsonSave(dict(v)) for k, v in json_items.items()})
+        mgr.save(int(step), args=ocp.args.Composite(**args), force=True)
+        mgr.wait_until_finished()
     finally:
         mgr.close()
-    return out["agent"], out["config"], out["meta"]
+    return directory / str(int(step))
+
+
+def read_items(directory: str | Path, step: int, tree_name: str, json_names: tuple[str, ...]) -> dict[str, Any]:
+    """The items of one step written by ``save_items`` (or ``Checkpointer``); orbax's errors pass through."""
+    mgr = ocp.CheckpointManager(Path(directory).absolute(), options=ocp.CheckpointManagerOptions(create=False),
+                                item_names=(tree_name, *json_names))
+    try:
+        args = {tree_name: ocp.args.StandardRestore()}
+        args.update({k: ocp.args.JsonRestore() for k in json_names})
+        return dict(mgr.restore(step, args=ocp.args.Composite(**args)))
+    finally:
+        mgr.close()
 
 
 def list_steps(directory: str | Path) -> list[int]:

@@ -184,6 +184,51 @@ class OnlineConfig:
             raise ValueError("warmup_steps must be >= 0")
 
 
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The reward classifier: one image trunk per camera (``encoder``, images only), an MLP head,
+    one success logit. Saved with its checkpoint, so the actor rebuilds exactly this network."""
+
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
+        kind="resnet10", image_keys=("wrist_1", "wrist_2"), use_state=False, freeze_trunk=False))
+    hidden_dims: tuple[int, ...] = (256,)
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.encoder.kind == "state" or not self.encoder.image_keys:
+            raise ValueError("the reward classifier needs an image encoder with image_keys")
+        if self.encoder.use_state:
+            raise ValueError("the reward classifier judges images only: set encoder.use_state=false "
+                             "(proprio would let it learn the pose check instead of what success looks like)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """Training the reward classifier on labelled images (learner/train_reward_classifier.py)."""
+
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    steps: int = 3_000
+    batch_size: int = 64  # half success, half failure frames (class-balanced)
+    lr: float = 3e-4
+    val_fraction: float = 0.2  # of the frames, taken as whole episodes (neighbouring frames are near-copies)
+    # Threshold: the highest recall whose validation precision is at least this (a false success
+    # rewards the wrong behaviour and ends the episode, a miss only delays a reward).
+    min_precision: float = 0.99
+    brightness: float = 0.2  # colour jitter: each image scaled by a factor in [1 - b, 1 + b]
+    eval_every: int = 250
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 2 or self.eval_every < 1:
+            raise ValueError("steps and eval_every must be positive and batch_size at least 2")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError("val_fraction must be in (0, 1)")
+        if not 0.0 < self.min_precision <= 1.0:
+            raise ValueError("min_precision must be in (0, 1]")
+
+
 # ----------------------------------------------------------------------------------- presets
 
 

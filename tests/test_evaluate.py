@@ -57,10 +57,11 @@ def test_a_persons_verdict_is_the_result_with_the_envs_beside_it():
     env = gym.make(robot_env.SIM_ENV_ID)
     policy = ScriptedInserter(env.unwrapped.task, Skill.level(1.0), seed=0)
     judge = KeyboardJudge(keys)
-    results = evaluate_poses(env, policy, [0, 4], judge)
+    results = evaluate_poses(env, policy, [0, 4], "keyboard", judge)
     # The env says success both times; the person failed the first one.
     assert [r.env_success for r in results] == [True, True]
     assert [r.success for r in results] == [False, True] and results[0].judge == "keyboard"
+    assert [r.classifier_success for r in results] == [None, None]
 
 
 def test_evaluate_command_writes_the_report(tmp_path):

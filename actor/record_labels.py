@@ -1,0 +1,250 @@
+"""Record labelled wrist-camera frames for the reward classifier.
+
+Usage (robot PC): ``launch/record_labels.sh --out data/labels --env Franka-v0 --robot-url http://ROBOT:5000``
+(``--help`` lists every flag). In simulation, unattended:
+``launch/record_labels.sh --out data/labels_sim --labels ground_truth --policy scripted``.
+
+Labels:
+- ``keyboard`` (a person at the robot PC): ``s`` marks the frames from now on as success, ``f`` as
+  failure; every episode starts at failure. Hold the peg in the hole, press ``s``, move it about
+  inside, press ``f`` before you pull it out. Esc ends the episode, Space pauses.
+- ``ground_truth`` (simulation only): the simulation's own success check labels each frame.
+
+Who moves the arm (``--policy``):
+- ``hold``: the arm's target follows its measured pose, so in the impedance controller's compliant
+  mode a person guides it by hand (the safety box still clips every target);
+- ``checkpoint``: a trained policy (``--checkpoint DIR``; stochastic unless ``--deterministic``);
+- ``scripted`` (simulation): the scripted inserter at a random skill per episode.
+
+Success does not end the episode while recording, so both classes get frames around the moment
+of insertion. With ground truth, ``--lift-prob`` lifts the peg out now and then after a success
+(then the policy goes back in), for frames of the peg leaving the hole.
+
+Each episode is written to ``OUT/episodes/`` when it ends (``shared/labelled_images.py``);
+recording into an existing folder adds episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from shared.labelled_images import LabelledImageWriter
+from shared.rate import RateKeeper
+
+log = logging.getLogger("wsrl.record")
+Policy = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+LIFT = np.array([0.0, 0.0, -1.0, 0.0, 0.0, 0.0], np.float32)  # up along the tool axis (its z points down)
+
+
+class KeyboardLabeller:
+    """Sticky labels from key events: ``label_success`` / ``label_failure`` set the label of the
+    frames that follow; each episode starts at failure."""
+
+    def __init__(self) -> None:
+        self.success = False
+
+    def reset(self) -> None:
+        self.success = False
+
+    def apply(self, events: list[str]) -> bool:
+        """Apply this step's events; True when the label changed."""
+        before = self.success
+        for ev in events:
+            if ev == "label_success":
+                self.success = True
+            elif ev == "label_failure":
+                self.success = False
+        return self.success != before
+
+
+@dataclass
+class RecordStats:
+    episodes: int = 0
+    frames: int = 0
+    success: int = 0
+    files: list = field(default_factory=list)
+
+    @property
+    def failure(self) -> int:
+        return self.frames - self.success
+
+
+class RandomSkillInserter:
+    """The scripted inserter with a skill drawn uniformly from ``[lo, hi]`` each episode."""
+
+    def __init__(self, task: Any, lo: float, hi: float, seed: int) -> None:
+        from robot_env.scripted import ScriptedInserter, Skill
+
+        self._skill = Skill.level
+        self.rng = np.random.default_rng(seed)
+        self.lo, self.hi = lo, hi
+        self.inner = ScriptedInserter(task, Skill.level(hi), seed=seed)
+
+    def reset(self) -> None:
+        self.inner.skill = self._skill(float(self.rng.uniform(self.lo, self.hi)))
+        self.inner.reset()
+
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.inner(obs)
+
+
+def record(env: gym.Env, policy: Policy, writer: LabelledImageWriter, episodes: int, labels: str,
+           events: Callable[[], list[str]] | None = None, hz: float = 0.0, lift_prob: float = 0.0,
+           seed: int = 0, progress: bool = True) -> RecordStats:
+    """Record ``episodes`` episodes into ``writer``; an interrupted episode is written as far as it got."""
+    if labels not in ("keyboard", "ground_truth"):
+        raise ValueError(f"labels must be 'keyboard' or 'ground_truth', got {labels!r}")
+    if labels == "keyboard" and events is None:
+        raise ValueError("keyboard labels need key events")
+    keys = writer.image_keys
+    labeller = KeyboardLabeller()
+    rng = np.random.default_rng(seed)
+    rate = RateKeeper(0.0 if env.metadata.get("keeps_time") else hz)
+    stats = RecordStats()
+    bar = tqdm(total=episodes, unit="episode", desc="recording", disable=not progress)
+    try:
+        for _ in range(episodes):
+            obs, info = env.reset(seed=int(rng.integers(2**31)))
+            if callable(getattr(policy, "reset", None)):
+                policy.reset()
+            labeller.reset()
+            frames, ys, env_ys, states = [], [], [], []
+
+            def keep(o: Mapping[str, np.ndarray], y: bool, env_y: Any) -> None:
+                frames.append({k: o[k] for k in keys})
+                ys.append(int(y))
+                env_ys.append(-1 if env_y is None else int(bool(env_y)))
+                states.append(o["state"])
+
+            env_y = info.get("success")
+            keep(obs, bool(env_y) if labels == "ground_truth" else labeller.success, env_y)
+            lifting, paused = 0, False
+            try:
+                while True:
+                    evs = events() if events is not None else []
+                    if evs.count("pause") % 2:
+                        paused = not paused
+                        print("paused" if paused else "recording", file=sys.stderr, flush=True)
+                        rate = RateKeeper(1.0 / rate.period if rate.period else 0.0)  # a pause is not an overrun
+                    if labels == "keyboard" and labeller.apply(evs):
+                        print(f"label: {'SUCCESS' if labeller.success else 'failure'}", file=sys.stderr, flush=True)
+                    if "end_episode" in evs:
+                        break
+                    if paused:
+                        time.sleep(0.05)
+                        continue
+                    rate.wait()
+                    action = LIFT if lifting else np.asarray(policy(obs), np.float32)
+                    lifting = max(lifting - 1, 0)
+                    obs, _, terminated, truncated, info = env.step(action)
+                    env_y = info.get("success") if "robot_error" not in info else None
+                    y = bool(env_y) if labels == "ground_truth" else labeller.success
+                    keep(obs, y, env_y)
+                    if labels == "ground_truth" and env_y and not lifting and rng.random() < lift_prob:
+                        lifting = int(rng.integers(2, 5))
+                    bar.set_postfix(frames=stats.frames + len(ys), success=stats.success + sum(ys),
+                                    label="SUCCESS" if y else "failure", refresh=False)
+                    if terminated or truncated:
+                        break
+            finally:  # an interrupted episode keeps what it recorded
+                stats.files.append(writer.write_episode(frames, ys, env_ys, states))
+                stats.episodes += 1
+                stats.frames += len(ys)
+                stats.success += sum(ys)
+                bar.update(1)
+                bar.set_postfix(frames=stats.frames, success=stats.success, failure=stats.failure)
+    finally:
+        bar.close()
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="dataset folder (created, or added to)")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--labels", choices=["keyboard", "ground_truth"], default="keyboard")
+    p.add_argument("--policy", choices=["hold", "checkpoint", "scripted"], default="hold")
+    p.add_argument("--checkpoint", help="policy checkpoint directory for --policy checkpoint")
+    p.add_argument("--deterministic", action="store_true", help="the checkpoint's mean action (default: samples)")
+    p.add_argument("--skill", type=float, nargs=2, default=(0.3, 1.0), metavar=("MIN", "MAX"),
+                   help="scripted policy: skill range drawn from per episode")
+    p.add_argument("--lift-prob", type=float, default=0.1,
+                   help="ground truth: chance per successful step of lifting the peg out for 2-4 steps")
+    p.add_argument("--env", default="PegInsertionSim-v0", help="PegInsertionSim-v0 or Franka-v0")
+    p.add_argument("--robot-url", help="robot server for Franka-v0")
+    p.add_argument("--cameras", choices=["realsense", "server"], default="realsense")
+    p.add_argument("--task", default="peg_insertion")
+    p.add_argument("--image-size", type=int, default=128, help="square frame size saved (the policy's size)")
+    p.add_argument("--hz", type=float, help="control rate (default: 10 with a person, as fast as possible with "
+                                            "ground truth; Franka-v0 keeps its own)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+
+    import robot_env
+    from actor.run import make_env
+    from robot_env.contract import IMAGE_KEYS, STATE_DIM
+    from shared.config import RewardConfig
+
+    if args.labels == "ground_truth" and args.env != robot_env.SIM_ENV_ID:
+        p.error("--labels ground_truth is for the simulation; on the robot a person labels (--labels keyboard)")
+    if args.policy == "checkpoint" and not args.checkpoint:
+        p.error("--policy checkpoint needs --checkpoint DIR")
+    if args.policy == "scripted" and args.env != robot_env.SIM_ENV_ID:
+        p.error("--policy scripted is for the simulation (it needs the simulated hole's geometry)")
+    spec = {"state": ((STATE_DIM,), "float32"), **{k: ((args.image_size,) * 2 + (3,), "uint8") for k in IMAGE_KEYS}}
+    env = make_env(args.env, args.task, RewardConfig(), spec, args.seed, args.robot_url, args.cameras,
+                   end_on_success=False)
+    policy: Policy
+    if args.policy == "hold":
+        policy = lambda obs: np.zeros(6, np.float32)  # noqa: E731
+    elif args.policy == "scripted":
+        policy = RandomSkillInserter(env.unwrapped.task, args.skill[0], args.skill[1], args.seed)
+    else:
+        from shared.agents import policy_fn
+        from shared.checkpoint import load_checkpoint
+
+        agent, _, meta = load_checkpoint(args.checkpoint)
+        keys_needed = list(meta["obs_spec"])
+        for k in keys_needed:
+            if tuple(meta["obs_spec"][k]["shape"]) != spec[k][0]:
+                p.error(f"the checkpoint's '{k}' is {meta['obs_spec'][k]['shape']}; record at its size (--image-size)")
+        act = policy_fn(agent, deterministic=args.deterministic, seed=args.seed)
+        policy = lambda obs: act({k: obs[k] for k in keys_needed})  # noqa: E731
+    keyboard = None
+    if args.labels == "keyboard":
+        from actor.keyboard import Keyboard
+
+        keyboard = Keyboard()  # a KeyboardError says why it cannot (no display, no pynput)
+    hz = args.hz if args.hz is not None else (10.0 if args.labels == "keyboard" else 0.0)
+    writer = LabelledImageWriter(args.out, IMAGE_KEYS, args.image_size, args.task, args.labels,
+                                 extra={"env": args.env, "policy": args.policy, "checkpoint": args.checkpoint})
+    print(f"recording {args.episodes} episodes of {args.env} into {args.out} (labels: {args.labels}, policy: "
+          f"{args.policy})" + ("; keys: s success from now, f failure from now, Esc end episode, Space pause"
+                               if keyboard else ""), file=sys.stderr, flush=True)
+    try:
+        stats = record(env, policy, writer, args.episodes, args.labels, keyboard.events if keyboard else None,
+                       hz, args.lift_prob if args.labels == "ground_truth" else 0.0, args.seed)
+    except KeyboardInterrupt:
+        print("interrupted; the episodes recorded so far are saved", file=sys.stderr)
+        return
+    finally:
+        env.close()
+        if keyboard is not None:
+            keyboard.close()
+    print(json.dumps({"episodes": stats.episodes, "frames": stats.frames, "success": stats.success,
+                      "failure": stats.failure, "out": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()
