@@ -42,6 +42,7 @@ class _Episode:
     ret: float = 0.0
     length: int = 0
     success: bool = False
+    env_success: bool | None = None  # the env's own check, when a reward classifier gives ``success``
     interventions: int = 0
     versions: set = field(default_factory=set)
     warmup_steps: int = 0
@@ -145,6 +146,8 @@ class ControlLoop:
             ep.ret += float(reward)
             ep.length += 1
             ep.success |= bool(info.get("success", False))
+            if "env_success" in info:
+                ep.env_success = bool(ep.env_success) or bool(info["env_success"])
             ep.interventions += int(intervened)
             ep.versions.add(version)
             ep.warmup_steps += int(warm)
@@ -200,6 +203,8 @@ class ControlLoop:
         }
         if ep.obs:
             stats["observation_ms"] = 1e3 * float(np.mean(ep.obs))
+        if ep.env_success is not None:
+            stats["env_success"] = float(ep.env_success)
         if ep.classifier:
             stats["classifier_ms"] = 1e3 * float(np.mean(ep.classifier))
             stats["classifier_p99_ms"] = 1e3 * float(np.percentile(ep.classifier, 99))

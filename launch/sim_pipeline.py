@@ -134,7 +134,7 @@ def _training_success(actor_dir: Path, last: int = 20) -> float | None:
 
 
 def run_online(out: Path, pretrained: Path, warmup: int, online_steps: int, overrides: list[str], seed: int,
-               progress: bool) -> None:
+               progress: bool, reward_classifier: Path | None = None) -> None:
     procs = Processes()
     data_port, weights_port = free_port(), free_port()
     total = warmup + online_steps
@@ -149,6 +149,8 @@ def run_online(out: Path, pretrained: Path, warmup: int, online_steps: int, over
     actor_args = ["actor.run", "--pretrained", str(pretrained), "--out", str(out / "actor"), "--actor-id", "sim",
                   "--hz", "0", "--max-steps", str(total), "--max-learner-lag", "16", "--seed", str(seed),
                   "--data-port", str(data_port), "--weights-port", str(weights_port)]
+    if reward_classifier is not None:
+        actor_args += ["--reward-classifier", str(reward_classifier)]
     status_path = out / "learner" / "status.json"
     bar = tqdm(total=total, desc="[3/4] warmup + online", unit="step", disable=not progress, dynamic_ncols=True)
     try:
@@ -223,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="agent.PATH=VALUE",
                    help="agent setting for pre-training and fine-tuning alike (repeatable)")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (the fixed poses, in order)")
+    p.add_argument("--reward-classifier", metavar="DIR",
+                   help="train on this reward classifier's reward (launch/train_reward_classifier.sh) instead of the "
+                        "simulation's ground truth, as on the robot; evaluation still uses ground truth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -244,7 +249,11 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"[3/4] learner + actor over localhost: {args.warmup_steps} warmup steps, then {args.online_steps} online "
           f"steps at UTD 4 (logs: {out}/learner.log, {out}/actor.log)", flush=True)
-    run_online(out, pretrained, args.warmup_steps, args.online_steps, overrides, args.seed, not args.no_progress)
+    classifier = Path(args.reward_classifier).absolute() if args.reward_classifier else None
+    if classifier is not None:
+        print(f"      reward: the classifier in {classifier} (its success ends episodes)", flush=True)
+    run_online(out, pretrained, args.warmup_steps, args.online_steps, overrides, args.seed, not args.no_progress,
+               classifier)
 
     from shared.checkpoint import list_steps, load_checkpoint
 
@@ -267,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         "warmup_steps": args.warmup_steps,
         "online_steps": args.online_steps,
         "critics": args.critics,
+        "reward": f"classifier {classifier}" if classifier else "ground truth",
         "curve": curve,
         "pretrained_checkpoint": str(pretrained),
         "plot": str(plot_path),

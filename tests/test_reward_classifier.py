@@ -249,3 +249,33 @@ def test_pretrained_resnet_trunk_is_loaded_and_stays_frozen(trained, tmp_path):
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), got, trunk)
     with pytest.raises(ValueError, match="trunk.npz"):  # a file for another network names itself
         init_params(replace(model, encoder=replace(model.encoder, base_filters=8)), SIZE, jax.random.PRNGKey(0))
+
+
+def test_actor_and_learner_train_on_the_classifiers_reward(trained, tmp_path):
+    """The main command, shrunk, with the reward from the classifier: the actor (a real process)
+    applies it in its loop, the learner trains on it, and the actor logs its inference time."""
+    from shared.agents import create_agent
+    from shared.checkpoint import Checkpointer
+    from shared.config import apply_overrides, peg_sim_pretrain
+    from shared.metrics import read_jsonl
+
+    tiny = ["agent.critic_net.hidden_dims=[32,32]", "agent.actor_net.hidden_dims=[32,32]", "agent.num_critics=2",
+            "agent.batch_size=32"]
+    cfg = apply_overrides(peg_sim_pretrain(), tiny)
+    obs = {"state": np.zeros(19, np.float32)}
+    ck = Checkpointer(tmp_path / "pretrained", async_save=False)
+    ck.save(create_agent(cfg.agent, obs, 6), obs, cfg)
+    ck.close()
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "launch/sim_pipeline.py", "--out", str(out), "--pretrained", str(tmp_path / "pretrained"),
+           "--warmup-steps", "60", "--online-steps", "60", "--episodes", "1", "--no-progress",
+           "--reward-classifier", str(trained["out"])]
+    for o in tiny:
+        cmd += ["--set", o]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["reward"].startswith("classifier ") and s["curve"][-1]["grad_steps"] == 4 * 60
+    episodes = [row for row in read_jsonl(out / "actor" / "metrics.jsonl") if "classifier_ms" in row]
+    assert episodes and all(0 < row["classifier_ms"] < 1000 for row in episodes)
+    assert all(row["env_success"] in (0.0, 1.0) for row in episodes)  # ground truth logged beside it
