@@ -78,20 +78,20 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, min_precision: float
     (precision weighted over recall) is taken and the rule says so.
     """
     probs, y = np.asarray(probs, np.float64), np.asarray(labels).astype(bool)
-    cuts = np.unique(probs)[::-1]  # high to low: recall grows
-    best, best_key, rule = None, None, f"highest recall with precision >= {min_precision:g}"
-    for c in cuts:
-        m = binary_metrics(probs, y, c)
-        if m["tp"] and m["precision"] >= min_precision and (best_key is None or m["recall"] > best_key):
-            best, best_key = c, m["recall"]
-    if best is None:
+    order = np.argsort(-probs, kind="stable")
+    p, yy = probs[order], y[order]
+    last = np.r_[p[1:] != p[:-1], True]  # the last frame of each distinct probability, high to low
+    cuts, tp, fp = p[last], np.cumsum(yy)[last], np.cumsum(~yy)[last]
+    precision, recall = tp / (tp + fp), tp / max(int(y.sum()), 1)
+    ok = (tp > 0) & (precision >= min_precision)
+    rule = f"highest recall with precision >= {min_precision:g}"
+    if ok.any():
+        best = cuts[np.flatnonzero(ok)[np.argmax(recall[ok])]]  # first maximum: the highest such cut
+    else:
         rule = f"no threshold reached precision {min_precision:g}: best F0.5"
-        for c in cuts:
-            m = binary_metrics(probs, y, c)
-            p, r = m["precision"], m["recall"]
-            f = 1.25 * p * r / (0.25 * p + r) if p + r > 0 else 0.0
-            if best_key is None or f > best_key:
-                best, best_key = c, f
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f = np.nan_to_num(1.25 * precision * recall / (0.25 * precision + recall))
+        best = cuts[int(np.argmax(f))]
     below = probs[probs < best]
     return (float((best + below.max()) / 2) if below.size else float(best)), rule
 
