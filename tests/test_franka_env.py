@@ -107,3 +107,28 @@ def test_joint_resets_come_every_n_episodes_and_images_come_from_the_server(serv
         env.close()
     with pytest.raises(ValueError, match="needs cameras"):
         FrankaEnv(fast_task(), robot_url=server.url, obs_mode="images")
+
+
+def test_the_label_recorder_on_franka_keeps_going_after_success(server, tmp_path):
+    """Recording on Franka-v0 (the simulated server's cameras): the pose check does not end the
+    episode, a person's keys (scripted here) label the frames, the env's verdict is kept beside."""
+    from actor.record_labels import record
+    from shared.labelled_images import LabelledImageWriter, load_labelled_images
+
+    client = RobotClient(server.url)
+    env = FrankaEnv(fast_task(), robot_url=server.url, obs_mode="images", image_size=16,
+                    cameras=server_rig(client, contract.IMAGE_KEYS, 16), end_on_success=False)
+    presses = {12: ["label_success"], 24: ["end_episode"]}
+    step = iter(range(1000))
+    policy = ScriptedInserter(env.task, Skill.level(1.0), seed=0)
+    writer = LabelledImageWriter(tmp_path, contract.IMAGE_KEYS, 16, "peg_insertion", "keyboard")
+    try:
+        stats = record(env, policy, writer, 1, "keyboard", events=lambda: presses.get(next(step), []),
+                       progress=False)
+    finally:
+        env.close()
+    data = load_labelled_images([tmp_path])
+    assert stats.frames == 25 and data.labels.tolist() == [0] * 13 + [1] * 12
+    first = int(np.argmax(data.env_success == 1))
+    assert 0 < first < 20 and data.env_success[-1] == 1  # inserted, and the episode went on
+    assert set(data.env_success.tolist()) <= {0, 1}

@@ -122,6 +122,30 @@ def test_a_persons_keys_label_the_frames_that_follow(tmp_path):
     assert lab.apply(["label_success"]) and not lab.apply(["label_success"]) and lab.success
 
 
+def test_recording_with_a_policy_checkpoint(tmp_path, capsys):
+    """--policy checkpoint: a state policy drives, the cameras are recorded; success never ends
+    the episode while recording, so every episode runs its full length."""
+    from actor.record_labels import main
+    from shared.agents import create_agent
+    from shared.checkpoint import Checkpointer
+    from shared.config import apply_overrides, peg_sim_pretrain
+
+    cfg = apply_overrides(peg_sim_pretrain(), ["agent.critic_net.hidden_dims=[8]", "agent.actor_net.hidden_dims=[8]",
+                                               "agent.num_critics=2"])
+    obs = {"state": np.zeros(19, np.float32)}
+    ck = Checkpointer(tmp_path / "policy", async_save=False)
+    ck.save(create_agent(cfg.agent, obs, 6), obs, cfg)
+    ck.close()
+    main(["--out", str(tmp_path / "labels"), "--labels", "ground_truth", "--policy", "checkpoint", "--checkpoint",
+          str(tmp_path / "policy"), "--episodes", "2", "--image-size", "16"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    data = load_labelled_images([tmp_path / "labels"])
+    assert printed["frames"] == len(data) == 2 * 101 and data.image_keys == IMAGE_KEYS
+    assert data.labels.tolist() == data.env_success.tolist()  # ground truth is the label
+    meta = json.loads((tmp_path / "labels" / "meta.json").read_text())
+    assert meta["policy"] == "checkpoint" and meta["image_size"] == 16
+
+
 # ------------------------------------------------------------------- recorded, trained, used
 
 
