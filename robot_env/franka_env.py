@@ -9,8 +9,9 @@ camera failure ends the episode (truncated) with the reason in ``info["robot_err
 keeps its last commanded pose, which is inside the box. Nothing here ever waits for a person.
 
 Success without a reward classifier is the TCP within ``real.success_tolerance`` of the
-task's target pose (deeper along the insertion axis also counts); the reward-classifier wrapper
-(next issue) replaces it.
+task's target pose (deeper along the insertion axis also counts). With the reward classifier
+(``robot_env/classifier_reward.py``; make the env with ``end_on_success=False``) the
+classifier decides, and this check is recorded beside it as ``info["env_success"]``.
 """
 
 from __future__ import annotations
