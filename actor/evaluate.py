@@ -72,6 +72,9 @@ def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np
         raise ValueError(f"judge must be one of {JUDGES}, got {judge!r}")
     if (judge == "keyboard") != (keyboard is not None):
         raise ValueError("the keyboard judge needs a KeyboardJudge, and only it does")
+    has_clf = _has_classifier(env)
+    if judge == "classifier" and not has_clf:
+        raise ValueError("judge 'classifier' needs an env wrapped in ClassifierReward")
     dt = env.unwrapped.task.control_dt
     results = []
     for i in poses:
@@ -80,22 +83,19 @@ def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np
             policy.reset()
         if keyboard is not None:
             keyboard.events()  # keys pressed before the episode do not count
-        steps, first_env, first_clf, has_clf, intervened, ended = 0, None, None, False, False, False
+        steps, first_env, first_clf, intervened, ended = 0, None, None, False, False
         while not ended:
             obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs), np.float32))
             steps += 1
             intervened |= "intervene_action" in info
-            has_clf |= "classifier_prob" in info
-            env_ok = info.get("env_success", info.get("success", False))
+            env_ok = info["env_success"] if has_clf else info.get("success", False)
             if env_ok and first_env is None:
                 first_env = steps
-            if "classifier_prob" in info and info["success"] and first_clf is None:
+            if has_clf and info["success"] and first_clf is None:
                 first_clf = steps
             ended = terminated or truncated
             if keyboard is not None and "end_episode" in keyboard.events():
                 ended = True
-        if judge == "classifier" and not has_clf:
-            raise ValueError("judge 'classifier' needs an env wrapped in ClassifierReward")
         if judge == "keyboard":
             verdict = keyboard.verdict(i)
             # a person's success: when the automatic check fired, else when they ended the episode
@@ -110,6 +110,16 @@ def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np
         if progress is not None:
             progress(res)
     return results
+
+
+def _has_classifier(env: gym.Env) -> bool:
+    from robot_env.classifier_reward import ClassifierReward
+
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, ClassifierReward):
+            return True
+        env = env.env
+    return False
 
 
 def write_report(out: Path, results: list[PoseResult], meta: Mapping[str, Any]) -> dict[str, Any]:

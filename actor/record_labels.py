@@ -31,13 +31,14 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
+from robot_env.scripted import ScriptedInserter, Skill
 from shared.labelled_images import LabelledImageWriter
 from shared.rate import RateKeeper
 
@@ -72,7 +73,6 @@ class RecordStats:
     episodes: int = 0
     frames: int = 0
     success: int = 0
-    files: list = field(default_factory=list)
 
     @property
     def failure(self) -> int:
@@ -83,15 +83,12 @@ class RandomSkillInserter:
     """The scripted inserter with a skill drawn uniformly from ``[lo, hi]`` each episode."""
 
     def __init__(self, task: Any, lo: float, hi: float, seed: int) -> None:
-        from robot_env.scripted import ScriptedInserter, Skill
-
-        self._skill = Skill.level
         self.rng = np.random.default_rng(seed)
         self.lo, self.hi = lo, hi
         self.inner = ScriptedInserter(task, Skill.level(hi), seed=seed)
 
     def reset(self) -> None:
-        self.inner.skill = self._skill(float(self.rng.uniform(self.lo, self.hi)))
+        self.inner.skill = Skill.level(float(self.rng.uniform(self.lo, self.hi)))
         self.inner.reset()
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -109,7 +106,8 @@ def record(env: gym.Env, policy: Policy, writer: LabelledImageWriter, episodes: 
     keys = writer.image_keys
     labeller = KeyboardLabeller()
     rng = np.random.default_rng(seed)
-    rate = RateKeeper(0.0 if env.metadata.get("keeps_time") else hz)
+    hz = 0.0 if env.metadata.get("keeps_time") else hz
+    rate = RateKeeper(hz)
     stats = RecordStats()
     bar = tqdm(total=episodes, unit="episode", desc="recording", disable=not progress)
     try:
@@ -135,7 +133,7 @@ def record(env: gym.Env, policy: Policy, writer: LabelledImageWriter, episodes: 
                     if evs.count("pause") % 2:
                         paused = not paused
                         print("paused" if paused else "recording", file=sys.stderr, flush=True)
-                        rate = RateKeeper(1.0 / rate.period if rate.period else 0.0)  # a pause is not an overrun
+                        rate = RateKeeper(hz)  # a pause is not an overrun
                     if labels == "keyboard" and labeller.apply(evs):
                         print(f"label: {'SUCCESS' if labeller.success else 'failure'}", file=sys.stderr, flush=True)
                     if "end_episode" in evs:
@@ -147,20 +145,22 @@ def record(env: gym.Env, policy: Policy, writer: LabelledImageWriter, episodes: 
                     action = LIFT if lifting else np.asarray(policy(obs), np.float32)
                     lifting = max(lifting - 1, 0)
                     obs, _, terminated, truncated, info = env.step(action)
-                    env_y = info.get("success") if "robot_error" not in info else None
+                    if "robot_error" in info:  # the env handed back its last frame again: nothing new
+                        break
+                    env_y = info.get("success")
                     y = bool(env_y) if labels == "ground_truth" else labeller.success
                     keep(obs, y, env_y)
                     if labels == "ground_truth" and env_y and not lifting and rng.random() < lift_prob:
                         lifting = int(rng.integers(2, 5))
-                    bar.set_postfix(frames=stats.frames + len(ys), success=stats.success + sum(ys),
+                    bar.set_postfix(frames=stats.frames + len(ys), success=stats.success + ys.count(1),
                                     label="SUCCESS" if y else "failure", refresh=False)
                     if terminated or truncated:
                         break
             finally:  # an interrupted episode keeps what it recorded
-                stats.files.append(writer.write_episode(frames, ys, env_ys, states))
+                writer.write_episode(frames, ys, env_ys, states)
                 stats.episodes += 1
                 stats.frames += len(ys)
-                stats.success += sum(ys)
+                stats.success += ys.count(1)
                 bar.update(1)
                 bar.set_postfix(frames=stats.frames, success=stats.success, failure=stats.failure)
     finally:

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Create or update the project's virtual environment at .venv from a lock file.
-# Usage: launch/install.sh [cpu|robot|cuda]   (default: $WSRL_PROFILE or cpu)
+# Usage: launch/install.sh [cpu|robot|cuda|auto]   (default: $WSRL_PROFILE or cpu)
 #   cpu   - learner/CI on a CPU machine (also what the simulation demo needs)
 #   robot - the robot PC: adds pyrealsense2, pynput, opencv-python
 #   cuda  - the GPU box: CUDA 12 build of jaxlib
+#   auto  - cuda when nvidia-smi finds a GPU, else cpu
 # Idempotent: does nothing when .venv already matches the lock file.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROFILE="${1:-${WSRL_PROFILE:-cpu}}"
+if [[ "$PROFILE" == "auto" ]]; then  # the GPU box: cuda when an NVIDIA driver answers
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then PROFILE=cuda; else PROFILE=cpu; fi
+fi
 LOCK="$ROOT/requirements/$PROFILE.lock"
 VENV="$ROOT/.venv"
 UV_VERSION="0.13.8"

@@ -8,13 +8,10 @@
 # All flags: launch/run_learner.sh --help. Installs the 'cuda' profile when nvidia-smi works.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${WSRL_PROFILE:-}" ]]; then
-  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then WSRL_PROFILE=cuda; else WSRL_PROFILE=cpu; fi
-fi
-bash "$ROOT/launch/install.sh" "$WSRL_PROFILE"
+bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-auto}"
 # When the actor (or anything else) shares this GPU, JAX must not grab 75% of its memory up
 # front. Override with XLA_PYTHON_CLIENT_MEM_FRACTION if the learner has the GPU to itself.
 export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}"
-echo "run_learner: profile $WSRL_PROFILE, preallocate=$XLA_PYTHON_CLIENT_PREALLOCATE" >&2
+echo "run_learner: profile ${WSRL_PROFILE:-auto}, preallocate=$XLA_PYTHON_CLIENT_PREALLOCATE" >&2
 exec "$ROOT/.venv/bin/python" -m learner.online "$@"

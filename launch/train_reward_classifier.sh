@@ -7,9 +7,6 @@
 # present (nvidia-smi works), else 'cpu'; WSRL_PROFILE overrides.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${WSRL_PROFILE:-}" ]]; then
-  if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then WSRL_PROFILE=cuda; else WSRL_PROFILE=cpu; fi
-fi
-bash "$ROOT/launch/install.sh" "$WSRL_PROFILE"
+bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-auto}"
 # Paths are taken relative to where you run this, so do not cd.
 exec "$ROOT/.venv/bin/python" -m learner.train_reward_classifier "$@"

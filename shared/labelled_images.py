@@ -84,8 +84,7 @@ class LabelledImageWriter:
             if old["label_source"] != label_source:
                 meta["label_source"] = "mixed"
         (self.directory / "episodes").mkdir(parents=True, exist_ok=True)
-        meta.update(extra or {})
-        meta["updated_at"] = time.time()
+        meta = {**dict(extra or {}), **meta, "updated_at": time.time()}  # extras never override the format
         tmp = path.with_name("meta.json.tmp")
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, path)

@@ -53,3 +53,20 @@ def trees_equal(a, b):
     import jax
 
     return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def save_tiny_policy(path, hidden=16):
+    """An untrained Cal-QL agent for the 19-D peg state with tiny networks, saved as a checkpoint
+    (for commands that take a policy checkpoint)."""
+    from shared.agents import create_agent
+    from shared.checkpoint import Checkpointer
+    from shared.config import apply_overrides, peg_sim_pretrain
+
+    cfg = apply_overrides(peg_sim_pretrain(), [f"agent.critic_net.hidden_dims=[{hidden},{hidden}]",
+                                               f"agent.actor_net.hidden_dims=[{hidden},{hidden}]",
+                                               "agent.num_critics=2"])
+    obs = {"state": np.zeros(19, np.float32)}
+    ck = Checkpointer(path, async_save=False)
+    ck.save(create_agent(cfg.agent, obs, 6), obs, cfg)
+    ck.close()
+    return path

@@ -11,6 +11,7 @@ import numpy as np
 import robot_env
 from actor.evaluate import KeyboardJudge, evaluate_poses, write_report
 from robot_env.scripted import ScriptedInserter, Skill
+from tests.helpers import save_tiny_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,16 +66,7 @@ def test_a_persons_verdict_is_the_result_with_the_envs_beside_it():
 
 
 def test_evaluate_command_writes_the_report(tmp_path):
-    from shared.agents import create_agent
-    from shared.checkpoint import Checkpointer
-    from shared.config import apply_overrides, peg_sim_pretrain
-
-    cfg = apply_overrides(peg_sim_pretrain(), ["agent.critic_net.hidden_dims=[16,16]",
-                                               "agent.actor_net.hidden_dims=[16,16]", "agent.num_critics=2"])
-    obs = {"state": np.zeros(19, np.float32)}
-    ck = Checkpointer(tmp_path / "ckpt", async_save=False)
-    ck.save(create_agent(cfg.agent, obs, 6), obs, cfg)
-    ck.close()
+    save_tiny_policy(tmp_path / "ckpt")
     r = subprocess.run([sys.executable, "-m", "actor.evaluate", "--checkpoint", str(tmp_path / "ckpt"),
                         "--out", str(tmp_path / "eval"), "--poses", "0", "7"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)

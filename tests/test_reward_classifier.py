@@ -23,6 +23,7 @@ from shared.config import ClassifierConfig, ClassifierTrainConfig, EncoderConfig
 from shared.encoders import save_trunk_params
 from shared.labelled_images import LabelledImageWriter, LabelledImagesError, load_labelled_images
 from shared.reward_classifier import binary_metrics, choose_threshold, init_params, load_classifier
+from tests.helpers import save_tiny_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 24
@@ -126,16 +127,8 @@ def test_recording_with_a_policy_checkpoint(tmp_path, capsys):
     """--policy checkpoint: a state policy drives, the cameras are recorded; success never ends
     the episode while recording, so every episode runs its full length."""
     from actor.record_labels import main
-    from shared.agents import create_agent
-    from shared.checkpoint import Checkpointer
-    from shared.config import apply_overrides, peg_sim_pretrain
 
-    cfg = apply_overrides(peg_sim_pretrain(), ["agent.critic_net.hidden_dims=[8]", "agent.actor_net.hidden_dims=[8]",
-                                               "agent.num_critics=2"])
-    obs = {"state": np.zeros(19, np.float32)}
-    ck = Checkpointer(tmp_path / "policy", async_save=False)
-    ck.save(create_agent(cfg.agent, obs, 6), obs, cfg)
-    ck.close()
+    save_tiny_policy(tmp_path / "policy", hidden=8)
     main(["--out", str(tmp_path / "labels"), "--labels", "ground_truth", "--policy", "checkpoint", "--checkpoint",
           str(tmp_path / "policy"), "--episodes", "2", "--image-size", "16"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -214,12 +207,16 @@ def test_evaluation_records_the_classifiers_verdict(trained, tmp_path):
     env = make_env(robot_env.SIM_ENV_ID, "peg_insertion", RewardConfig(), STATE_SPEC, 0, classifier=clf)
     policy = RandomSkillInserter(env.unwrapped.task, 1.0, 1.0, seed=0)
     results = evaluate_poses(env, policy, [0, 3], "classifier")
+    with pytest.raises(ValueError, match="ClassifierReward"):  # refused before any episode runs
+        evaluate_poses(gym.make(robot_env.SIM_ENV_ID), policy, [0], "classifier")
     env.close()
+    # The expert inserts from both poses: the classifier ends both episodes, and ground truth agrees.
     assert [r.judge for r in results] == ["classifier"] * 2
-    assert all(r.classifier_success is not None for r in results)
-    assert [r.success for r in results] == [r.classifier_success for r in results]
+    assert [(r.success, r.classifier_success, r.env_success) for r in results] == [(True, True, True)] * 2
+    assert all(0 < r.time_to_success_s == r.steps * 0.1 for r in results)
     report = write_report(tmp_path, results, {"checkpoint": "scripted", "judge": "classifier"})
-    assert report["classifier_agrees_with_env_check"] == sum(r.classifier_success == r.env_success for r in results)
+    assert report["classifier_successes"] == 2 and report["classifier_agrees_with_env_check"] == 2
+    assert "| 0 | yes |  | " in (tmp_path / "report.md").read_text()
 
 
 def test_wrapper_refuses_envs_it_cannot_judge(trained):
@@ -278,18 +275,11 @@ def test_pretrained_resnet_trunk_is_loaded_and_stays_frozen(trained, tmp_path):
 def test_actor_and_learner_train_on_the_classifiers_reward(trained, tmp_path):
     """The main command, shrunk, with the reward from the classifier: the actor (a real process)
     applies it in its loop, the learner trains on it, and the actor logs its inference time."""
-    from shared.agents import create_agent
-    from shared.checkpoint import Checkpointer
-    from shared.config import apply_overrides, peg_sim_pretrain
     from shared.metrics import read_jsonl
 
     tiny = ["agent.critic_net.hidden_dims=[32,32]", "agent.actor_net.hidden_dims=[32,32]", "agent.num_critics=2",
             "agent.batch_size=32"]
-    cfg = apply_overrides(peg_sim_pretrain(), tiny)
-    obs = {"state": np.zeros(19, np.float32)}
-    ck = Checkpointer(tmp_path / "pretrained", async_save=False)
-    ck.save(create_agent(cfg.agent, obs, 6), obs, cfg)
-    ck.close()
+    save_tiny_policy(tmp_path / "pretrained", hidden=32)
     out = tmp_path / "demo"
     cmd = [sys.executable, "launch/sim_pipeline.py", "--out", str(out), "--pretrained", str(tmp_path / "pretrained"),
            "--warmup-steps", "60", "--online-steps", "60", "--episodes", "1", "--no-progress",
