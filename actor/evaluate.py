@@ -19,12 +19,18 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from robot_env.contract import task_env
+from robot_env.make import CAMERA_SOURCES, make_env
+from robot_env.rollout import Policy, reset_policy
+from shared import defaults
 
 log = logging.getLogger("wsrl.evaluate")
 JUDGES = ("ground_truth", "classifier", "keyboard")
@@ -62,9 +68,14 @@ class KeyboardJudge:
             self.waiting = False
 
 
-def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np.ndarray],
-                   poses: list[int], judge: str = "ground_truth", keyboard: KeyboardJudge | None = None,
-                   progress: Callable[[PoseResult], None] | None = None) -> list[PoseResult]:
+def evaluate_poses(
+    env: gym.Env,
+    policy: Policy,
+    poses: list[int],
+    judge: str = "ground_truth",
+    keyboard: KeyboardJudge | None = None,
+    progress: Callable[[PoseResult], None] | None = None,
+) -> list[PoseResult]:
     """Run each pose once and judge it: ``ground_truth`` (the env's own check), ``classifier``
     (an env wrapped in ``ClassifierReward``) or ``keyboard`` (``keyboard`` asks a person).
     Every verdict available is recorded whichever judges."""
@@ -75,12 +86,11 @@ def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np
     has_clf = _has_classifier(env)
     if judge == "classifier" and not has_clf:
         raise ValueError("judge 'classifier' needs an env wrapped in ClassifierReward")
-    dt = env.unwrapped.task.control_dt
+    dt = task_env(env).task.control_dt
     results = []
     for i in poses:
         obs, _ = env.reset(options={"eval_pose": i})
-        if callable(getattr(policy, "reset", None)):
-            policy.reset()
+        reset_policy(policy)
         if keyboard is not None:
             keyboard.events()  # keys pressed before the episode do not count
         steps, first_env, first_clf, intervened, ended = 0, None, None, False, False
@@ -96,7 +106,8 @@ def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np
             ended = terminated or truncated
             if keyboard is not None and "end_episode" in keyboard.events():
                 ended = True
-        if judge == "keyboard":
+        first: int | None
+        if keyboard is not None:  # judge == "keyboard" (checked above)
             verdict = keyboard.verdict(i)
             # a person's success: when the automatic check fired, else when they ended the episode
             first = (first_clf if has_clf else first_env) or steps
@@ -104,8 +115,16 @@ def evaluate_poses(env: gym.Env, policy: Callable[[Mapping[str, np.ndarray]], np
             first = first_clf if judge == "classifier" else first_env
             verdict = first is not None
         success = bool(verdict and not intervened)
-        res = PoseResult(i, success, intervened, first * dt if success else None, steps, first_env is not None,
-                         (first_clf is not None) if has_clf else None, judge)
+        res = PoseResult(
+            i,
+            success,
+            intervened,
+            first * dt if success and first is not None else None,
+            steps,
+            first_env is not None,
+            (first_clf is not None) if has_clf else None,
+            judge,
+        )
         results.append(res)
         if progress is not None:
             progress(res)
@@ -141,22 +160,31 @@ def write_report(out: Path, results: list[PoseResult], meta: Mapping[str, Any]) 
         report["classifier_successes"] = sum(bool(r.classifier_success) for r in results)
         report["classifier_agrees_with_env_check"] = sum(r.classifier_success == r.env_success for r in results)
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    lines = [f"# Evaluation: {report['successes']}/{report['episodes']} successes",
-             "", f"checkpoint: `{meta.get('checkpoint')}`; judge: {meta.get('judge')}; "
-             f"interventions: {report['interventions']}; the env's own check: {report['env_check_successes']} successes"
-             + ("" if report["classifier_successes"] is None else
-                f"; the reward classifier: {report['classifier_successes']} successes, agreeing with the env's check "
-                f"on {report['classifier_agrees_with_env_check']}/{len(results)} poses"), "",
-             "| pose | success | intervened | time to success (s) | steps | env's check | classifier |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Evaluation: {report['successes']}/{report['episodes']} successes",
+        "",
+        f"checkpoint: `{meta.get('checkpoint')}`; judge: {meta.get('judge')}; "
+        f"interventions: {report['interventions']}; the env's own check: {report['env_check_successes']} successes"
+        + (
+            ""
+            if report["classifier_successes"] is None
+            else f"; the reward classifier: {report['classifier_successes']} successes, agreeing with the env's check "
+            f"on {report['classifier_agrees_with_env_check']}/{len(results)} poses"
+        ),
+        "",
+        "| pose | success | intervened | time to success (s) | steps | env's check | classifier |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def word(v: bool | None) -> str:
         return "" if v is None else "success" if v else "failure"
 
     for r in results:
         t = "" if r.time_to_success_s is None else f"{r.time_to_success_s:.1f}"
-        lines.append(f"| {r.pose_index} | {'yes' if r.success else 'no'} | {'yes' if r.intervened else ''} | {t} | "
-                     f"{r.steps} | {word(r.env_success)} | {word(r.classifier_success)} |")
+        lines.append(
+            f"| {r.pose_index} | {'yes' if r.success else 'no'} | {'yes' if r.intervened else ''} | {t} | "
+            f"{r.steps} | {word(r.env_success)} | {word(r.classifier_success)} |"
+        )
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _plot(out / "report.png", results, report)
     return report
@@ -188,28 +216,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint directory (pre-training's or the learner's)")
     p.add_argument("--step", type=int, help="a checkpoint step (default: the newest)")
     p.add_argument("--out", help="report directory (default: evaluation/ beside the checkpoint directory)")
-    p.add_argument("--judge", choices=JUDGES, default="ground_truth",
-                   help="ground_truth: the env's own check (simulation: unattended); classifier: the reward classifier; "
-                        "keyboard: a person presses s or f after each episode")
-    p.add_argument("--reward-classifier", metavar="DIR",
-                   help="a reward classifier: its verdict is recorded beside the judge's, and its success ends episodes")
-    p.add_argument("--env", default="PegInsertionSim-v0", help="PegInsertionSim-v0 or Franka-v0")
-    p.add_argument("--robot-url", help="robot server for Franka-v0")
-    p.add_argument("--cameras", choices=["realsense", "server"], default="realsense")
-    p.add_argument("--task", default="peg_insertion")
+    p.add_argument(
+        "--judge",
+        choices=JUDGES,
+        default="ground_truth",
+        help="ground_truth: the env's own check (simulation: unattended); classifier: the reward classifier; "
+        "keyboard: a person presses s or f after each episode",
+    )
+    p.add_argument(
+        "--reward-classifier",
+        metavar="DIR",
+        help="a reward classifier: its verdict is recorded beside the judge's, and its success ends episodes",
+    )
+    p.add_argument("--env", default=defaults.SIM_ENV_ID, help=f"{defaults.SIM_ENV_ID} or {defaults.FRANKA_ENV_ID}")
+    p.add_argument("--robot-url", help=f"robot server for {defaults.FRANKA_ENV_ID}")
+    p.add_argument("--cameras", choices=CAMERA_SOURCES, default="realsense")
+    p.add_argument("--task", default=defaults.TASK)
     p.add_argument("--poses", type=int, nargs="+", help="pose indices (default: all fixed poses)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
 
-    from actor.run import make_env
     from shared.agents import policy_fn
     from shared.checkpoint import load_checkpoint
-    from shared.config import RewardConfig, from_dict
-    from shared.dataset import spec_from_json
 
     ckpt = Path(args.checkpoint).absolute()
-    agent, cfg, meta = load_checkpoint(ckpt, args.step)
-    reward = from_dict(RewardConfig, cfg["config"]["reward"]) if "reward" in cfg.get("config", {}) else RewardConfig()
+    loaded = load_checkpoint(ckpt, args.step)
     if args.judge == "classifier" and not args.reward_classifier:
         p.error("--judge classifier needs --reward-classifier")
     classifier = None
@@ -217,32 +248,55 @@ def main(argv: list[str] | None = None) -> None:
         from shared.reward_classifier import load_classifier
 
         classifier = load_classifier(args.reward_classifier)
-    env = make_env(args.env, args.task, reward, spec_from_json(meta["obs_spec"]), 0, args.robot_url, args.cameras,
-                   classifier)
+    env = make_env(args.env, args.task, loaded.reward, loaded.obs_spec, 0, args.robot_url, args.cameras, classifier)
     keyboard, judge = None, None
     if args.judge == "keyboard":
         from actor.keyboard import Keyboard
 
         keyboard = Keyboard()
         judge = KeyboardJudge(keyboard.events)
-    elif args.judge == "ground_truth" and args.env != "PegInsertionSim-v0":
+    elif args.judge == "ground_truth" and args.env != defaults.SIM_ENV_ID:
         log.warning("judge 'ground_truth' on %s is the env's own success check, not a person", args.env)
-    poses = args.poses or list(range(len(env.unwrapped.task.eval_poses)))
+    poses = args.poses or list(range(len(task_env(env).task.eval_poses)))
     out = Path(args.out) if args.out else ckpt.parent / "evaluation"
-    print(f"evaluate: {ckpt} (step {meta['grad_steps']}), {len(poses)} poses, judge {args.judge}; report in {out}",
-          file=sys.stderr, flush=True)
+    print(
+        f"evaluate: {ckpt} (step {loaded.meta.grad_steps}), {len(poses)} poses, judge {args.judge}; report in {out}",
+        file=sys.stderr,
+        flush=True,
+    )
     t0 = time.time()
     try:
-        results = evaluate_poses(env, policy_fn(agent), poses, args.judge, judge, progress=lambda r: print(
-            f"  pose {r.pose_index:2d}: {'success' if r.success else 'failure'}"
-            + (f" in {r.time_to_success_s:.1f} s" if r.time_to_success_s else "")
-            + (" (intervened)" if r.intervened else ""), file=sys.stderr, flush=True))
+        results = evaluate_poses(
+            env,
+            policy_fn(loaded.agent),
+            poses,
+            args.judge,
+            judge,
+            progress=lambda r: print(
+                f"  pose {r.pose_index:2d}: {'success' if r.success else 'failure'}"
+                + (f" in {r.time_to_success_s:.1f} s" if r.time_to_success_s else "")
+                + (" (intervened)" if r.intervened else ""),
+                file=sys.stderr,
+                flush=True,
+            ),
+        )
     finally:
         env.close()
         if keyboard is not None:
             keyboard.close()
-    report = write_report(out, results, {"checkpoint": str(ckpt), "step": meta["grad_steps"], "judge": args.judge,
-                                         "reward_classifier": args.reward_classifier, "env": args.env, "task": args.task, "wall_time_s": round(time.time() - t0, 1)})
+    report = write_report(
+        out,
+        results,
+        {
+            "checkpoint": str(ckpt),
+            "step": loaded.meta.grad_steps,
+            "judge": args.judge,
+            "reward_classifier": args.reward_classifier,
+            "env": args.env,
+            "task": args.task,
+            "wall_time_s": round(time.time() - t0, 1),
+        },
+    )
     print(json.dumps({k: report[k] for k in ("successes", "episodes", "success_rate", "mean_time_to_success_s")}))
 
 

@@ -39,13 +39,17 @@ class Keyboard:
         self.bindings = dict(DEFAULT_BINDINGS if bindings is None else bindings)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         if not os.environ.get("DISPLAY") and os.environ.get("PYNPUT_BACKEND") != "uinput":
-            raise KeyboardError("the keyboard needs an X display (DISPLAY is not set); run the actor in the "
-                                "robot PC's desktop session, or without --keyboard")
+            raise KeyboardError(
+                "the keyboard needs an X display (DISPLAY is not set); run the actor in the "
+                "robot PC's desktop session, or without --keyboard"
+            )
         try:
             from pynput import keyboard
         except Exception as e:  # ImportError, or Xlib's connection errors
-            raise KeyboardError(f"pynput cannot read the keyboard here ({type(e).__name__}: {e}); install the "
-                                "'robot' profile and run in a desktop session, or run without --keyboard") from None
+            raise KeyboardError(
+                f"pynput cannot read the keyboard here ({type(e).__name__}: {e}); install the "
+                "'robot' profile and run in a desktop session, or run without --keyboard"
+            ) from None
         self._listener = keyboard.Listener(on_press=self.on_press)
         self._listener.start()
 

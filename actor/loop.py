@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import jax
@@ -20,7 +21,9 @@ import numpy as np
 
 from actor.sender import FatalLearnerError, TransitionSender
 from actor.weights import WeightsReceiver
+from robot_env.contract import keeps_time
 from shared.agents import act_with_params
+from shared.dataset import Transition
 from shared.rate import RateKeeper
 
 log = logging.getLogger("wsrl.actor")
@@ -54,10 +57,17 @@ class _Episode:
 
 
 class ControlLoop:
-    def __init__(self, env: gym.Env, module: Any, frozen_params: Any, sender: TransitionSender,
-                 receiver: WeightsReceiver | None, cfg: LoopConfig,
-                 on_episode: Callable[[int, dict[str, float]], None] | None = None,
-                 events: Callable[[], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        module: Any,
+        frozen_params: Any,
+        sender: TransitionSender,
+        receiver: WeightsReceiver | None,
+        cfg: LoopConfig,
+        on_episode: Callable[[int, dict[str, float]], None] | None = None,
+        events: Callable[[], list[str]] | None = None,
+    ) -> None:
         """``events()`` (e.g. ``actor.keyboard.Keyboard.events``) is polled once per step:
         ``end_episode`` ends the current episode after this step (truncated), ``pause`` stops
         stepping until the next ``pause`` (the arm holds its last commanded pose)."""
@@ -68,9 +78,11 @@ class ControlLoop:
         self.on_episode = on_episode
         self.stop_event = threading.Event()
         # An env that waits for its own control period (the real robot) must not be paced twice.
-        self.env_keeps_time = bool(env.metadata.get("keeps_time", False))
+        self.env_keeps_time = keeps_time(env)
         if self.env_keeps_time and cfg.hz > 0:
-            log.info("actor: %s keeps its own control rate; the loop does not pace it", env.spec.id if env.spec else env)
+            log.info(
+                "actor: %s keeps its own control rate; the loop does not pace it", env.spec.id if env.spec else env
+            )
         self.hz = 0.0 if self.env_keeps_time else cfg.hz
         self.rate = RateKeeper(self.hz)
         self.key = jax.random.PRNGKey(cfg.seed)
@@ -128,8 +140,11 @@ class ControlLoop:
             if not np.all(np.isfinite(action)):
                 self.invalid_actions += 1
                 if self.invalid_actions in (1, 10) or self.invalid_actions % 100 == 0:
-                    log.error("actor: the policy produced a non-finite action %s; holding the pose (%d so far)",
-                              action.tolist(), self.invalid_actions)
+                    log.error(
+                        "actor: the policy produced a non-finite action %s; holding the pose (%d so far)",
+                        action.tolist(),
+                        self.invalid_actions,
+                    )
                 action = np.zeros_like(action)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             t2 = time.perf_counter()
@@ -137,11 +152,17 @@ class ControlLoop:
             intervened = "intervene_action" in info
             if intervened:
                 action = np.asarray(info["intervene_action"], np.float32)
-            self.sender.put({
-                "observations": obs, "actions": action, "rewards": float(reward), "next_observations": next_obs,
-                "masks": 0.0 if terminated else 1.0, "dones": bool(terminated or truncated),
-                "interventions": intervened,
-            })
+            self.sender.put(
+                Transition(
+                    observations=obs,
+                    actions=action,
+                    rewards=float(reward),
+                    next_observations=next_obs,
+                    masks=0.0 if terminated else 1.0,
+                    dones=bool(terminated or truncated),
+                    interventions=intervened,
+                )
+            )
             self.steps += 1
             ep.ret += float(reward)
             ep.length += 1
@@ -165,8 +186,13 @@ class ControlLoop:
                 self._end_episode(ep)
                 ep = _Episode()
                 obs, _ = self.env.reset()
-        return {"steps": self.steps, "episodes": self.episodes, "invalid_actions": self.invalid_actions,
-                "overruns": self.rate.overruns, "weights_version": self.version}
+        return {
+            "steps": self.steps,
+            "episodes": self.episodes,
+            "invalid_actions": self.invalid_actions,
+            "overruns": self.rate.overruns,
+            "weights_version": self.version,
+        }
 
     def _timing(self) -> dict[str, float] | None:
         """The last step's timings from the outermost env or wrapper that keeps them (the reward
@@ -193,12 +219,18 @@ class ControlLoop:
     def _end_episode(self, ep: _Episode) -> None:
         self.episodes += 1
         stats = {
-            "episode": self.episodes, "return": ep.ret, "length": ep.length, "success": float(ep.success),
-            "interventions": ep.interventions, "weights_version": max(ep.versions),
+            "episode": self.episodes,
+            "return": ep.ret,
+            "length": ep.length,
+            "success": float(ep.success),
+            "interventions": ep.interventions,
+            "weights_version": max(ep.versions),
             "warmup_fraction": ep.warmup_steps / max(ep.length, 1),
             "global_env_steps": self.sender.global_env_steps,
-            "inference_ms": 1e3 * float(np.mean(ep.inference)), "env_step_ms": 1e3 * float(np.mean(ep.step)),
-            "overruns": self.rate.overruns, "unacked": self.sender.unacked_transitions,
+            "inference_ms": 1e3 * float(np.mean(ep.inference)),
+            "env_step_ms": 1e3 * float(np.mean(ep.step)),
+            "overruns": self.rate.overruns,
+            "unacked": self.sender.unacked_transitions,
             "invalid_actions": self.invalid_actions,
         }
         if ep.obs:

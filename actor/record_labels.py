@@ -31,19 +31,23 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
+from robot_env.contract import keeps_time, task_env
+from robot_env.make import CAMERA_SOURCES, make_env
+from robot_env.rollout import Policy, reset_policy
 from robot_env.scripted import ScriptedInserter, Skill
+from shared import defaults
 from shared.labelled_images import LabelledImageWriter
 from shared.rate import RateKeeper
 
 log = logging.getLogger("wsrl.record")
-Policy = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 LIFT = np.array([0.0, 0.0, -1.0, 0.0, 0.0, 0.0], np.float32)  # up along the tool axis (its z points down)
 
 
@@ -95,9 +99,18 @@ class RandomSkillInserter:
         return self.inner(obs)
 
 
-def record(env: gym.Env, policy: Policy, writer: LabelledImageWriter, episodes: int, labels: str,
-           events: Callable[[], list[str]] | None = None, hz: float = 0.0, lift_prob: float = 0.0,
-           seed: int = 0, progress: bool = True) -> RecordStats:
+def record(
+    env: gym.Env,
+    policy: Policy,
+    writer: LabelledImageWriter,
+    episodes: int,
+    labels: str,
+    events: Callable[[], list[str]] | None = None,
+    hz: float = 0.0,
+    lift_prob: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> RecordStats:
     """Record ``episodes`` episodes into ``writer``; an interrupted episode is written as far as it got."""
     if labels not in ("keyboard", "ground_truth"):
         raise ValueError(f"labels must be 'keyboard' or 'ground_truth', got {labels!r}")
@@ -106,19 +119,23 @@ def record(env: gym.Env, policy: Policy, writer: LabelledImageWriter, episodes: 
     keys = writer.image_keys
     labeller = KeyboardLabeller()
     rng = np.random.default_rng(seed)
-    hz = 0.0 if env.metadata.get("keeps_time") else hz
+    hz = 0.0 if keeps_time(env) else hz
     rate = RateKeeper(hz)
     stats = RecordStats()
     bar = tqdm(total=episodes, unit="episode", desc="recording", disable=not progress)
     try:
         for _ in range(episodes):
             obs, info = env.reset(seed=int(rng.integers(2**31)))
-            if callable(getattr(policy, "reset", None)):
-                policy.reset()
+            reset_policy(policy)
             labeller.reset()
-            frames, ys, env_ys, states = [], [], [], []
+            frames: list[dict[str, np.ndarray]] = []
+            ys: list[int] = []
+            env_ys: list[int] = []
+            states: list[np.ndarray] = []
 
-            def keep(o: Mapping[str, np.ndarray], y: bool, env_y: Any) -> None:
+            def keep(
+                o: Mapping[str, np.ndarray], y: bool, env_y: Any, frames=frames, ys=ys, env_ys=env_ys, states=states
+            ) -> None:
                 frames.append({k: o[k] for k in keys})
                 ys.append(int(y))
                 env_ys.append(-1 if env_y is None else int(bool(env_y)))
@@ -152,8 +169,12 @@ def record(env: gym.Env, policy: Policy, writer: LabelledImageWriter, episodes: 
                     keep(obs, y, env_y)
                     if labels == "ground_truth" and env_y and not lifting and rng.random() < lift_prob:
                         lifting = int(rng.integers(2, 5))
-                    bar.set_postfix(frames=stats.frames + len(ys), success=stats.success + ys.count(1),
-                                    label="SUCCESS" if y else "failure", refresh=False)
+                    bar.set_postfix(
+                        frames=stats.frames + len(ys),
+                        success=stats.success + ys.count(1),
+                        label="SUCCESS" if y else "failure",
+                        refresh=False,
+                    )
                     if terminated or truncated:
                         break
             finally:  # an interrupted episode keeps what it recorded
@@ -176,65 +197,96 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--policy", choices=["hold", "checkpoint", "scripted"], default="hold")
     p.add_argument("--checkpoint", help="policy checkpoint directory for --policy checkpoint")
     p.add_argument("--deterministic", action="store_true", help="the checkpoint's mean action (default: samples)")
-    p.add_argument("--skill", type=float, nargs=2, default=(0.3, 1.0), metavar=("MIN", "MAX"),
-                   help="scripted policy: skill range drawn from per episode")
-    p.add_argument("--lift-prob", type=float, default=0.1,
-                   help="ground truth: chance per successful step of lifting the peg out for 2-4 steps")
-    p.add_argument("--env", default="PegInsertionSim-v0", help="PegInsertionSim-v0 or Franka-v0")
-    p.add_argument("--robot-url", help="robot server for Franka-v0")
-    p.add_argument("--cameras", choices=["realsense", "server"], default="realsense")
-    p.add_argument("--task", default="peg_insertion")
+    p.add_argument(
+        "--skill",
+        type=float,
+        nargs=2,
+        default=(0.3, 1.0),
+        metavar=("MIN", "MAX"),
+        help="scripted policy: skill range drawn from per episode",
+    )
+    p.add_argument(
+        "--lift-prob",
+        type=float,
+        default=0.1,
+        help="ground truth: chance per successful step of lifting the peg out for 2-4 steps",
+    )
+    p.add_argument("--env", default=defaults.SIM_ENV_ID, help=f"{defaults.SIM_ENV_ID} or {defaults.FRANKA_ENV_ID}")
+    p.add_argument("--robot-url", help=f"robot server for {defaults.FRANKA_ENV_ID}")
+    p.add_argument("--cameras", choices=CAMERA_SOURCES, default="realsense")
+    p.add_argument("--task", default=defaults.TASK)
     p.add_argument("--image-size", type=int, default=128, help="square frame size saved (the policy's size)")
-    p.add_argument("--hz", type=float, help="control rate (default: 10 with a person, as fast as possible with "
-                                            "ground truth; Franka-v0 keeps its own)")
+    p.add_argument(
+        "--hz",
+        type=float,
+        help="control rate (default: 10 with a person, as fast as possible with ground truth; Franka-v0 keeps its own)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
 
-    import robot_env
-    from actor.run import make_env
     from robot_env.contract import IMAGE_KEYS, STATE_DIM
     from shared.config import RewardConfig
 
-    if args.labels == "ground_truth" and args.env != robot_env.SIM_ENV_ID:
+    if args.labels == "ground_truth" and args.env != defaults.SIM_ENV_ID:
         p.error("--labels ground_truth is for the simulation; on the robot a person labels (--labels keyboard)")
     if args.policy == "checkpoint" and not args.checkpoint:
         p.error("--policy checkpoint needs --checkpoint DIR")
-    if args.policy == "scripted" and args.env != robot_env.SIM_ENV_ID:
+    if args.policy == "scripted" and args.env != defaults.SIM_ENV_ID:
         p.error("--policy scripted is for the simulation (it needs the simulated hole's geometry)")
-    spec = {"state": ((STATE_DIM,), "float32"), **{k: ((args.image_size,) * 2 + (3,), "uint8") for k in IMAGE_KEYS}}
-    env = make_env(args.env, args.task, RewardConfig(), spec, args.seed, args.robot_url, args.cameras,
-                   end_on_success=False)
+    spec = {"state": ((STATE_DIM,), "float32"), **dict.fromkeys(IMAGE_KEYS, ((args.image_size,) * 2 + (3,), "uint8"))}
+    env = make_env(
+        args.env, args.task, RewardConfig(), spec, args.seed, args.robot_url, args.cameras, end_on_success=False
+    )
     policy: Policy
     if args.policy == "hold":
-        policy = lambda obs: np.zeros(6, np.float32)  # noqa: E731
+        policy = lambda obs: np.zeros(6, np.float32)
     elif args.policy == "scripted":
-        policy = RandomSkillInserter(env.unwrapped.task, args.skill[0], args.skill[1], args.seed)
+        policy = RandomSkillInserter(task_env(env).task, args.skill[0], args.skill[1], args.seed)
     else:
         from shared.agents import policy_fn
         from shared.checkpoint import load_checkpoint
 
-        agent, _, meta = load_checkpoint(args.checkpoint)
-        keys_needed = list(meta["obs_spec"])
+        ckpt = load_checkpoint(args.checkpoint)
+        keys_needed = list(ckpt.obs_spec)
         for k in keys_needed:
-            if tuple(meta["obs_spec"][k]["shape"]) != spec[k][0]:
-                p.error(f"the checkpoint's '{k}' is {meta['obs_spec'][k]['shape']}; record at its size (--image-size)")
-        act = policy_fn(agent, deterministic=args.deterministic, seed=args.seed)
-        policy = lambda obs: act({k: obs[k] for k in keys_needed})  # noqa: E731
+            if ckpt.obs_spec[k][0] != spec[k][0]:
+                p.error(f"the checkpoint's '{k}' is {list(ckpt.obs_spec[k][0])}; record at its size (--image-size)")
+        act = policy_fn(ckpt.agent, deterministic=args.deterministic, seed=args.seed)
+        policy = lambda obs: act({k: obs[k] for k in keys_needed})
     keyboard = None
     if args.labels == "keyboard":
         from actor.keyboard import Keyboard
 
         keyboard = Keyboard()  # a KeyboardError says why it cannot (no display, no pynput)
     hz = args.hz if args.hz is not None else (10.0 if args.labels == "keyboard" else 0.0)
-    writer = LabelledImageWriter(args.out, IMAGE_KEYS, args.image_size, args.task, args.labels,
-                                 extra={"env": args.env, "policy": args.policy, "checkpoint": args.checkpoint})
-    print(f"recording {args.episodes} episodes of {args.env} into {args.out} (labels: {args.labels}, policy: "
-          f"{args.policy})" + ("; keys: s success from now, f failure from now, Esc end episode, Space pause"
-                               if keyboard else ""), file=sys.stderr, flush=True)
+    writer = LabelledImageWriter(
+        args.out,
+        IMAGE_KEYS,
+        args.image_size,
+        args.task,
+        args.labels,
+        extra={"env": args.env, "policy": args.policy, "checkpoint": args.checkpoint},
+    )
+    print(
+        f"recording {args.episodes} episodes of {args.env} into {args.out} (labels: {args.labels}, policy: "
+        f"{args.policy})"
+        + ("; keys: s success from now, f failure from now, Esc end episode, Space pause" if keyboard else ""),
+        file=sys.stderr,
+        flush=True,
+    )
     try:
-        stats = record(env, policy, writer, args.episodes, args.labels, keyboard.events if keyboard else None,
-                       hz, args.lift_prob if args.labels == "ground_truth" else 0.0, args.seed)
+        stats = record(
+            env,
+            policy,
+            writer,
+            args.episodes,
+            args.labels,
+            keyboard.events if keyboard else None,
+            hz,
+            args.lift_prob if args.labels == "ground_truth" else 0.0,
+            args.seed,
+        )
     except KeyboardInterrupt:
         print("interrupted; the episodes recorded so far are saved", file=sys.stderr)
         return
@@ -242,8 +294,17 @@ def main(argv: list[str] | None = None) -> None:
         env.close()
         if keyboard is not None:
             keyboard.close()
-    print(json.dumps({"episodes": stats.episodes, "frames": stats.frames, "success": stats.success,
-                      "failure": stats.failure, "out": str(args.out)}))
+    print(
+        json.dumps(
+            {
+                "episodes": stats.episodes,
+                "frames": stats.frames,
+                "success": stats.success,
+                "failure": stats.failure,
+                "out": str(args.out),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

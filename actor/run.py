@@ -18,70 +18,21 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
-import gymnasium as gym
 import jax
 
 from actor.loop import ControlLoop, LoopConfig
 from actor.sender import FatalLearnerError, SenderConfig, TransitionSender
 from actor.weights import WeightsReceiver
+from robot_env.make import make_env
+from shared import defaults
 from shared.agents import act_with_params
 from shared.checkpoint import load_checkpoint
-from shared.config import RewardConfig, from_dict
-from shared.dataset import example_obs, spec_from_json
+from shared.dataset import example_obs
 from shared.metrics import MetricsLogger
 from shared.transport import actor_keys, fingerprint, policy_contract
 
 log = logging.getLogger("wsrl.actor")
-
-
-def _camera_rig(kind: str, task: str, robot_url: str | None, size: int):
-    from robot_env import cameras as cams
-    from robot_env.contract import IMAGE_KEYS
-    from robot_env.robot_client import RobotClient
-    from robot_env.task_config import load_task
-
-    if kind == "server":
-        if not robot_url:
-            raise SystemExit("--cameras server needs --robot-url (the simulated robot server)")
-        return cams.server_rig(RobotClient(robot_url), IMAGE_KEYS, size)
-    return cams.realsense_rig(load_task(task).real.cameras, size)
-
-
-def make_env(env_id: str, task: str, reward: RewardConfig, obs_spec: dict, seed: int,
-             robot_url: str | None = None, cameras: str = "realsense", classifier: Any = None,
-             end_on_success: bool = True) -> gym.Env:
-    """The env for a checkpoint: image mode and size follow the checkpoint's observation keys.
-
-    With a reward classifier (``shared.reward_classifier.RewardClassifier``) the reward and the
-    end of an episode come from it; the env renders or reads the cameras at the classifier's size,
-    and a state-only policy gets only ``state`` (the images are for the classifier)."""
-    import robot_env  # noqa: F401  (registers the envs)
-    from robot_env.contract import obs_mode_of
-
-    mode = obs_mode_of(obs_spec)
-    env_mode = dict(mode)
-    extra: dict = {"robot_url": robot_url} if robot_url else {}
-    if not end_on_success:
-        extra["end_on_success"] = False
-    if classifier is not None:
-        if mode["obs_mode"] == "images" and mode["image_size"] != classifier.image_size:
-            raise ValueError(f"the policy sees {mode['image_size']} px images, the reward classifier was trained "
-                             f"on {classifier.image_size} px; train the classifier at the policy's size")
-        env_mode = {"obs_mode": "images", "image_size": classifier.image_size}
-        extra["end_on_success"] = False
-    if env_id == robot_env.FRANKA_ENV_ID and env_mode["obs_mode"] == "images":
-        extra["cameras"] = _camera_rig(cameras, task, robot_url, env_mode["image_size"])
-    env = gym.make(env_id, task=task, reward=reward, **env_mode, **extra)
-    if classifier is not None:
-        from robot_env.classifier_reward import ClassifierReward
-
-        env = ClassifierReward(env, classifier)
-        if mode["obs_mode"] == "state":
-            env = gym.wrappers.FilterObservation(env, ["state"])
-    env.action_space.seed(seed)
-    return env
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,49 +40,68 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pretrained", required=True, help="the pre-trained checkpoint directory the learner started from")
     p.add_argument("--out", required=True, help="actor directory: logs and the transition spool")
     p.add_argument("--learner-host", default="127.0.0.1")
-    p.add_argument("--data-port", type=int, default=5555)
-    p.add_argument("--weights-port", type=int, default=5556)
+    p.add_argument("--data-port", type=int, default=defaults.DATA_PORT)
+    p.add_argument("--weights-port", type=int, default=defaults.WEIGHTS_PORT)
     p.add_argument("--keys", help="CURVE key directory holding this actor's key pair and learner.key")
     p.add_argument("--key-name", default="actor", help="which key pair in --keys (default: actor)")
     p.add_argument("--actor-id", default=socket.gethostname()[:32], help="stable name of this actor")
-    p.add_argument("--env", default="PegInsertionSim-v0",
-                   help="gymnasium env id: PegInsertionSim-v0, or Franka-v0 (the robot server; it keeps its own control rate, --hz is not applied)")
+    p.add_argument(
+        "--env",
+        default=defaults.SIM_ENV_ID,
+        help=f"gymnasium env id: {defaults.SIM_ENV_ID}, or {defaults.FRANKA_ENV_ID} (the robot server; it keeps its own control rate, --hz is not applied)",
+    )
     p.add_argument("--robot-url", help="robot server for Franka-v0, e.g. http://127.0.0.1:5000")
-    p.add_argument("--cameras", choices=["realsense", "server"], default="realsense",
-                   help="Franka-v0 wrist cameras: RealSense (serials in the task file) or the simulated server's")
-    p.add_argument("--task", default="peg_insertion", help="task name or task file")
+    p.add_argument(
+        "--cameras",
+        choices=["realsense", "server"],
+        default="realsense",
+        help="Franka-v0 wrist cameras: RealSense (serials in the task file) or the simulated server's",
+    )
+    p.add_argument("--task", default=defaults.TASK, help="task name or task file")
     p.add_argument("--hz", type=float, default=10.0, help="control rate; 0 runs as fast as possible (simulation)")
     p.add_argument("--max-steps", type=int, help="stop after this many env steps")
     p.add_argument("--warmup-steps", type=int, default=5000, help="K until the learner tells its own")
-    p.add_argument("--max-learner-lag", type=float,
-                   help="simulation only: pause while the learner is this many env steps behind its UTD schedule")
-    p.add_argument("--reward-classifier", metavar="DIR",
-                   help="reward from this classifier (launch/train_reward_classifier.sh's --out) instead of the env's "
-                        "own success check; its success ends the episode")
-    p.add_argument("--keyboard", action="store_true",
-                   help="read keys (pynput, needs the desktop session): Esc ends the episode, Space pauses/resumes")
+    p.add_argument(
+        "--max-learner-lag",
+        type=float,
+        help="simulation only: pause while the learner is this many env steps behind its UTD schedule",
+    )
+    p.add_argument(
+        "--reward-classifier",
+        metavar="DIR",
+        help="reward from this classifier (launch/train_reward_classifier.sh's --out) instead of the env's "
+        "own success check; its success ends the episode",
+    )
+    p.add_argument(
+        "--keyboard",
+        action="store_true",
+        help="read keys (pynput, needs the desktop session): Esc ends the episode, Space pauses/resumes",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drain-timeout", type=float, default=10.0, help="s to wait for acks when stopping")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
 
-    pre, pre_cfg, meta = load_checkpoint(args.pretrained)
-    reward = from_dict(RewardConfig, pre_cfg["config"]["reward"]) if "reward" in pre_cfg.get("config", {}) \
-        else RewardConfig()
-    obs_spec = spec_from_json(meta["obs_spec"])
-    fp = fingerprint(policy_contract(pre.config, obs_spec, pre.action_dim, reward, args.task))
+    ckpt = load_checkpoint(args.pretrained)
+    pre, obs_spec = ckpt.agent, ckpt.obs_spec
+    contract = policy_contract(pre.config, obs_spec, pre.action_dim, ckpt.reward, args.task)
+    fp = fingerprint(contract)
     keys = actor_keys(args.keys, args.key_name) if args.keys else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sender = TransitionSender(args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys,
-                              SenderConfig()).start()
     classifier = None
     if args.reward_classifier:
         from shared.reward_classifier import load_classifier
 
         classifier = load_classifier(args.reward_classifier)
-    env = make_env(args.env, args.task, reward, obs_spec, args.seed, args.robot_url, args.cameras, classifier)
+    try:
+        env = make_env(args.env, args.task, ckpt.reward, obs_spec, args.seed, args.robot_url, args.cameras, classifier)
+    except ValueError as e:
+        p.error(str(e))
+    sender = TransitionSender(
+        args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys, SenderConfig(), contract
+    ).start()
     module = pre.nets["actor"]
     example = {k: v[None] for k, v in example_obs(obs_spec).items()}
 
@@ -148,17 +118,32 @@ def main(argv: list[str] | None = None) -> None:
         from actor.keyboard import Keyboard
 
         keyboard = Keyboard()  # a KeyboardError here says why (no display, no pynput)
-    loop = ControlLoop(env, module, pre.actor.params, sender, receiver,
-                       LoopConfig(hz=args.hz, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
-                                  max_learner_lag=args.max_learner_lag, seed=seed),
-                       on_episode=lambda step, stats: metrics.log(step, stats),
-                       events=keyboard.events if keyboard else None)
+    loop = ControlLoop(
+        env,
+        module,
+        pre.actor.params,
+        sender,
+        receiver,
+        LoopConfig(
+            hz=args.hz,
+            max_steps=args.max_steps,
+            warmup_steps=args.warmup_steps,
+            max_learner_lag=args.max_learner_lag,
+            seed=seed,
+        ),
+        on_episode=lambda step, stats: metrics.log(step, stats),
+        events=keyboard.events if keyboard else None,
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: loop.stop_event.set())
-    print(f"actor '{args.actor_id}': {args.env} ({args.task}) at {args.hz or 'max'} Hz -> learner "
-          f"{args.learner_host}:{args.data_port}/{args.weights_port}, CURVE {'on' if keys else 'off'}, reward "
-          f"{'classifier ' + args.reward_classifier if classifier else 'from the env'}; "
-          f"logs and spool in {out}", file=sys.stderr, flush=True)
+    print(
+        f"actor '{args.actor_id}': {args.env} ({args.task}) at {args.hz or 'max'} Hz -> learner "
+        f"{args.learner_host}:{args.data_port}/{args.weights_port}, CURVE {'on' if keys else 'off'}, reward "
+        f"{'classifier ' + args.reward_classifier if classifier else 'from the env'}; "
+        f"logs and spool in {out}",
+        file=sys.stderr,
+        flush=True,
+    )
     code = 0
     try:
         summary = loop.run()

@@ -16,14 +16,16 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import zmq
 
 from actor.spool import Spool
 from shared.chunks import ChunkBuilder
+from shared.dataset import Transition
 from shared.metrics import write_json_atomic
 from shared.protocol import (
     MAX_MESSAGE_BYTES,
@@ -35,7 +37,8 @@ from shared.protocol import (
     encode_frames,
     make_message,
 )
-from shared.transport import CurveKeys, data_client
+from shared.schedule import owed_updates
+from shared.transport import CurveKeys, data_client, plain_contract
 
 log = logging.getLogger("wsrl.actor.sender")
 
@@ -58,11 +61,23 @@ class FatalLearnerError(RuntimeError):
 
 
 class TransitionSender:
-    def __init__(self, host: str, port: int, actor_id: str, fingerprint: str, spool_dir: str | Path,
-                 keys: CurveKeys | None = None, config: SenderConfig = SenderConfig()) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        actor_id: str,
+        fingerprint: str,
+        spool_dir: str | Path,
+        keys: CurveKeys | None = None,
+        config: SenderConfig = SenderConfig(),
+        contract: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``contract`` is what ``fingerprint`` hashes; sent in HELLO, it lets a learner that
+        refuses this actor say which setting differs."""
         self.host, self.port, self.keys, self.cfg = host, port, keys, config
         self.actor_id = actor_id
         self.fingerprint = fingerprint
+        self.contract = plain_contract(contract) if contract is not None else None
         self.session = uuid.uuid4().hex[:16]
         self.spool = Spool(spool_dir, config.memory_bytes)
         self._state_path = Path(spool_dir) / STATE_FILE
@@ -87,21 +102,32 @@ class TransitionSender:
         self.warmup_steps: int | None = state.get("warmup_steps")
         self.utd = 1
         self.weights_version = 0
-        self.counters = {"chunks_sent": 0, "resends": 0, "acks": 0, "stats_sent": 0, "stats_dropped": 0,
-                         "send_failures": 0, "errors": 0, "learner_restarts": 0}
+        self.counters = {
+            "chunks_sent": 0,
+            "resends": 0,
+            "acks": 0,
+            "stats_sent": 0,
+            "stats_dropped": 0,
+            "send_failures": 0,
+            "errors": 0,
+            "learner_restarts": 0,
+        }
         if len(self.spool):
-            log.info("spool: %d chunks (%d transitions) from an earlier run will be delivered",
-                     len(self.spool), self.spool.unacked_transitions)
+            log.info(
+                "spool: %d chunks (%d transitions) from an earlier run will be delivered",
+                len(self.spool),
+                self.spool.unacked_transitions,
+            )
 
     # -------------------------------------------------------------- control-loop side (cheap)
 
-    def start(self) -> "TransitionSender":
+    def start(self) -> TransitionSender:
         self._thread.start()
         return self
 
-    def put(self, transition: Mapping[str, Any]) -> None:
-        """Queue one transition (the replay buffer's insert dict; arrays are not copied, so do
-        not modify them afterwards). Never blocks."""
+    def put(self, transition: Transition) -> None:
+        """Queue one transition (arrays are not copied, so do not modify them afterwards).
+        Never blocks."""
         if self.fatal:
             raise FatalLearnerError(self.fatal)
         with self._lock:
@@ -120,18 +146,23 @@ class TransitionSender:
         """Env steps the learner has from all actors, plus ours it has not acknowledged yet."""
         return self.learner_env_steps + self.unacked_transitions
 
-    def lag_given(self, grad_steps: int) -> float:
+    def lag_given(self, grad_steps: int) -> int:
         """Env steps the learner's updates are behind its UTD schedule, were it at ``grad_steps``
         (0 during warmup)."""
-        steps = self.global_env_steps  # ours count as soon as they are taken, not when acknowledged
-        if self.warmup_steps is None or steps <= self.warmup_steps:
-            return 0.0
-        return steps - self.warmup_steps - grad_steps / self.utd
+        if self.warmup_steps is None:
+            return 0
+        # ours count as soon as they are taken, not when acknowledged
+        return owed_updates(self.global_env_steps, grad_steps, self.warmup_steps, self.utd)
 
     def status(self) -> dict[str, Any]:
-        return {"welcomed": self.welcomed, "unacked_transitions": self.unacked_transitions,
-                "spool_chunks": len(self.spool), "spilled": self.spool.spilled,
-                "learner_env_steps": self.learner_env_steps, **self.counters}
+        return {
+            "welcomed": self.welcomed,
+            "unacked_transitions": self.unacked_transitions,
+            "spool_chunks": len(self.spool),
+            "spilled": self.spool.spilled,
+            "learner_env_steps": self.learner_env_steps,
+            **self.counters,
+        }
 
     def close(self, drain_timeout: float = 5.0) -> bool:
         """Send what is queued and wait up to ``drain_timeout`` s for acks. Returns True when
@@ -146,8 +177,11 @@ class TransitionSender:
         self._thread.join(timeout=5.0)
         done = self.unacked_transitions == 0
         if not done:
-            log.warning("sender: %d transitions not acknowledged yet; they stay in %s for the next run",
-                        self.unacked_transitions, self.spool.directory)
+            log.warning(
+                "sender: %d transitions not acknowledged yet; they stay in %s for the next run",
+                self.unacked_transitions,
+                self.spool.directory,
+            )
         return done
 
     # ------------------------------------------------------------------------- the thread
@@ -160,9 +194,16 @@ class TransitionSender:
             return {}
 
     def _write_state(self) -> None:
-        write_json_atomic(self._state_path, {"actor": self.actor_id, "run": self.run,
-                                             "learner_env_steps": self.learner_env_steps,
-                                             "warmup_steps": self.warmup_steps, "journaled": self.journaled})
+        write_json_atomic(
+            self._state_path,
+            {
+                "actor": self.actor_id,
+                "run": self.run,
+                "learner_env_steps": self.learner_env_steps,
+                "warmup_steps": self.warmup_steps,
+                "journaled": self.journaled,
+            },
+        )
 
     def _run(self) -> None:
         context = zmq.Context()
@@ -176,13 +217,25 @@ class TransitionSender:
                 n_new = self._drain_queue(builder, sock)
                 if builder and not opened:
                     opened = now
-                if builder and (len(builder) >= self.cfg.chunk_transitions or builder.nbytes >= self.cfg.chunk_bytes
-                                or now - opened >= self.cfg.flush_interval or self._drain.is_set()):
+                if builder and (
+                    len(builder) >= self.cfg.chunk_transitions
+                    or builder.nbytes >= self.cfg.chunk_bytes
+                    or now - opened >= self.cfg.flush_interval
+                    or self._drain.is_set()
+                ):
                     self._close_chunk(builder)
                     opened = 0.0
                 if not self.welcomed and now >= next_hello:
-                    self._send(sock, make_message(MessageType.HELLO, actor=self.actor_id, session=self.session,
-                                                  fingerprint=self.fingerprint))
+                    self._send(
+                        sock,
+                        make_message(
+                            MessageType.HELLO,
+                            actor=self.actor_id,
+                            session=self.session,
+                            fingerprint=self.fingerprint,
+                            **({"contract": self.contract} if self.contract is not None else {}),
+                        ),
+                    )
                     next_hello = now + self.cfg.hello_every
                 if self.welcomed:
                     self._send_due(sock, now)
@@ -210,8 +263,9 @@ class TransitionSender:
                 if len(builder) >= self.cfg.chunk_transitions or builder.nbytes >= self.cfg.chunk_bytes:
                     self._close_chunk(builder)
             elif self.welcomed:
-                ok = self._send(sock, make_message(MessageType.STATS, actor=self.actor_id, session=self.session,
-                                                   stats=item))
+                ok = self._send(
+                    sock, make_message(MessageType.STATS, actor=self.actor_id, session=self.session, stats=item)
+                )
                 self.counters["stats_sent" if ok else "stats_dropped"] += 1
             else:
                 self.counters["stats_dropped"] += 1
@@ -240,8 +294,9 @@ class TransitionSender:
             return False
 
     def _send_due(self, sock: zmq.Socket, now: float) -> None:
-        for key in self.spool.due(now, self.cfg.resend_after, limit=self.cfg.max_in_flight,
-                                  max_in_flight=self.cfg.max_in_flight):
+        for key in self.spool.due(
+            now, self.cfg.resend_after, limit=self.cfg.max_in_flight, max_in_flight=self.cfg.max_in_flight
+        ):
             resend = self.spool.was_sent(key)
             if not self._send(sock, self.spool.payload(key)):
                 break
@@ -285,8 +340,13 @@ class TransitionSender:
             # Chunks journaled for another learner run must not leak into this one.
             moved = self.spool.archive(f"run-{self.run}")
             if moved:
-                log.warning("sender: %d spooled chunks belong to learner run %s, not %s; moved to %s",
-                            moved, self.run, run, self.spool.directory / f"run-{self.run}")
+                log.warning(
+                    "sender: %d spooled chunks belong to learner run %s, not %s; moved to %s",
+                    moved,
+                    self.run,
+                    run,
+                    self.spool.directory / f"run-{self.run}",
+                )
             self.learner_env_steps = 0
         if self._learner is not None and learner != self._learner:
             self.counters["learner_restarts"] += 1
@@ -294,20 +354,32 @@ class TransitionSender:
             # A new learner has only what its checkpoint holds: resend everything not committed.
             resent = self.spool.unack_all()
             if resent and self._learner is not None:
-                log.warning("sender: the learner restarted; resending %d acknowledged but uncheckpointed "
-                            "transitions", resent)
+                log.warning(
+                    "sender: the learner restarted; resending %d acknowledged but uncheckpointed transitions", resent
+                )
         self._learner = learner
         self.run = str(run)
         self._learner_info(msg)
         self._apply_commits(msg.get("committed"))
         self.welcomed = True
         self._write_state()
-        log.info("sender: welcomed by learner %s (env steps %d, warmup %s, weights v%d); %d chunks to send",
-                 learner, self.learner_env_steps, self.warmup_steps, self.weights_version, self.spool.unacked_chunks)
+        log.info(
+            "sender: welcomed by learner %s (env steps %d, warmup %s, weights v%d); %d chunks to send",
+            learner,
+            self.learner_env_steps,
+            self.warmup_steps,
+            self.weights_version,
+            self.spool.unacked_chunks,
+        )
 
     def _learner_info(self, msg: Mapping[str, Any]) -> None:
-        for name, attr in (("env_steps", "learner_env_steps"), ("grad_steps", "learner_grad_steps"),
-                           ("warmup_steps", "warmup_steps"), ("utd", "utd"), ("weights_version", "weights_version")):
+        for name, attr in (
+            ("env_steps", "learner_env_steps"),
+            ("grad_steps", "learner_grad_steps"),
+            ("warmup_steps", "warmup_steps"),
+            ("utd", "utd"),
+            ("weights_version", "weights_version"),
+        ):
             v = msg.get(name)
             if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
                 setattr(self, attr, max(v, 1) if name == "utd" else v)

@@ -18,9 +18,10 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 log = logging.getLogger("wsrl.actor.spool")
 
@@ -43,7 +44,7 @@ def read_frames(path: Path) -> list[bytes]:
     (count,), pos, frames = struct.unpack_from("<I", data, 8), 12, []
     for _ in range(count):
         (n,) = struct.unpack_from("<Q", data, pos)
-        frames.append(data[pos + 8:pos + 8 + n])
+        frames.append(data[pos + 8 : pos + 8 + n])
         pos += 8 + n
     if pos != len(data):
         raise ValueError(f"{path} is truncated or has trailing bytes")
@@ -136,11 +137,11 @@ class Spool:
         except OSError as e:
             # Keep it in memory regardless of the bound: a full disk must not lose data.
             log.error("spool: cannot write %s (%s); keeping the chunk in memory only", path, e)
-        e = _Entry(session, seq, n, path, frames, sum(memoryview(f).nbytes for f in frames))
-        self._entries[(session, seq)] = e
+        entry = _Entry(session, seq, n, path, frames, sum(memoryview(f).nbytes for f in frames))
+        self._entries[(session, seq)] = entry
         self._unacked[(session, seq)] = None
         self._unacked_transitions += n
-        self._in_memory += e.nbytes
+        self._in_memory += entry.nbytes
         self._evict()
 
     def _evict(self) -> None:
@@ -185,7 +186,7 @@ class Spool:
     def unack_all(self) -> int:
         """The learner restarted: anything not committed must be sent again. Returns the count."""
         n = 0
-        for key, e in self._entries.items():
+        for e in self._entries.values():
             if e.acked:
                 e.acked = False
                 n += e.n
@@ -229,4 +230,3 @@ class Spool:
             write_frames(dest / e.path.name, e.data)
         (dest / (e.path.name + ".reason")).write_text(reason + "\n")
         log.error("spool: the learner refused chunk %s/%d (%s); kept in %s", session, seq, reason, dest)
-

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import zmq
@@ -34,8 +35,15 @@ class ReceivedWeights:
 
 
 class WeightsReceiver:
-    def __init__(self, host: str, port: int, template: Any, fingerprint: str, keys: CurveKeys | None = None,
-                 prepare: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        template: Any,
+        fingerprint: str,
+        keys: CurveKeys | None = None,
+        prepare: Callable[[Any], None] | None = None,
+    ) -> None:
         """``prepare(params)`` runs on this thread before new weights are offered, e.g. one
         policy call, so that any compilation for them never happens in the control loop."""
         self.host, self.port, self.keys = host, port, keys
@@ -49,7 +57,7 @@ class WeightsReceiver:
         self.refused = 0
         self.learner_grad_steps = 0  # from every message, republishes included
 
-    def start(self) -> "WeightsReceiver":
+    def start(self) -> WeightsReceiver:
         self._thread.start()
         return self
 
@@ -90,6 +98,7 @@ class WeightsReceiver:
         params = jax.block_until_ready(jax.device_put(params))
         if self.prepare is not None:
             self.prepare(params)
-        self._latest = ReceivedWeights(msg["version"], params, float(msg.get("sent_at", 0.0)), time.time(),
-                                       int(msg.get("grad_steps", 0)))
+        self._latest = ReceivedWeights(
+            msg["version"], params, float(msg.get("sent_at", 0.0)), time.time(), int(msg.get("grad_steps", 0))
+        )
         self.received += 1

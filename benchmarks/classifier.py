@@ -15,13 +15,13 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import jax
+import numpy as np
+import optax
 
-from learner.train_reward_classifier import make_train_step  # noqa: E402
-from shared.config import ClassifierTrainConfig  # noqa: E402
-from shared.reward_classifier import RewardClassifier, init_params  # noqa: E402
+from learner.train_reward_classifier import make_train_step
+from shared.config import ClassifierTrainConfig
+from shared.reward_classifier import RewardClassifier, init_params
 
 
 def main() -> None:
@@ -34,8 +34,10 @@ def main() -> None:
     params = init_params(cfg.model, args.size, jax.random.PRNGKey(0))
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
     clf = RewardClassifier(cfg.model, params, 0.5, args.size)
-    print(f"ResNet-10 classifier, {len(clf.image_keys)} cameras at {args.size} px, {n_params:,} parameters, "
-          f"on {jax.devices()[0].platform}")
+    print(
+        f"ResNet-10 classifier, {len(clf.image_keys)} cameras at {args.size} px, {n_params:,} parameters, "
+        f"on {jax.devices()[0].platform}"
+    )
     print(f"compile: {clf.warm_up():.2f} s")
     rng = np.random.default_rng(0)
     obs = {k: rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for k in clf.image_keys}
@@ -50,8 +52,9 @@ def main() -> None:
         tx = optax.adam(cfg.lr)
         opt_state = tx.init(params)
         step = make_train_step(cfg, tx)
-        batch = {k: rng.integers(0, 256, (cfg.batch_size, args.size, args.size, 3), dtype=np.uint8)
-                 for k in clf.image_keys}
+        batch = {
+            k: rng.integers(0, 256, (cfg.batch_size, args.size, args.size, 3), dtype=np.uint8) for k in clf.image_keys
+        }
         labels = (np.arange(cfg.batch_size) % 2).astype(np.float32)
         key = jax.random.PRNGKey(1)
         params, opt_state, m = step(params, opt_state, batch, labels, key)  # compile

@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 IMG = (128, 128, 3)
 SPEC = {"state": ((19,), "float32"), "wrist_1": (IMG, "uint8"), "wrist_2": (IMG, "uint8")}
@@ -60,9 +60,14 @@ def throughput(n: int, capacity: int) -> float:
     proc.start()
     ready.wait(60)
     rng = np.random.default_rng(0)
-    pool = [{"state": rng.normal(size=19).astype(np.float32),
-             "wrist_1": rng.integers(0, 256, IMG, dtype=np.uint8),
-             "wrist_2": rng.integers(0, 256, IMG, dtype=np.uint8)} for _ in range(64)]
+    pool: list[dict[str, np.ndarray]] = [
+        {
+            "state": rng.normal(size=19).astype(np.float32),
+            "wrist_1": rng.integers(0, 256, IMG, dtype=np.uint8),
+            "wrist_2": rng.integers(0, 256, IMG, dtype=np.uint8),
+        }
+        for _ in range(64)
+    ]
     with tempfile.TemporaryDirectory() as spool:
         sender = TransitionSender("127.0.0.1", dp, "bench", "bench", spool, None, SenderConfig()).start()
         while not sender.welcomed:
@@ -70,9 +75,17 @@ def throughput(n: int, capacity: int) -> float:
         obs = pool[0]
         t0 = time.perf_counter()
         for i in range(n):
-            nxt = {k: v for k, v in pool[(i + 1) % len(pool)].items()}  # a new dict: a new frame
-            sender.put({"observations": obs, "actions": rng.uniform(-1, 1, 6).astype(np.float32), "rewards": -1.0,
-                        "next_observations": nxt, "masks": 1.0, "dones": (i + 1) % 100 == 0})
+            nxt = dict(pool[(i + 1) % len(pool)].items())  # a new dict: a new frame
+            sender.put(
+                {
+                    "observations": obs,
+                    "actions": rng.uniform(-1, 1, 6).astype(np.float32),
+                    "rewards": -1.0,
+                    "next_observations": nxt,
+                    "masks": 1.0,
+                    "dones": (i + 1) % 100 == 0,
+                }
+            )
             obs = nxt
             if (i + 1) % 100 == 0:
                 obs = dict(pool[i % len(pool)])
@@ -83,8 +96,10 @@ def throughput(n: int, capacity: int) -> float:
     stop.set()
     proc.join(30)
     mb = n * 2 * np.prod(IMG) / 2**20
-    print(f"throughput: {n} transitions ({mb:.0f} MB of pixels) put in {t_put:.2f} s, all inserted "
-          f"and acknowledged after {elapsed:.2f} s (delivered={done}, resends={status['resends']})")
+    print(
+        f"throughput: {n} transitions ({mb:.0f} MB of pixels) put in {t_put:.2f} s, all inserted "
+        f"and acknowledged after {elapsed:.2f} s (delivered={done}, resends={status['resends']})"
+    )
     rate = n / elapsed
     print(f"transport_transitions_per_s={rate:.0f} ({rate * 2 * np.prod(IMG) / 2**20:.0f} MB/s of images)")
     return rate
@@ -135,9 +150,11 @@ def weights_latency(count: int) -> float:
     rx.close()
     proc.join(30)
     ms = 1e3 * np.array(latencies[1:])  # the first includes jit warm-up of device_put
-    print(f"weights: {len(latencies)} versions of a {n_params}-parameter policy ({n_params * 4 / 2**20:.2f} MB); "
-          f"publish-to-swappable p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, "
-          f"max {ms.max():.2f} ms")
+    print(
+        f"weights: {len(latencies)} versions of a {n_params}-parameter policy ({n_params * 4 / 2**20:.2f} MB); "
+        f"publish-to-swappable p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, "
+        f"max {ms.max():.2f} ms"
+    )
     print(f"weights_publish_to_swap_ms_p50={np.percentile(ms, 50):.2f}")
     return float(np.percentile(ms, 50))
 
@@ -145,7 +162,7 @@ def weights_latency(count: int) -> float:
 def jitter(seconds: float) -> float:
     import gymnasium as gym
 
-    import robot_env  # noqa: F401
+    import robot_env
     from actor.loop import ControlLoop, LoopConfig
     from actor.sender import TransitionSender
     from shared.agents import create_agent
@@ -164,8 +181,9 @@ def jitter(seconds: float) -> float:
     with tempfile.TemporaryDirectory() as spool:
         sender = TransitionSender("127.0.0.1", dp, "bench", "bench", spool).start()
         steps = int(seconds * 10)
-        loop = ControlLoop(env, agent.nets["actor"], agent.actor.params, sender, None,
-                           LoopConfig(hz=10, max_steps=steps))
+        loop = ControlLoop(
+            env, agent.nets["actor"], agent.actor.params, sender, None, LoopConfig(hz=10, max_steps=steps)
+        )
         # Record every period (not only per episode) by wrapping the rate keeper.
         wait = loop.rate.wait
 
@@ -175,7 +193,7 @@ def jitter(seconds: float) -> float:
                 periods.append(p)
             return p
 
-        loop.rate.wait = timed_wait
+        loop.rate.wait = timed_wait  # type: ignore[method-assign]  # count every period the loop waits for
         t0 = time.perf_counter()
         loop.run()
         elapsed = time.perf_counter() - t0
@@ -183,8 +201,10 @@ def jitter(seconds: float) -> float:
     stop.set()
     proc.join(30)
     dev = 1e3 * np.abs(np.array(periods[5:]) - 0.1)  # skip the compile of the first steps
-    print(f"jitter: {len(periods)} periods at 10 Hz in {elapsed:.1f} s; |period - 100 ms| p50 {np.percentile(dev, 50):.3f} ms, "
-          f"p99 {np.percentile(dev, 99):.3f} ms, max {dev.max():.3f} ms; overruns {loop.rate.overruns}")
+    print(
+        f"jitter: {len(periods)} periods at 10 Hz in {elapsed:.1f} s; |period - 100 ms| p50 {np.percentile(dev, 50):.3f} ms, "
+        f"p99 {np.percentile(dev, 99):.3f} ms, max {dev.max():.3f} ms; overruns {loop.rate.overruns}"
+    )
     print(f"actor_period_jitter_p99_ms={np.percentile(dev, 99):.3f}")
     return float(np.percentile(dev, 99))
 

@@ -18,11 +18,11 @@ import time
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
 
-import gymnasium as gym  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+import gymnasium as gym
+import mujoco
+import numpy as np
 
-import robot_env  # noqa: E402
+import robot_env
 
 
 def env_rate(seconds: float, **kwargs) -> float:
@@ -43,9 +43,10 @@ def env_rate(seconds: float, **kwargs) -> float:
 
 
 def physics_rate(seconds: float) -> float:
-    env = gym.make(robot_env.SIM_ENV_ID).unwrapped
+    env = gym.make(robot_env.SIM_ENV_ID)
     env.reset(seed=0)
-    m, d = env.robot.model, env.robot.data
+    robot = env.get_wrapper_attr("robot")
+    m, d = robot.model, robot.data
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         mujoco.mj_step(m, d, nstep=100)

@@ -26,14 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
-from shared.config import apply_overrides, peg_sim_pretrain  # noqa: E402
-from shared.metrics import read_jsonl  # noqa: E402
-from shared.transport import free_port  # noqa: E402
+from shared import defaults
+from shared.config import apply_overrides, peg_sim_pretrain
+from shared.metrics import read_jsonl
+from shared.transport import free_port
 
 log = logging.getLogger("wsrl.sim_pipeline")
-ENV_ID = "PegInsertionSim-v0"
+ENV_ID, TASK = defaults.SIM_ENV_ID, defaults.TASK
 DEFAULT_CACHE = ROOT / "checkpoints" / "peg_sim_calql"
 
 
@@ -62,21 +63,15 @@ def make_pretrained(cache: Path, steps: int, overrides: list[str], seed: int) ->
 
 
 def evaluate_checkpoint(ckpt_dir: Path, step: int | None, episodes: int) -> dict[str, float]:
-    import gymnasium as gym
-
-    import robot_env  # noqa: F401
-    from robot_env.contract import obs_mode_of
+    from robot_env.make import make_env
     from robot_env.rollout import evaluate
-    from shared.dataset import spec_from_json
     from shared.agents import policy_fn
     from shared.checkpoint import load_checkpoint
-    from shared.config import RewardConfig, from_dict
 
-    agent, cfg, meta = load_checkpoint(ckpt_dir, step)
-    reward = from_dict(RewardConfig, cfg["config"]["reward"])
-    env = gym.make(ENV_ID, reward=reward, **obs_mode_of(spec_from_json(meta["obs_spec"])))
+    ckpt = load_checkpoint(ckpt_dir, step)
+    env = make_env(ENV_ID, TASK, ckpt.reward, ckpt.obs_spec, seed=0)
     try:
-        return evaluate(env, policy_fn(agent), episodes)
+        return evaluate(env, policy_fn(ckpt.agent), episodes)
     finally:
         env.close()
 
@@ -92,8 +87,9 @@ class Processes:
         self.logs[name] = log_path
         f = open(log_path, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=f,
-                                            stderr=subprocess.STDOUT, env=env)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env
+        )
 
     def check(self, name: str) -> int | None:
         rc = self.procs[name].poll()
@@ -133,22 +129,66 @@ def _training_success(actor_dir: Path, last: int = 20) -> float | None:
     return float(sum(r["success"] for r in rows[-last:]) / len(rows[-last:])) if rows else None
 
 
-def run_online(out: Path, pretrained: Path, warmup: int, online_steps: int, overrides: list[str], seed: int,
-               progress: bool, reward_classifier: Path | None = None) -> None:
+def run_online(
+    out: Path,
+    pretrained: Path,
+    warmup: int,
+    online_steps: int,
+    overrides: list[str],
+    seed: int,
+    progress: bool,
+    reward_classifier: Path | None = None,
+) -> None:
     procs = Processes()
     data_port, weights_port = free_port(), free_port()
     total = warmup + online_steps
     ckpt_every = max(total * 4 // 8, 4)  # about 8 learner checkpoints over the run, in critic steps
-    learner_args = ["learner.online", "--pretrained", str(pretrained), "--out", str(out / "learner"),
-                    "--preset", "peg_sim", "--warmup-steps", str(warmup), "--max-env-steps", str(total),
-                    "--data-port", str(data_port), "--weights-port", str(weights_port),
-                    "--set", f"checkpoint_every={ckpt_every}", "--set", "keep_checkpoints=12",
-                    "--set", f"seed={seed}"]
+    learner_args = [
+        "learner.online",
+        "--pretrained",
+        str(pretrained),
+        "--out",
+        str(out / "learner"),
+        "--preset",
+        "peg_sim",
+        "--warmup-steps",
+        str(warmup),
+        "--max-env-steps",
+        str(total),
+        "--data-port",
+        str(data_port),
+        "--weights-port",
+        str(weights_port),
+        "--set",
+        f"checkpoint_every={ckpt_every}",
+        "--set",
+        "keep_checkpoints=12",
+        "--set",
+        f"seed={seed}",
+    ]
     for o in overrides:
         learner_args += ["--set", o]
-    actor_args = ["actor.run", "--pretrained", str(pretrained), "--out", str(out / "actor"), "--actor-id", "sim",
-                  "--hz", "0", "--max-steps", str(total), "--max-learner-lag", "16", "--seed", str(seed),
-                  "--data-port", str(data_port), "--weights-port", str(weights_port)]
+    actor_args = [
+        "actor.run",
+        "--pretrained",
+        str(pretrained),
+        "--out",
+        str(out / "actor"),
+        "--actor-id",
+        "sim",
+        "--hz",
+        "0",
+        "--max-steps",
+        str(total),
+        "--max-learner-lag",
+        "16",
+        "--seed",
+        str(seed),
+        "--data-port",
+        str(data_port),
+        "--weights-port",
+        str(weights_port),
+    ]
     if reward_classifier is not None:
         actor_args += ["--reward-classifier", str(reward_classifier)]
     status_path = out / "learner" / "status.json"
@@ -164,8 +204,12 @@ def run_online(out: Path, pretrained: Path, warmup: int, online_steps: int, over
             if st:
                 bar.n = min(int(st.get("env_steps", 0)), total)
                 succ = _training_success(out / "actor")
-                bar.set_postfix(phase=st.get("phase"), updates=st.get("grad_steps"), weights=st.get("weights_version"),
-                                train_success="-" if succ is None else f"{succ:.2f}")
+                bar.set_postfix(
+                    phase=st.get("phase"),
+                    updates=st.get("grad_steps"),
+                    weights=st.get("weights_version"),
+                    train_success="-" if succ is None else f"{succ:.2f}",
+                )
                 bar.refresh()
             if rc == 0:
                 break
@@ -188,10 +232,17 @@ def plot(out: Path, warmup: int, curve: list[dict], before: float, after: float,
         succ = np.array([r["success"] for r in rows])
         k = min(20, len(succ))
         rolling = np.convolve(succ, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], rolling, color="tab:blue", alpha=0.6, label=f"training episodes (stochastic, mean of {k})")
+        ax.plot(
+            steps[k - 1 :], rolling, color="tab:blue", alpha=0.6, label=f"training episodes (stochastic, mean of {k})"
+        )
     if curve:
-        ax.plot([c["env_steps"] for c in curve], [c["success_rate"] for c in curve], "o-", color="tab:orange",
-                label=f"evaluation, {episodes} fixed poses (deterministic)")
+        ax.plot(
+            [c["env_steps"] for c in curve],
+            [c["success_rate"] for c in curve],
+            "o-",
+            color="tab:orange",
+            label=f"evaluation, {episodes} fixed poses (deterministic)",
+        )
     ax.axhline(before, color="gray", ls="--", label=f"pre-trained: {before:.0%}")
     ax.axvline(warmup, color="k", ls=":", label=f"end of warmup (K={warmup})")
     ax.set_xlabel("env steps")
@@ -222,12 +273,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup-steps", type=int, default=5000, help="K")
     p.add_argument("--online-steps", type=int, default=5000, help="env steps after warmup")
     p.add_argument("--critics", type=int, default=2, help="critic ensemble size (pre-training and online)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="agent.PATH=VALUE",
-                   help="agent setting for pre-training and fine-tuning alike (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="agent.PATH=VALUE",
+        help="agent setting for pre-training and fine-tuning alike (repeatable)",
+    )
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (the fixed poses, in order)")
-    p.add_argument("--reward-classifier", metavar="DIR",
-                   help="train on this reward classifier's reward (launch/train_reward_classifier.sh) instead of the "
-                        "simulation's ground truth, as on the robot; evaluation still uses ground truth")
+    p.add_argument(
+        "--reward-classifier",
+        metavar="DIR",
+        help="train on this reward classifier's reward (launch/train_reward_classifier.sh) instead of the "
+        "simulation's ground truth, as on the robot; evaluation still uses ground truth",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -247,13 +307,17 @@ def main(argv: list[str] | None = None) -> None:
     before = evaluate_checkpoint(pretrained, None, args.episodes)
     print(f"      pre-trained: {int(before['successes'])}/{args.episodes}", flush=True)
 
-    print(f"[3/4] learner + actor over localhost: {args.warmup_steps} warmup steps, then {args.online_steps} online "
-          f"steps at UTD 4 (logs: {out}/learner.log, {out}/actor.log)", flush=True)
+    print(
+        f"[3/4] learner + actor over localhost: {args.warmup_steps} warmup steps, then {args.online_steps} online "
+        f"steps at UTD 4 (logs: {out}/learner.log, {out}/actor.log)",
+        flush=True,
+    )
     classifier = Path(args.reward_classifier).absolute() if args.reward_classifier else None
     if classifier is not None:
         print(f"      reward: the classifier in {classifier} (its success ends episodes)", flush=True)
-    run_online(out, pretrained, args.warmup_steps, args.online_steps, overrides, args.seed, not args.no_progress,
-               classifier)
+    run_online(
+        out, pretrained, args.warmup_steps, args.online_steps, overrides, args.seed, not args.no_progress, classifier
+    )
 
     from shared.checkpoint import list_steps, load_checkpoint
 
@@ -262,9 +326,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[4/4] evaluating {len(steps)} learner checkpoints on {args.episodes} fixed poses", flush=True)
     curve = []
     for s in tqdm(steps, desc="evaluate", disable=args.no_progress):
-        _, _, meta = load_checkpoint(ckpt_dir, s)
+        meta = load_checkpoint(ckpt_dir, s).meta
         res = evaluate_checkpoint(ckpt_dir, s, args.episodes)
-        curve.append({"env_steps": int(meta["env_steps"]), "grad_steps": int(meta["grad_steps"]), **res})
+        curve.append({"env_steps": meta.env_steps, "grad_steps": meta.grad_steps, **res})
     after = curve[-1] if curve else evaluate_checkpoint(ckpt_dir, None, args.episodes)
     plot_path = plot(out, args.warmup_steps, curve, before["success_rate"], after["success_rate"], args.episodes)
     summary = {
@@ -283,9 +347,12 @@ def main(argv: list[str] | None = None) -> None:
         "wall_time_s": round(time.time() - t0, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nsuccess on {args.episodes} fixed poses: pre-trained {summary['pretrained_successes']}/{args.episodes} "
-          f"-> fine-tuned {summary['finetuned_successes']}/{args.episodes}  "
-          f"({summary['wall_time_s'] / 60:.1f} min; {out / 'summary.json'}, {plot_path})", flush=True)
+    print(
+        f"\nsuccess on {args.episodes} fixed poses: pre-trained {summary['pretrained_successes']}/{args.episodes} "
+        f"-> fine-tuned {summary['finetuned_successes']}/{args.episodes}  "
+        f"({summary['wall_time_s'] / 60:.1f} min; {out / 'summary.json'}, {plot_path})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

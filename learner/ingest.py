@@ -1,7 +1,8 @@
 """The learner's data channel: a thread that owns the ROUTER socket and fills the replay buffer.
 
 Per message from an actor's DEALER:
-- HELLO: the config fingerprint must match (else ERROR ``fingerprint``, and the actor stops);
+- HELLO: the config fingerprint must match (else ERROR ``fingerprint`` naming each setting of
+  the contract that differs, and the actor stops);
   the answer is WELCOME with what this learner already holds from that actor (the ledger
   marks), the env steps ingested, the warmup length and the weights version.
 - CHUNK: only from a welcomed connection; a chunk already in the ledger is acknowledged again
@@ -15,13 +16,15 @@ holds while it snapshots buffer and ledger, so a checkpoint never splits a chunk
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
 import threading
 import time
 import uuid
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import zmq
 
@@ -37,6 +40,7 @@ from shared.protocol import (
     make_message,
 )
 from shared.replay_buffer import ReplayBuffer
+from shared.transport import contract_differences
 
 log = logging.getLogger("wsrl.learner.ingest")
 
@@ -44,15 +48,25 @@ MAX_STATS_KEYS = 64
 
 
 class IngestServer:
-    def __init__(self, sock: zmq.Socket, buffer: ReplayBuffer, ledger: Ledger, fingerprint: str,
-                 info: Callable[[], Mapping[str, int]], max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket,
+        buffer: ReplayBuffer,
+        ledger: Ledger,
+        fingerprint: str,
+        info: Callable[[], Mapping[str, Any]],
+        contract: Mapping[str, Any] | None = None,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         """``info()`` returns what replies carry besides env steps (the ledger's): the run id,
-        grad_steps, warmup_steps, utd, weights_version."""
+        grad_steps, warmup_steps, utd, weights_version. ``contract`` (what ``fingerprint`` hashes)
+        lets a refusal name what differs."""
         self.sock = sock
         self.buffer = buffer
         self.ledger = ledger
         self.committed = ledger.copy()
         self.fingerprint = fingerprint
+        self.contract = contract
         self.info = info
         self.max_bytes = max_bytes
         self.session = uuid.uuid4().hex[:16]
@@ -62,14 +76,22 @@ class IngestServer:
         self._peers: dict[bytes, str] = {}  # routing id -> welcomed actor id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
-        self.counters = {"chunks": 0, "duplicates": 0, "rejected": 0, "malformed": 0, "hellos": 0,
-                         "refused": 0, "stats": 0, "interventions": 0}
+        self.counters = {
+            "chunks": 0,
+            "duplicates": 0,
+            "rejected": 0,
+            "malformed": 0,
+            "hellos": 0,
+            "refused": 0,
+            "stats": 0,
+            "interventions": 0,
+        }
 
     @property
     def env_steps(self) -> int:
         return self.ledger.transitions()
 
-    def start(self) -> "IngestServer":
+    def start(self) -> IngestServer:
         self._thread.start()
         return self
 
@@ -102,10 +124,8 @@ class IngestServer:
                     log.exception("ingest: failed handling a message")
 
     def _reply(self, peer: bytes, message: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(zmq.ZMQError):  # the peer is gone; it will say HELLO again
             self.sock.send_multipart([peer, encode(message)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass  # the peer is gone; it will say HELLO again
 
     def _malformed(self, peer: bytes | None, why: str) -> None:
         self.counters["malformed"] += 1
@@ -152,26 +172,32 @@ class IngestServer:
         self.counters["hellos"] += 1
         if msg.get("fingerprint") != self.fingerprint:
             self.counters["refused"] += 1
-            reason = (f"config fingerprint {msg.get('fingerprint')!r} differs from the learner's "
-                      f"{self.fingerprint!r}: actor and learner must use the same pre-trained checkpoint, "
-                      "task, reward settings and protocol version")
+            reason = (
+                f"config fingerprint {msg.get('fingerprint')!r} differs from the learner's "
+                f"{self.fingerprint!r}: actor and learner must use the same pre-trained checkpoint, "
+                "task, reward settings and protocol version"
+            )
+            if self.contract is not None:
+                reason += "; differs in: " + "; ".join(contract_differences(self.contract, msg.get("contract")))
             log.error("ingest: refused actor %r: %s", actor, reason)
             self._reply(peer, make_message(MessageType.ERROR, code="fingerprint", reason=reason))
             return
         self._peers[peer] = actor
-        log.info("ingest: actor %r (session %s) connected; it has %d transitions here",
-                 actor, msg["session"], self.ledger.transitions(actor))
+        log.info(
+            "ingest: actor %r (session %s) connected; it has %d transitions here",
+            actor,
+            msg["session"],
+            self.ledger.transitions(actor),
+        )
         self._reply(peer, make_message(MessageType.WELCOME, committed=self.committed.marks(actor), **self._counters()))
 
     def _chunk(self, peer: bytes, msg: Mapping[str, Any]) -> None:
         actor = self._peers.get(peer)
-        session = msg.get("session")
-        seq = msg.get("seq")
         if actor is None:
             self._reply(peer, make_message(MessageType.ERROR, code="hello_first", reason="send HELLO first"))
             return
-        check_seq(seq)
-        check_id(session, "session")
+        seq = check_seq(msg.get("seq"))
+        session = check_id(msg.get("session"), "session")
         if msg.get("actor") != actor:
             raise ProtocolError(f"chunk says actor {msg.get('actor')!r}, the connection is {actor!r}")
         if self.ledger.has(actor, session, seq):
@@ -182,8 +208,10 @@ class IngestServer:
             except ProtocolError as e:
                 self.counters["rejected"] += 1
                 log.error("ingest: rejected chunk %s/%d from %r: %s", session, seq, actor, e)
-                self._reply(peer, make_message(MessageType.ERROR, code="rejected", session=session, seq=seq,
-                                               reason=str(e)[:500]))
+                self._reply(
+                    peer,
+                    make_message(MessageType.ERROR, code="rejected", session=session, seq=seq, reason=str(e)[:500]),
+                )
                 return
             stream = f"{actor}/{session}"
             with self.lock:
@@ -193,8 +221,12 @@ class IngestServer:
             self.counters["interventions"] += int(chunk.interventions.sum())
             with self.data_arrived:
                 self.data_arrived.notify_all()
-        self._reply(peer, make_message(MessageType.ACK, session=session, seq=seq,
-                                       committed=self.committed.marks(actor), **self._counters()))
+        self._reply(
+            peer,
+            make_message(
+                MessageType.ACK, session=session, seq=seq, committed=self.committed.marks(actor), **self._counters()
+            ),
+        )
 
     def _stats(self, peer: bytes, msg: Mapping[str, Any]) -> None:
         actor = self._peers.get(peer)
@@ -205,8 +237,8 @@ class IngestServer:
             raise ProtocolError("stats must be a map of at most 64 numbers")
         clean = {}
         for k, v in stats.items():
-            if isinstance(k, str) and len(k) <= 64 and isinstance(v, (int, float)) and not isinstance(v, bool):
-                if math.isfinite(v):
-                    clean[k] = float(v)
+            numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if isinstance(k, str) and len(k) <= 64 and numeric and math.isfinite(v):
+                clean[k] = float(v)
         self.counters["stats"] += 1
         self.stats.put((actor, time.time(), clean))

@@ -16,7 +16,7 @@ class Ledger:
         # actor -> {"sessions": {session: [upto, extras]}, "transitions": int}
         self._actors: dict[str, dict[str, Any]] = {}
         for actor, rec in (data or {}).items():
-            sessions = {str(s): [int(m[0]), set(int(x) for x in m[1])] for s, m in rec["sessions"].items()}
+            sessions = {str(s): [int(m[0]), {int(x) for x in m[1]}] for s, m in rec["sessions"].items()}
             self._actors[str(actor)] = {"sessions": sessions, "transitions": int(rec["transitions"])}
 
     def has(self, actor: str, session: str, seq: int) -> bool:
@@ -45,5 +45,5 @@ class Ledger:
     def to_json(self) -> dict[str, Any]:
         return {a: {"sessions": self.marks(a), "transitions": r["transitions"]} for a, r in self._actors.items()}
 
-    def copy(self) -> "Ledger":
+    def copy(self) -> Ledger:
         return Ledger(copy.deepcopy(self.to_json()))

@@ -28,24 +28,25 @@ from typing import Any
 
 import numpy as np
 
+from learner.checkpoint import LearnerCheckpoints
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
-from shared.agents import Agent, make_update
-from shared.checkpoint import CheckpointError, Checkpointer, handoff, list_steps, load_checkpoint
+from shared import defaults
+from shared.agents import make_update
+from shared.checkpoint import CheckpointError, handoff, load_checkpoint
 from shared.config import (
     PRESETS,
     OnlineConfig,
-    RewardConfig,
     apply_overrides,
-    from_dict,
+    check_reward_settings,
     to_json,
     without_state_stats,
 )
-from shared.dataset import DatasetError, example_obs, spec_from_json
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
 from shared.policy_weights import weights_message
 from shared.protocol import encode
 from shared.replay_buffer import ReplayBuffer
+from shared.schedule import owed_updates
 from shared.transport import LearnerSockets, fingerprint, learner_keys, policy_contract
 
 log = logging.getLogger("wsrl.learner")
@@ -53,73 +54,68 @@ log = logging.getLogger("wsrl.learner")
 REPUBLISH_EVERY_S = 1.0  # late subscribers and the simulation's pacing get the current version
 
 
-def _restore(ckpt_dir: Path, capacity: int) -> tuple[Agent, dict, dict, ReplayBuffer, Ledger]:
-    """The newest learner checkpoint whose agent and buffer snapshot both read back."""
-    errors = []
-    for step in reversed(list_steps(ckpt_dir)):
-        try:
-            agent, cfg, meta = load_checkpoint(ckpt_dir, step)
-            buffer_file = ckpt_dir.parent / "replay" / meta["extra"]["buffer"]
-            buffer = ReplayBuffer.load(buffer_file, capacity=capacity)
-            ledger = Ledger(buffer.info["ledger"])
-            return agent, cfg, meta, buffer, ledger
-        except (CheckpointError, DatasetError, KeyError, OSError, ValueError) as e:
-            errors.append(f"step {step}: {e}")
-            log.warning("learner checkpoint %d is unusable (%s); trying an older one", step, e)
-    raise CheckpointError(f"{ckpt_dir}: no usable learner checkpoint:\n  " + "\n  ".join(errors))
-
-
 class Learner:
-    def __init__(self, cfg: OnlineConfig, out_dir: str | Path, sockets: LearnerSockets,
-                 pretrained: str | Path | None = None, resume: bool = False, task: str | None = None,
-                 max_env_steps: int | None = None, tensorboard: bool = True, wandb_project: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: OnlineConfig,
+        out_dir: str | Path,
+        sockets: LearnerSockets,
+        pretrained: str | Path | None = None,
+        resume: bool = False,
+        task: str | None = None,
+        max_env_steps: int | None = None,
+        tensorboard: bool = True,
+        wandb_project: str | None = None,
+    ) -> None:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.ckpt_dir = self.out / "checkpoints"
-        self.replay_dir = self.out / "replay"
+        self.checkpoints = LearnerCheckpoints(self.out, keep=cfg.keep_checkpoints)
+        self.ckpt_dir = self.checkpoints.ckpt_dir
         self.sockets = sockets
         self.max_env_steps = max_env_steps
         self.stop_event = threading.Event()
         self.version = 0
-        if list_steps(self.ckpt_dir) and not resume:
+        if self.checkpoints.exist() and not resume:
             raise FileExistsError(f"{self.ckpt_dir} already holds checkpoints; pass --resume or another --out")
-        if resume and list_steps(self.ckpt_dir):
-            agent, saved_cfg, meta, buffer, ledger = _restore(self.ckpt_dir, cfg.buffer_capacity)
-            saved = from_dict(OnlineConfig, saved_cfg["config"])
-            if replace(saved, agent=without_state_stats(saved.agent)) != replace(cfg, agent=without_state_stats(cfg.agent)):
+        if resume and self.checkpoints.exist():
+            state = self.checkpoints.restore(cfg.buffer_capacity)
+            if replace(state.config, agent=without_state_stats(state.config.agent)) != replace(
+                cfg, agent=without_state_stats(cfg.agent)
+            ):
                 log.warning("resuming with the checkpoint's config, not the one given")
-            cfg = saved
-            task = meta["extra"].get("task", task)
-            self.version = int(meta["extra"].get("weights_version", 0))
-            run_id = meta["extra"]["run"]
-            obs_spec = spec_from_json(meta["obs_spec"])
-            log.info("resumed: %d env steps, %d critic steps, weights v%d, %d transitions in the buffer",
-                     ledger.transitions(), int(agent.grad_steps), self.version, len(buffer))
+            cfg, agent, buffer, ledger = state.config, state.agent, state.buffer, state.ledger
+            task = state.meta.task if state.meta.task is not None else task
+            self.version = state.meta.weights_version
+            run_id = state.meta.run
+            log.info(
+                "resumed: %d env steps, %d critic steps, weights v%d, %d transitions in the buffer",
+                state.env_steps,
+                int(agent.grad_steps),
+                self.version,
+                len(buffer),
+            )
         else:
             if pretrained is None:
                 raise ValueError("a pre-trained checkpoint is needed (WSRL starts from one)")
-            pre, pre_cfg, meta = load_checkpoint(pretrained)
-            obs_spec = spec_from_json(meta["obs_spec"])
-            pre_reward = pre_cfg.get("config", {}).get("reward")
-            if pre_reward is not None and from_dict(RewardConfig, pre_reward) != cfg.reward:
-                log.warning("the online reward settings %s differ from pre-training's %s", cfg.reward, pre_reward)
-            agent = handoff(pre, cfg.agent, example_obs(obs_spec), cfg.seed)
+            pre = load_checkpoint(pretrained)
+            check_reward_settings(cfg.reward, pre.reward, f"the pre-trained checkpoint {pretrained}")
+            agent = handoff(pre.agent, cfg.agent, pre.obs_example(), cfg.seed)
             cfg = replace(cfg, agent=agent.config)
-            buffer = ReplayBuffer(obs_spec, agent.action_dim, cfg.buffer_capacity, cfg.agent.gamma,
-                                  cfg.reward.negative)
+            buffer = ReplayBuffer(
+                pre.obs_spec, agent.action_dim, cfg.buffer_capacity, cfg.agent.gamma, cfg.reward.negative
+            )
             ledger = Ledger()
             run_id = uuid.uuid4().hex[:16]
-            log.info("handed off pre-trained agent from %s (%d gradient steps)", pretrained, int(pre.grad_steps))
+            log.info("handed off pre-trained agent from %s (%d gradient steps)", pretrained, pre.meta.grad_steps)
         self.cfg, self.agent, self.buffer, self.task = cfg, agent, buffer, task
-        self.obs_example = example_obs(buffer.obs_spec)
-        self.fingerprint = fingerprint(policy_contract(agent.config, buffer.obs_spec, agent.action_dim,
-                                                       cfg.reward, task))
+        self.contract = policy_contract(agent.config, buffer.obs_spec, agent.action_dim, cfg.reward, task)
+        self.fingerprint = fingerprint(self.contract)
         (self.out / "config.json").write_text(to_json(cfg))
         self.run_id = run_id
-        self.ingest = IngestServer(sockets.data, buffer, ledger, self.fingerprint, self._counters)
-        self.checkpointer = Checkpointer(self.ckpt_dir, keep=cfg.keep_checkpoints, async_save=False)
-        self.metrics = MetricsLogger(self.out, tensorboard=tensorboard, wandb_project=wandb_project,
-                                     wandb_config=json.loads(to_json(cfg)))
+        self.ingest = IngestServer(sockets.data, buffer, ledger, self.fingerprint, self._counters, self.contract)
+        self.metrics = MetricsLogger(
+            self.out, tensorboard=tensorboard, wandb_project=wandb_project, wandb_config=json.loads(to_json(cfg))
+        )
         self.grad_steps = int(agent.grad_steps)
         self._published_at = 0.0
         self._last_ckpt = (ledger.transitions(), self.grad_steps)
@@ -127,23 +123,32 @@ class Learner:
     # --------------------------------------------------------------------------- counters
 
     def _counters(self) -> dict[str, Any]:
-        return {"run": self.run_id, "grad_steps": self.grad_steps, "warmup_steps": self.cfg.warmup_steps,
-                "utd": self.cfg.agent.utd, "weights_version": self.version}
+        return {
+            "run": self.run_id,
+            "grad_steps": self.grad_steps,
+            "warmup_steps": self.cfg.warmup_steps,
+            "utd": self.cfg.agent.utd,
+            "weights_version": self.version,
+        }
 
     def owed_updates(self, env_steps: int) -> int:
-        if env_steps < self.cfg.warmup_steps or env_steps == 0:
-            return 0
-        if self.cfg.free_running:
+        owed = owed_updates(env_steps, self.grad_steps, self.cfg.warmup_steps, self.cfg.agent.utd)
+        if self.cfg.free_running and env_steps >= self.cfg.warmup_steps and env_steps > 0:
             return 1
-        return (env_steps - self.cfg.warmup_steps) - self.grad_steps // self.cfg.agent.utd
+        return owed
 
     # ------------------------------------------------------------------------ publishing
 
     def publish(self, republish: bool = False) -> None:
         if not republish:
             self.version += 1
-        msg = weights_message(self.agent.actor.params, self.version, self.fingerprint,
-                              grad_steps=self.grad_steps, env_steps=self.ingest.env_steps)
+        msg = weights_message(
+            self.agent.actor.params,
+            self.version,
+            self.fingerprint,
+            grad_steps=self.grad_steps,
+            env_steps=self.ingest.env_steps,
+        )
         try:
             self.sockets.weights.send(encode(msg), copy=False)
         except Exception as e:  # never let a publish failure stop learning
@@ -153,40 +158,51 @@ class Learner:
     # ------------------------------------------------------------------------ checkpoints
 
     def checkpoint(self) -> None:
-        if (self.ingest.env_steps, self.grad_steps) == self._last_ckpt and list_steps(self.ckpt_dir):
+        if (self.ingest.env_steps, self.grad_steps) == self._last_ckpt and self.checkpoints.exist():
             return
-        with self.ingest.lock:  # no chunk half-inserted, buffer and ledger agree
-            ledger = self.ingest.ledger.copy()
-            env_steps = ledger.transitions()
-            step = env_steps + self.grad_steps  # grows with either counter: a unique, ordered id
-            name = f"buffer_{step:012d}.npz"
-            self.buffer.save(self.replay_dir / name, info={"ledger": ledger.to_json(), "env_steps": env_steps})
-        agent = self.agent.replace(env_steps=np.int32(env_steps))
-        self.checkpointer.save(agent, self.obs_example, self.cfg, step=step,
-                               extra={"buffer": name, "weights_version": self.version, "task": self.task,
-                                      "run": self.run_id})
-        self.checkpointer.manager.wait_until_finished()
-        keep = {f"buffer_{s:012d}.npz" for s in list_steps(self.ckpt_dir)}
-        for f in self.replay_dir.glob("buffer_*.npz"):
-            if f.name not in keep:
-                f.unlink()
-        self.ingest.set_committed(ledger)
-        self._last_ckpt = (env_steps, self.grad_steps)
-        log.info("checkpoint %d: %d env steps, %d critic steps, weights v%d", step, env_steps, self.grad_steps,
-                 self.version)
+        step, committed = self.checkpoints.save(
+            self.agent,
+            self.cfg,
+            self.buffer,
+            self.ingest.ledger,
+            self.ingest.lock,
+            self.grad_steps,
+            self.run_id,
+            self.task,
+            self.version,
+        )
+        self.ingest.set_committed(committed)
+        self._last_ckpt = (committed.transitions(), self.grad_steps)
+        log.info(
+            "checkpoint %d: %d env steps, %d critic steps, weights v%d",
+            step,
+            committed.transitions(),
+            self.grad_steps,
+            self.version,
+        )
 
     # ----------------------------------------------------------------------------- loop
 
     def _status(self, phase: str, rates: dict[str, float], done: bool = False) -> None:
-        write_json_atomic(self.out / "status.json", {
-            "phase": phase, "env_steps": self.ingest.env_steps, "grad_steps": self.grad_steps,
-            "weights_version": self.version, "buffer": len(self.buffer), "warmup_steps": self.cfg.warmup_steps,
-            "max_env_steps": self.max_env_steps, "done": done, "time": time.time(), **rates,
-        })
+        write_json_atomic(
+            self.out / "status.json",
+            {
+                "phase": phase,
+                "env_steps": self.ingest.env_steps,
+                "grad_steps": self.grad_steps,
+                "weights_version": self.version,
+                "buffer": len(self.buffer),
+                "warmup_steps": self.cfg.warmup_steps,
+                "max_env_steps": self.max_env_steps,
+                "done": done,
+                "time": time.time(),
+                **rates,
+            },
+        )
 
     def _drain_stats(self) -> None:
         while not self.ingest.stats.empty():
-            actor, _, stats = self.ingest.stats.get()
+            _actor, _, stats = self.ingest.stats.get()
             self.metrics.log(int(stats.get("global_env_steps", self.ingest.env_steps)), stats, prefix="actor/")
 
     def run(self) -> dict[str, Any]:
@@ -195,8 +211,13 @@ class Learner:
         update = make_update(cfg.agent)
         rng = np.random.default_rng(cfg.seed + self.grad_steps + self.ingest.env_steps)
         self.ingest.start()
-        log.info("learner ready: fingerprint %s, warmup %d env steps, UTD %d, buffer %s",
-                 self.fingerprint, cfg.warmup_steps, utd, self.buffer.stats())
+        log.info(
+            "learner ready: fingerprint %s, warmup %d env steps, UTD %d, buffer %s",
+            self.fingerprint,
+            cfg.warmup_steps,
+            utd,
+            self.buffer.stats(),
+        )
         if self.version:
             self.publish(republish=True)
         t_log, env_log, grad_log = time.monotonic(), self.ingest.env_steps, self.grad_steps
@@ -207,8 +228,11 @@ class Learner:
             while not self.stop_event.is_set():
                 env_steps = self.ingest.env_steps
                 owed = self.owed_updates(env_steps)
-                if self.max_env_steps is not None and env_steps >= self.max_env_steps and (
-                        owed <= 0 or cfg.free_running):
+                if (
+                    self.max_env_steps is not None
+                    and env_steps >= self.max_env_steps
+                    and (owed <= 0 or cfg.free_running)
+                ):
                     break
                 now = time.monotonic()
                 if owed > 0:
@@ -226,19 +250,28 @@ class Learner:
                 calls = self.grad_steps // utd
                 if (owed > 0 and calls % cfg.log_every == 0) or now - t_log > 10.0:
                     dt = max(now - t_log, 1e-9)
-                    rates = {"ingest_per_s": (self.ingest.env_steps - env_log) / dt,
-                             "updates_per_s": (self.grad_steps - grad_log) / dt}
+                    rates = {
+                        "ingest_per_s": (self.ingest.env_steps - env_log) / dt,
+                        "updates_per_s": (self.grad_steps - grad_log) / dt,
+                    }
                     scalars = to_scalars(info) if info else {}
-                    scalars.update(rates, grad_steps=self.grad_steps, weights_version=self.version,
-                                   buffer=len(self.buffer), **{f"ingest_{k}": v for k, v in self.ingest.counters.items()})
+                    scalars.update(
+                        rates,
+                        grad_steps=self.grad_steps,
+                        weights_version=self.version,
+                        buffer=len(self.buffer),
+                        **{f"ingest_{k}": v for k, v in self.ingest.counters.items()},
+                    )
                     self.metrics.log(self.ingest.env_steps, scalars, prefix="learner/")
                     t_log, env_log, grad_log = now, self.ingest.env_steps, self.grad_steps
                 if now - t_status > 0.5:
                     self._status("warmup" if env_steps < cfg.warmup_steps else "online", rates)
                     t_status = now
                 last_env, last_grad = self._last_ckpt
-                if (self.grad_steps - last_grad >= cfg.checkpoint_every
-                        or (self.ingest.env_steps - last_env) * utd >= cfg.checkpoint_every):
+                if (
+                    self.grad_steps - last_grad >= cfg.checkpoint_every
+                    or (self.ingest.env_steps - last_env) * utd >= cfg.checkpoint_every
+                ):
                     self.checkpoint()
         finally:
             self.checkpoint()
@@ -247,10 +280,15 @@ class Learner:
             self.ingest.stop()
             self._drain_stats()
             self._status("done", rates, done=True)
-            self.checkpointer.close()
+            self.checkpoints.close()
             self.metrics.close()
-        summary = {"env_steps": self.ingest.env_steps, "grad_steps": self.grad_steps,
-                   "weights_version": self.version, "checkpoints": str(self.ckpt_dir), **self.ingest.counters}
+        summary = {
+            "env_steps": self.ingest.env_steps,
+            "grad_steps": self.grad_steps,
+            "weights_version": self.version,
+            "checkpoints": str(self.ckpt_dir),
+            **self.ingest.counters,
+        }
         log.info("learner stopped: %s", summary)
         return summary
 
@@ -270,13 +308,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="run directory: logs, checkpoints/, replay/, status.json")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--preset", default="peg_sim", help=f"online config preset: {sorted(PRESETS)}")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="config override, e.g. --set agent.utd=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="config override, e.g. --set agent.utd=4 (repeatable)",
+    )
     p.add_argument("--warmup-steps", type=int, help="K: env steps of the frozen policy before updates")
-    p.add_argument("--task", default="peg_insertion", help="task name (part of the config fingerprint)")
+    p.add_argument("--task", default=defaults.TASK, help="task name (part of the config fingerprint)")
     p.add_argument("--bind", default="127.0.0.1", help="address to bind; anything but loopback needs --keys")
-    p.add_argument("--data-port", type=int, default=5555)
-    p.add_argument("--weights-port", type=int, default=5556)
+    p.add_argument("--data-port", type=int, default=defaults.DATA_PORT)
+    p.add_argument("--weights-port", type=int, default=defaults.WEIGHTS_PORT)
     p.add_argument("--keys", help="CURVE key directory (launch/make_keys.sh); required off loopback")
     p.add_argument("--max-env-steps", type=int, help="stop after this many env steps (and their updates)")
     p.add_argument("--no-tensorboard", action="store_true")
@@ -292,13 +336,29 @@ def main(argv: list[str] | None = None) -> None:
     keys = learner_keys(args.keys) if args.keys else None
     sockets = LearnerSockets(args.bind, args.data_port, args.weights_port, keys)
     try:
-        learner = Learner(cfg, args.out, sockets, pretrained=args.pretrained, resume=args.resume, task=args.task,
-                          max_env_steps=args.max_env_steps, tensorboard=not args.no_tensorboard,
-                          wandb_project=args.wandb)
+        try:
+            learner = Learner(
+                cfg,
+                args.out,
+                sockets,
+                pretrained=args.pretrained,
+                resume=args.resume,
+                task=args.task,
+                max_env_steps=args.max_env_steps,
+                tensorboard=not args.no_tensorboard,
+                wandb_project=args.wandb,
+            )
+        except (CheckpointError, FileExistsError, ValueError) as e:  # a refusal to start, not a crash
+            print(f"learner: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: learner.stop_event.set())
-        print(f"learner: data tcp://{args.bind}:{args.data_port}, weights tcp://{args.bind}:{args.weights_port}, "
-              f"CURVE {'on' if keys else 'off'}; writing to {learner.out}", file=sys.stderr, flush=True)
+        print(
+            f"learner: data tcp://{args.bind}:{args.data_port}, weights tcp://{args.bind}:{args.weights_port}, "
+            f"CURVE {'on' if keys else 'off'}; writing to {learner.out}",
+            file=sys.stderr,
+            flush=True,
+        )
         summary = learner.run()
     finally:
         sockets.close()

@@ -11,21 +11,22 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
+from shared import defaults
 from shared.agents import Agent, create_agent, make_update, policy_fn
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import (
     PRESETS,
+    Algo,
     PretrainConfig,
     RewardConfig,
     apply_overrides,
-    from_dict,
     to_json,
     without_state_stats,
 )
@@ -73,8 +74,8 @@ def pretrain(
             f"{ckpt_dir} already holds checkpoints; pass resume=True (--resume) or another output directory"
         )
     if resume and list_steps(ckpt_dir):
-        agent, saved_cfg, _ = load_checkpoint(ckpt_dir)
-        saved = from_dict(PretrainConfig, saved_cfg["config"])
+        restored = load_checkpoint(ckpt_dir)
+        agent, saved = restored.agent, restored.phase_config(PretrainConfig)
         if without_state_stats(saved.agent) != without_state_stats(acfg):
             log.warning("resuming with the checkpoint's agent config, not the one given")
         cfg = replace(cfg, agent=saved.agent)
@@ -84,7 +85,7 @@ def pretrain(
             enc = with_state_stats(acfg.encoder, buffer.state_frames())
             acfg = replace(acfg, encoder=enc)
             cfg = replace(cfg, agent=acfg)
-            log.info("state normalisation from the dataset: std %s", np.round(enc.state_std, 4).tolist())
+            log.info("state normalisation from the dataset: std %s", np.round(enc.state_std or (), 4).tolist())
         agent = create_agent(acfg, obs_example, buffer.action_dim, cfg.seed)
     (out_dir / "config.json").write_text(to_json(cfg))
 
@@ -97,8 +98,15 @@ def pretrain(
     total = cfg.steps // utd
     last_saved = int(agent.grad_steps)
     t0 = time.time()
-    bar = tqdm(total=total, initial=start, desc=f"pretrain {cfg.agent.algo}", unit="step",
-               disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        desc=f"pretrain {cfg.agent.algo}",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     try:
         for i in range(start, total):
             batch = buffer.sample(cfg.agent.batch_size, rng, leading=(utd,))
@@ -108,7 +116,7 @@ def pretrain(
             if do_eval or step % cfg.log_every < utd or i + 1 == total:
                 scalars = to_scalars(info)
                 scalars["steps_per_s"] = (step - start * utd) / max(time.time() - t0, 1e-9)
-                if do_eval:
+                if do_eval and eval_fn is not None:
                     results = eval_fn(agent)
                     log.info("eval at gradient step %d: %s", step, results)
                     scalars.update({f"eval/{k}": v for k, v in results.items()})
@@ -123,25 +131,26 @@ def pretrain(
         bar.close()
         ckpt.close()
         metrics.close()
-    log.info("pre-training done: %d gradient steps in %.1f s; checkpoints in %s",
-             int(agent.grad_steps), time.time() - t0, ckpt_dir)
+    log.info(
+        "pre-training done: %d gradient steps in %.1f s; checkpoints in %s",
+        int(agent.grad_steps),
+        time.time() - t0,
+        ckpt_dir,
+    )
     return agent
 
 
 def make_sim_eval(env_id: str, obs_spec: dict, episodes: int, reward: RewardConfig) -> EvalFn:
     """Evaluate the deterministic policy in a ``robot_env`` simulation, from the task's fixed
     evaluation poses; the env's observation mode follows the dataset's keys."""
-    import gymnasium as gym
-
-    import robot_env  # noqa: F401  (registers the envs)
-    from robot_env.contract import obs_mode_of
+    from robot_env.make import make_env
     from robot_env.rollout import evaluate
 
-    env = gym.make(env_id, reward=reward, **obs_mode_of(obs_spec))
+    env = make_env(env_id, defaults.TASK, reward, obs_spec, seed=0)
     return lambda agent: evaluate(env, policy_fn(agent), episodes)
 
 
-def build_config(preset: str, algo: str | None, steps: int | None, overrides: list[str]) -> PretrainConfig:
+def build_config(preset: str, algo: Algo | None, steps: int | None, overrides: list[str]) -> PretrainConfig:
     if preset not in PRESETS:
         raise SystemExit(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[preset][0]()
@@ -162,8 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", default="paper_sim", help=f"config preset: {sorted(PRESETS)}")
     p.add_argument("--algo", choices=["calql", "cql", "iql"], help="override the preset's algorithm")
     p.add_argument("--steps", type=int, help="gradient steps")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="config override, e.g. --set agent.num_critics=2 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="config override, e.g. --set agent.num_critics=2 (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--eval-env", help="evaluate in this simulation env (e.g. PegInsertionSim-v0) during training")
     p.add_argument("--eval-episodes", type=int, default=20, help="episodes per evaluation (the task's fixed poses)")
@@ -178,15 +193,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.dataset or not args.out:
         p.error("--dataset and --out are required")
-    print(f"pretrain: {cfg.agent.algo} for {cfg.steps} steps on {args.dataset}; writing to {args.out}",
-          file=sys.stderr)
+    print(f"pretrain: {cfg.agent.algo} for {cfg.steps} steps on {args.dataset}; writing to {args.out}", file=sys.stderr)
     dataset = ReplayBuffer.load(args.dataset, gamma=cfg.agent.gamma, r_neg=cfg.reward.negative)
     eval_fn, eval_every = None, 0
     if args.eval_env:
         eval_fn = make_sim_eval(args.eval_env, dataset.obs_spec, args.eval_episodes, cfg.reward)
         eval_every = args.eval_every or cfg.steps
-    agent = pretrain(cfg, dataset, args.out, resume=args.resume, progress=not args.no_progress,
-                     eval_fn=eval_fn, eval_every=eval_every)
+    agent = pretrain(
+        cfg,
+        dataset,
+        args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+    )
     print(json.dumps({"grad_steps": int(agent.grad_steps), "checkpoints": str(Path(args.out) / "checkpoints")}))
 
 

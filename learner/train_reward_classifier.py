@@ -21,9 +21,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +36,8 @@ from shared.augmentation import augment_observations, random_brightness
 from shared.config import ClassifierTrainConfig, apply_overrides, to_dict
 from shared.labelled_images import LabelledImages, load_labelled_images
 from shared.metrics import MetricsLogger
-from shared.reward_classifier import (
-    SuccessClassifier, binary_metrics, choose_threshold, init_params, save_classifier)
+from shared.networks import forward
+from shared.reward_classifier import SuccessClassifier, binary_metrics, choose_threshold, init_params, save_classifier
 
 log = logging.getLogger("wsrl.classifier")
 EVAL_CHUNK = 128
@@ -46,8 +47,9 @@ class SplitError(ValueError):
     """The data cannot give both classes to both splits."""
 
 
-def split_episodes(episode: np.ndarray, labels: np.ndarray, val_fraction: float,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_episodes(
+    episode: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Frame indices ``(train, val)``: whole episodes, in a seeded random order, go to validation
     until it holds ``val_fraction`` of the frames. Both splits must hold both classes."""
     eps = np.unique(episode)
@@ -66,9 +68,11 @@ def split_episodes(episode: np.ndarray, labels: np.ndarray, val_fraction: float,
     for name, idx in (("training", train), ("validation", val)):
         pos = int(labels[idx].sum())
         if pos == 0 or pos == idx.size:
-            raise SplitError(f"the {name} split ({idx.size} frames) has only "
-                             f"{'failure' if pos == 0 else 'success'} frames; record more episodes "
-                             "with both outcomes (or change --val-fraction / --seed)")
+            raise SplitError(
+                f"the {name} split ({idx.size} frames) has only "
+                f"{'failure' if pos == 0 else 'success'} frames; record more episodes "
+                "with both outcomes (or change --val-fraction / --seed)"
+            )
     return train, val
 
 
@@ -97,11 +101,13 @@ def make_train_step(cfg: ClassifierTrainConfig, tx: optax.GradientTransformation
     def step(params: Any, opt_state: Any, images: dict, labels: jax.Array, key: jax.Array):
         k_shift, k_bright, k_drop = jax.random.split(key, 3)
         images = augment_observations(k_shift, images, keys, pad)
-        images = {k: random_brightness(kb, images[k], cfg.brightness)
-                  for k, kb in zip(keys, jax.random.split(k_bright, len(keys)))}
+        images = {
+            k: random_brightness(kb, images[k], cfg.brightness)
+            for k, kb in zip(keys, jax.random.split(k_bright, len(keys)))
+        }
 
         def loss_fn(p):
-            logits = module.apply({"params": p}, images, train=True, rngs={"dropout": k_drop})
+            logits = forward(module, p, images, train=True, rngs={"dropout": k_drop})
             loss = optax.sigmoid_binary_cross_entropy(logits, labels).mean()
             return loss, jnp.mean((logits > 0) == (labels > 0.5))
 
@@ -114,28 +120,31 @@ def make_train_step(cfg: ClassifierTrainConfig, tx: optax.GradientTransformation
 
 def make_predict(cfg: ClassifierTrainConfig) -> Callable[[Any, LabelledImages, np.ndarray], np.ndarray]:
     module = SuccessClassifier(cfg.model)
-    logits_fn = jax.jit(lambda p, images: module.apply({"params": p}, images))
+    logits_fn = jax.jit(lambda p, images: forward(module, p, images))
 
     def predict(params: Any, data: LabelledImages, idx: np.ndarray) -> np.ndarray:
         """Logits of frames ``idx``, in fixed-size chunks (one compilation)."""
         out = []
         for s in range(0, idx.size, EVAL_CHUNK):
-            chunk = idx[s:s + EVAL_CHUNK]
+            chunk = idx[s : s + EVAL_CHUNK]
             padded = np.resize(chunk, EVAL_CHUNK)
             logits = logits_fn(params, {k: data.images[k][padded] for k in cfg.model.encoder.image_keys})
-            out.append(np.asarray(logits)[:chunk.size])
+            out.append(np.asarray(logits)[: chunk.size])
         return np.concatenate(out)
 
     return predict
 
 
-def train(data: LabelledImages, cfg: ClassifierTrainConfig, out: str | Path, progress: bool = True,
-          tensorboard: bool = True) -> dict[str, Any]:
+def train(
+    data: LabelledImages, cfg: ClassifierTrainConfig, out: str | Path, progress: bool = True, tensorboard: bool = True
+) -> dict[str, Any]:
     """Train, choose the threshold, save the checkpoint and the report; returns the report."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if tuple(cfg.model.encoder.image_keys) != data.image_keys:
-        raise ValueError(f"the model's image keys {cfg.model.encoder.image_keys} differ from the data's {data.image_keys}")
+        raise ValueError(
+            f"the model's image keys {cfg.model.encoder.image_keys} differ from the data's {data.image_keys}"
+        )
     train_idx, val_idx = split_episodes(data.episode, data.labels, cfg.val_fraction, cfg.seed)
     sampler = BalancedSampler(data.labels, train_idx, cfg.seed)
     key = jax.random.PRNGKey(cfg.seed)
@@ -166,14 +175,21 @@ def train(data: LabelledImages, cfg: ClassifierTrainConfig, out: str | Path, pro
                 logits = predict(params, data, val_idx)
                 val_loss = float(np.mean(np.asarray(optax.sigmoid_binary_cross_entropy(logits, val_y))))
                 val = binary_metrics(1 / (1 + np.exp(-logits)), val_y, 0.5)
-                row = {"train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"], "val_loss": val_loss,
-                       "val_accuracy": val["accuracy"], "val_precision": val["precision"], "val_recall": val["recall"]}
+                row = {
+                    "train_loss": train_m["loss"],
+                    "train_accuracy": train_m["accuracy"],
+                    "val_loss": val_loss,
+                    "val_accuracy": val["accuracy"],
+                    "val_precision": val["precision"],
+                    "val_recall": val["recall"],
+                }
                 metrics.log(i, row)
                 curve.append({"step": i, **row})
                 if val_loss < best["loss"]:
                     best = {"loss": val_loss, "step": i, "params": params}
-                bar.set_postfix(loss=f"{train_m['loss']:.3f}", val_loss=f"{val_loss:.3f}",
-                                val_acc=f"{val['accuracy']:.3f}")
+                bar.set_postfix(
+                    loss=f"{train_m['loss']:.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val['accuracy']:.3f}"
+                )
     finally:
         bar.close()
         metrics.close()
@@ -182,18 +198,37 @@ def train(data: LabelledImages, cfg: ClassifierTrainConfig, out: str | Path, pro
     threshold, rule = choose_threshold(probs, val_y, cfg.min_precision)
     chosen = binary_metrics(probs, val_y, threshold)
     report = {
-        "data": {"frames": len(data), "success": int(data.labels.sum()), "image_size": data.image_size,
-                 "image_keys": list(data.image_keys), "label_sources": list(data.sources),
-                 "train_frames": int(train_idx.size), "train_success": int(data.labels[train_idx].sum()),
-                 "val_frames": int(val_idx.size), "val_success": int(val_y.sum()),
-                 "val_episodes": int(np.unique(data.episode[val_idx]).size)},
-        "threshold": threshold, "threshold_rule": rule, "best_step": int(best["step"]),
-        "validation": chosen, "validation_at_0.5": binary_metrics(probs, val_y, 0.5),
-        "train_time_s": round(train_time, 1), "steps_per_s": round(cfg.steps / train_time, 2),
-        "config": to_dict(cfg), "curve": curve,
+        "data": {
+            "frames": len(data),
+            "success": int(data.labels.sum()),
+            "image_size": data.image_size,
+            "image_keys": list(data.image_keys),
+            "label_sources": list(data.sources),
+            "train_frames": int(train_idx.size),
+            "train_success": int(data.labels[train_idx].sum()),
+            "val_frames": int(val_idx.size),
+            "val_success": int(val_y.sum()),
+            "val_episodes": int(np.unique(data.episode[val_idx]).size),
+        },
+        "threshold": threshold,
+        "threshold_rule": rule,
+        "best_step": int(best["step"]),
+        "validation": chosen,
+        "validation_at_0.5": binary_metrics(probs, val_y, 0.5),
+        "train_time_s": round(train_time, 1),
+        "steps_per_s": round(cfg.steps / train_time, 2),
+        "config": to_dict(cfg),
+        "curve": curve,
     }
-    ckpt = save_classifier(out / "checkpoints", best["params"], cfg, data.image_size, threshold, int(best["step"]),
-                           extra={"validation": chosen, "threshold_rule": rule, "data": report["data"]})
+    ckpt = save_classifier(
+        out / "checkpoints",
+        best["params"],
+        cfg,
+        data.image_size,
+        threshold,
+        int(best["step"]),
+        extra={"validation": chosen, "threshold_rule": rule, "data": report["data"]},
+    )
     report["checkpoint"] = str(ckpt.parent)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     _plot(out / "validation.png", curve, probs, val_y, threshold)
@@ -237,11 +272,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--min-precision", type=float, default=0.99,
-                   help="the threshold gives the highest validation recall at this precision")
+    p.add_argument(
+        "--min-precision",
+        type=float,
+        default=0.99,
+        help="the threshold gives the highest validation recall at this precision",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override any ClassifierTrainConfig field, e.g. model.hidden_dims=[128]")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override any ClassifierTrainConfig field, e.g. model.hidden_dims=[128]",
+    )
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -250,13 +294,27 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_labelled_images(args.data)
     c = data.counts()
-    print(f"labelled images: {c['frames']} frames ({c['success']} success, {c['failure']} failure) in "
-          f"{c['episodes']} episodes, {data.image_keys} at {data.image_size} px", file=sys.stderr, flush=True)
-    cfg = ClassifierTrainConfig(steps=args.steps, batch_size=args.batch_size, val_fraction=args.val_fraction,
-                                min_precision=args.min_precision, seed=args.seed)
-    enc = replace(cfg.model.encoder, kind=args.encoder, image_keys=data.image_keys, base_filters=args.base_filters,
-                  pretrained_path=str(Path(args.pretrained_trunk).absolute()) if args.pretrained_trunk else None,
-                  freeze_trunk=bool(args.pretrained_trunk))
+    print(
+        f"labelled images: {c['frames']} frames ({c['success']} success, {c['failure']} failure) in "
+        f"{c['episodes']} episodes, {data.image_keys} at {data.image_size} px",
+        file=sys.stderr,
+        flush=True,
+    )
+    cfg = ClassifierTrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+        min_precision=args.min_precision,
+        seed=args.seed,
+    )
+    enc = replace(
+        cfg.model.encoder,
+        kind=args.encoder,
+        image_keys=data.image_keys,
+        base_filters=args.base_filters,
+        pretrained_path=str(Path(args.pretrained_trunk).absolute()) if args.pretrained_trunk else None,
+        freeze_trunk=bool(args.pretrained_trunk),
+    )
     cfg = replace(cfg, model=replace(cfg.model, encoder=enc))
     try:
         cfg = apply_overrides(cfg, args.set)
@@ -264,10 +322,13 @@ def main(argv: list[str] | None = None) -> None:
         p.error(str(e))
     report = train(data, cfg, args.out, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
     v = report["validation"]
-    print(f"validation ({report['data']['val_frames']} frames, {report['data']['val_episodes']} episodes): "
-          f"accuracy {v['accuracy']:.3f}, precision {v['precision']:.3f}, recall {v['recall']:.3f} at threshold "
-          f"{report['threshold']:.3f} ({report['threshold_rule']}); checkpoint {report['checkpoint']}",
-          file=sys.stderr, flush=True)
+    print(
+        f"validation ({report['data']['val_frames']} frames, {report['data']['val_episodes']} episodes): "
+        f"accuracy {v['accuracy']:.3f}, precision {v['precision']:.3f}, recall {v['recall']:.3f} at threshold "
+        f"{report['threshold']:.3f} ({report['threshold_rule']}); checkpoint {report['checkpoint']}",
+        file=sys.stderr,
+        flush=True,
+    )
     print(json.dumps({k: report[k] for k in ("threshold", "validation", "checkpoint")}))
 
 

@@ -9,6 +9,7 @@ than ``max_age``: a frozen or unplugged camera is reported with its name, never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -48,8 +49,15 @@ def process(frame: np.ndarray, size: int, crop: tuple[int, int, int, int] | None
 
 
 class LatestFrameCamera:
-    def __init__(self, name: str, source: FrameSource, size: int, crop: tuple[int, int, int, int] | None = None,
-                 max_age: float = 0.5, read_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        source: FrameSource,
+        size: int,
+        crop: tuple[int, int, int, int] | None = None,
+        max_age: float = 0.5,
+        read_timeout: float = 1.0,
+    ) -> None:
         self.name, self.source, self.size, self.crop = name, source, int(size), crop
         self.max_age, self.read_timeout = max_age, read_timeout
         self._frame: np.ndarray | None = None
@@ -59,7 +67,7 @@ class LatestFrameCamera:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"camera-{name}", daemon=True)
 
-    def start(self) -> "LatestFrameCamera":
+    def start(self) -> LatestFrameCamera:
         self._thread.start()
         return self
 
@@ -131,8 +139,10 @@ class RealSenseSource:
         try:
             import pyrealsense2 as rs
         except ImportError as e:
-            raise CameraError(f"camera {cfg.name}: pyrealsense2 is not importable ({e}); install the 'robot' "
-                              "profile (launch/install.sh robot) and Debian's libusb-1.0-0") from None
+            raise CameraError(
+                f"camera {cfg.name}: pyrealsense2 is not importable ({e}); install the 'robot' "
+                "profile (launch/install.sh robot) and Debian's libusb-1.0-0"
+            ) from None
         self.rs, self.cfg = rs, cfg
         self.pipeline = rs.pipeline()
         config = rs.config()
@@ -142,8 +152,9 @@ class RealSenseSource:
             profile = self.pipeline.start(config)
         except RuntimeError as e:
             found = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
-            raise CameraError(f"camera {cfg.name}: cannot start RealSense {cfg.serial} ({e}); "
-                              f"connected: {found or 'none'}") from None
+            raise CameraError(
+                f"camera {cfg.name}: cannot start RealSense {cfg.serial} ({e}); connected: {found or 'none'}"
+            ) from None
         sensor = profile.get_device().first_color_sensor()
         if cfg.exposure > 0:
             sensor.set_option(rs.option.enable_auto_exposure, 0)
@@ -159,10 +170,8 @@ class RealSenseSource:
         return np.asanyarray(color.get_data())[..., ::-1].copy()  # BGR -> RGB
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.pipeline.stop()
-        except RuntimeError:
-            pass
 
 
 class ServerCameraSource:

@@ -19,6 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from robot_env.contract import task_env
 from shared.reward_classifier import RewardClassifier
 
 log = logging.getLogger("wsrl.reward")
@@ -32,13 +33,18 @@ class ClassifierReward(gym.Wrapper):
         for k in classifier.image_keys:
             space = spaces.get(k)
             if space is None or tuple(space.shape) != want:
-                raise ValueError(f"the reward classifier needs '{k}' images of shape {want}; the env gives "
-                                 f"{None if space is None else tuple(space.shape)} (observation keys {sorted(spaces)})")
-        if getattr(env.unwrapped, "end_on_success", False):
-            raise ValueError("the wrapped env ends episodes on its own success check; make it with "
-                             "end_on_success=False so that the classifier decides")
+                raise ValueError(
+                    f"the reward classifier needs '{k}' images of shape {want}; the env gives "
+                    f"{None if space is None else tuple(space.shape)} (observation keys {sorted(spaces)})"
+                )
+        base = task_env(env)
+        if base.end_on_success:
+            raise ValueError(
+                "the wrapped env ends episodes on its own success check; make it with "
+                "end_on_success=False so that the classifier decides"
+            )
         self.classifier = classifier
-        self.reward_config = env.unwrapped.reward_config
+        self.reward_config = base.reward_config
         self.compile_s = classifier.warm_up()
         self.timing: dict[str, float] = {}
         self.nonfinite = 0
@@ -58,8 +64,9 @@ class ClassifierReward(gym.Wrapper):
         ms = 1e3 * (time.perf_counter() - t0)
         if not np.isfinite(prob):
             self.nonfinite += 1
-            log.error("the reward classifier returned %s; counting the step as a failure (%d so far)", prob,
-                      self.nonfinite)
+            log.error(
+                "the reward classifier returned %s; counting the step as a failure (%d so far)", prob, self.nonfinite
+            )
             prob = 0.0
         robot_error = "robot_error" in info  # the env ended the episode on a fault: no verdict on a stale frame
         success = prob >= self.classifier.threshold and not robot_error

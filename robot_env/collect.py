@@ -10,9 +10,9 @@ Usage: ``launch/collect_sim_data.sh --out data/peg_sim.npz`` (``--help`` lists t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import robot_env
 from robot_env import contract
+from robot_env.contract import task_env
 from robot_env.rollout import run_episode
 from robot_env.scripted import ScriptedInserter, Skill
 from shared.config import RewardConfig
@@ -53,7 +54,7 @@ def collect(
         raise ValueError("transitions must be positive")
     reward = reward or RewardConfig()
     env = gym.make(robot_env.SIM_ENV_ID, obs_mode=obs_mode, image_size=image_size, task=task, reward=reward)
-    base = env.unwrapped
+    base = task_env(env)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     capacity = 2 * transitions + 2 * base.task.episode_length  # every episode adds one reset frame
@@ -74,8 +75,15 @@ def collect(
     bar.close()
     env.close()
     summary = summarize(episodes)
-    summary.update(task=task, obs_mode=obs_mode, image_size=image_size if obs_mode == "images" else None,
-                   skill_range=[lo, hi], seed=seed, gamma=gamma, reward={"scale": reward.scale, "bias": reward.bias})
+    summary.update(
+        task=task,
+        obs_mode=obs_mode,
+        image_size=image_size if obs_mode == "images" else None,
+        skill_range=[lo, hi],
+        seed=seed,
+        gamma=gamma,
+        reward={"scale": reward.scale, "bias": reward.bias},
+    )
     out = Path(out)
     buf.save(out, info={"source": "scripted", "summary": summary})
     out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -87,11 +95,12 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     lengths = np.array([e["length"] for e in episodes])
     skills = np.array([e["skill"] for e in episodes])
     by_skill = []
-    for a, b in zip(SKILL_BINS[:-1], SKILL_BINS[1:]):
+    for a, b in itertools.pairwise(SKILL_BINS):
         m = (skills >= a) & (skills < b)
         if m.any():
-            by_skill.append({"skill": [a, min(b, 1.0)], "episodes": int(m.sum()),
-                             "success_rate": round(float(succ[m].mean()), 3)})
+            by_skill.append(
+                {"skill": [a, min(b, 1.0)], "episodes": int(m.sum()), "success_rate": round(float(succ[m].mean()), 3)}
+            )
     return {
         "episodes": len(episodes),
         "transitions": int(lengths.sum()),
@@ -111,7 +120,9 @@ def format_summary(s: dict[str, Any]) -> str:
         "by skill:",
     ]
     for b in s["by_skill"]:
-        lines.append(f"  {b['skill'][0]:.2f}-{b['skill'][1]:.2f}  {b['episodes']:4d} episodes  success {b['success_rate']:.1%}")
+        lines.append(
+            f"  {b['skill'][0]:.2f}-{b['skill'][1]:.2f}  {b['episodes']:4d} episodes  success {b['success_rate']:.1%}"
+        )
     return "\n".join(lines)
 
 
@@ -133,11 +144,20 @@ def main(argv: list[str] | None = None) -> None:
     if out.suffix != ".npz":
         p.error("--out must end in .npz")
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = collect(out, args.transitions, (args.skill_min, args.skill_max), args.obs_mode, args.image_size,
-                      args.task, args.gamma, seed=args.seed, progress=not args.no_progress)
+    summary = collect(
+        out,
+        args.transitions,
+        (args.skill_min, args.skill_max),
+        args.obs_mode,
+        args.image_size,
+        args.task,
+        args.gamma,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     print(format_summary(summary))
     print(f"wrote {out} and {out.with_suffix('.summary.json')}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -15,13 +15,15 @@ of wrapping at +-pi (a downward tool has roll pi in the base frame).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 
 from robot_env import geometry as geo
 from robot_env.task_config import SafetyBox, TaskConfig
+from shared.config import RewardConfig
 
 STATE_KEYS: tuple[tuple[str, int], ...] = (
     ("gripper_pose", 1),
@@ -36,6 +38,34 @@ ACTION_DIM = 6
 OBS_MODES = ("state", "images")
 RESET_MODES = ("random", "eval")  # seeded random offsets, or the fixed evaluation poses in turn
 DEFAULT_IMAGE_SIZE = 128
+
+
+@runtime_checkable
+class TaskEnv(Protocol):
+    """What the actor, evaluation, the recorder and the wrappers rely on beyond ``gym.Env``:
+    both ``PegInsertionSim-v0`` and ``Franka-v0`` (the unwrapped envs) have these attributes."""
+
+    task: TaskConfig  # every number of the task (robot_env/tasks/*.json)
+    reward_config: RewardConfig  # how the env turns success into reward
+    end_on_success: bool  # False: success is reported, but a classifier or a recorder ends episodes
+    timing: dict[str, float]  # the last step's timings in ms (observation_ms, period_s, ...)
+    metadata: dict[str, Any]  # "keeps_time": True when the env waits for its own control period
+
+
+def task_env(env: gym.Env) -> TaskEnv:
+    """The task env under any wrappers; a clear error for an env that does not keep the contract."""
+    base = env.unwrapped
+    if not isinstance(base, TaskEnv):
+        raise TypeError(
+            f"{type(base).__name__} is not a task env of robot_env (it lacks task, reward_config, "
+            "end_on_success or timing)"
+        )
+    return base
+
+
+def keeps_time(env: gym.Env) -> bool:
+    """True when the env paces itself (the real robot): a loop around it must not pace it again."""
+    return bool(env.metadata.get("keeps_time", False))
 
 
 def state_slices() -> dict[str, slice]:
@@ -135,8 +165,9 @@ def reset_pose6(task: TaskConfig, offset: np.ndarray) -> np.ndarray:
     return clip_to_box(pose, task.safety_box)
 
 
-def choose_reset(task: TaskConfig, options: Mapping[str, Any] | None, reset_mode: str, rng: np.random.Generator,
-                 next_eval: int) -> tuple[np.ndarray, int | None, int]:
+def choose_reset(
+    task: TaskConfig, options: Mapping[str, Any] | None, reset_mode: str, rng: np.random.Generator, next_eval: int
+) -> tuple[np.ndarray, int | None, int]:
     """The reset offset ``(dx, dy, dyaw)`` from the task's reset pose, for the options every env
     of the task takes: ``eval_pose`` (index of a fixed evaluation pose) or ``pose_offset``; without
     them ``reset_mode="random"`` draws uniformly and ``"eval"`` cycles through the fixed poses.

@@ -44,10 +44,19 @@ class CameraSet(Protocol):
 class FrankaEnv(gym.Env):
     metadata = {"render_modes": [], "keeps_time": True}
 
-    def __init__(self, task: str | TaskConfig = "peg_insertion", robot_url: str = "http://127.0.0.1:5000",
-                 obs_mode: str = "state", image_size: int = contract.DEFAULT_IMAGE_SIZE, reset_mode: str = "random",
-                 reward: RewardConfig | None = None, cameras: CameraSet | None = None, timeout: float = 0.5,
-                 gripper_open_raw: float = 1.0, end_on_success: bool = True) -> None:
+    def __init__(
+        self,
+        task: str | TaskConfig = "peg_insertion",
+        robot_url: str = "http://127.0.0.1:5000",
+        obs_mode: str = "state",
+        image_size: int = contract.DEFAULT_IMAGE_SIZE,
+        reset_mode: str = "random",
+        reward: RewardConfig | None = None,
+        cameras: CameraSet | None = None,
+        timeout: float = 0.5,
+        gripper_open_raw: float = 1.0,
+        end_on_success: bool = True,
+    ) -> None:
         self.task = load_task(task) if isinstance(task, str) else task
         if self.task.real is None:
             raise ValueError(f"task {self.task.name} has no 'real' section (cameras, compliance, reset settings)")
@@ -55,8 +64,10 @@ class FrankaEnv(gym.Env):
             raise ValueError(f"reset_mode must be one of {contract.RESET_MODES}, got {reset_mode!r}")
         self.client = RobotClient(robot_url, timeout=timeout, gripper_open_raw=gripper_open_raw)
         if obs_mode == "images" and cameras is None:
-            raise ValueError("obs_mode='images' needs cameras (robot_env.cameras.realsense_rig, or server_rig "
-                             "for the simulated robot server)")
+            raise ValueError(
+                "obs_mode='images' needs cameras (robot_env.cameras.realsense_rig, or server_rig "
+                "for the simulated robot server)"
+            )
         self.obs_mode, self.image_size, self.reset_mode = obs_mode, int(image_size), reset_mode
         self.cameras = cameras
         # False: the pose check does not end the episode (a reward classifier or a label recorder decides)
@@ -80,8 +91,9 @@ class FrankaEnv(gym.Env):
         ``real.joint_reset_every`` episodes. A server failure here raises ``RobotServerError``."""
         super().reset(seed=seed)
         offset, eval_index, self._next_eval = contract.choose_reset(
-            self.task, options, self.reset_mode, self.np_random, self._next_eval)
-        real = self.task.real
+            self.task, options, self.reset_mode, self.np_random, self._next_eval
+        )
+        real = self.task.real_section
         self._episodes += 1
         c = self.client
         try:
@@ -126,8 +138,11 @@ class FrankaEnv(gym.Env):
             self._raw = self.client.get_state()
             t0 = time.perf_counter()
             obs = self._observation()
-            self.timing = {"observation_ms": 1e3 * (time.perf_counter() - t0), "target_period_s": self._rate.period,
-                           **({"period_s": period} if period is not None else {})}
+            self.timing = {
+                "observation_ms": 1e3 * (time.perf_counter() - t0),
+                "target_period_s": self._rate.period,
+                **({"period_s": period} if period is not None else {}),
+            }
         except (RobotServerError, CameraError) as e:
             log.error("ending the episode: %s", e)
             info.update(success=False, robot_error=str(e))
@@ -154,18 +169,19 @@ class FrankaEnv(gym.Env):
         tolerance, and z no more than the tolerance short of the target (its z axis points into
         the hole, so going deeper still counts)."""
         pose = contract.proprio(self._raw, self.task)[contract.state_slices()["tcp_pose"]]
-        tol_pos, tol_rot = self.task.real.success_tolerance
-        return bool(np.all(np.abs(pose[:2]) <= tol_pos) and pose[2] >= -tol_pos
-                    and np.all(np.abs(pose[3:]) <= tol_rot))
+        tol_pos, tol_rot = self.task.real_section.success_tolerance
+        return bool(np.all(np.abs(pose[:2]) <= tol_pos) and pose[2] >= -tol_pos and np.all(np.abs(pose[3:]) <= tol_rot))
 
     def _observation(self) -> dict[str, np.ndarray]:
         obs = {"state": contract.proprio(self._raw, self.task)}
-        if self.obs_mode == "images":
+        if self.obs_mode == "images" and self.cameras is not None:  # the constructor requires them
             frames = self.cameras.frames()
             for k in contract.IMAGE_KEYS:
                 f = frames.get(k)
                 if f is None or f.shape != (self.image_size, self.image_size, 3) or f.dtype != np.uint8:
-                    raise CameraError(f"camera {k}: expected uint8 ({self.image_size}, {self.image_size}, 3), "
-                                      f"got {None if f is None else (f.dtype, f.shape)}")
+                    raise CameraError(
+                        f"camera {k}: expected uint8 ({self.image_size}, {self.image_size}, 3), "
+                        f"got {None if f is None else (f.dtype, f.shape)}"
+                    )
                 obs[k] = f
         return obs

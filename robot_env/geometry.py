@@ -8,6 +8,8 @@ SciPy so the robot PC needs nothing beyond NumPy for them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 _EPS = 1e-12
@@ -19,17 +21,20 @@ def wrap_angle(a: np.ndarray | float) -> np.ndarray:
 
 
 def quat_to_mat(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = np.asarray(q, np.float64) / max(np.linalg.norm(q), _EPS)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    x, y, z, w = np.asarray(q, np.float64) / max(float(np.linalg.norm(q)), _EPS)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def mat_to_quat(m: np.ndarray) -> np.ndarray:
     """Rotation matrix to a unit quaternion ``[x, y, z, w]`` with ``w >= 0``."""
     m = np.asarray(m, np.float64)
+    q: list[float] | np.ndarray
     tr = m[0, 0] + m[1, 1] + m[2, 2]
     if tr > 0:
         s = 2.0 * np.sqrt(tr + 1.0)
@@ -48,14 +53,16 @@ def mat_to_quat(m: np.ndarray) -> np.ndarray:
     return q if q[3] >= 0 else -q
 
 
-def euler_to_mat(e: np.ndarray) -> np.ndarray:
+def euler_to_mat(e: np.ndarray | Sequence[float]) -> np.ndarray:
     r, p, y = np.asarray(e, np.float64)
     cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
-    return np.array([
-        [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-        [-sp, cp * sr, cp * cr],
-    ])
+    return np.array(
+        [
+            [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+            [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+            [-sp, cp * sr, cp * cr],
+        ]
+    )
 
 
 def mat_to_euler(m: np.ndarray) -> np.ndarray:

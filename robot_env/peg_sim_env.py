@@ -24,6 +24,7 @@ from shared.config import RewardConfig
 
 log = logging.getLogger("wsrl.sim")
 
+
 class PegInsertionSimEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
@@ -68,7 +69,8 @@ class PegInsertionSimEnv(gym.Env):
         offset uniformly and ``"eval"`` cycles through the fixed poses."""
         super().reset(seed=seed)
         offset, eval_index, self._next_eval = contract.choose_reset(
-            self.task, options, self.reset_mode, self.np_random, self._next_eval)
+            self.task, options, self.reset_mode, self.np_random, self._next_eval
+        )
         self.robot.teleport(geo.pose6_to_pose7(contract.reset_pose6(self.task, offset)))
         self._steps = 0
         self._raw = self.robot.get_state()

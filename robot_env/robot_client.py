@@ -1,4 +1,4 @@
-"""HTTP client for the SERL-compatible Franka robot server (ARCHITECTURE.md section 5).
+"""HTTP client for the SERL-compatible Franka robot server (docs/architecture.md, "The robot server").
 
 Every call is a POST with a timeout; any failure (refused connection, time-out, HTTP error,
 a malformed answer) is a ``RobotServerError`` that names the endpoint and the cause, so the
@@ -13,7 +13,8 @@ import json
 import math
 import urllib.error
 import urllib.request
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,9 @@ class RobotServerError(RuntimeError):
 
 
 class RobotClient:
-    def __init__(self, url: str, timeout: float = 0.5, gripper_open_raw: float = 1.0,
-                 joint_reset_timeout: float = 35.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 0.5, gripper_open_raw: float = 1.0, joint_reset_timeout: float = 35.0
+    ) -> None:
         """``gripper_open_raw``: what the server reports for a fully open gripper (1.0 for
         servers that normalise, 255 for raw Robotiq units, 0.08 for the Franka hand's metres)."""
         if not url.startswith(("http://", "https://")):
@@ -42,8 +44,9 @@ class RobotClient:
 
     def post(self, path: str, payload: Mapping[str, Any] | None = None, timeout: float | None = None) -> bytes:
         body = json.dumps(dict(payload)).encode() if payload is not None else b""
-        req = urllib.request.Request(f"{self.url}/{path.lstrip('/')}", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}/{path.lstrip('/')}", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         t = self.timeout if timeout is None else timeout
         try:
             with urllib.request.urlopen(req, timeout=t) as resp:
@@ -53,8 +56,9 @@ class RobotClient:
             raise RobotServerError(f"robot server {path}: HTTP {e.code} {detail}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise RobotServerError(f"robot server {path} at {self.url}: {type(reason).__name__}: {reason} "
-                                   f"(timeout {t:.2f} s)") from None
+            raise RobotServerError(
+                f"robot server {path} at {self.url}: {type(reason).__name__}: {reason} (timeout {t:.2f} s)"
+            ) from None
 
     # ------------------------------------------------------------------------------- verbs
 
@@ -117,8 +121,14 @@ class RobotClient:
     def set_load(self, mass: float, center: tuple[float, float, float], inertia: tuple[float, ...]) -> None:
         if len(center) != 3 or len(inertia) != 9:
             raise ValueError("set_load needs a 3-D centre of mass and a 9-element inertia")
-        self.post("set_load", {"mass": float(mass), "F_x_center_load": list(map(float, center)),
-                               "load_inertia": list(map(float, inertia))})
+        self.post(
+            "set_load",
+            {
+                "mass": float(mass),
+                "F_x_center_load": list(map(float, center)),
+                "load_inertia": list(map(float, inertia)),
+            },
+        )
 
     # ------------------------------------------------------------- the simulated server only
 

@@ -6,13 +6,24 @@ transition format (the replay buffer's ``insert`` keys) is written in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from robot_env.contract import task_env
+from shared.dataset import Transition
+
 Policy = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+
+
+def reset_policy(policy: Policy) -> None:
+    """Call a stateful policy's ``reset()`` (a scripted controller's) at the start of an episode."""
+    reset = getattr(policy, "reset", None)
+    if callable(reset):
+        reset()
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ def run_episode(
     policy: Policy,
     seed: int | None = None,
     options: dict[str, Any] | None = None,
-    record: Callable[[dict[str, Any]], None] | None = None,
+    record: Callable[[Transition], None] | None = None,
 ) -> EpisodeResult:
     """Reset ``env`` and run ``policy`` until the episode terminates or is truncated.
 
@@ -34,21 +45,22 @@ def run_episode(
     receives each transition as a dict with the keys ``ReplayBuffer.insert`` takes.
     """
     obs, _ = env.reset(seed=seed, options=options)
-    if callable(getattr(policy, "reset", None)):
-        policy.reset()
+    reset_policy(policy)
     length, success = 0, False
     while True:
         action = np.asarray(policy(obs), np.float32)
         next_obs, reward, terminated, truncated, info = env.step(action)
         if record is not None:
-            record({
-                "observations": obs,
-                "actions": action,
-                "rewards": reward,
-                "next_observations": next_obs,
-                "masks": 0.0 if terminated else 1.0,
-                "dones": terminated or truncated,
-            })
+            record(
+                {
+                    "observations": obs,
+                    "actions": action,
+                    "rewards": float(reward),
+                    "next_observations": next_obs,
+                    "masks": 0.0 if terminated else 1.0,
+                    "dones": terminated or truncated,
+                }
+            )
         length += 1
         success = success or bool(info.get("success", False))
         obs = next_obs
@@ -56,14 +68,12 @@ def run_episode(
             return EpisodeResult(success, length)
 
 
-def evaluate(
-    env: gym.Env, policy: Policy, episodes: int, eval_poses: bool = True, seed: int = 0
-) -> dict[str, float]:
+def evaluate(env: gym.Env, policy: Policy, episodes: int, eval_poses: bool = True, seed: int = 0) -> dict[str, float]:
     """Success rate and mean episode length over ``episodes`` episodes, from the task's fixed
     evaluation poses in order (``eval_poses``) or from seeded random resets."""
     results = []
     for i in range(episodes):
-        options = {"eval_pose": i % len(env.unwrapped.task.eval_poses)} if eval_poses else None
+        options = {"eval_pose": i % len(task_env(env).task.eval_poses)} if eval_poses else None
         results.append(run_episode(env, policy, seed=seed + i, options=options))
     return {
         "success_rate": float(np.mean([r.success for r in results])),

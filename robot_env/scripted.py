@@ -12,6 +12,7 @@ same controller can drive the real robot for data collection.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,7 @@ class Skill:
     gain: float = 0.8  # fraction of the remaining error corrected per step
 
     @classmethod
-    def level(cls, s: float) -> "Skill":
+    def level(cls, s: float) -> Skill:
         """A skill from 0 (clueless: far-off belief, very noisy, no search) to 1 (expert)."""
         s = float(np.clip(s, 0.0, 1.0))
         return cls(
@@ -56,7 +57,7 @@ class ScriptedInserter:
             raise ValueError("the scripted controller needs the task's sim geometry (hole depth)")
         self.task = task
         self.skill = skill
-        self._depth = task.sim.target_depth  # peg tip touches the board at z = -target_depth
+        self._depth = task.sim_section.target_depth  # peg tip touches the board at z = -target_depth
         self._rng = np.random.default_rng(seed)
         self.reset()
 
@@ -70,7 +71,7 @@ class ScriptedInserter:
         self._stall = 0
         self._last_z = None
 
-    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.act(obs["state"])
 
     def act(self, state: np.ndarray) -> np.ndarray:

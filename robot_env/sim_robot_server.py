@@ -1,6 +1,6 @@
 """A stand-in for the SERL Franka robot server, backed by the MuJoCo peg-insertion simulation.
 
-``launch/run_sim_robot_server.sh --port 5000`` serves the endpoints of ARCHITECTURE.md section 5
+``launch/run_sim_robot_server.sh --port 5000`` serves the endpoints listed in docs/architecture.md ("The robot server")
 at ``http://127.0.0.1:PORT/`` (all POST, same payloads). Physics runs in real time: a single
 simulation thread owns MuJoCo (models and GL contexts are not thread-safe), steps it to keep up
 with the wall clock, and executes the HTTP threads' requests between steps.
@@ -23,10 +23,11 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +53,16 @@ class BadRequest(ValueError):
 
 
 class SimRobotServer:
-    def __init__(self, task: TaskConfig | str = "peg_insertion", host: str = "127.0.0.1", port: int = 5000,
-                 gripper_units: str = "normalised", joint_reset_s: float = 1.0, faults: Faults | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        task: TaskConfig | str = "peg_insertion",
+        host: str = "127.0.0.1",
+        port: int = 5000,
+        gripper_units: str = "normalised",
+        joint_reset_s: float = 1.0,
+        faults: Faults | None = None,
+        seed: int = 0,
+    ) -> None:
         from robot_env.sim.robot import SimRobot
 
         self.task = load_task(task) if isinstance(task, str) else task
@@ -79,9 +87,9 @@ class SimRobotServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
-    def start(self) -> "SimRobotServer":
+    def start(self) -> SimRobotServer:
         self._sim.start()
         self._http.start()
         return self
@@ -189,17 +197,28 @@ class SimRobotServer:
         """SERL's impedance parameters -> the simulation's stiffness, damping and force limits.
         The controller clips the pose error per axis; with one limit per group here, the force
         limit is stiffness x the largest clip."""
-        known = {"translational_stiffness", "translational_damping", "rotational_stiffness", "rotational_damping",
-                 "translational_Ki", "rotational_Ki"} | {f"{g}_clip_{a}" for g in ("translational", "rotational")
-                                                          for a in ("x", "y", "z", "neg_x", "neg_y", "neg_z")}
+        known = {
+            "translational_stiffness",
+            "translational_damping",
+            "rotational_stiffness",
+            "rotational_damping",
+            "translational_Ki",
+            "rotational_Ki",
+        } | {
+            f"{g}_clip_{a}" for g in ("translational", "rotational") for a in ("x", "y", "z", "neg_x", "neg_y", "neg_z")
+        }
         unknown = set(body) - known
         if unknown:
             raise BadRequest(f"unknown compliance parameters {sorted(unknown)}")
-        cur = self.task.sim
-        k = (float(body.get("translational_stiffness", cur.stiffness[0])),
-             float(body.get("rotational_stiffness", cur.stiffness[1])))
-        d = (float(body.get("translational_damping", cur.damping[0])),
-             float(body.get("rotational_damping", cur.damping[1])))
+        cur = self.task.sim_section
+        k = (
+            float(body.get("translational_stiffness", cur.stiffness[0])),
+            float(body.get("rotational_stiffness", cur.stiffness[1])),
+        )
+        d = (
+            float(body.get("translational_damping", cur.damping[0])),
+            float(body.get("rotational_damping", cur.damping[1])),
+        )
         out: dict[str, Any] = {"stiffness": k, "damping": d}
         for group, key, i in (("translational", "force_limit", 0), ("rotational", "torque_limit", 1)):
             clips = [float(v) for name, v in body.items() if name.startswith(f"{group}_clip_")]
@@ -216,7 +235,7 @@ class SimRobotServer:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug(fmt, *args)
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 path = self.path.strip("/").split("?")[0]
                 f = server.faults
                 if path != "_faults":
@@ -259,16 +278,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--task", default="peg_insertion", help="task name or task file")
-    p.add_argument("--gripper-units", choices=sorted(GRIPPER_UNITS), default="normalised",
-                   help="how /getstate reports the gripper (servers differ)")
+    p.add_argument(
+        "--gripper-units",
+        choices=sorted(GRIPPER_UNITS),
+        default="normalised",
+        help="how /getstate reports the gripper (servers differ)",
+    )
     p.add_argument("--joint-reset-s", type=float, default=1.0, help="how long /jointreset blocks")
     p.add_argument("--latency", type=float, default=0.0, help="injected delay per call, s")
     p.add_argument("--error-rate", type=float, default=0.0, help="fraction of calls answered with HTTP 500")
     p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of calls dropped without an answer")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
-    server = SimRobotServer(args.task, args.host, args.port, args.gripper_units, args.joint_reset_s,
-                            Faults(args.latency, args.error_rate, args.drop_rate)).start()
+    server = SimRobotServer(
+        args.task,
+        args.host,
+        args.port,
+        args.gripper_units,
+        args.joint_reset_s,
+        Faults(args.latency, args.error_rate, args.drop_rate),
+    ).start()
     print(f"simulated robot server for task '{server.task.name}' at {server.url}/ (Ctrl-C stops)", flush=True)
     try:
         while True:

@@ -101,6 +101,20 @@ class TaskConfig:
     sim: SimTaskConfig | None = None
     real: RealTaskConfig | None = None
 
+    @property
+    def sim_section(self) -> SimTaskConfig:
+        """The 'sim' section; an error naming the task when it has none."""
+        if self.sim is None:
+            raise TaskConfigError(f"task {self.name} has no 'sim' section (geometry, clearance, physics)")
+        return self.sim
+
+    @property
+    def real_section(self) -> RealTaskConfig:
+        """The 'real' section; an error naming the task when it has none."""
+        if self.real is None:
+            raise TaskConfigError(f"task {self.name} has no 'real' section (cameras, compliance, reset settings)")
+        return self.real
+
     def __post_init__(self) -> None:
         if self.control_hz <= 0 or self.episode_length < 1:
             raise TaskConfigError(f"task {self.name}: control_hz and episode_length must be positive")
@@ -119,9 +133,11 @@ class TaskConfig:
             if not in_box(pose, self.safety_box):
                 raise TaskConfigError(f"task {self.name}: eval pose {i} is outside the safety box")
         corner = np.asarray(self.reset_pose) + np.array(
-            [self.random_reset.xy, self.random_reset.xy, 0, 0, 0, self.random_reset.yaw])
+            [self.random_reset.xy, self.random_reset.xy, 0, 0, 0, self.random_reset.yaw]
+        )
         corner_lo = np.asarray(self.reset_pose) - np.array(
-            [self.random_reset.xy, self.random_reset.xy, 0, 0, 0, self.random_reset.yaw])
+            [self.random_reset.xy, self.random_reset.xy, 0, 0, 0, self.random_reset.yaw]
+        )
         if not (in_box(corner, self.safety_box) and in_box(corner_lo, self.safety_box)):
             raise TaskConfigError(f"task {self.name}: random_reset reaches outside the safety box")
         r = self.real
@@ -131,7 +147,8 @@ class TaskConfig:
                 raise TaskConfigError(f"task {self.name}: camera names repeat: {names}")
             for group in (r.compliance, r.reset_compliance):
                 if not isinstance(group, dict) or not all(
-                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in group.values()):
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in group.values()
+                ):
                     raise TaskConfigError(f"task {self.name}: compliance parameters must be numbers by name")
             if min(r.success_tolerance) <= 0 or r.joint_reset_every < 0 or r.reset_lift < 0 or r.reset_settle_s < 0:
                 raise TaskConfigError(f"task {self.name}: real section has a negative or zero setting")

@@ -3,18 +3,24 @@
 A checkpoint directory holds numbered steps; each step has three items:
 ``agent`` (every array of the ``Agent``: parameters, target, optimizer states, rng, counters),
 ``config`` (the phase config that made it, JSON) and ``meta`` (the agent config, action size,
-observation spec, counters, free-form extras). Restoring rebuilds the networks from ``meta``
+observation spec, counters, extras of the phase). Restoring rebuilds the networks from ``meta``
 and checks every saved array against them by path and shape, so a mismatch is an error that
 names the parameter, never a silent skip.
+
+``Checkpointer`` is the one writer and ``load_checkpoint`` the one reader: it returns an
+``AgentCheckpoint`` whose fields are typed (``meta``, ``reward``, ``obs_spec``), so no caller
+reads the JSON items by key. The learner's checkpoints (agent + replay snapshot + ledger) are
+built on these in ``learner/checkpoint.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +29,8 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from shared.agents.base import Agent, create_agent
-from shared.config import AgentConfig, from_dict, to_dict
-from shared.dataset import example_obs, obs_spec_of, spec_from_json, spec_to_json
+from shared.config import AgentConfig, RewardConfig, from_dict, to_dict
+from shared.dataset import ObsSpec, example_obs, obs_spec_of, spec_from_json, spec_to_json
 
 log = logging.getLogger("wsrl.checkpoint")
 
@@ -36,8 +42,82 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit; the message names the path/parameter."""
 
 
+T = TypeVar("T")
+
+
 def agent_state(agent: Agent) -> dict[str, Any]:
     return serialization.to_state_dict(agent)
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """The ``meta`` item of a checkpoint step: what rebuilds the agent, and the counters."""
+
+    agent_config: AgentConfig
+    action_dim: int
+    obs_spec: ObsSpec
+    env_steps: int
+    grad_steps: int
+    saved_at: float
+    extra: dict[str, Any] = field(default_factory=dict)  # the phase's own fields (learner/checkpoint.py)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agent_config": to_dict(self.agent_config),
+            "action_dim": self.action_dim,
+            "obs_spec": spec_to_json(self.obs_spec),
+            "env_steps": self.env_steps,
+            "grad_steps": self.grad_steps,
+            "saved_at": self.saved_at,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> CheckpointMeta:
+        try:
+            return cls(
+                agent_config=from_dict(AgentConfig, data["agent_config"]),
+                action_dim=int(data["action_dim"]),
+                obs_spec=spec_from_json(data["obs_spec"]),
+                env_steps=int(data["env_steps"]),
+                grad_steps=int(data["grad_steps"]),
+                saved_at=float(data.get("saved_at", 0.0)),
+                extra=dict(data.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{where}: meta is incomplete or invalid: {type(e).__name__}: {e}") from e
+
+
+@dataclass(frozen=True)
+class AgentCheckpoint:
+    """One restored checkpoint step: the agent, its meta and the config of the phase that made it."""
+
+    agent: Agent
+    meta: CheckpointMeta
+    config_type: str  # "PretrainConfig", "OnlineConfig"
+    config_json: dict[str, Any]  # that config as saved; ``phase_config`` reads it typed
+    path: Path
+    step: int
+
+    @property
+    def obs_spec(self) -> ObsSpec:
+        return self.meta.obs_spec
+
+    def obs_example(self) -> dict[str, np.ndarray]:
+        return example_obs(self.meta.obs_spec)
+
+    @property
+    def reward(self) -> RewardConfig:
+        """The reward settings the agent was trained with (every phase config has them)."""
+        if "reward" not in self.config_json:
+            return RewardConfig()
+        return from_dict(RewardConfig, self.config_json["reward"])
+
+    def phase_config(self, cls: type[T]) -> T:
+        """The saved phase config as ``cls``; an error if the checkpoint was made by another phase."""
+        if self.config_type != cls.__name__:
+            raise CheckpointError(f"{self.path}: saved by a {self.config_type} run, expected {cls.__name__}")
+        return from_dict(cls, self.config_json)
 
 
 class Checkpointer:
@@ -47,9 +127,7 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=async_save
-            ),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save),
             item_names=("agent", "config", "meta"),
         )
 
@@ -62,15 +140,15 @@ class Checkpointer:
         extra: Mapping[str, Any] | None = None,
     ) -> int:
         step = int(agent.grad_steps) if step is None else int(step)
-        meta = {
-            "agent_config": to_dict(agent.config),
-            "action_dim": agent.action_dim,
-            "obs_spec": spec_to_json(obs_spec_of(obs_example)),
-            "env_steps": int(agent.env_steps),
-            "grad_steps": int(agent.grad_steps),
-            "saved_at": time.time(),
-            "extra": dict(extra or {}),
-        }
+        meta = CheckpointMeta(
+            agent_config=agent.config,
+            action_dim=agent.action_dim,
+            obs_spec=obs_spec_of(obs_example),
+            env_steps=int(agent.env_steps),
+            grad_steps=int(agent.grad_steps),
+            saved_at=time.time(),
+            extra=dict(extra or {}),
+        ).to_json()
         cfg = {"type": type(phase_config).__name__, "config": to_dict(phase_config)}
         self.manager.save(
             step,
@@ -88,18 +166,14 @@ class Checkpointer:
         self.manager.close()
 
 
-def _read_step(directory: Path, step: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    out = read_items(directory, step, "agent", ("config", "meta"))
-    return out["agent"], out["config"], out["meta"]
-
-
 def save_items(directory: str | Path, step: int, tree_name: str, tree: Any, json_items: Mapping[str, Any]) -> Path:
     """One checkpoint step of an array tree (``tree_name``) and JSON items, written synchronously
     (for things saved once, like the reward classifier; agents use ``Checkpointer``)."""
     directory = Path(directory).absolute()
     names = (tree_name, *json_items)
-    mgr = ocp.CheckpointManager(directory, item_names=names, options=ocp.CheckpointManagerOptions(
-        create=True, enable_async_checkpointing=False))
+    mgr = ocp.CheckpointManager(
+        directory, item_names=names, options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
+    )
     try:
         args = {tree_name: ocp.args.StandardSave(tree)}
         args.update({k: ocp.args.JsonSave(dict(v)) for k, v in json_items.items()})
@@ -112,8 +186,11 @@ def save_items(directory: str | Path, step: int, tree_name: str, tree: Any, json
 
 def read_items(directory: str | Path, step: int, tree_name: str, json_names: tuple[str, ...]) -> dict[str, Any]:
     """The items of one step written by ``save_items`` (or ``Checkpointer``); orbax's errors pass through."""
-    mgr = ocp.CheckpointManager(Path(directory).absolute(), options=ocp.CheckpointManagerOptions(create=False),
-                                item_names=(tree_name, *json_names))
+    mgr = ocp.CheckpointManager(
+        Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(create=False),
+        item_names=(tree_name, *json_names),
+    )
     try:
         args = {tree_name: ocp.args.StandardRestore()}
         args.update({k: ocp.args.JsonRestore() for k in json_names})
@@ -129,10 +206,8 @@ def list_steps(directory: str | Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def load_checkpoint(
-    directory: str | Path, step: int | None = None, seed: int | None = None
-) -> tuple[Agent, dict[str, Any], dict[str, Any]]:
-    """Restore ``(agent, phase_config_json, meta)``.
+def load_checkpoint(directory: str | Path, step: int | None = None, seed: int | None = None) -> AgentCheckpoint:
+    """Restore one checkpoint step.
 
     ``step=None`` takes the newest step that reads back; corrupt newer steps are skipped with a
     warning (a crash during a save must not lose the run). An explicit step is never skipped.
@@ -146,9 +221,13 @@ def load_checkpoint(
     for s in candidates:
         if s not in steps:
             raise CheckpointError(f"{directory}: no step {s} (have {steps})")
+        where = f"{directory}/{s}"
         try:
-            state, cfg, meta = _read_step(directory, s)
-            agent = _agent_from_state(state, meta, f"{directory}/{s}")
+            items = read_items(directory, s, "agent", ("config", "meta"))
+            meta = CheckpointMeta.from_json(items["meta"], where)
+            agent = _agent_from_state(items["agent"], meta, where)
+            cfg = items["config"]
+            config_type, config_json = str(cfg["type"]), dict(cfg["config"])
         except CheckpointError:
             raise
         except Exception as e:  # unreadable files: try the previous step
@@ -159,18 +238,12 @@ def load_checkpoint(
             log.warning("restored step %d of %s after skipping %d unreadable step(s)", s, directory, len(errors))
         if seed is not None:
             agent = agent.replace(rng=jax.random.PRNGKey(seed))
-        return agent, cfg, meta
+        return AgentCheckpoint(agent, meta, config_type, config_json, directory / str(s), s)
     raise CheckpointError(f"{directory}: no readable checkpoint:\n  " + "\n  ".join(errors))
 
 
-def _agent_from_state(state: dict[str, Any], meta: dict[str, Any], where: str) -> Agent:
-    try:
-        cfg = from_dict(AgentConfig, meta["agent_config"])
-        obs_example = example_obs(spec_from_json(meta["obs_spec"]))
-        action_dim = int(meta["action_dim"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{where}: meta is incomplete or invalid: {e}") from e
-    template = create_agent(cfg, obs_example, action_dim)
+def _agent_from_state(state: dict[str, Any], meta: CheckpointMeta, where: str) -> Agent:
+    template = create_agent(meta.agent_config, example_obs(meta.obs_spec), meta.action_dim)
     merged = merge_state(agent_state(template), state, where)
     return serialization.from_state_dict(template, merged)
 
@@ -221,8 +294,10 @@ def _carry_state_normalisation(pre: AgentConfig, online: AgentConfig) -> AgentCo
     if (p.state_mean, p.state_std) == (o.state_mean, o.state_std):
         return online
     if o.state_mean is not None:
-        raise CheckpointError("hand-off: the online config's state normalisation differs from the "
-                              "pre-trained agent's; leave state_mean/state_std unset to inherit them")
+        raise CheckpointError(
+            "hand-off: the online config's state normalisation differs from the "
+            "pre-trained agent's; leave state_mean/state_std unset to inherit them"
+        )
     log.info("hand-off: using the pre-trained agent's state normalisation")
     enc = replace(o, normalize_state=p.normalize_state, state_mean=p.state_mean, state_std=p.state_std)
     return replace(online, encoder=enc)
@@ -236,18 +311,27 @@ def handoff(pretrained: Agent, online_cfg: AgentConfig, obs_example: Mapping[str
     IQL's value network) with a log line. Counters restart at zero for the online phase.
     """
     online_cfg = _carry_state_normalisation(pretrained.config, online_cfg)
-    template = create_agent(online_cfg, obs_example, pretrained.action_dim, seed)
+    template = create_agent(online_cfg, dict(obs_example), pretrained.action_dim, seed)
     src, dst = agent_state(pretrained), agent_state(template)
     merged = dict(dst)
     for part in HANDOFF_PARTS:
         merged[part] = merge_state(dst[part], src[part], "hand-off", part)
     for name in src["aux"]:
         if name not in dst["aux"]:
-            log.info("hand-off: dropping '%s' from the %s agent: the online %s agent does not use it",
-                     name, pretrained.config.algo, online_cfg.algo)
+            log.info(
+                "hand-off: dropping '%s' from the %s agent: the online %s agent does not use it",
+                name,
+                pretrained.config.algo,
+                online_cfg.algo,
+            )
     if pretrained.config.algo == "iql":
-        log.info("hand-off: IQL learns no temperature; SAC starts from the initial temperature %.3g",
-                 online_cfg.init_temperature)
-    log.info("hand-off: kept %s with optimizer states; counters reset (pre-training did %d gradient steps)",
-             ", ".join(HANDOFF_PARTS), int(pretrained.grad_steps))
+        log.info(
+            "hand-off: IQL learns no temperature; SAC starts from the initial temperature %.3g",
+            online_cfg.init_temperature,
+        )
+    log.info(
+        "hand-off: kept %s with optimizer states; counters reset (pre-training did %d gradient steps)",
+        ", ".join(HANDOFF_PARTS),
+        int(pretrained.grad_steps),
+    )
     return serialization.from_state_dict(template, merged)

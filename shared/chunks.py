@@ -11,11 +11,13 @@ or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
+from shared.dataset import Transition
 from shared.protocol import MessageType, ProtocolError, make_message
 
 MAX_CHUNK_TRANSITIONS = 4096
@@ -23,7 +25,7 @@ MAX_ID_CHARS = 64  # actor ids and session ids
 
 
 class ChunkBuilder:
-    """Accumulates transitions (the replay buffer's insert dicts) into one chunk."""
+    """Accumulates transitions into one chunk."""
 
     def __init__(self) -> None:
         self.clear()
@@ -56,7 +58,7 @@ class ChunkBuilder:
         self._num_frames += 1
         return self._num_frames - 1
 
-    def add(self, t: Mapping[str, Any]) -> None:
+    def add(self, t: Transition) -> None:
         # The control loop passes the same dict on as the next step's observation, so identity
         # is the (cheap) test that the frame is already in the chunk.
         if self._last_next is not None and t["observations"] is self._last_next:
@@ -134,21 +136,26 @@ class Chunk:
         return len(self.actions)
 
     def arrays(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("frames", "obs_index", "next_index", "actions", "rewards",
-                                              "masks", "dones")}
+        return {
+            k: getattr(self, k) for k in ("frames", "obs_index", "next_index", "actions", "rewards", "masks", "dones")
+        }
 
     def transitions(self) -> list[dict[str, Any]]:
         """One ``ReplayBuffer.insert`` dict per transition (views of the frames)."""
-        return [{
-            "observations": {k: f[self.obs_index[i]] for k, f in self.frames.items()},
-            "next_observations": {k: f[self.next_index[i]] for k, f in self.frames.items()},
-            "actions": self.actions[i], "rewards": self.rewards[i], "masks": self.masks[i], "dones": self.dones[i],
-        } for i in range(len(self))]
+        return [
+            {
+                "observations": {k: f[self.obs_index[i]] for k, f in self.frames.items()},
+                "next_observations": {k: f[self.next_index[i]] for k, f in self.frames.items()},
+                "actions": self.actions[i],
+                "rewards": self.rewards[i],
+                "masks": self.masks[i],
+                "dones": self.dones[i],
+            }
+            for i in range(len(self))
+        ]
 
 
-def unpack_chunk(
-    msg: Mapping[str, Any], obs_spec: Mapping[str, tuple[tuple[int, ...], str]], action_dim: int
-) -> Chunk:
+def unpack_chunk(msg: Mapping[str, Any], obs_spec: Mapping[str, tuple[tuple[int, ...], str]], action_dim: int) -> Chunk:
     """The transitions of a decoded CHUNK message, checked whole against the buffer's spec.
 
     Raises ``ProtocolError`` naming the first defect; nothing is returned for a bad chunk.
@@ -185,7 +192,7 @@ def unpack_chunk(
             raise ProtocolError("chunk frame arrays differ in length")
         if f.dtype.kind == "f" and not np.isfinite(f).all():
             raise ProtocolError(f"chunk frames['{k}'] hold non-finite values")
-    if not 0 < num_frames <= 2 * n:
+    if num_frames is None or not 0 < num_frames <= 2 * n:
         raise ProtocolError(f"a chunk of {n} transitions cannot hold {num_frames} frames")
     for name, idx in (("obs_index", obs_index), ("next_index", next_index)):
         if idx.min() < 0 or idx.max() >= num_frames:
@@ -194,5 +201,6 @@ def unpack_chunk(
         raise ProtocolError("chunk actions or rewards hold non-finite values")
     if not np.isin(masks, (0.0, 1.0)).all():
         raise ProtocolError("chunk masks must be 0 or 1")
-    return Chunk({k: frames[k] for k in obs_spec}, obs_index, next_index, actions, rewards, masks, dones,
-                 msg["interventions"])
+    return Chunk(
+        {k: frames[k] for k in obs_spec}, obs_index, next_index, actions, rewards, masks, dones, msg["interventions"]
+    )

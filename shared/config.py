@@ -14,7 +14,8 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
-ALGOS = ("sac", "cql", "calql", "iql")
+Algo = Literal["sac", "cql", "calql", "iql"]
+ALGOS: tuple[Algo, ...] = typing.get_args(Algo)
 ENCODER_KINDS = ("state", "small_conv", "resnet10")
 
 
@@ -57,8 +58,10 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if (self.state_mean is None) != (self.state_std is None):
             raise ValueError("state_mean and state_std must be set together")
-        if self.state_mean is not None and (
-            len(self.state_mean) != len(self.state_std) or min(self.state_std) <= 0
+        if (
+            self.state_mean is not None
+            and self.state_std is not None
+            and (len(self.state_mean) != len(self.state_std) or min(self.state_std) <= 0)
         ):
             raise ValueError("state_mean and state_std need equal lengths and a positive std")
 
@@ -90,7 +93,7 @@ class IQLConfig:
 class AgentConfig:
     """Everything that defines an agent's networks and its update rule."""
 
-    algo: Literal["sac", "cql", "calql", "iql"] = "sac"
+    algo: Algo = "sac"
     gamma: float = 0.99
     tau: float = 0.005
     batch_size: int = 256
@@ -147,6 +150,27 @@ class RewardConfig:
         return self.apply(0.0)
 
 
+def check_reward_settings(learner: RewardConfig, actor: RewardConfig, actor_source: str) -> None:
+    """The learner trains on the rewards the actor computes, so their settings must be equal;
+    raises ``ValueError`` naming each setting that differs (at start-up, not later as a refused actor)."""
+    diffs = [
+        f"{f.name}: {getattr(learner, f.name)!r} in the learner's config, {getattr(actor, f.name)!r} in {actor_source}"
+        for f in dataclasses.fields(RewardConfig)
+        if getattr(learner, f.name) != getattr(actor, f.name)
+    ]
+    if diffs:
+        sets = " ".join(
+            f"--set reward.{f.name}={getattr(actor, f.name)!r}"
+            for f in dataclasses.fields(RewardConfig)
+            if getattr(learner, f.name) != getattr(actor, f.name)
+        )
+        raise ValueError(
+            "reward settings differ between the learner and the actor: "
+            + "; ".join(diffs)
+            + f". The actor uses {actor_source}'s; give the learner the same ({sets})."
+        )
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     agent: AgentConfig = field(default_factory=lambda: AgentConfig(algo="calql", utd=1))
@@ -189,8 +213,11 @@ class ClassifierConfig:
     """The reward classifier: one image trunk per camera (``encoder``, images only), an MLP head,
     one success logit. Saved with its checkpoint, so the actor rebuilds exactly this network."""
 
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
-        kind="resnet10", image_keys=("wrist_1", "wrist_2"), use_state=False, freeze_trunk=False))
+    encoder: EncoderConfig = field(
+        default_factory=lambda: EncoderConfig(
+            kind="resnet10", image_keys=("wrist_1", "wrist_2"), use_state=False, freeze_trunk=False
+        )
+    )
     hidden_dims: tuple[int, ...] = (256,)
     dropout: float = 0.1
 
@@ -198,8 +225,10 @@ class ClassifierConfig:
         if self.encoder.kind == "state" or not self.encoder.image_keys:
             raise ValueError("the reward classifier needs an image encoder with image_keys")
         if self.encoder.use_state:
-            raise ValueError("the reward classifier judges images only: set encoder.use_state=false "
-                             "(proprio would let it learn the pose check instead of what success looks like)")
+            raise ValueError(
+                "the reward classifier judges images only: set encoder.use_state=false "
+                "(proprio would let it learn the pose check instead of what success looks like)"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
 
@@ -258,8 +287,14 @@ def robot_online() -> OnlineConfig:
     net = NetworkConfig(hidden_dims=(256, 256), use_layer_norm=True, residual_blocks=2)
     enc = EncoderConfig(kind="resnet10", image_keys=("wrist_1", "wrist_2"), freeze_trunk=True)
     agent = AgentConfig(
-        algo="sac", gamma=0.98, actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4,
-        critic_net=net, actor_net=net, encoder=enc,
+        algo="sac",
+        gamma=0.98,
+        actor_lr=3e-4,
+        critic_lr=3e-4,
+        temperature_lr=3e-4,
+        critic_net=net,
+        actor_net=net,
+        encoder=enc,
     )
     return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000)
 
@@ -272,8 +307,14 @@ def robot_pretrain() -> PretrainConfig:
 def peg_sim_online() -> OnlineConfig:
     """The robot task's settings (gamma 0.98, lr 3e-4, ensemble 10 with subset 2, UTD 4, batch
     256) on the simulated peg insertion's 19-D state, with plain 256x256 LayerNorm MLPs."""
-    agent = AgentConfig(algo="sac", gamma=0.98, actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4,
-                        encoder=EncoderConfig(normalize_state=True))
+    agent = AgentConfig(
+        algo="sac",
+        gamma=0.98,
+        actor_lr=3e-4,
+        critic_lr=3e-4,
+        temperature_lr=3e-4,
+        encoder=EncoderConfig(normalize_state=True),
+    )
     return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000)
 
 
@@ -313,7 +354,7 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     if not isinstance(data, dict):
         raise TypeError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # T is a dataclass type
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
@@ -326,7 +367,7 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value)
+        return from_dict(typing.cast(type, tp), value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{where}: expected a list, got {type(value).__name__}")
@@ -335,12 +376,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if args and len(args) != len(value):
             raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))) if args else tuple(value)
+        return (
+            tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))) if args else tuple(value)
+        )
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(args[0], value, where) if len(args) == 1 else value
+        return _coerce(members[0], value, where) if len(members) == 1 else value
     if tp is float and isinstance(value, (int, float)):
         return float(value)
     return value

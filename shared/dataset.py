@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -43,6 +44,19 @@ META_KEYS = ("format", "obs_spec", "action_dim")
 
 
 ObsSpec = dict[str, tuple[tuple[int, ...], str]]  # key -> (shape, dtype name)
+
+
+class Transition(TypedDict):
+    """One env step as the actor's loop hands it on (to the sender's chunk builder) and as
+    ``ReplayBuffer.insert`` takes it. A plain dict at run time: nothing is added to the loop."""
+
+    observations: Mapping[str, np.ndarray]
+    actions: np.ndarray  # in [-1, 1]; the human's action where one intervened
+    rewards: float  # after ``RewardConfig``
+    next_observations: Mapping[str, np.ndarray]
+    masks: float  # 0.0 where the episode terminated (no bootstrap), else 1.0
+    dones: bool  # the episode ended here (terminated or truncated)
+    interventions: NotRequired[bool]  # a person chose the action
 
 
 def obs_spec_of(obs: Mapping[str, Any]) -> ObsSpec:
@@ -75,7 +89,8 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        payload: dict[str, Any] = {"meta": np.array(json.dumps(meta)), **arrays}
+        np.savez(f, **payload)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -114,9 +129,7 @@ def validate(arrays: dict[str, np.ndarray], meta: dict[str, Any], where: str = "
             raise DatasetError(f"{where}: missing array '{name}'")
         a = arrays[name]
         if a.dtype != np.dtype(dtype) or a.ndim != ndim:
-            raise DatasetError(
-                f"{where}: '{name}' is {a.dtype}{list(a.shape)}, expected {dtype} with {ndim} dims"
-            )
+            raise DatasetError(f"{where}: '{name}' is {a.dtype}{list(a.shape)}, expected {dtype} with {ndim} dims")
         n = a.shape[0] if n is None else n
         if a.shape[0] != n:
             raise DatasetError(f"{where}: '{name}' has {a.shape[0]} rows, other arrays have {n}")
@@ -142,7 +155,10 @@ def validate(arrays: dict[str, np.ndarray], meta: dict[str, Any], where: str = "
     slots = arrays["obs_slot"][valid]
     if slots.size and (slots.min() < 0 or slots.max() >= n):
         raise DatasetError(f"{where}: 'obs_slot' points outside [0, {n})")
-    if not np.all(np.isfinite(arrays["actions"][valid])) or np.abs(arrays["actions"][valid]).max(initial=0) > 1.0 + 1e-5:
+    if (
+        not np.all(np.isfinite(arrays["actions"][valid]))
+        or np.abs(arrays["actions"][valid]).max(initial=0) > 1.0 + 1e-5
+    ):
         raise DatasetError(f"{where}: 'actions' must be finite and within [-1, 1]")
     if not np.all(np.isfinite(arrays["rewards"][valid])):
         raise DatasetError(f"{where}: 'rewards' has non-finite values")

@@ -85,9 +85,7 @@ class SpatialLearnedEmbeddings(nn.Module):
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
         h, w, c = features.shape[-3:]
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (h, w, c, self.num_features)
-        )
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (h, w, c, self.num_features))
         out = jnp.einsum("...hwc,hwck->...ck", features, kernel)
         return out.reshape(out.shape[:-2] + (c * self.num_features,))
 
@@ -102,8 +100,7 @@ def with_state_stats(cfg: EncoderConfig, states: np.ndarray) -> EncoderConfig:
     states = np.asarray(states, np.float64)
     std = states.std(axis=0)
     std = np.where(std < MIN_STATE_STD, 1.0, std)
-    return replace(cfg, state_mean=tuple(float(x) for x in states.mean(axis=0)),
-                   state_std=tuple(float(x) for x in std))
+    return replace(cfg, state_mean=tuple(float(x) for x in states.mean(axis=0)), state_std=tuple(float(x) for x in std))
 
 
 class ObsEncoder(nn.Module):
@@ -143,7 +140,7 @@ class ObsEncoder(nn.Module):
 
 def save_trunk_params(path: str | Path, trunk_params: Any) -> None:
     """Write trunk parameters as the ``.npz`` that ``load_pretrained_trunks`` reads."""
-    flat = {"/".join(k): np.asarray(v) for k, v in flatten_dict(trunk_params).items()}
+    flat: dict[str, Any] = {"/".join(k): np.asarray(v) for k, v in flatten_dict(trunk_params).items()}
     np.savez(path, **flat)
 
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,29 +59,47 @@ class LabelledImages:
 
     def counts(self) -> dict[str, int]:
         succ = int(self.labels.sum())
-        return {"frames": len(self), "success": succ, "failure": len(self) - succ,
-                "episodes": int(np.unique(self.episode).size)}
+        return {
+            "frames": len(self),
+            "success": succ,
+            "failure": len(self) - succ,
+            "episodes": int(np.unique(self.episode).size),
+        }
 
 
 class LabelledImageWriter:
     """Appends episodes to a dataset folder (creating it, or continuing one with the same meta)."""
 
-    def __init__(self, directory: str | Path, image_keys: Sequence[str], image_size: int, task: str,
-                 label_source: str, extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        image_keys: Sequence[str],
+        image_size: int,
+        task: str,
+        label_source: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         if label_source not in LABEL_SOURCES:
             raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
         self.directory = Path(directory)
         self.image_keys = tuple(image_keys)
         self.image_size = int(image_size)
-        meta = {"format": FORMAT, "task": task, "image_keys": list(self.image_keys),
-                "image_size": self.image_size, "label_source": label_source}
+        meta = {
+            "format": FORMAT,
+            "task": task,
+            "image_keys": list(self.image_keys),
+            "image_size": self.image_size,
+            "label_source": label_source,
+        }
         path = self.directory / "meta.json"
         if path.exists():
             old = read_meta(self.directory)
             for k in ("task", "image_keys", "image_size"):
                 if old[k] != meta[k]:
-                    raise LabelledImagesError(f"{path}: this dataset has {k}={old[k]!r}, the recording has "
-                                              f"{meta[k]!r}; record into a new folder")
+                    raise LabelledImagesError(
+                        f"{path}: this dataset has {k}={old[k]!r}, the recording has "
+                        f"{meta[k]!r}; record into a new folder"
+                    )
             if old["label_source"] != label_source:
                 meta["label_source"] = "mixed"
         (self.directory / "episodes").mkdir(parents=True, exist_ok=True)
@@ -93,15 +112,20 @@ class LabelledImageWriter:
     def _files(self) -> list[Path]:
         return sorted((self.directory / "episodes").glob("episode_*.npz"))
 
-    def write_episode(self, frames: Sequence[Mapping[str, np.ndarray]], labels: Sequence[int],
-                      env_success: Sequence[int], states: Sequence[np.ndarray]) -> Path:
+    def write_episode(
+        self,
+        frames: Sequence[Mapping[str, np.ndarray]],
+        labels: Sequence[int],
+        env_success: Sequence[int],
+        states: Sequence[np.ndarray],
+    ) -> Path:
         """Write one episode (frames[i] holds each image key); returns its file."""
         n = len(frames)
         if not n == len(labels) == len(env_success) == len(states):
             raise ValueError("frames, labels, env_success and states must have the same length")
         if n == 0:
             raise ValueError("an episode needs at least one frame")
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, Any] = {}
         for k in self.image_keys:
             arrays[f"images/{k}"] = np.stack([np.asarray(f[k], np.uint8) for f in frames])
         arrays["labels"] = np.asarray(labels, np.uint8)
@@ -133,8 +157,9 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as e:
         raise LabelledImagesError(f"{path}: unreadable ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise LabelledImagesError(f"{path}: format is {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                                  f"expected {FORMAT!r}")
+        raise LabelledImagesError(
+            f"{path}: format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}"
+        )
     for k in ("task", "image_keys", "image_size", "label_source"):
         if k not in meta:
             raise LabelledImagesError(f"{path}: missing '{k}'")
@@ -151,11 +176,15 @@ def _check_episode(arrays: Mapping[str, np.ndarray], image_keys: Sequence[str], 
         raise LabelledImagesError(f"{where}: unexpected key '{extra[0]}'")
     n = arrays["labels"].shape[0] if arrays["labels"].ndim == 1 else -1
     if n < 1:
-        raise LabelledImagesError(f"{where}: 'labels' must be a non-empty 1-D array, got shape {arrays['labels'].shape}")
+        raise LabelledImagesError(
+            f"{where}: 'labels' must be a non-empty 1-D array, got shape {arrays['labels'].shape}"
+        )
     for k in image_keys:
         a = arrays[f"images/{k}"]
         if a.dtype != np.uint8 or a.shape != (n, size, size, 3):
-            raise LabelledImagesError(f"{where}: 'images/{k}' is {a.dtype} {a.shape}, expected uint8 {(n, size, size, 3)}")
+            raise LabelledImagesError(
+                f"{where}: 'images/{k}' is {a.dtype} {a.shape}, expected uint8 {(n, size, size, 3)}"
+            )
     for key, dtype in (("labels", np.uint8), ("env_success", np.int8), ("step", np.int32)):
         a = arrays[key]
         if a.dtype != dtype or a.shape != (n,):
@@ -164,7 +193,9 @@ def _check_episode(arrays: Mapping[str, np.ndarray], image_keys: Sequence[str], 
     if state.dtype != np.float32 or state.ndim != 2 or state.shape[0] != n:
         raise LabelledImagesError(f"{where}: 'state' is {state.dtype} {state.shape}, expected float32 ({n}, D)")
     if not np.isin(arrays["labels"], (0, 1)).all():
-        raise LabelledImagesError(f"{where}: labels must be 0 or 1, found {sorted(set(arrays['labels'].tolist()) - {0, 1})}")
+        raise LabelledImagesError(
+            f"{where}: labels must be 0 or 1, found {sorted(set(arrays['labels'].tolist()) - {0, 1})}"
+        )
     if not np.isin(arrays["env_success"], (-1, 0, 1)).all():
         raise LabelledImagesError(f"{where}: env_success must be -1, 0 or 1")
     return n
@@ -176,17 +207,19 @@ def load_labelled_images(directories: Sequence[str | Path]) -> LabelledImages:
         raise LabelledImagesError("no dataset folders given")
     images: dict[str, list[np.ndarray]] = {}
     labels, env_success, episode, sources = [], [], [], []
-    keys: tuple[str, ...] | None = None
-    size = None
+    keys: tuple[str, ...] = ()
+    size = 0
     ep = 0
     for d in directories:
         meta = read_meta(d)
         k, s = tuple(meta["image_keys"]), int(meta["image_size"])
-        if keys is None:
+        if not keys:
             keys, size = k, s
             images = {key: [] for key in keys}
         elif (k, s) != (keys, size):
-            raise LabelledImagesError(f"{d}: image keys {k} at {s} px differ from {directories[0]}'s {keys} at {size} px")
+            raise LabelledImagesError(
+                f"{d}: image keys {k} at {s} px differ from {directories[0]}'s {keys} at {size} px"
+            )
         files = sorted((Path(d) / "episodes").glob("episode_*.npz"))
         files = [f for f in files if not f.name.endswith(".tmp.npz")]
         if not files:
@@ -207,5 +240,9 @@ def load_labelled_images(directories: Sequence[str | Path]) -> LabelledImages:
         sources.append(str(meta["label_source"]))
     return LabelledImages(
         images={key: np.concatenate(v) for key, v in images.items()},
-        labels=np.concatenate(labels), env_success=np.concatenate(env_success), episode=np.concatenate(episode),
-        image_size=int(size), sources=tuple(sources))
+        labels=np.concatenate(labels),
+        env_success=np.concatenate(env_success),
+        episode=np.concatenate(episode),
+        image_size=int(size),
+        sources=tuple(sources),
+    )

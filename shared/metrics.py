@@ -6,8 +6,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +43,11 @@ class MetricsLogger:
                 import wandb
             except ImportError as e:
                 raise RuntimeError("wandb logging was asked for but wandb is not installed") from e
-            self._wandb = wandb.init(project=wandb_project, config=dict(wandb_config or {}),
-                                     dir=str(self.directory))
+            self._wandb = wandb.init(project=wandb_project, config=dict(wandb_config or {}), dir=str(self.directory))
 
     def log(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
         scalars = to_scalars(metrics)
-        record = {"step": int(step), "time": time.time()}
+        record: dict[str, Any] = {"step": int(step), "time": time.time()}
         record.update({f"{prefix}{k}": (v if math.isfinite(v) else str(v)) for k, v in scalars.items()})
         self._jsonl.write(json.dumps(record) + "\n")
         if self._tb is not None:

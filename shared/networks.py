@@ -56,6 +56,12 @@ class MLPResNet(nn.Module):
         return nn.relu(x)
 
 
+def forward(module: nn.Module, params: Any, *args: Any, **kwargs: Any) -> Any:
+    """``module``'s output for ``params`` (``module.apply`` with no mutable collections; flax types
+    ``apply`` as output-or-(output, state), which hides the output's type)."""
+    return module.apply({"params": params}, *args, **kwargs)
+
+
 def make_trunk(cfg: NetworkConfig) -> nn.Module:
     if cfg.residual_blocks > 0:
         return MLPResNet(cfg.residual_blocks, cfg.hidden_dims[0], cfg.use_layer_norm)
@@ -172,9 +178,7 @@ def sample_tanh_gaussian(
     return jnp.tanh(u), log_prob
 
 
-def tanh_gaussian_log_prob(
-    mean: jax.Array, log_std: jax.Array, actions: jax.Array, eps: float = 1e-6
-) -> jax.Array:
+def tanh_gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array, eps: float = 1e-6) -> jax.Array:
     """log pi(a|s) of given (dataset) actions; actions are clipped just inside (-1, 1)."""
     a = jnp.clip(actions, -1.0 + eps, 1.0 - eps)
     u = jnp.arctanh(a)
@@ -207,8 +211,10 @@ def build_networks(cfg: AgentConfig, action_dim: int) -> dict[str, nn.Module]:
     return nets
 
 
-def critic_subset_module(critic: CriticEnsemble, k: int) -> CriticEnsemble:
+def critic_subset_module(critic: nn.Module, k: int) -> CriticEnsemble:
     """The same critic definition with ``k`` members, for applying gathered parameters."""
+    if not isinstance(critic, CriticEnsemble):
+        raise TypeError(f"expected the critic ensemble, got {type(critic).__name__}")
     return critic.clone(num=k)
 
 

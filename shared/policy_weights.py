@@ -9,7 +9,8 @@ the parameter's name and the running policy is kept.
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -20,8 +21,14 @@ from shared.protocol import MessageType, ProtocolError, make_message
 
 def weights_message(actor_params: Any, version: int, fingerprint: str, **counters: int) -> dict[str, Any]:
     tree = jax.tree.map(np.asarray, serialization.to_state_dict(jax.device_get(actor_params)))
-    return make_message(MessageType.WEIGHTS, version=int(version), fingerprint=fingerprint, params=tree,
-                        sent_at=time.time(), **{k: int(v) for k, v in counters.items()})
+    return make_message(
+        MessageType.WEIGHTS,
+        version=int(version),
+        fingerprint=fingerprint,
+        params=tree,
+        sent_at=time.time(),
+        **{k: int(v) for k, v in counters.items()},
+    )
 
 
 def params_from_message(msg: Mapping[str, Any], template: Any, fingerprint: str) -> Any:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -33,14 +34,26 @@ MAX_FRAMES = 64  # data frames of one multipart message
 FRAME_MIN_BYTES = 4096  # arrays at least this big get a frame of their own
 _ARRAY_TAG = "__ndarray__"
 _FRAME_TAG = "__frame__"
-ALLOWED_DTYPES = frozenset({
-    "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
-    "float16", "float32", "float64",
-})
+ALLOWED_DTYPES = frozenset(
+    {
+        "bool",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "float16",
+        "float32",
+        "float64",
+    }
+)
 
 
 class MessageType(str, enum.Enum):
-    HELLO = "hello"  # actor -> learner: actor id, session id, config fingerprint
+    HELLO = "hello"  # actor -> learner: actor id, session id, config fingerprint and the contract it hashes
     WELCOME = "welcome"  # learner -> actor: what it already has from this actor, weights version
     CHUNK = "chunk"  # actor -> learner: a numbered batch of transitions
     ACK = "ack"  # learner -> actor: chunk numbers inserted
@@ -83,8 +96,14 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
     try:
         message = msgpack.unpackb(
-            bytes(data), raw=False, strict_map_key=True, use_list=True,
-            max_bin_len=max_bytes, max_str_len=max_bytes, max_array_len=max_bytes, max_map_len=max_bytes,
+            bytes(data),
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=max_bytes,
+            max_str_len=max_bytes,
+            max_array_len=max_bytes,
+            max_map_len=max_bytes,
             max_ext_len=0,
         )
     except ProtocolError:
@@ -129,7 +148,7 @@ def _restore(obj: Any, depth: int, frames: list | None = None, used: set | None 
         if _ARRAY_TAG in obj:
             return _unpack_array(obj)
         if _FRAME_TAG in obj:
-            if frames is None:
+            if frames is None or used is None:
                 raise ProtocolError("a frame reference in a single-frame message")
             return _frame_array(obj, frames, used)
         return {k: _restore(v, depth + 1, frames, used) for k, v in obj.items()}
@@ -160,7 +179,7 @@ def encode_frames(message: Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTES
             if len(data) >= MAX_FRAMES:
                 raise ProtocolError(f"more than {MAX_FRAMES} large arrays in one message")
             little = np.ascontiguousarray(obj, dtype=obj.dtype.newbyteorder("<"))
-            data.append(memoryview(little).cast("B"))
+            data.append(memoryview(little.data).cast("B"))
             return {_FRAME_TAG: len(data), "dtype": obj.dtype.name, "shape": list(obj.shape)}
         return obj
 
@@ -184,8 +203,15 @@ def decode_frames(frames: list[Any], max_bytes: int = MAX_MESSAGE_BYTES) -> dict
         raise ProtocolError(f"message of {total} bytes exceeds the {max_bytes}-byte limit")
     try:
         message = msgpack.unpackb(
-            views[0], raw=False, strict_map_key=True, use_list=True, max_bin_len=max_bytes,
-            max_str_len=max_bytes, max_array_len=max_bytes, max_map_len=max_bytes, max_ext_len=0,
+            views[0],
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=max_bytes,
+            max_str_len=max_bytes,
+            max_array_len=max_bytes,
+            max_map_len=max_bytes,
+            max_ext_len=0,
         )
     except Exception as e:
         raise ProtocolError(f"not a valid msgpack header: {type(e).__name__}: {e}") from None
@@ -212,8 +238,9 @@ def _frame_array(obj: dict[str, Any], frames: list[memoryview], used: set[int]) 
     buf = frames[index]
     expected = math.prod(shape) * dtype.itemsize
     if expected != buf.nbytes:
-        raise ProtocolError(f"array of dtype {obj['dtype']} and shape {shape} needs {expected} bytes, "
-                            f"frame {index} has {buf.nbytes}")
+        raise ProtocolError(
+            f"array of dtype {obj['dtype']} and shape {shape} needs {expected} bytes, frame {index} has {buf.nbytes}"
+        )
     arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
     return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
 
@@ -221,8 +248,10 @@ def _frame_array(obj: dict[str, Any], frames: list[memoryview], used: set[int]) 
 def _check_dtype_shape(name: Any, shape: Any) -> tuple[np.dtype, list[int]]:
     if not isinstance(name, str) or name not in ALLOWED_DTYPES:
         raise ProtocolError(f"array dtype {name!r} is not allowed")
-    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
     ):
         raise ProtocolError(f"array shape {shape!r} is not a list of at most {MAX_NDIM} sizes")
     return np.dtype(name).newbyteorder("<"), shape

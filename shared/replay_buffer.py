@@ -12,8 +12,9 @@ is -inf, a vacuous lower bound. Insert and sample are thread-safe.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from shared.dataset import (
     FORMAT,
     DatasetError,
     ObsSpec,
+    Transition,
     load_arrays,
     save_arrays,
     spec_from_json,
@@ -93,7 +95,7 @@ class ReplayBuffer:
     def _alive(self, slot: int, serial: int) -> bool:
         return slot >= 0 and self._serial[slot] == serial
 
-    def insert(self, transition: Mapping[str, Any], stream: str | int = 0) -> None:
+    def insert(self, transition: Transition, stream: str | int = 0) -> None:
         """Add one transition: keys observations, actions, rewards, next_observations,
         masks (0 on termination) and dones (episode ended: terminal or time limit)."""
         with self._lock:
@@ -127,8 +129,13 @@ class ReplayBuffer:
         previous one's next observation (same frame index) is known to continue the episode,
         so only the first of a chunk is compared with the stream's last frame."""
         n = len(actions)
-        for name, a in (("obs_index", obs_index), ("next_index", next_index), ("rewards", rewards),
-                        ("masks", masks), ("dones", dones)):
+        for name, a in (
+            ("obs_index", obs_index),
+            ("next_index", next_index),
+            ("rewards", rewards),
+            ("masks", masks),
+            ("dones", dones),
+        ):
             if len(a) != n:
                 raise ValueError(f"{name} has {len(a)} entries for {n} actions")
         actions = np.asarray(actions, np.float32)
@@ -136,22 +143,46 @@ class ReplayBuffer:
             raise ValueError(f"actions must be [{n}, {self.action_dim}] finite numbers and rewards finite")
         self._check_obs({k: v[0] for k, v in frames.items()} if n else {}, "frames")
         num = {v.shape[0] for v in frames.values()}
-        if len(num) != 1 or min(obs_index.min(), next_index.min()) < 0 or max(obs_index.max(), next_index.max()) >= num.pop():
+        if (
+            len(num) != 1
+            or min(obs_index.min(), next_index.min()) < 0
+            or max(obs_index.max(), next_index.max()) >= num.pop()
+        ):
             raise ValueError("chunk indices point outside its frames")
         keys = list(self.frames)
         with self._lock:
             for i in range(n):
                 oi, ni = int(obs_index[i]), int(next_index[i])
                 continuous = i > 0 and oi == int(next_index[i - 1]) and not dones[i - 1]
-                self._append({k: frames[k][oi] for k in keys}, {k: frames[k][ni] for k in keys}, actions[i],
-                             float(rewards[i]), float(masks[i]), bool(dones[i]), str(stream), continuous)
+                self._append(
+                    {k: frames[k][oi] for k in keys},
+                    {k: frames[k][ni] for k in keys},
+                    actions[i],
+                    float(rewards[i]),
+                    float(masks[i]),
+                    bool(dones[i]),
+                    str(stream),
+                    continuous,
+                )
 
-    def _append(self, obs: Mapping[str, Any], next_obs: Mapping[str, Any], action: np.ndarray, reward: float,
-                mask: float, done: bool, stream: str, continuous: bool) -> None:
+    def _append(
+        self,
+        obs: Mapping[str, Any],
+        next_obs: Mapping[str, Any],
+        action: np.ndarray,
+        reward: float,
+        mask: float,
+        done: bool,
+        stream: str,
+        continuous: bool,
+    ) -> None:
         st = self._streams.setdefault(stream, {"last": -1, "last_serial": -1, "episode": []})
         prev = st["last"] if self._alive(st["last"], st["last_serial"]) else -1
-        if prev >= 0 and not continuous and self.check_continuity and not all(
-            np.array_equal(self.frames[k][prev], obs[k]) for k in self.frames
+        if (
+            prev >= 0
+            and not continuous
+            and self.check_continuity
+            and not all(np.array_equal(self.frames[k][prev], obs[k]) for k in self.frames)
         ):
             self.discontinuities += 1
             self._finish_episode(st)
@@ -190,9 +221,7 @@ class ReplayBuffer:
 
     # ----------------------------------------------------------------------------- sampling
 
-    def sample(
-        self, batch_size: int, rng: np.random.Generator, leading: tuple[int, ...] = ()
-    ) -> dict[str, Any]:
+    def sample(self, batch_size: int, rng: np.random.Generator, leading: tuple[int, ...] = ()) -> dict[str, Any]:
         """Uniform sample of transitions; ``leading=(utd,)`` gives arrays of [utd, B, ...]."""
         n = int(np.prod(leading, dtype=np.int64)) * batch_size
         with self._lock:
@@ -260,7 +289,7 @@ class ReplayBuffer:
         capacity: int | None = None,
         gamma: float | None = None,
         r_neg: float | None = None,
-    ) -> "ReplayBuffer":
+    ) -> ReplayBuffer:
         """Load a dataset or snapshot. Passing ``gamma`` (and ``r_neg``) different from the
         file's recomputes the Monte-Carlo returns for that discount."""
         arrays, meta = load_arrays(path)
@@ -270,13 +299,13 @@ class ReplayBuffer:
         buf = cls(
             spec,
             int(meta["action_dim"]),
-            capacity or max(int(meta.get("capacity", n)), n),
+            capacity or max(_int_or(meta.get("capacity"), n), n),
             gamma if gamma is not None else float(file_gamma if file_gamma is not None else 0.99),
             r_neg if r_neg is not None else meta.get("r_neg"),
         )
         if buf.capacity < n:
             raise DatasetError(f"{path}: holds {n} slots, more than capacity {buf.capacity}")
-        written = int(meta.get("written", n))
+        written = _int_or(meta.get("written"), n)
         if written > n and buf.capacity != n:
             # A wrapped ring must keep its slot positions: only the same capacity restores it.
             raise DatasetError(f"{path}: a wrapped buffer of capacity {n} cannot change capacity")
@@ -291,8 +320,11 @@ class ReplayBuffer:
         buf.info = dict(meta.get("info") or {})
         buf._inserted = int(meta.get("inserted", valid_slots.size))
         buf._streams = {
-            str(k): {"last": int(v["last"]), "last_serial": int(v["last_serial"]),
-                     "episode": [tuple(e) for e in v["episode"]]}
+            str(k): {
+                "last": int(v["last"]),
+                "last_serial": int(v["last_serial"]),
+                "episode": [tuple(e) for e in v["episode"]],
+            }
             for k, v in meta.get("streams", {}).items()
         }
         gamma_changed = gamma is not None and (file_gamma is None or gamma != float(file_gamma))
@@ -338,3 +370,7 @@ def _reshape(tree: Any, shape: tuple[int, ...]) -> Any:
     if isinstance(tree, dict):
         return {k: _reshape(v, shape) for k, v in tree.items()}
     return tree.reshape(shape + tree.shape[1:])
+
+
+def _int_or(value: Any, default: int) -> int:
+    return default if value is None else int(value)

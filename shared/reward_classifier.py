@@ -9,8 +9,9 @@ saves it in the checkpoint with the config that built the network; the actor's w
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,6 +21,7 @@ import numpy as np
 from shared.checkpoint import CheckpointError, list_steps, merge_state, read_items, save_items
 from shared.config import ClassifierConfig, ClassifierTrainConfig, from_dict, to_dict
 from shared.encoders import ObsEncoder, load_pretrained_trunks
+from shared.networks import forward
 
 FORMAT = "wsrl-reward-classifier-v1"
 
@@ -64,9 +66,17 @@ def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> d
     fn, tn = int(np.sum(~pred & y)), int(np.sum(~pred & ~y))
     recall = tp / (tp + fn) if tp + fn else 0.0
     specificity = tn / (tn + fp) if tn + fp else 0.0
-    return {"accuracy": (tp + tn) / max(len(y), 1), "precision": tp / (tp + fp) if tp + fp else 1.0,
-            "recall": recall, "balanced_accuracy": (recall + specificity) / 2,
-            "tp": tp, "fp": fp, "tn": tn, "fn": fn, "threshold": float(threshold)}
+    return {
+        "accuracy": (tp + tn) / max(len(y), 1),
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "recall": recall,
+        "balanced_accuracy": (recall + specificity) / 2,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "threshold": float(threshold),
+    }
 
 
 def choose_threshold(probs: np.ndarray, labels: np.ndarray, min_precision: float) -> tuple[float, str]:
@@ -99,10 +109,24 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, min_precision: float
 # ------------------------------------------------------------------------------- checkpoints
 
 
-def save_classifier(directory: str | Path, params: Any, train_cfg: ClassifierTrainConfig, image_size: int,
-                    threshold: float, step: int, extra: Mapping[str, Any] | None = None) -> Path:
-    meta = {"format": FORMAT, "image_keys": list(train_cfg.model.encoder.image_keys), "image_size": int(image_size),
-            "threshold": float(threshold), "step": int(step), "saved_at": time.time(), **dict(extra or {})}
+def save_classifier(
+    directory: str | Path,
+    params: Any,
+    train_cfg: ClassifierTrainConfig,
+    image_size: int,
+    threshold: float,
+    step: int,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    meta = {
+        "format": FORMAT,
+        "image_keys": list(train_cfg.model.encoder.image_keys),
+        "image_size": int(image_size),
+        "threshold": float(threshold),
+        "step": int(step),
+        "saved_at": time.time(),
+        **dict(extra or {}),
+    }
     config = {"type": "ClassifierTrainConfig", "config": to_dict(train_cfg)}
     return save_items(directory, step, "params", jax.device_get(params), {"config": config, "meta": meta})
 
@@ -110,13 +134,19 @@ def save_classifier(directory: str | Path, params: Any, train_cfg: ClassifierTra
 class RewardClassifier:
     """A trained classifier with its threshold; ``probability(obs)`` is compiled once per shape."""
 
-    def __init__(self, cfg: ClassifierConfig, params: Any, threshold: float, image_size: int,
-                 meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ClassifierConfig,
+        params: Any,
+        threshold: float,
+        image_size: int,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
         self.config, self.threshold, self.image_size = cfg, float(threshold), int(image_size)
         self.params = jax.device_put(params)
         self.meta = dict(meta or {})
         module = SuccessClassifier(cfg)
-        self._probs = jax.jit(lambda p, images: jax.nn.sigmoid(module.apply({"params": p}, images)))
+        self._probs = jax.jit(lambda p, images: jax.nn.sigmoid(forward(module, p, images)))
 
     @property
     def image_keys(self) -> tuple[str, ...]:
@@ -158,8 +188,10 @@ def load_classifier(directory: str | Path, step: int | None = None) -> RewardCla
         raise CheckpointError(f"{where}: unreadable reward-classifier checkpoint ({type(e).__name__}: {e})") from None
     meta, cfg_json = items["meta"], items["config"]
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{where}: not a reward-classifier checkpoint (format "
-                              f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise CheckpointError(
+            f"{where}: not a reward-classifier checkpoint (format "
+            f"{meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     try:
         train_cfg = from_dict(ClassifierTrainConfig, cfg_json["config"])
         threshold, size = float(meta["threshold"]), int(meta["image_size"])

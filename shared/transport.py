@@ -19,9 +19,10 @@ import ipaddress
 import json
 import shutil
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -46,8 +47,9 @@ def fingerprint(contract: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def policy_contract(agent_config: Any, obs_spec: Mapping[str, Any], action_dim: int,
-                    reward: Any, task: str | None) -> dict[str, Any]:
+def policy_contract(
+    agent_config: Any, obs_spec: Mapping[str, Any], action_dim: int, reward: Any, task: str | None
+) -> dict[str, Any]:
     """What the actor's data and the learner's policy weights must match: observation spec,
     action size, reward transform, task, and the policy network (architecture and input
     normalisation). Critic settings are the learner's business and are left out."""
@@ -63,6 +65,38 @@ def policy_contract(agent_config: Any, obs_spec: Mapping[str, Any], action_dim: 
         "task": task,
         "policy": {k: agent[k] for k in ("actor_net", "encoder", "log_std_min", "log_std_max")},
     }
+
+
+def contract_differences(
+    mine: Mapping[str, Any], theirs: Any, names: tuple[str, str] = ("learner", "actor"), limit: int = 8
+) -> list[str]:
+    """The dotted paths where two policy contracts differ, with both values named by ``names``
+    (``theirs`` came off the wire: anything that is not a map is reported as such, long values are cut)."""
+    if not isinstance(theirs, Mapping):
+        return ["the peer sent no contract (an older release?)"]
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if len(out) >= limit:
+            return
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in sorted(set(a) | {k for k in b if isinstance(k, str)}):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        elif a != b:
+            out.append(f"{path}: {_short(a)} ({names[0]}) vs {_short(b)} ({names[1]})")
+
+    walk(plain_contract(mine), theirs, "")
+    return out
+
+
+def plain_contract(contract: Mapping[str, Any]) -> dict[str, Any]:
+    """The contract as plain JSON values (tuples become lists), as it travels in HELLO."""
+    return json.loads(json.dumps(contract, sort_keys=True, default=str))
+
+
+def _short(value: Any, n: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= n else r[: n - 3] + "..."
 
 
 # ------------------------------------------------------------------------------- addresses
@@ -124,7 +158,7 @@ def make_keys(directory: str | Path, actor_names: tuple[str, ...] = (ACTOR_KEY,)
     return made
 
 
-def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
+def _load(path: Path, secret: bool) -> tuple[bytes, bytes]:
     if not path.is_file():
         raise TransportError(f"key file {path} not found (make keys with launch/make_keys.sh --dir DIR)")
     try:
@@ -133,7 +167,7 @@ def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
         raise TransportError(f"key file {path} is not a CURVE certificate: {e}") from e
     if secret and sec is None:
         raise TransportError(f"{path} holds no secret key")
-    return public, sec
+    return public, sec or b""  # b"": a public key file, read for its public key only
 
 
 def learner_keys(directory: str | Path) -> CurveKeys:
@@ -158,12 +192,14 @@ def actor_keys(directory: str | Path, name: str = ACTOR_KEY) -> CurveKeys:
 class LearnerSockets:
     """The learner's bound sockets: ROUTER (data) and PUB (weights), with CURVE when keyed."""
 
-    def __init__(self, host: str, data_port: int, weights_port: int, keys: CurveKeys | None,
-                 max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self, host: str, data_port: int, weights_port: int, keys: CurveKeys | None, max_bytes: int = MAX_MESSAGE_BYTES
+    ) -> None:
         if keys is None and not is_loopback(host):
             raise TransportError(
                 f"binding {host} (not loopback) needs CURVE keys: pass --keys DIR "
-                "(made by launch/make_keys.sh); without keys the learner binds 127.0.0.1 only")
+                "(made by launch/make_keys.sh); without keys the learner binds 127.0.0.1 only"
+            )
         self.context = zmq.Context()
         self.authenticator = None
         if keys is not None:

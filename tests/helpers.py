@@ -15,8 +15,9 @@ def tiny_config(algo="sac", **kw):
 
 
 def image_config(kind="small_conv", **kw):
-    enc = EncoderConfig(kind=kind, image_keys=("wrist_1",), base_filters=8, bottleneck_dim=16,
-                        num_spatial_features=2, augment_pad=2)
+    enc = EncoderConfig(
+        kind=kind, image_keys=("wrist_1",), base_filters=8, bottleneck_dim=16, num_spatial_features=2, augment_pad=2
+    )
     return tiny_config(encoder=enc, **kw)
 
 
@@ -33,8 +34,11 @@ def random_batch(obs_example, action_dim, leading, seed=0):
 
     def o():
         return {
-            k: (rng.integers(0, 255, leading + v.shape).astype(np.uint8) if v.dtype == np.uint8
-                else rng.normal(size=leading + v.shape).astype(np.float32))
+            k: (
+                rng.integers(0, 255, leading + v.shape).astype(np.uint8)
+                if v.dtype == np.uint8
+                else rng.normal(size=leading + v.shape).astype(np.float32)
+            )
             for k, v in obs_example.items()
         }
 
@@ -62,9 +66,14 @@ def save_tiny_policy(path, hidden=16):
     from shared.checkpoint import Checkpointer
     from shared.config import apply_overrides, peg_sim_pretrain
 
-    cfg = apply_overrides(peg_sim_pretrain(), [f"agent.critic_net.hidden_dims=[{hidden},{hidden}]",
-                                               f"agent.actor_net.hidden_dims=[{hidden},{hidden}]",
-                                               "agent.num_critics=2"])
+    cfg = apply_overrides(
+        peg_sim_pretrain(),
+        [
+            f"agent.critic_net.hidden_dims=[{hidden},{hidden}]",
+            f"agent.actor_net.hidden_dims=[{hidden},{hidden}]",
+            "agent.num_critics=2",
+        ],
+    )
     obs = {"state": np.zeros(19, np.float32)}
     ck = Checkpointer(path, async_save=False)
     ck.save(create_agent(cfg.agent, obs, 6), obs, cfg)

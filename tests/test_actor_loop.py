@@ -3,17 +3,17 @@
 import time
 
 import gymnasium as gym
-import pytest
 import jax
 import numpy as np
+import pytest
 
 import robot_env
 from actor.loop import ControlLoop, LoopConfig
-from shared.rate import RateKeeper
 from actor.sender import TransitionSender
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
 from shared.agents import create_agent
+from shared.rate import RateKeeper
 from shared.replay_buffer import ReplayBuffer
 from shared.transport import LearnerSockets, free_port
 from tests.helpers import tiny_config
@@ -51,8 +51,9 @@ def _run(tmp_path, env, params_of=lambda agent: agent.actor.params, **loop_kw):
     socks, buf, server, sender = _serve(tmp_path)
     agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
     max_steps = loop_kw.pop("max_steps")
-    loop = ControlLoop(env, agent.nets["actor"], params_of(agent), sender, None,
-                       LoopConfig(hz=0, max_steps=max_steps), **loop_kw)
+    loop = ControlLoop(
+        env, agent.nets["actor"], params_of(agent), sender, None, LoopConfig(hz=0, max_steps=max_steps), **loop_kw
+    )
     try:
         summary = loop.run()
         assert sender.close(drain_timeout=20)
@@ -64,9 +65,12 @@ def _run(tmp_path, env, params_of=lambda agent: agent.actor.params, **loop_kw):
 
 def test_interventions_are_recorded_and_nan_actions_hold(tmp_path):
     # A policy whose parameters went NaN: every action it proposes is refused and held.
-    summary, buf, server = _run(tmp_path, EveryThirdStepTakenOver(gym.make(robot_env.SIM_ENV_ID)),
-                                params_of=lambda a: jax.tree.map(lambda x: np.full_like(x, np.nan), a.actor.params),
-                                max_steps=30)
+    summary, buf, server = _run(
+        tmp_path,
+        EveryThirdStepTakenOver(gym.make(robot_env.SIM_ENV_ID)),
+        params_of=lambda a: jax.tree.map(lambda x: np.full_like(x, np.nan), a.actor.params),
+        max_steps=30,
+    )
     # The policy is asked every step (the takeover happens inside the env's step).
     assert summary["steps"] == 30 and summary["invalid_actions"] == 30
     assert server.counters["interventions"] == 10

@@ -5,7 +5,7 @@ import pytest
 from helpers import random_batch, state_obs, tiny_config, trees_equal
 
 from shared.agents import create_agent, make_update
-from shared.checkpoint import CheckpointError, Checkpointer, handoff, load_checkpoint
+from shared.checkpoint import Checkpointer, CheckpointError, handoff, load_checkpoint
 from shared.config import NetworkConfig, OnlineConfig, PretrainConfig
 
 
@@ -23,11 +23,16 @@ def test_round_trip_restores_every_array_and_config(tmp_path):
     ck = Checkpointer(tmp_path)
     ck.save(agent, state_obs(), PretrainConfig(agent=cfg))
     ck.close()
-    restored, saved_cfg, meta = load_checkpoint(tmp_path)
+    ck = load_checkpoint(tmp_path)
+    restored = ck.agent
     assert trees_equal(restored, agent)  # params, target, optimizer moments, rng, counters
     assert restored.config == cfg
     assert int(restored.env_steps) == 123 and int(restored.grad_steps) == 2
-    assert saved_cfg["type"] == "PretrainConfig" and meta["obs_spec"]["state"]["shape"] == [5]
+    assert ck.config_type == "PretrainConfig" and ck.obs_spec == {"state": ((5,), "float32")}
+    assert ck.phase_config(PretrainConfig) == PretrainConfig(agent=cfg) and ck.reward == PretrainConfig().reward
+    assert ck.meta.env_steps == 123 and ck.meta.grad_steps == 2 and ck.step == 2
+    with pytest.raises(CheckpointError, match="saved by a PretrainConfig run"):
+        ck.phase_config(OnlineConfig)
     # a restored agent keeps training with the same compiled update
     make_update(cfg, donate=False)(restored, random_batch(state_obs(), 2, (1, 8)))
 
@@ -43,7 +48,7 @@ def test_corrupt_latest_step_falls_back_to_previous(tmp_path, caplog):
         if f.is_file():
             f.write_bytes(b"\x00garbage")
     with caplog.at_level(logging.WARNING):
-        restored, _, _ = load_checkpoint(tmp_path)
+        restored = load_checkpoint(tmp_path).agent
     assert int(restored.env_steps) == int(agent.env_steps)
     assert "unreadable" in caplog.text
     with pytest.raises(CheckpointError):
@@ -62,7 +67,7 @@ def test_calql_to_sac_handoff_keeps_everything_but_alpha(tmp_path, caplog):
     ck = Checkpointer(tmp_path)
     ck.save(pre, state_obs(), PretrainConfig(agent=pre_cfg))
     ck.close()
-    restored, _, _ = load_checkpoint(tmp_path)
+    restored = load_checkpoint(tmp_path).agent
     online_cfg = replace(pre_cfg, algo="sac", utd=4, actor_lr=1e-4)
     with caplog.at_level(logging.INFO, logger="wsrl.checkpoint"):
         online = handoff(restored, online_cfg, state_obs())
@@ -90,7 +95,7 @@ def test_handoff_carries_the_state_normalisation(tmp_path):
     ckpt = Checkpointer(tmp_path / "ck", async_save=False)
     ckpt.save(pre, state_obs(), PretrainConfig(agent=pre.config))
     ckpt.close()
-    restored, _, _ = load_checkpoint(tmp_path / "ck")
+    restored = load_checkpoint(tmp_path / "ck").agent
     assert restored.config.encoder.state_std == (2.0,) * 5
     online = handoff(restored, tiny_config("sac"), state_obs())  # online config leaves the stats unset
     assert online.config.encoder.state_mean == (1.0,) * 5 and online.config.encoder.state_std == (2.0,) * 5

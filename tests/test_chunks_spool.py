@@ -20,8 +20,16 @@ def _episode_transitions(start, length, done_at_end=True):
     out = []
     for i in range(length):
         nxt = _obs(start + i + 1)
-        out.append({"observations": obs, "actions": np.full(2, start + i, np.float32), "rewards": -1.0,
-                    "next_observations": nxt, "masks": 1.0, "dones": done_at_end and i == length - 1})
+        out.append(
+            {
+                "observations": obs,
+                "actions": np.full(2, start + i, np.float32),
+                "rewards": -1.0,
+                "next_observations": nxt,
+                "masks": 1.0,
+                "dones": done_at_end and i == length - 1,
+            }
+        )
         obs = nxt
     return out
 
@@ -53,19 +61,22 @@ def _valid_msg():
     return decode(encode(b.build("a", "s1", 0)))
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda m: m["frames"].pop("wrist_1"), "keys"),
-    (lambda m: m["frames"].__setitem__("state", m["frames"]["state"].astype(np.float64)), "float32"),
-    (lambda m: m.__setitem__("obs_index", np.array([0, 1, 9], np.int32)), "outside"),
-    (lambda m: m["actions"].__setitem__((1, 0), np.nan), "non-finite"),
-    (lambda m: m["frames"]["state"].__setitem__((0, 0), np.inf), "non-finite"),
-    (lambda m: m["masks"].__setitem__(0, 0.5), "masks"),
-    (lambda m: m.__setitem__("rewards", np.zeros(2, np.float32)), "rewards"),
-    (lambda m: m.__setitem__("seq", -1), "seq"),
-    (lambda m: m.__setitem__("actor", "x" * 100), "actor"),
-    (lambda m: m.__setitem__("obs_index", np.zeros(0, np.int32)), "1-4096"),
-    (lambda m: m.__setitem__("frames", [1, 2]), "keys"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m["frames"].pop("wrist_1"), "keys"),
+        (lambda m: m["frames"].__setitem__("state", m["frames"]["state"].astype(np.float64)), "float32"),
+        (lambda m: m.__setitem__("obs_index", np.array([0, 1, 9], np.int32)), "outside"),
+        (lambda m: m["actions"].__setitem__((1, 0), np.nan), "non-finite"),
+        (lambda m: m["frames"]["state"].__setitem__((0, 0), np.inf), "non-finite"),
+        (lambda m: m["masks"].__setitem__(0, 0.5), "masks"),
+        (lambda m: m.__setitem__("rewards", np.zeros(2, np.float32)), "rewards"),
+        (lambda m: m.__setitem__("seq", -1), "seq"),
+        (lambda m: m.__setitem__("actor", "x" * 100), "actor"),
+        (lambda m: m.__setitem__("obs_index", np.zeros(0, np.int32)), "1-4096"),
+        (lambda m: m.__setitem__("frames", [1, 2]), "keys"),
+    ],
+)
 def test_bad_chunks_are_refused_whole(mutate, message):
     msg = _valid_msg()
     mutate(msg)

@@ -93,7 +93,9 @@ def test_actions_are_end_effector_deltas_scaled_to_2cm_and_0p1rad():
     np.testing.assert_allclose(_target6([0, 0, 0, 0, 0, 1])[5], -0.1, atol=1e-9)
     # with the tool yawed by 90 degrees, its x axis is the base y
     turned = reset + [0, 0, 0, 0, 0, 0.5]
-    np.testing.assert_allclose(_target6([1, 0, 0, 0, 0, 0], turned)[:3], turned[:3] + 0.02 * np.array([np.cos(0.5), np.sin(0.5), 0]), atol=1e-9)
+    np.testing.assert_allclose(
+        _target6([1, 0, 0, 0, 0, 0], turned)[:3], turned[:3] + 0.02 * np.array([np.cos(0.5), np.sin(0.5), 0]), atol=1e-9
+    )
 
 
 def test_sanitize_action():
@@ -116,8 +118,9 @@ def test_clip_to_box_handles_roll_wrap():
     # far outside: clipped to the nearer end on the circle
     np.testing.assert_allclose(contract.clip_to_box([0.5, 0, 0.15, -0.1, 0, 0], box)[3], -PI + 0.1, atol=1e-9)
     np.testing.assert_allclose(contract.clip_to_box([0.5, 0, 0.15, 0.1, 0, 0], box)[3], PI - 0.1, atol=1e-9)
-    np.testing.assert_allclose(contract.clip_to_box([9, -9, 9, PI, 1, -1], box)[[0, 1, 2, 4, 5]],
-                               [0.57, -0.07, 0.2, 0.1, -0.7], atol=1e-12)
+    np.testing.assert_allclose(
+        contract.clip_to_box([9, -9, 9, PI, 1, -1], box)[[0, 1, 2, 4, 5]], [0.57, -0.07, 0.2, 0.1, -0.7], atol=1e-12
+    )
 
 
 def test_safety_box_holds_for_any_action_from_any_pose():

@@ -67,9 +67,24 @@ def test_a_persons_verdict_is_the_result_with_the_envs_beside_it():
 
 def test_evaluate_command_writes_the_report(tmp_path):
     save_tiny_policy(tmp_path / "ckpt")
-    r = subprocess.run([sys.executable, "-m", "actor.evaluate", "--checkpoint", str(tmp_path / "ckpt"),
-                        "--out", str(tmp_path / "eval"), "--poses", "0", "7"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actor.evaluate",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--out",
+            str(tmp_path / "eval"),
+            "--poses",
+            "0",
+            "7",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["episodes"] == 2 and [p["pose_index"] for p in report["poses"]] == [0, 7]

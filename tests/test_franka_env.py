@@ -41,8 +41,8 @@ def test_an_episode_of_the_scripted_expert_succeeds(env):
     assert obs["state"].shape == (contract.STATE_DIM,) and info["eval_pose"] == 3
     policy = ScriptedInserter(env.task, Skill.level(1.0), seed=0)
     policy.reset()
-    for t in range(40):
-        obs, reward, terminated, truncated, info = env.step(policy(obs))
+    for _t in range(40):
+        obs, reward, terminated, _truncated, info = env.step(policy(obs))
         assert "robot_error" not in info
         if terminated:
             break
@@ -83,7 +83,7 @@ def test_a_failing_server_ends_the_episode_with_the_reason(env, server, fault):
     import time
 
     t0 = time.monotonic()
-    obs2, reward, terminated, truncated, info = env.step(np.zeros(6))
+    obs2, _reward, terminated, truncated, info = env.step(np.zeros(6))
     assert truncated and not terminated and "robot server" in info["robot_error"]
     assert time.monotonic() - t0 < 1.5  # one client timeout, never a hang
     np.testing.assert_array_equal(obs2["state"], obs["state"])  # the last good observation
@@ -94,8 +94,13 @@ def test_a_failing_server_ends_the_episode_with_the_reason(env, server, fault):
 def test_joint_resets_come_every_n_episodes_and_images_come_from_the_server(server):
     before = server.calls.get("jointreset", 0)
     client = RobotClient(server.url)
-    env = FrankaEnv(fast_task(joint_reset_every=2), robot_url=server.url, obs_mode="images", image_size=16,
-                    cameras=server_rig(client, contract.IMAGE_KEYS, 16))
+    env = FrankaEnv(
+        fast_task(joint_reset_every=2),
+        robot_url=server.url,
+        obs_mode="images",
+        image_size=16,
+        cameras=server_rig(client, contract.IMAGE_KEYS, 16),
+    )
     try:
         for _ in range(5):
             obs, _ = env.reset()
@@ -116,15 +121,20 @@ def test_the_label_recorder_on_franka_keeps_going_after_success(server, tmp_path
     from shared.labelled_images import LabelledImageWriter, load_labelled_images
 
     client = RobotClient(server.url)
-    env = FrankaEnv(fast_task(), robot_url=server.url, obs_mode="images", image_size=16,
-                    cameras=server_rig(client, contract.IMAGE_KEYS, 16), end_on_success=False)
+    env = FrankaEnv(
+        fast_task(),
+        robot_url=server.url,
+        obs_mode="images",
+        image_size=16,
+        cameras=server_rig(client, contract.IMAGE_KEYS, 16),
+        end_on_success=False,
+    )
     presses = {12: ["label_success"], 24: ["end_episode"]}
     step = iter(range(1000))
     policy = ScriptedInserter(env.task, Skill.level(1.0), seed=0)
     writer = LabelledImageWriter(tmp_path, contract.IMAGE_KEYS, 16, "peg_insertion", "keyboard")
     try:
-        stats = record(env, policy, writer, 1, "keyboard", events=lambda: presses.get(next(step), []),
-                       progress=False)
+        stats = record(env, policy, writer, 1, "keyboard", events=lambda: presses.get(next(step), []), progress=False)
     finally:
         env.close()
     data = load_labelled_images([tmp_path])

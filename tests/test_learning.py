@@ -1,6 +1,5 @@
 """Short end-to-end learning tests with small networks (minutes on 2 CPU cores)."""
 
-
 import gymnasium as gym
 import jax
 import numpy as np
@@ -19,11 +18,19 @@ pytestmark = pytest.mark.slow
 def run_sac_pendulum(env_steps: int, seed: int = 0) -> float:
     net = NetworkConfig(hidden_dims=(128, 128))
     cfg = AgentConfig(
-        algo="sac", num_critics=2, num_min_critics=2, utd=4, batch_size=128,
-        actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4, critic_net=net, actor_net=net,
+        algo="sac",
+        num_critics=2,
+        num_min_critics=2,
+        utd=4,
+        batch_size=128,
+        actor_lr=3e-4,
+        critic_lr=3e-4,
+        temperature_lr=3e-4,
+        critic_net=net,
+        actor_net=net,
     )
     env = gym.wrappers.RescaleAction(gym.make("Pendulum-v1"), np.float32(-1.0), np.float32(1.0))
-    obs_of = lambda o: {"state": np.asarray(o, np.float32)}  # noqa: E731
+    obs_of = lambda o: {"state": np.asarray(o, np.float32)}
     o, _ = env.reset(seed=seed)
     agent = create_agent(cfg, obs_of(o), 1, seed)
     update = make_update(cfg, donate=False)
@@ -37,8 +44,16 @@ def run_sac_pendulum(env_steps: int, seed: int = 0) -> float:
             key, sub = jax.random.split(key)
             a = act(agent, {"state": obs_of(o)["state"][None]}, sub)[0]
         o2, r, term, trunc, _ = env.step(a)
-        buf.insert({"observations": obs_of(o), "actions": a, "rewards": r, "next_observations": obs_of(o2),
-                    "masks": 0.0 if term else 1.0, "dones": term or trunc})
+        buf.insert(
+            {
+                "observations": obs_of(o),
+                "actions": a,
+                "rewards": float(r),
+                "next_observations": obs_of(o2),
+                "masks": 0.0 if term else 1.0,
+                "dones": term or trunc,
+            }
+        )
         o = o2
         if term or trunc:
             o, _ = env.reset()
@@ -51,7 +66,7 @@ def run_sac_pendulum(env_steps: int, seed: int = 0) -> float:
         while not done:
             a = act(agent, {"state": obs_of(o)["state"][None]}, key, deterministic=True)[0]
             o, r, term, trunc, _ = env.step(a)
-            total += r
+            total += float(r)
             done = term or trunc
         returns.append(total)
     return float(np.mean(returns))
@@ -71,14 +86,29 @@ def test_calql_beats_the_average_dataset_trajectory(tmp_path):
     buf, data_success = collect_mixed_dataset(episodes=300, reward=reward, gamma=0.95, seed=0)
     net = NetworkConfig(hidden_dims=(64, 64))
     agent_cfg = AgentConfig(
-        algo="calql", gamma=0.95, utd=1, num_critics=2, num_min_critics=2, num_backup_actions=4,
-        actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4, critic_net=net, actor_net=net,
+        algo="calql",
+        gamma=0.95,
+        utd=1,
+        num_critics=2,
+        num_min_critics=2,
+        num_backup_actions=4,
+        actor_lr=3e-4,
+        critic_lr=3e-4,
+        temperature_lr=3e-4,
+        critic_net=net,
+        actor_net=net,
         cql=CQLConfig(alpha=1.0, num_actions=4),
     )
-    cfg = PretrainConfig(agent=agent_cfg, reward=reward, steps=3000, log_every=500,
-                         checkpoint_every=100_000, seed=0)
-    agent = pretrain(cfg, buf, tmp_path, progress=False, tensorboard=False, eval_every=1500,
-                     eval_fn=lambda a: {"success": evaluate_success(a, PointReach(reward), 20, seed=7)})
+    cfg = PretrainConfig(agent=agent_cfg, reward=reward, steps=3000, log_every=500, checkpoint_every=100_000, seed=0)
+    agent = pretrain(
+        cfg,
+        buf,
+        tmp_path,
+        progress=False,
+        tensorboard=False,
+        eval_every=1500,
+        eval_fn=lambda a: {"success": evaluate_success(a, PointReach(reward), 20, seed=7)},
+    )
     logged = [r["eval/success"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "eval/success" in r]
     assert len(logged) == 2  # at steps 1500 and 3000
     success = evaluate_success(agent, PointReach(reward), episodes=50, seed=123)

@@ -51,16 +51,16 @@ def test_subset_indices_without_replacement_are_distinct():
 
 def _cql_inputs(q_rand):
     # E = 1 critic, B = 1 sample, N = 1 action per source, A = 1
-    a = lambda v: jnp.array([[[v]]])  # noqa: E731
-    return dict(
-        q_data=jnp.array([[1.0]]),
-        q_rand=a(q_rand),
-        q_cur=a(-2.0),
-        q_next=a(0.0),
-        log_prob_cur=jnp.array([[0.1]]),
-        log_prob_next=jnp.array([[-0.3]]),
-        action_dim=1,
-    )
+    a = lambda v: jnp.array([[[v]]])
+    return {
+        "q_data": jnp.array([[1.0]]),
+        "q_rand": a(q_rand),
+        "q_cur": a(-2.0),
+        "q_next": a(0.0),
+        "log_prob_cur": jnp.array([[0.1]]),
+        "log_prob_next": jnp.array([[-0.3]]),
+        "action_dim": 1,
+    }
 
 
 def test_calql_bound_applies_to_policy_actions_before_logsumexp():

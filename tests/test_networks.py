@@ -93,8 +93,14 @@ def test_resnet_loads_pretrained_trunk_and_freezes_it(tmp_path):
     path = tmp_path / "trunk.npz"
     save_trunk_params(path, pretrained)
     cfg = image_config("resnet10")
-    cfg = cfg.__class__(**{**cfg.__dict__, "encoder": cfg.encoder.__class__(
-        **{**cfg.encoder.__dict__, "pretrained_path": str(path), "freeze_trunk": True})})
+    cfg = cfg.__class__(
+        **{
+            **cfg.__dict__,
+            "encoder": cfg.encoder.__class__(
+                **{**cfg.encoder.__dict__, "pretrained_path": str(path), "freeze_trunk": True}
+            ),
+        }
+    )
     agent = create_agent(cfg, image_obs(), 2)
     loaded = agent.critic.params["encoder"]["trunk_wrist_1"]
     assert trees_equal(loaded, pretrained)

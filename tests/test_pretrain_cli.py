@@ -9,21 +9,40 @@ import pytest
 from tiny_tasks import collect_mixed_dataset
 
 from shared.checkpoint import list_steps, load_checkpoint
-from shared.config import RewardConfig
+from shared.config import PretrainConfig, RewardConfig
 from shared.metrics import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "--set", "agent.num_critics=2", "--set", "agent.critic_net.hidden_dims=[32,32]",
-    "--set", "agent.actor_net.hidden_dims=[32,32]", "--set", "agent.batch_size=32",
-    "--set", "log_every=20", "--set", "checkpoint_every=40", "--set", "agent.gamma=0.95",
-    "--set", "agent.num_backup_actions=2", "--set", "agent.cql.num_actions=2",
+    "--set",
+    "agent.num_critics=2",
+    "--set",
+    "agent.critic_net.hidden_dims=[32,32]",
+    "--set",
+    "agent.actor_net.hidden_dims=[32,32]",
+    "--set",
+    "agent.batch_size=32",
+    "--set",
+    "log_every=20",
+    "--set",
+    "checkpoint_every=40",
+    "--set",
+    "agent.gamma=0.95",
+    "--set",
+    "agent.num_backup_actions=2",
+    "--set",
+    "agent.cql.num_actions=2",
 ]
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "learner.pretrain", *args, "--no-progress"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "learner.pretrain", *args, "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("algo", ["calql", "iql"])
@@ -43,8 +62,8 @@ def test_pretrain_cli_logs_checkpoints_and_resumes(tmp_path, algo):
     r = run("--dataset", str(data), "--out", str(out), "--algo", algo, "--steps", "120", "--resume", *TINY)
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stderr
-    agent, cfg, _ = load_checkpoint(out / "checkpoints")
-    assert int(agent.grad_steps) == 120 and cfg["config"]["agent"]["algo"] == algo
+    ck = load_checkpoint(out / "checkpoints")
+    assert int(ck.agent.grad_steps) == 120 and ck.phase_config(PretrainConfig).agent.algo == algo
     assert [rec["step"] for rec in read_jsonl(out / "metrics.jsonl")][-2:] == [100, 120]
 
 
@@ -61,8 +80,23 @@ def test_pretrain_cli_evaluates_in_the_simulation(tmp_path):
     data = tmp_path / "peg.npz"
     collect(data, transitions=300, progress=False)
     out = tmp_path / "run"
-    r = run("--dataset", str(data), "--out", str(out), "--preset", "peg_sim", "--steps", "40", *TINY,
-            "--eval-env", "PegInsertionSim-v0", "--eval-episodes", "2", "--eval-every", "20")
+    r = run(
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--preset",
+        "peg_sim",
+        "--steps",
+        "40",
+        *TINY,
+        "--eval-env",
+        "PegInsertionSim-v0",
+        "--eval-episodes",
+        "2",
+        "--eval-every",
+        "20",
+    )
     assert r.returncode == 0, r.stderr
     evals = [rec for rec in read_jsonl(out / "metrics.jsonl") if "eval/success_rate" in rec]
     assert [rec["step"] for rec in evals] == [20, 40]
@@ -71,5 +105,5 @@ def test_pretrain_cli_evaluates_in_the_simulation(tmp_path):
     # the peg_sim preset normalises the state with the dataset's statistics, saved with the run
     enc = json.loads((out / "config.json").read_text())["agent"]["encoder"]
     assert enc["normalize_state"] and len(enc["state_mean"]) == len(enc["state_std"]) == 19
-    agent, _, _ = load_checkpoint(out / "checkpoints")
+    agent = load_checkpoint(out / "checkpoints").agent
     assert agent.config.encoder.state_std == tuple(enc["state_std"])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from shared.protocol import (
-    MAX_MESSAGE_BYTES,
     ALLOWED_DTYPES,
+    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     MessageType,
     ProtocolError,
@@ -29,9 +29,15 @@ def _array_record(dtype="float32", shape=(2,), data=b"\0" * 8):
 def test_round_trip_keeps_arrays_exactly():
     arrays = {name: (np.arange(12) % 2).astype(name).reshape(3, 4) for name in sorted(ALLOWED_DTYPES)}
     img = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    msg = make_message(MessageType.CHUNK, seq=7, session="abc", arrays=arrays,
-                       batch={"obs": {"state": np.linspace(0, 1, 19, dtype=np.float32), "wrist_1": img}},
-                       scalars=[np.float32(1.5), np.int64(3), True, None], empty=np.zeros((0, 6), np.float32))
+    msg = make_message(
+        MessageType.CHUNK,
+        seq=7,
+        session="abc",
+        arrays=arrays,
+        batch={"obs": {"state": np.linspace(0, 1, 19, dtype=np.float32), "wrist_1": img}},
+        scalars=[np.float32(1.5), np.int64(3), True, None],
+        empty=np.zeros((0, 6), np.float32),
+    )
     out = decode(encode(msg))
     assert out["type"] == "chunk" and out["v"] == PROTOCOL_VERSION and out["seq"] == 7
     for name, arr in arrays.items():
@@ -49,12 +55,15 @@ def test_big_endian_and_strided_arrays_arrive_native():
     np.testing.assert_array_equal(out, arr)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.array(["a", "b"]), "not allowed"),
-    (np.array([object()], dtype=object), "not allowed"),
-    (np.zeros((1,) * 9, np.float32), "dimensions"),
-    ({1, 2}, "cannot encode"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array(["a", "b"]), "not allowed"),
+        (np.array([object()], dtype=object), "not allowed"),
+        (np.zeros((1,) * 9, np.float32), "dimensions"),
+        ({1, 2}, "cannot encode"),
+    ],
+)
 def test_encode_refuses_what_cannot_travel(bad, match):
     with pytest.raises(ProtocolError, match=match):
         encode(make_message(MessageType.CHUNK, x=bad))
@@ -69,23 +78,26 @@ def test_encode_checks_header_and_size():
         make_message(MessageType.ACK, v=2)
 
 
-@pytest.mark.parametrize("data, match", [
-    (b"\xc1\xc1\xc1", "not a valid msgpack"),
-    (b"", "not a valid msgpack"),
-    (msgpack.packb([1, 2, 3]), "must be a map"),
-    (msgpack.packb({"type": "chunk", "v": 99}), "protocol version 99"),
-    (msgpack.packb({"type": "reboot", "v": PROTOCOL_VERSION}), "unknown message type"),
-    (msgpack.packb({1: 2}), "not a valid msgpack"),  # non-string keys
-    (_raw(x=_array_record(dtype="object")), "not allowed"),
-    (_raw(x=_array_record(dtype="<U4")), "not allowed"),
-    (_raw(x=_array_record(shape=(3,))), "needs 12 bytes, got 8"),
-    (_raw(x=_array_record(shape=(2**40, 2**40))), "needs"),
-    (_raw(x=_array_record(shape=(-1,))), "shape"),
-    (_raw(x=_array_record(shape=(1,) * 9, data=b"\0" * 4)), "shape"),
-    (_raw(x={**_array_record(), "extra": 1}), "keys"),
-    (_raw(x=_array_record(data="text")), "bytes"),
-    (msgpack.packb(msgpack.ExtType(1, b"x")), "not a valid msgpack"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"\xc1\xc1\xc1", "not a valid msgpack"),
+        (b"", "not a valid msgpack"),
+        (msgpack.packb([1, 2, 3]), "must be a map"),
+        (msgpack.packb({"type": "chunk", "v": 99}), "protocol version 99"),
+        (msgpack.packb({"type": "reboot", "v": PROTOCOL_VERSION}), "unknown message type"),
+        (msgpack.packb({1: 2}), "not a valid msgpack"),  # non-string keys
+        (_raw(x=_array_record(dtype="object")), "not allowed"),
+        (_raw(x=_array_record(dtype="<U4")), "not allowed"),
+        (_raw(x=_array_record(shape=(3,))), "needs 12 bytes, got 8"),
+        (_raw(x=_array_record(shape=(2**40, 2**40))), "needs"),
+        (_raw(x=_array_record(shape=(-1,))), "shape"),
+        (_raw(x=_array_record(shape=(1,) * 9, data=b"\0" * 4)), "shape"),
+        (_raw(x={**_array_record(), "extra": 1}), "keys"),
+        (_raw(x=_array_record(data="text")), "bytes"),
+        (msgpack.packb(msgpack.ExtType(1, b"x")), "not a valid msgpack"),
+    ],
+)
 def test_decode_names_what_is_wrong(data, match):
     with pytest.raises(ProtocolError, match=match):
         decode(data)
@@ -130,17 +142,27 @@ def test_multipart_frames_round_trip_without_copies():
     assert not out["frames"]["wrist_1"].flags.writeable  # a view of the received frame
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda f: f + [b"\0" * 10], "not referenced"),
-    (lambda f: f[:1], "outside"),
-    (lambda f: [f[0], f[1][:-1]], "needs"),
-    (lambda f: [encode(make_message(MessageType.CHUNK, a={"__frame__": 1, "dtype": "uint8", "shape": [4096]}))],
-     "outside"),
-    (lambda f: [encode(make_message(MessageType.CHUNK, a={"__frame__": 1, "dtype": "object", "shape": [1]})),
-                b"x"], "not allowed"),
-    (lambda f: [f[0]] + [b""] * 65, "at most 64"),
-    (lambda f: [], "no frames"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda f: f + [b"\0" * 10], "not referenced"),
+        (lambda f: f[:1], "outside"),
+        (lambda f: [f[0], f[1][:-1]], "needs"),
+        (
+            lambda f: [encode(make_message(MessageType.CHUNK, a={"__frame__": 1, "dtype": "uint8", "shape": [4096]}))],
+            "outside",
+        ),
+        (
+            lambda f: [
+                encode(make_message(MessageType.CHUNK, a={"__frame__": 1, "dtype": "object", "shape": [1]})),
+                b"x",
+            ],
+            "not allowed",
+        ),
+        (lambda f: [f[0]] + [b""] * 65, "at most 64"),
+        (lambda f: [], "no frames"),
+    ],
+)
 def test_multipart_defects_are_protocol_errors(edit, match):
     from shared.protocol import decode_frames, encode_frames
 

@@ -56,8 +56,16 @@ def test_mc_returns_filled_when_episode_ends():
 
 def test_open_episode_has_vacuous_bound_until_done():
     buf = make()
-    buf.insert({"observations": obs(0), "actions": [0.0], "rewards": -1.0, "next_observations": obs(1),
-                "masks": 1.0, "dones": False})
+    buf.insert(
+        {
+            "observations": obs(0),
+            "actions": [0.0],
+            "rewards": -1.0,
+            "next_observations": obs(1),
+            "masks": 1.0,
+            "dones": False,
+        }
+    )
     assert np.isneginf(buf.mc_returns[np.flatnonzero(buf.valid)]).all()
 
 
@@ -66,8 +74,17 @@ def test_interleaved_streams_keep_their_episodes():
     for t in range(3):
         for s, base in ((0, 0), (1, 100)):
             last = t == 2
-            buf.insert({"observations": obs(base + t), "actions": [0.0], "rewards": -1.0,
-                        "next_observations": obs(base + t + 1), "masks": 1.0, "dones": last}, stream=s)
+            buf.insert(
+                {
+                    "observations": obs(base + t),
+                    "actions": [0.0],
+                    "rewards": -1.0,
+                    "next_observations": obs(base + t + 1),
+                    "masks": 1.0,
+                    "dones": last,
+                },
+                stream=s,
+            )
     assert len(buf) == 6 and buf.discontinuities == 0
     b = buf.sample(200, np.random.default_rng(1))
     np.testing.assert_array_equal(b["next_observations"]["state"], b["observations"]["state"] + 1)
@@ -75,10 +92,26 @@ def test_interleaved_streams_keep_their_episodes():
 
 def test_discontinuous_observation_starts_a_new_episode():
     buf = make()
-    buf.insert({"observations": obs(0), "actions": [0.0], "rewards": -1.0, "next_observations": obs(1),
-                "masks": 1.0, "dones": False})
-    buf.insert({"observations": obs(50), "actions": [0.0], "rewards": -1.0, "next_observations": obs(51),
-                "masks": 1.0, "dones": True})
+    buf.insert(
+        {
+            "observations": obs(0),
+            "actions": [0.0],
+            "rewards": -1.0,
+            "next_observations": obs(1),
+            "masks": 1.0,
+            "dones": False,
+        }
+    )
+    buf.insert(
+        {
+            "observations": obs(50),
+            "actions": [0.0],
+            "rewards": -1.0,
+            "next_observations": obs(51),
+            "masks": 1.0,
+            "dones": True,
+        }
+    )
     assert buf.discontinuities == 1
     b = buf.sample(50, np.random.default_rng(0))
     np.testing.assert_array_equal(b["next_observations"]["state"], b["observations"]["state"] + 1)
@@ -96,8 +129,14 @@ def test_ring_overwrite_never_pairs_stale_frames():
 
 def test_bad_inputs_are_rejected():
     buf = make()
-    good = {"observations": obs(0), "actions": [0.0], "rewards": -1.0, "next_observations": obs(1),
-            "masks": 1.0, "dones": False}
+    good = {
+        "observations": obs(0),
+        "actions": [0.0],
+        "rewards": -1.0,
+        "next_observations": obs(1),
+        "masks": 1.0,
+        "dones": False,
+    }
     with pytest.raises(ValueError, match="actions"):
         buf.insert({**good, "actions": [np.nan]})
     with pytest.raises(ValueError, match="reward"):
@@ -120,8 +159,16 @@ def test_save_load_round_trip_keeps_open_episodes(tmp_path):
     buf = make(capacity=9)
     for e in range(3):
         episode(buf, 100 * e, 3, success=True)
-    buf.insert({"observations": obs(500), "actions": [0.0], "rewards": -1.0, "next_observations": obs(501),
-                "masks": 1.0, "dones": False})
+    buf.insert(
+        {
+            "observations": obs(500),
+            "actions": [0.0],
+            "rewards": -1.0,
+            "next_observations": obs(501),
+            "masks": 1.0,
+            "dones": False,
+        }
+    )
     assert buf._written > buf.capacity  # the ring has wrapped
     done_before = int((buf.valid & buf.dones).sum())
     path = buf.save(tmp_path / "buf.npz", info={"env": "test"})
@@ -129,8 +176,16 @@ def test_save_load_round_trip_keeps_open_episodes(tmp_path):
     for name in ("obs_slot", "actions", "rewards", "masks", "dones", "valid", "mc_returns"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(buf, name))
     # the open episode continues after loading, without a new reset slot
-    loaded.insert({"observations": obs(501), "actions": [0.0], "rewards": 0.0, "next_observations": obs(502),
-                   "masks": 0.0, "dones": True})
+    loaded.insert(
+        {
+            "observations": obs(501),
+            "actions": [0.0],
+            "rewards": 0.0,
+            "next_observations": obs(502),
+            "masks": 0.0,
+            "dones": True,
+        }
+    )
     assert loaded.discontinuities == 0
     assert int((loaded.valid & loaded.dones).sum()) == done_before + 1
     assert np.isfinite(loaded.mc_returns[loaded.valid]).all()

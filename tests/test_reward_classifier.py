@@ -14,14 +14,14 @@ import pytest
 import robot_env
 from actor.evaluate import evaluate_poses
 from actor.record_labels import KeyboardLabeller, RandomSkillInserter, record
-from actor.run import make_env
 from learner.train_reward_classifier import BalancedSampler, SplitError, split_episodes, train
 from robot_env.classifier_reward import ClassifierReward
 from robot_env.contract import IMAGE_KEYS
+from robot_env.make import make_env
 from shared.checkpoint import CheckpointError
 from shared.config import ClassifierConfig, ClassifierTrainConfig, EncoderConfig, RewardConfig
 from shared.encoders import save_trunk_params
-from shared.labelled_images import LabelledImageWriter, LabelledImagesError, load_labelled_images
+from shared.labelled_images import LabelledImagesError, LabelledImageWriter, load_labelled_images
 from shared.reward_classifier import binary_metrics, choose_threshold, init_params, load_classifier
 from tests.helpers import save_tiny_policy
 
@@ -88,10 +88,12 @@ def test_labelled_images_round_trip_and_clear_errors(tmp_path):
 
     ep = tmp_path / "episodes" / "episode_000001.npz"
     good = dict(np.load(ep))
-    for broken, match in [({**good, "labels": good["labels"].astype(np.float32)}, "'labels' is float32"),
-                          ({k: v for k, v in good.items() if k != "images/wrist_1"}, "missing 'images/wrist_1'"),
-                          ({**good, "images/wrist_1": good["images/wrist_1"][:, :4]}, "'images/wrist_1' is uint8"),
-                          ({**good, "extra": good["labels"]}, "unexpected key 'extra'")]:
+    for broken, match in [
+        ({**good, "labels": good["labels"].astype(np.float32)}, "'labels' is float32"),
+        ({k: v for k, v in good.items() if k != "images/wrist_1"}, "missing 'images/wrist_1'"),
+        ({**good, "images/wrist_1": good["images/wrist_1"][:, :4]}, "'images/wrist_1' is uint8"),
+        ({**good, "extra": good["labels"]}, "unexpected key 'extra'"),
+    ]:
         np.savez(ep, **broken)
         with pytest.raises(LabelledImagesError, match=match) as e:
             load_labelled_images([tmp_path])
@@ -107,12 +109,24 @@ def test_a_persons_keys_label_the_frames_that_follow(tmp_path):
     """Sticky labels: s at step 3, f at step 6, Esc at step 9 (what a person presses, scripted)."""
     presses = {3: ["label_success"], 6: ["label_failure", "pause", "pause"], 9: ["end_episode"]}
     step = iter(range(100))
-    env = make_env(robot_env.SIM_ENV_ID, "peg_insertion", RewardConfig(),
-                   {"state": ((19,), "float32"), **{k: ((16, 16, 3), "uint8") for k in IMAGE_KEYS}}, 0,
-                   end_on_success=False)
+    env = make_env(
+        robot_env.SIM_ENV_ID,
+        "peg_insertion",
+        RewardConfig(),
+        {"state": ((19,), "float32"), **dict.fromkeys(IMAGE_KEYS, ((16, 16, 3), "uint8"))},
+        0,
+        end_on_success=False,
+    )
     writer = LabelledImageWriter(tmp_path, IMAGE_KEYS, 16, "peg_insertion", "keyboard")
-    stats = record(env, lambda obs: np.zeros(6, np.float32), writer, 1, "keyboard",
-                   events=lambda: presses.get(next(step), []), progress=False)
+    stats = record(
+        env,
+        lambda obs: np.zeros(6, np.float32),
+        writer,
+        1,
+        "keyboard",
+        events=lambda: presses.get(next(step), []),
+        progress=False,
+    )
     env.close()
     data = load_labelled_images([tmp_path])
     # frame 0 is the reset; keys read before step k label frame k + 1 on
@@ -129,8 +143,22 @@ def test_recording_with_a_policy_checkpoint(tmp_path, capsys):
     from actor.record_labels import main
 
     save_tiny_policy(tmp_path / "policy", hidden=8)
-    main(["--out", str(tmp_path / "labels"), "--labels", "ground_truth", "--policy", "checkpoint", "--checkpoint",
-          str(tmp_path / "policy"), "--episodes", "2", "--image-size", "16"])
+    main(
+        [
+            "--out",
+            str(tmp_path / "labels"),
+            "--labels",
+            "ground_truth",
+            "--policy",
+            "checkpoint",
+            "--checkpoint",
+            str(tmp_path / "policy"),
+            "--episodes",
+            "2",
+            "--image-size",
+            "16",
+        ]
+    )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     data = load_labelled_images([tmp_path / "labels"])
     assert printed["frames"] == len(data) == 2 * 101 and data.image_keys == IMAGE_KEYS
@@ -147,16 +175,62 @@ def trained(tmp_path_factory):
     """The launch path on tiny images: record in simulation with ground-truth labels, train, load."""
     tmp = tmp_path_factory.mktemp("classifier")
     data, out = tmp / "labels", tmp / "clf"
-    r = subprocess.run([sys.executable, "-m", "actor.record_labels", "--out", str(data), "--labels", "ground_truth",
-                        "--policy", "scripted", "--episodes", "24", "--image-size", str(SIZE), "--seed", "1"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actor.record_labels",
+            "--out",
+            str(data),
+            "--labels",
+            "ground_truth",
+            "--policy",
+            "scripted",
+            "--episodes",
+            "24",
+            "--image-size",
+            str(SIZE),
+            "--seed",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     counts = json.loads(r.stdout.strip().splitlines()[-1])
-    r = subprocess.run([sys.executable, "-m", "learner.train_reward_classifier", "--data", str(data), "--out", str(out),
-                        "--encoder", "small_conv", "--base-filters", "8", "--steps", "300", "--no-progress",
-                        "--no-tensorboard", "--set", "eval_every=100", "--set", "model.hidden_dims=[32]",
-                        "--set", "model.encoder.bottleneck_dim=32", "--set", "model.encoder.augment_pad=2"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "learner.train_reward_classifier",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--encoder",
+            "small_conv",
+            "--base-filters",
+            "8",
+            "--steps",
+            "300",
+            "--no-progress",
+            "--no-tensorboard",
+            "--set",
+            "eval_every=100",
+            "--set",
+            "model.hidden_dims=[32]",
+            "--set",
+            "model.encoder.bottleneck_dim=32",
+            "--set",
+            "model.encoder.augment_pad=2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return {"data": data, "out": out, "counts": counts, "report": json.loads((out / "report.json").read_text())}
 
@@ -165,9 +239,11 @@ def test_classifier_reaches_high_validation_accuracy(trained):
     c, rep = trained["counts"], trained["report"]
     assert c["episodes"] == 24 and c["success"] > 300 and c["failure"] > 300
     v = rep["validation"]
-    print(f"\nvalidation on {rep['data']['val_frames']} frames of {rep['data']['val_episodes']} held-out episodes: "
-          f"accuracy {v['accuracy']:.3f}, precision {v['precision']:.3f}, recall {v['recall']:.3f} "
-          f"at threshold {rep['threshold']:.3f}")
+    print(
+        f"\nvalidation on {rep['data']['val_frames']} frames of {rep['data']['val_episodes']} held-out episodes: "
+        f"accuracy {v['accuracy']:.3f}, precision {v['precision']:.3f}, recall {v['recall']:.3f} "
+        f"at threshold {rep['threshold']:.3f}"
+    )
     assert v["accuracy"] >= 0.95 and v["precision"] >= 0.95 and v["recall"] >= 0.9
     assert (trained["out"] / "validation.png").stat().st_size > 10_000
     assert len(rep["curve"]) == 3 and (trained["out"] / "metrics.jsonl").exists()
@@ -229,7 +305,7 @@ def test_wrapper_refuses_envs_it_cannot_judge(trained):
     with pytest.raises(ValueError, match=r"'wrist_1' images of shape \(24, 24, 3\)"):
         ClassifierReward(env, clf)
     env.close()
-    image_policy = {"state": ((19,), "float32"), **{k: ((32, 32, 3), "uint8") for k in IMAGE_KEYS}}
+    image_policy = {"state": ((19,), "float32"), **dict.fromkeys(IMAGE_KEYS, ((32, 32, 3), "uint8"))}
     with pytest.raises(ValueError, match="trained on 24 px"):
         make_env(robot_env.SIM_ENV_ID, "peg_insertion", RewardConfig(), image_policy, 0, classifier=clf)
 
@@ -255,8 +331,15 @@ def test_corrupt_or_foreign_checkpoints_are_refused(trained, tmp_path):
 def test_pretrained_resnet_trunk_is_loaded_and_stays_frozen(trained, tmp_path):
     """ResNet-10 (4 filters) with trunk weights from a file: training leaves them as loaded."""
     data = load_labelled_images([trained["data"]])
-    enc = EncoderConfig(kind="resnet10", image_keys=IMAGE_KEYS, use_state=False, base_filters=4, bottleneck_dim=16,
-                        num_spatial_features=2, augment_pad=2)
+    enc = EncoderConfig(
+        kind="resnet10",
+        image_keys=IMAGE_KEYS,
+        use_state=False,
+        base_filters=4,
+        bottleneck_dim=16,
+        num_spatial_features=2,
+        augment_pad=2,
+    )
     model = ClassifierConfig(encoder=enc, hidden_dims=(16,))
     fresh = init_params(model, SIZE, jax.random.PRNGKey(42))
     trunk = jax.tree_util.tree_map(lambda x: np.asarray(x) + 0.01, fresh["encoder"]["trunk_wrist_1"])
@@ -277,13 +360,31 @@ def test_actor_and_learner_train_on_the_classifiers_reward(trained, tmp_path):
     applies it in its loop, the learner trains on it, and the actor logs its inference time."""
     from shared.metrics import read_jsonl
 
-    tiny = ["agent.critic_net.hidden_dims=[32,32]", "agent.actor_net.hidden_dims=[32,32]", "agent.num_critics=2",
-            "agent.batch_size=32"]
+    tiny = [
+        "agent.critic_net.hidden_dims=[32,32]",
+        "agent.actor_net.hidden_dims=[32,32]",
+        "agent.num_critics=2",
+        "agent.batch_size=32",
+    ]
     save_tiny_policy(tmp_path / "pretrained", hidden=32)
     out = tmp_path / "demo"
-    cmd = [sys.executable, "launch/sim_pipeline.py", "--out", str(out), "--pretrained", str(tmp_path / "pretrained"),
-           "--warmup-steps", "60", "--online-steps", "60", "--episodes", "1", "--no-progress",
-           "--reward-classifier", str(trained["out"])]
+    cmd = [
+        sys.executable,
+        "launch/sim_pipeline.py",
+        "--out",
+        str(out),
+        "--pretrained",
+        str(tmp_path / "pretrained"),
+        "--warmup-steps",
+        "60",
+        "--online-steps",
+        "60",
+        "--episodes",
+        "1",
+        "--no-progress",
+        "--reward-classifier",
+        str(trained["out"]),
+    ]
     for o in tiny:
         cmd += ["--set", o]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -55,8 +55,14 @@ def test_stopped_impedance_ignores_poses_and_compliance_is_reconfigured(client, 
     time.sleep(0.3)
     np.testing.assert_allclose(client.get_state()["pose"][:3], start[:3], atol=2e-3)
     client.start_impedance()
-    client.update_params({"translational_stiffness": 1000, "translational_clip_x": 0.01,
-                          "translational_clip_y": 0.01, "translational_clip_z": 0.01})
+    client.update_params(
+        {
+            "translational_stiffness": 1000,
+            "translational_clip_x": 0.01,
+            "translational_clip_y": 0.01,
+            "translational_clip_z": 0.01,
+        }
+    )
     limits = server.in_sim(lambda r: r.model.actuator_forcerange[r._act[0]].copy())
     np.testing.assert_allclose(limits, [-10.0, 10.0])
     with pytest.raises(RobotServerError, match="HTTP 400.*unknown compliance"):

@@ -30,8 +30,12 @@ from shared.transport import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["agent.critic_net.hidden_dims=[32,32]", "agent.actor_net.hidden_dims=[32,32]", "agent.num_critics=2",
-        "agent.batch_size=32"]
+TINY = [
+    "agent.critic_net.hidden_dims=[32,32]",
+    "agent.actor_net.hidden_dims=[32,32]",
+    "agent.num_critics=2",
+    "agent.batch_size=32",
+]
 STATE_DIM, ACTION_DIM = 19, 6
 
 
@@ -54,15 +58,20 @@ class Proc:
     def __init__(self, args, log_path):
         self.log_path = Path(log_path)
         self.f = open(self.log_path, "w")
-        self.p = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=self.f,
-                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            stdout=self.f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
     def wait(self, timeout=180):
         try:
             rc = self.p.wait(timeout)
         except subprocess.TimeoutExpired:
             self.p.kill()
-            raise AssertionError(f"{self.log_path.name} did not finish:\n{self.log()[-3000:]}")
+            raise AssertionError(f"{self.log_path.name} did not finish:\n{self.log()[-3000:]}") from None
         return rc
 
     def log(self):
@@ -82,9 +91,26 @@ class Proc:
 
 
 def learner_cmd(pretrained, out, ports, warmup, max_env_steps=None, resume=False, extra=()):
-    cmd = ["learner.online", "--pretrained", str(pretrained), "--out", str(out), "--warmup-steps", str(warmup),
-           "--data-port", str(ports[0]), "--weights-port", str(ports[1]), "--no-tensorboard",
-           "--set", "checkpoint_every=200", "--set", "keep_checkpoints=50", "--set", "publish_every=1"]
+    cmd = [
+        "learner.online",
+        "--pretrained",
+        str(pretrained),
+        "--out",
+        str(out),
+        "--warmup-steps",
+        str(warmup),
+        "--data-port",
+        str(ports[0]),
+        "--weights-port",
+        str(ports[1]),
+        "--no-tensorboard",
+        "--set",
+        "checkpoint_every=200",
+        "--set",
+        "keep_checkpoints=50",
+        "--set",
+        "publish_every=1",
+    ]
     for o in TINY:
         cmd += ["--set", o]
     if max_env_steps:
@@ -95,8 +121,23 @@ def learner_cmd(pretrained, out, ports, warmup, max_env_steps=None, resume=False
 
 
 def actor_cmd(pretrained, out, ports, hz=0, max_steps=None, extra=()):
-    cmd = ["actor.run", "--pretrained", str(pretrained), "--out", str(out), "--actor-id", "sim",
-           "--data-port", str(ports[0]), "--weights-port", str(ports[1]), "--hz", str(hz), "--drain-timeout", "20"]
+    cmd = [
+        "actor.run",
+        "--pretrained",
+        str(pretrained),
+        "--out",
+        str(out),
+        "--actor-id",
+        "sim",
+        "--data-port",
+        str(ports[0]),
+        "--weights-port",
+        str(ports[1]),
+        "--hz",
+        str(hz),
+        "--drain-timeout",
+        "20",
+    ]
     if max_steps:
         cmd += ["--max-steps", str(max_steps)]
     return cmd + list(extra)
@@ -157,30 +198,37 @@ def run_to_completion(learner_args, actor_args, tmp_path):
 def test_warmup_then_online_every_transition_exactly_once(pretrained, tmp_path):
     pts = ports()
     run, act = tmp_path / "learner", tmp_path / "actor"
-    _, actor = run_to_completion(learner_cmd(pretrained, run, pts, warmup=150, max_env_steps=400),
-                                 actor_cmd(pretrained, act, pts, max_steps=400, extra=["--max-learner-lag", "4"]),
-                                 tmp_path)
+    _, actor = run_to_completion(
+        learner_cmd(pretrained, run, pts, warmup=150, max_env_steps=400),
+        actor_cmd(pretrained, act, pts, max_steps=400, extra=["--max-learner-lag", "4"]),
+        tmp_path,
+    )
     summary = actor.summary()
     assert summary["steps"] == 400 and summary["delivered"]
     assert_exactly_once(run, 400)
 
     # No parameter moved while the learner held fewer than K transitions.
-    pre, _, _ = load_checkpoint(pretrained)
+    pre = load_checkpoint(pretrained).agent
     seen_warmup = seen_online = False
     for step in list_steps(run / "checkpoints"):
-        agent, _, meta = load_checkpoint(run / "checkpoints", step)
-        same = all(np.array_equal(a, b) for a, b in zip(
-            _leaves(agent.actor.params) + _leaves(agent.critic.params),
-            _leaves(pre.actor.params) + _leaves(pre.critic.params)))
-        if meta["grad_steps"] == 0:
+        ck = load_checkpoint(run / "checkpoints", step)
+        agent, meta = ck.agent, ck.meta
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                _leaves(agent.actor.params) + _leaves(agent.critic.params),
+                _leaves(pre.actor.params) + _leaves(pre.critic.params),
+            )
+        )
+        if meta.grad_steps == 0:
             seen_warmup = True
             assert same, f"parameters changed during warmup (checkpoint {step})"
         else:
             seen_online = True
-            assert meta["env_steps"] > 150 and not same
+            assert meta.env_steps > 150 and not same
     assert seen_warmup and seen_online
-    final = load_checkpoint(run / "checkpoints")[2]
-    assert final["grad_steps"] == 4 * (400 - 150)  # UTD 4 per online env step, exactly
+    final = load_checkpoint(run / "checkpoints").meta
+    assert final.grad_steps == 4 * (400 - 150)  # UTD 4 per online env step, exactly
 
     # The actor ran the frozen policy in warmup and received newer weights afterwards.
     episodes = [json.loads(line) for line in (act / "metrics.jsonl").read_text().splitlines()]
@@ -204,12 +252,15 @@ def test_learner_killed_and_resumed_loses_and_duplicates_nothing(pretrained, tmp
     learner = Proc(learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600), tmp_path / "learner1.log")
     actor = Proc(actor_cmd(pretrained, tmp_path / "actor", pts, hz=100, max_steps=600), tmp_path / "actor.log")
     try:
-        wait_until(lambda: status(run).get("env_steps", 0) >= 150 and list_steps(run / "checkpoints"),
-                   what="the learner to ingest 150 steps")
+        wait_until(
+            lambda: status(run).get("env_steps", 0) >= 150 and list_steps(run / "checkpoints"),
+            what="the learner to ingest 150 steps",
+        )
         learner.kill()  # SIGKILL: no final checkpoint, no goodbye
         time.sleep(1.5)  # the actor keeps stepping through the outage
-        learner = Proc(learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600, resume=True),
-                       tmp_path / "learner2.log")
+        learner = Proc(
+            learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600, resume=True), tmp_path / "learner2.log"
+        )
         assert learner.wait() == 0, learner.log()[-3000:]
         assert actor.wait() == 0, actor.log()[-3000:]
     finally:
@@ -234,14 +285,18 @@ def test_actor_killed_and_restarted_loses_and_duplicates_nothing(pretrained, tmp
         state = json.loads((act / "spool" / "actor_state.json").read_text())
         (first,) = state["journaled"].values()
         assert first < 120  # killed during warmup
-        actor = Proc(actor_cmd(pretrained, act, pts, max_steps=100, extra=["--max-learner-lag", "4"]),
-                     tmp_path / "actor2.log")
+        actor = Proc(
+            actor_cmd(pretrained, act, pts, max_steps=100, extra=["--max-learner-lag", "4"]), tmp_path / "actor2.log"
+        )
         assert actor.wait() == 0, actor.log()[-3000:]
         # Warmup was counted globally: the new actor finished K and ran the learner's weights
         # within its 100 steps (had it started warmup over, it would still be on v0).
         assert actor.summary()["weights_version"] > 0
-        wait_until(lambda: status(run).get("env_steps") == first + 100, timeout=30,
-                   what=f"{first + 100} transitions at the learner")
+        wait_until(
+            lambda: status(run).get("env_steps") == first + 100,
+            timeout=30,
+            what=f"{first + 100} transitions at the learner",
+        )
         learner.signal(signal.SIGINT)
         assert learner.wait() == 0
     finally:
@@ -269,8 +324,9 @@ def _reply(sock, timeout_ms=5000):
 
 
 def _sender(fp, port, spool, keys=None, actor_id="tester"):
-    return TransitionSender("127.0.0.1", port, actor_id, fp, spool, keys,
-                            SenderConfig(flush_interval=0.01, resend_after=1.0)).start()
+    return TransitionSender(
+        "127.0.0.1", port, actor_id, fp, spool, keys, SenderConfig(flush_interval=0.01, resend_after=1.0)
+    ).start()
 
 
 def _transitions(n, seed=0, dim=STATE_DIM):
@@ -278,25 +334,29 @@ def _transitions(n, seed=0, dim=STATE_DIM):
     obs = {"state": rng.normal(size=dim).astype(np.float32)}
     for i in range(n):
         nxt = {"state": rng.normal(size=dim).astype(np.float32)}
-        yield {"observations": obs, "actions": rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), "rewards": -1.0,
-               "next_observations": nxt, "masks": 1.0, "dones": i == n - 1}
+        yield {
+            "observations": obs,
+            "actions": rng.uniform(-1, 1, ACTION_DIM).astype(np.float32),
+            "rewards": -1.0,
+            "next_observations": nxt,
+            "masks": 1.0,
+            "dones": i == n - 1,
+        }
         obs = nxt
 
 
 def _fingerprint(pretrained, task="peg_insertion"):
-    agent, _, meta = load_checkpoint(pretrained)
-    from shared.dataset import spec_from_json
-
-    return fingerprint(policy_contract(agent.config, spec_from_json(meta["obs_spec"]), ACTION_DIM,
-                                       RewardConfig(), task))
+    ck = load_checkpoint(pretrained)
+    return fingerprint(policy_contract(ck.agent.config, ck.obs_spec, ACTION_DIM, RewardConfig(), task))
 
 
 def test_learner_survives_garbage_and_refuses_bad_actors(pretrained, tmp_path):
     pts = ports()
     run = tmp_path / "learner"
     # The learner serves another task than the actor process below, to see it refused.
-    learner = Proc(learner_cmd(pretrained, run, pts, warmup=10**6, extra=["--task", "other_task"]),
-                   tmp_path / "learner.log")
+    learner = Proc(
+        learner_cmd(pretrained, run, pts, warmup=10**6, extra=["--task", "other_task"]), tmp_path / "learner.log"
+    )
     ctx = zmq.Context()
     try:
         wait_until(lambda: status(run), what="the learner to start")
@@ -347,6 +407,8 @@ def test_learner_survives_garbage_and_refuses_bad_actors(pretrained, tmp_path):
         other = Proc(actor_cmd(pretrained, tmp_path / "other", pts), tmp_path / "other.log")
         assert other.wait(120) == 3
         assert "refused this actor" in other.log() and "fingerprint" in other.log()
+        # the refusal names the setting that differs, with both values
+        assert "differs in: task: 'other_task' (learner) vs 'peg_insertion' (actor)" in other.log()
         assert learner.p.poll() is None
         learner.signal(signal.SIGINT)
         assert learner.wait() == 0
@@ -369,8 +431,10 @@ def test_curve_admits_only_listed_actors(pretrained, tmp_path):
         learner_keys(tmp_path / "nowhere")
     pts = ports()
     run = tmp_path / "learner"
-    learner = Proc(learner_cmd(pretrained, run, pts, warmup=10**6, extra=["--keys", str(tmp_path / "keys")]),
-                   tmp_path / "learner.log")
+    learner = Proc(
+        learner_cmd(pretrained, run, pts, warmup=10**6, extra=["--keys", str(tmp_path / "keys")]),
+        tmp_path / "learner.log",
+    )
     ctx = zmq.Context()
     try:
         wait_until(lambda: status(run), what="the learner to start")
@@ -398,8 +462,21 @@ def test_curve_admits_only_listed_actors(pretrained, tmp_path):
 def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
     """The README's main command, shrunk: tiny networks, 100 + 100 steps, 2 evaluation poses."""
     out = tmp_path / "demo"
-    cmd = [sys.executable, "launch/sim_pipeline.py", "--out", str(out), "--pretrained", str(pretrained),
-           "--warmup-steps", "100", "--online-steps", "100", "--episodes", "2", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "launch/sim_pipeline.py",
+        "--out",
+        str(out),
+        "--pretrained",
+        str(pretrained),
+        "--warmup-steps",
+        "100",
+        "--online-steps",
+        "100",
+        "--episodes",
+        "2",
+        "--no-progress",
+    ]
     for o in TINY:
         cmd += ["--set", o]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -417,12 +494,20 @@ def test_wrist_camera_observations_through_the_runtime(tmp_path):
     learner's buffer, then online updates on them."""
     from shared.agents import create_agent
 
-    enc = ["agent.encoder.kind=small_conv", 'agent.encoder.image_keys=["wrist_1","wrist_2"]',
-           "agent.encoder.base_filters=8", "agent.encoder.bottleneck_dim=16", "agent.encoder.num_spatial_features=2",
-           "agent.encoder.augment_pad=2"]
+    enc = [
+        "agent.encoder.kind=small_conv",
+        'agent.encoder.image_keys=["wrist_1","wrist_2"]',
+        "agent.encoder.base_filters=8",
+        "agent.encoder.bottleneck_dim=16",
+        "agent.encoder.num_spatial_features=2",
+        "agent.encoder.augment_pad=2",
+    ]
     cfg = apply_overrides(peg_sim_pretrain(), TINY + enc)
-    obs = {"state": np.zeros(STATE_DIM, np.float32), "wrist_1": np.zeros((16, 16, 3), np.uint8),
-           "wrist_2": np.zeros((16, 16, 3), np.uint8)}
+    obs = {
+        "state": np.zeros(STATE_DIM, np.float32),
+        "wrist_1": np.zeros((16, 16, 3), np.uint8),
+        "wrist_2": np.zeros((16, 16, 3), np.uint8),
+    }
     pretrained = tmp_path / "pretrained"
     ck = Checkpointer(pretrained, async_save=False)
     ck.save(create_agent(cfg.agent, obs, ACTION_DIM), obs, cfg)
@@ -430,12 +515,14 @@ def test_wrist_camera_observations_through_the_runtime(tmp_path):
     pts = ports()
     run = tmp_path / "learner"
     extra = [x for o in enc for x in ("--set", o)]
-    run_to_completion(learner_cmd(pretrained, run, pts, warmup=60, max_env_steps=100, extra=extra),
-                      actor_cmd(pretrained, tmp_path / "actor", pts, max_steps=100, extra=["--max-learner-lag", "4"]),
-                      tmp_path)
+    run_to_completion(
+        learner_cmd(pretrained, run, pts, warmup=60, max_env_steps=100, extra=extra),
+        actor_cmd(pretrained, tmp_path / "actor", pts, max_steps=100, extra=["--max-learner-lag", "4"]),
+        tmp_path,
+    )
     assert_exactly_once(run, 100)
     files = sorted((run / "replay").glob("buffer_*.npz"))
     arrays, _ = load_arrays(files[-1])
     frames = arrays["obs/wrist_1"]
     assert frames.shape[1:] == (16, 16, 3) and frames.dtype == np.uint8 and frames.std() > 0  # real renders
-    assert load_checkpoint(run / "checkpoints")[2]["grad_steps"] == 4 * 40
+    assert load_checkpoint(run / "checkpoints").meta.grad_steps == 4 * 40

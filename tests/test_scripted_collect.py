@@ -36,9 +36,21 @@ def test_skill_orders_success():
 def test_collect_command_writes_a_loadable_mixed_dataset(tmp_path):
     out = tmp_path / "peg.npz"
     proc = subprocess.run(
-        [sys.executable, "-m", "robot_env.collect", "--out", str(out), "--transitions", "600",
-         "--seed", "3", "--no-progress"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "robot_env.collect",
+            "--out",
+            str(out),
+            "--transitions",
+            "600",
+            "--seed",
+            "3",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "success rate" in proc.stdout and "transitions" in proc.stdout

@@ -39,7 +39,7 @@ def test_registered_with_the_contract_spaces(env):
 
 
 def test_reset_pose_and_gripper_reading(env):
-    obs, info = env.reset(seed=0, options={"pose_offset": (0.0, 0.0, 0.0)})
+    obs, _info = env.reset(seed=0, options={"pose_offset": (0.0, 0.0, 0.0)})
     s = contract.state_slices()
     # 6 cm straight above the target: in the target frame (z down) that is z = -0.06
     np.testing.assert_allclose(obs["state"][POSE], [0, 0, -0.06, 0, 0, 0], atol=1e-6)
@@ -48,15 +48,17 @@ def test_reset_pose_and_gripper_reading(env):
 
 
 def test_one_step_moves_by_the_scaled_action(env):
-    obs, _ = env.reset(seed=0, options={"pose_offset": (0.0, 0.0, 0.0)})
+    env.reset(seed=0, options={"pose_offset": (0.0, 0.0, 0.0)})
     start = env.unwrapped.raw_state["pose"].copy()
-    obs, reward, term, trunc, info = env.step(np.array([1, 0, -0.5, 0, 0, 0.5], np.float32))
+    _obs, reward, term, trunc, info = env.step(np.array([1, 0, -0.5, 0, 0, 0.5], np.float32))
     moved = geo.pose7_to_pose6(env.unwrapped.raw_state["pose"]) - geo.pose7_to_pose6(start)
     # commanded: +2 cm x, +1 cm z (tool z is down), base yaw -0.05 rad; the impedance
     # controller gets within a millimetre and 15% of the turn in one 0.1 s period
     np.testing.assert_allclose(moved[:3], [0.02, 0, 0.01], atol=1e-3)
     np.testing.assert_allclose(moved[5], -0.05, atol=0.0075)
-    np.testing.assert_allclose(geo.pose7_to_pose6(info["commanded_pose"])[:3], geo.pose7_to_pose6(start)[:3] + [0.02, 0, 0.01], atol=1e-9)
+    np.testing.assert_allclose(
+        geo.pose7_to_pose6(info["commanded_pose"])[:3], geo.pose7_to_pose6(start)[:3] + [0.02, 0, 0.01], atol=1e-9
+    )
     assert reward == -1.0 and not term and not trunc
 
 
@@ -179,10 +181,10 @@ def test_eval_resets_walk_through_the_20_fixed_poses():
     env = PegInsertionSimEnv(reset_mode="eval")
     seen = []
     for _ in range(21):
-        obs, info = env.reset()
+        _, info = env.reset()
         seen.append(info["eval_pose"])
     assert seen == list(range(20)) + [0]
-    obs, info = env.reset(options={"eval_pose": 7})
+    _obs, info = env.reset(options={"eval_pose": 7})
     dx, dy, dyaw = TASK.eval_poses[7]
     pose6 = geo.pose7_to_pose6(env.raw_state["pose"])
     np.testing.assert_allclose(pose6[[0, 1]], np.array(TASK.reset_pose)[[0, 1]] + [dx, dy], atol=1e-9)

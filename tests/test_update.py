@@ -20,7 +20,7 @@ def test_fused_update_is_utd_critic_steps_then_one_actor_step(algo):
     manual = agent
     for i in range(4):
         prev = manual
-        manual, _ = critic_phase(manual, jax.tree.map(lambda x: x[i], batch))
+        manual, _ = critic_phase(manual, jax.tree.map(lambda x, i=i: x[i], batch))
         # critic-only step: actor and temperature parameters AND optimizer moments untouched
         assert trees_equal(manual.actor, prev.actor)
         assert trees_equal(manual.temperature, prev.temperature)
@@ -59,9 +59,11 @@ def test_update_does_not_recompile_after_first_call():
 
 def test_lagrange_alpha_moves_with_the_gap():
     cfg = tiny_config("cql", utd=1)
-    cfg = cfg.__class__(**{**cfg.__dict__, "cql": cfg.cql.__class__(lagrange=True, alpha=1.0, target_action_gap=-100.0)})
+    cfg = cfg.__class__(
+        **{**cfg.__dict__, "cql": cfg.cql.__class__(lagrange=True, alpha=1.0, target_action_gap=-100.0)}
+    )
     agent = create_agent(cfg, state_obs(), 2)
     batch = random_batch(state_obs(), 2, (1, 16))
-    new, info = make_update(cfg, donate=False)(agent, batch)
+    new, _info = make_update(cfg, donate=False)(agent, batch)
     # gap >> target: gradient ascent on alpha raises it
     assert float(new.aux["cql_alpha"].params["log_value"]) > float(agent.aux["cql_alpha"].params["log_value"])

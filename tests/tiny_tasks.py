@@ -41,7 +41,7 @@ def collect_mixed_dataset(episodes: int, reward: RewardConfig, gamma: float, see
     env = PointReach(reward)
     buf = ReplayBuffer({"state": ((2,), "float32")}, 2, episodes * env.max_steps * 2, gamma, reward.negative)
     successes = 0
-    for ep in range(episodes):
+    for _ep in range(episodes):
         skilled = rng.random() < 0.3
         drift = rng.uniform(-1, 1, 2)
         o = env.reset(rng)
@@ -55,8 +55,16 @@ def collect_mixed_dataset(episodes: int, reward: RewardConfig, gamma: float, see
             a = np.clip(a, -1, 1).astype(np.float32)
             o2, r, term, trunc = env.step(a)
             done = term or trunc
-            buf.insert({"observations": {"state": o}, "actions": a, "rewards": r,
-                        "next_observations": {"state": o2}, "masks": 0.0 if term else 1.0, "dones": done})
+            buf.insert(
+                {
+                    "observations": {"state": o},
+                    "actions": a,
+                    "rewards": r,
+                    "next_observations": {"state": o2},
+                    "masks": 0.0 if term else 1.0,
+                    "dones": done,
+                }
+            )
             successes += term
             o = o2
     return buf, successes / episodes

@@ -20,11 +20,15 @@ _JOINTS = ("x", "y", "z", "yaw", "pitch", "roll")
 _TCP_FLIP = geo.euler_to_mat([np.pi, 0.0, 0.0])
 
 
-def _ensure_gl_backend() -> None:
-    # MuJoCo picks its GL backend when the renderer is first imported; without a display the
-    # default (GLFW) fails, so default to EGL (Mesa's software EGL on CPU, NVIDIA's on a GPU).
-    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = "egl"
+def _renderer(model: Any, size: int) -> Any:
+    try:
+        return mujoco.Renderer(model, size, size)
+    except Exception as e:  # mujoco.FatalError or a GL library error, depending on the backend
+        raise RuntimeError(
+            f"offscreen rendering failed ({type(e).__name__}: {e}). MuJoCo chooses its OpenGL backend when it "
+            f"is first imported (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} now): import robot_env before mujoco, "
+            "or set MUJOCO_GL=egl (or osmesa) in the environment; launch/install.sh installs the libraries"
+        ) from e
 
 
 class SimRobot:
@@ -43,7 +47,7 @@ class SimRobot:
         self._tip = self.model.site("peg_tip").id
         self._hole = self.model.site("hole").id
         self._robot_geoms = {self.model.geom(g).id for g in scene.ROBOT_GEOMS}
-        self._substeps = max(1, int(round(task.control_dt / self.model.opt.timestep)))
+        self._substeps = max(1, round(task.control_dt / self.model.opt.timestep))
         self._gripper = scene.gripper_opening(task)
         self._renderers: dict[tuple[int, int], Any] = {}
         self._contact_buf = np.zeros(6)
@@ -88,7 +92,7 @@ class SimRobot:
 
     def advance(self, seconds: float | None = None) -> None:
         """Let simulated time pass (one control period by default); no wall-clock sleeping."""
-        n = self._substeps if seconds is None else max(1, int(round(seconds / self.model.opt.timestep)))
+        n = self._substeps if seconds is None else max(1, round(seconds / self.model.opt.timestep))
         mujoco.mj_step(self.model, self.data, nstep=n)
 
     def teleport(self, pose7: np.ndarray) -> None:
@@ -99,9 +103,13 @@ class SimRobot:
         self.data.ctrl[self._act] = q
         mujoco.mj_forward(self.model, self.data)
 
-    def set_compliance(self, stiffness: tuple[float, float] | None = None,
-                       damping: tuple[float, float] | None = None,
-                       force_limit: float | None = None, torque_limit: float | None = None) -> None:
+    def set_compliance(
+        self,
+        stiffness: tuple[float, float] | None = None,
+        damping: tuple[float, float] | None = None,
+        force_limit: float | None = None,
+        torque_limit: float | None = None,
+    ) -> None:
         """Reconfigure the impedance controller (the robot server's ``/update_param``)."""
         m = self.model
         for group, ids in ((0, self._act[:3]), (1, self._act[3:])):
@@ -124,19 +132,19 @@ class SimRobot:
     def peg_in_hole(self) -> bool:
         """Ground truth success: the peg tip is at least ``success_depth`` down the hole."""
         tip_local = self.data.site_xmat[self._hole].reshape(3, 3).T @ (
-            self.data.site_xpos[self._tip] - self.data.site_xpos[self._hole])
+            self.data.site_xpos[self._tip] - self.data.site_xpos[self._hole]
+        )
         inside = bool(np.all(np.abs(tip_local[:2]) <= scene.hole_half_width(self.task) + 1e-3))
-        return inside and self.insertion_depth() >= self.task.sim.success_depth
+        return inside and self.insertion_depth() >= self.task.sim_section.success_depth
 
     # ----- cameras -----
     def render(self, cameras: tuple[str, ...], size: int) -> dict[str, np.ndarray]:
         """RGB uint8 images ``(size, size, 3)`` from the named cameras."""
         renderer = self._renderers.get((size, size))
         if renderer is None:
-            _ensure_gl_backend()
             self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, size)
             self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, size)
-            renderer = mujoco.Renderer(self.model, size, size)
+            renderer = _renderer(self.model, size)
             self._renderers[(size, size)] = renderer
         out = {}
         for cam in cameras:

@@ -24,12 +24,12 @@ ROBOT_GEOMS = ("peg", "finger_left", "finger_right", "palm")
 
 
 def board_top_z(task: TaskConfig) -> float:
-    s = task.sim
+    s = task.sim_section
     return task.target_pose[2] - s.peg_length + s.target_depth
 
 
 def hole_half_width(task: TaskConfig) -> float:
-    return task.sim.peg_half_width + task.sim.clearance / 2
+    return task.sim_section.peg_half_width + task.sim_section.clearance / 2
 
 
 def _fmt(v) -> str:
@@ -47,7 +47,7 @@ def _look_at(pos: np.ndarray, target: np.ndarray, up: np.ndarray) -> str:
 
 
 def _board_geoms(task: TaskConfig) -> list[str]:
-    s = task.sim
+    s = task.sim_section
     b, c, w, d = hole_half_width(task), s.chamfer, s.board_half_width, s.hole_depth
     geoms = []
 
@@ -67,7 +67,10 @@ def _board_geoms(task: TaskConfig) -> list[str]:
         box("lip_ny", [0, -(b + c / 2), -(d + c) / 2], [b + c, c / 2, (d - c) / 2])
         # 45-degree chamfers: square bars turned 45 degrees whose upper face is the slope
         h = c / np.sqrt(2)
-        q45y, q45x = f"{np.cos(np.pi / 8):.6g} 0 {np.sin(np.pi / 8):.6g} 0", f"{np.cos(np.pi / 8):.6g} {np.sin(np.pi / 8):.6g} 0 0"
+        q45y, q45x = (
+            f"{np.cos(np.pi / 8):.6g} 0 {np.sin(np.pi / 8):.6g} 0",
+            f"{np.cos(np.pi / 8):.6g} {np.sin(np.pi / 8):.6g} 0 0",
+        )
         box("chamfer_px", [b + c, 0, -c], [h, b + c, h], f'quat="{q45y}"')
         box("chamfer_nx", [-(b + c), 0, -c], [h, b + c, h], f'quat="{q45y}"')
         box("chamfer_py", [0, b + c, -c], [b + c, h, h], f'quat="{q45x}"')
@@ -90,7 +93,8 @@ _HAND_JOINTS = (
 
 def _hand_joint_chain() -> tuple[str, str]:
     """Nested, gravity-compensated bodies with one joint each, all at the TCP (opening, closing)."""
-    opening, closing = [], []
+    opening: list[str] = []
+    closing: list[str] = []
     for depth, (name, kind, axis, armature) in enumerate(_HAND_JOINTS):
         pad = "    " * (depth + 1)
         opening.append(
@@ -106,7 +110,7 @@ def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
     """MJCF text of the scene for ``task`` (which must have a ``sim`` section)."""
     if task.sim is None:
         raise ValueError(f"task {task.name} has no 'sim' section")
-    s = task.sim
+    s = task.sim_section
     tx, ty, _ = task.target_pose[:3]
     top = board_top_z(task)
     table_z = top - s.hole_depth - 0.01
@@ -184,4 +188,4 @@ def build_mjcf(task: TaskConfig, offscreen_size: int = 640) -> str:
 
 def gripper_opening(task: TaskConfig) -> float:
     """Normalised gripper reading (1 = open) of fingers closed on the peg."""
-    return float(2 * task.sim.peg_half_width / FRANKA_MAX_OPENING)
+    return float(2 * task.sim_section.peg_half_width / FRANKA_MAX_OPENING)

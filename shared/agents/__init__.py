@@ -7,8 +7,9 @@ step on the last minibatch (actor delay = utd), in one compiled call when fused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,7 @@ def make_update(cfg: AgentConfig, donate: bool | None = None) -> UpdateFn:
         infos = []
         n = jax.tree.leaves(batch)[0].shape[0]
         for i in range(n):
-            agent, info = critic_jit(agent, jax.tree.map(lambda x: x[i], batch))
+            agent, info = critic_jit(agent, jax.tree.map(lambda x, i=i: x[i], batch))
             infos.append(info)
         agent, actor_info = actor_jit(agent, jax.tree.map(lambda x: x[n - 1], batch))
         critic_info = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *infos)
@@ -70,10 +71,10 @@ def make_update(cfg: AgentConfig, donate: bool | None = None) -> UpdateFn:
 
 
 __all__ = [
+    "PHASES",
     "Agent",
     "Batch",
     "TrainState",
-    "PHASES",
     "act",
     "act_with_params",
     "create_agent",

@@ -8,7 +8,8 @@ updates, saved with orbax, and compared leaf by leaf in tests. No function mutat
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,7 +20,7 @@ from flax import struct
 
 from shared.config import AgentConfig
 from shared.encoders import load_pretrained_trunks
-from shared.networks import build_networks, sample_tanh_gaussian
+from shared.networks import build_networks, forward, sample_tanh_gaussian
 
 Params = Any
 Batch = dict[str, Any]
@@ -32,14 +33,12 @@ class TrainState(struct.PyTreeNode):
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, params: Params, tx: optax.GradientTransformation) -> "TrainState":
+    def create(cls, params: Params, tx: optax.GradientTransformation) -> TrainState:
         return cls(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), tx=tx)
 
-    def apply_gradients(self, grads: Params) -> "TrainState":
+    def apply_gradients(self, grads: Params) -> TrainState:
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-        return self.replace(
-            params=optax.apply_updates(self.params, updates), opt_state=opt_state, step=self.step + 1
-        )
+        return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state, step=self.step + 1)
 
 
 class Agent(struct.PyTreeNode):
@@ -73,9 +72,7 @@ def _optimizers(cfg: AgentConfig) -> dict[str, optax.GradientTransformation]:
     }
 
 
-def create_agent(
-    cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_dim: int, seed: int = 0
-) -> Agent:
+def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_dim: int, seed: int = 0) -> Agent:
     """Initialise an agent. ``obs_example`` is one observation dict (no batch axis)."""
     nets = build_networks(cfg, action_dim)
     obs = jax.tree.map(lambda x: jnp.asarray(x)[None], obs_example)
@@ -89,10 +86,7 @@ def create_agent(
         "cql_alpha": (),
         "value": (obs,),
     }
-    params = {
-        name: module.init(key, *init_args[name])["params"]
-        for (name, module), key in zip(nets.items(), keys)
-    }
+    params = {name: module.init(key, *init_args[name])["params"] for (name, module), key in zip(nets.items(), keys)}
     if cfg.encoder.kind == "resnet10" and cfg.encoder.pretrained_path:
         for name in ("actor", "critic", "value"):
             if name in params:
@@ -144,28 +138,26 @@ def target_entropy(cfg: AgentConfig, action_dim: int) -> float:
 
 
 @functools.partial(jax.jit, static_argnames=("module", "deterministic"))
-def act_with_params(
-    params: Params, module: nn.Module, obs: Any, key: jax.Array, deterministic: bool
-) -> jax.Array:
+def act_with_params(params: Params, module: nn.Module, obs: Any, key: jax.Array, deterministic: bool) -> jax.Array:
     """Actions from actor parameters alone (what the robot-side actor holds)."""
-    mean, log_std = module.apply({"params": params}, obs)
+    mean, log_std = forward(module, params, obs)
     if deterministic:
         return jnp.tanh(mean)
     return sample_tanh_gaussian(key, mean, log_std)[0]
 
 
-def act(
-    agent: Agent, obs: dict[str, np.ndarray], key: jax.Array, deterministic: bool = False
-) -> np.ndarray:
+def act(agent: Agent, obs: dict[str, np.ndarray], key: jax.Array, deterministic: bool = False) -> np.ndarray:
     """Actions for a batch of observations (leading batch axis on every key)."""
     return np.asarray(act_with_params(agent.actor.params, agent.nets["actor"], obs, key, deterministic))
 
 
-def policy_fn(agent: Agent, deterministic: bool = True, seed: int = 0) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+def policy_fn(
+    agent: Agent, deterministic: bool = True, seed: int = 0
+) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
     """A callable that maps one (unbatched) observation to one action, for rollouts."""
     key = jax.random.PRNGKey(seed)
 
-    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+    def policy(obs: Mapping[str, np.ndarray]) -> np.ndarray:
         nonlocal key
         key, sub = jax.random.split(key)
         batch = {k: np.asarray(v)[None] for k, v in obs.items()}

@@ -16,7 +16,7 @@ import numpy as np
 from shared.agents.base import Agent, Batch, apply_critic_gradients
 from shared.agents.sac import augment_batch, compute_target
 from shared.config import CQLConfig
-from shared.networks import sample_tanh_gaussian
+from shared.networks import forward, sample_tanh_gaussian
 
 
 def cql_regularizer(
@@ -65,23 +65,25 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
     n = ccfg.num_actions
     b = batch["actions"].shape[0]
 
-    actor = lambda o: nets["actor"].apply({"params": agent.actor.params}, o)  # noqa: E731
+    actor = lambda o: forward(nets["actor"], agent.actor.params, o)
     a_rand = jax.random.uniform(k_rand, (b, n, agent.action_dim), minval=-1.0, maxval=1.0)
-    a_cur, lp_cur = sample_tanh_gaussian(k_cur, *actor(obs), (n,))
-    a_next, lp_next = sample_tanh_gaussian(k_next, *actor(batch["next_observations"]), (n,))
+    mean_cur, log_std_cur = actor(obs)
+    mean_next, log_std_next = actor(batch["next_observations"])
+    a_cur, lp_cur = sample_tanh_gaussian(k_cur, mean_cur, log_std_cur, (n,))
+    a_next, lp_next = sample_tanh_gaussian(k_next, mean_next, log_std_next, (n,))
     a_cur, lp_cur, a_next, lp_next = jax.lax.stop_gradient((a_cur, lp_cur, a_next, lp_next))
     sampled = jnp.concatenate([a_rand, a_cur, a_next], axis=1)  # [B, 3N, A]
     mc = batch["mc_returns"] if cfg.algo == "calql" else None
 
     if ccfg.lagrange:
-        alpha = nets["cql_alpha"].apply({"params": agent.aux["cql_alpha"].params})
+        alpha = forward(nets["cql_alpha"], agent.aux["cql_alpha"].params)
         alpha = jnp.clip(alpha, 0.0, 1e6)
     else:
         alpha = ccfg.alpha
 
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        q_data = nets["critic"].apply({"params": params}, obs, batch["actions"])
-        q_s = nets["critic"].apply({"params": params}, obs, sampled)  # [E, B, 3N]
+        q_data = forward(nets["critic"], params, obs, batch["actions"])
+        q_s = forward(nets["critic"], params, obs, sampled)  # [E, B, 3N]
         q_rand, q_cur, q_next = q_s[..., :n], q_s[..., n : 2 * n], q_s[..., 2 * n :]
         td = ((q_data - target[None]) ** 2).mean()
         diff = cql_regularizer(q_data, q_rand, q_cur, q_next, lp_cur, lp_next, mc, agent.action_dim, ccfg)
@@ -96,7 +98,7 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
         gap = jax.lax.stop_gradient(loss_info["cql_gap"])
 
         def alpha_loss(params: Any) -> jax.Array:
-            a = nets["cql_alpha"].apply({"params": params})
+            a = forward(nets["cql_alpha"], params)
             return -a * (gap - ccfg.target_action_gap)  # ascent on alpha: grows while gap > target
 
         aux["cql_alpha"] = aux["cql_alpha"].apply_gradients(jax.grad(alpha_loss)(aux["cql_alpha"].params))

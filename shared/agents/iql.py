@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from shared.agents.base import Agent, Batch, apply_critic_gradients
 from shared.agents.sac import augment_batch
-from shared.networks import tanh_gaussian_log_prob
+from shared.networks import forward, tanh_gaussian_log_prob
 
 
 def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
@@ -25,20 +25,20 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
     rng, k_aug = jax.random.split(agent.rng)
     batch = augment_batch(agent, batch, k_aug)
     obs = batch["observations"]
-    q_target = nets["critic"].apply({"params": agent.target_critic}, obs, batch["actions"]).min(axis=0)
+    q_target = forward(nets["critic"], agent.target_critic, obs, batch["actions"]).min(axis=0)
 
     def value_loss(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        v = nets["value"].apply({"params": params}, obs)
+        v = forward(nets["value"], params, obs)
         loss = expectile_loss(q_target - v, cfg.iql.expectile).mean()
         return loss, {"value_loss": loss, "v": v.mean()}
 
     grads, v_info = jax.grad(value_loss, has_aux=True)(agent.aux["value"].params)
     value = agent.aux["value"].apply_gradients(grads)
-    next_v = nets["value"].apply({"params": value.params}, batch["next_observations"])
+    next_v = forward(nets["value"], value.params, batch["next_observations"])
     target = batch["rewards"] + cfg.gamma * batch["masks"] * next_v
 
     def q_loss(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        q = nets["critic"].apply({"params": params}, obs, batch["actions"])
+        q = forward(nets["critic"], params, obs, batch["actions"])
         loss = ((q - target[None]) ** 2).mean()
         return loss, {"critic_loss": loss, "q": q.mean()}
 
@@ -53,12 +53,12 @@ def actor_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]
     nets = agent.nets
     rng, k_aug = jax.random.split(agent.rng)
     obs = augment_batch(agent, batch, k_aug)["observations"]
-    q = nets["critic"].apply({"params": agent.target_critic}, obs, batch["actions"]).min(axis=0)
-    v = nets["value"].apply({"params": agent.aux["value"].params}, obs)
+    q = forward(nets["critic"], agent.target_critic, obs, batch["actions"]).min(axis=0)
+    v = forward(nets["value"], agent.aux["value"].params, obs)
     weights = jnp.minimum(jnp.exp(cfg.iql.beta * (q - v)), cfg.iql.max_weight)
 
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        mean, log_std = nets["actor"].apply({"params": params}, obs)
+        mean, log_std = forward(nets["actor"], params, obs)
         log_prob = tanh_gaussian_log_prob(mean, log_std, batch["actions"])
         loss = -(weights * log_prob).mean()
         return loss, {"actor_loss": loss, "adv_weight": weights.mean()}

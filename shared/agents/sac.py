@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from shared.agents.base import Agent, Batch, apply_critic_gradients, target_entropy
 from shared.augmentation import augment_observations
-from shared.networks import critic_subset_module, gather_members, sample_tanh_gaussian
+from shared.networks import critic_subset_module, forward, gather_members, sample_tanh_gaussian
 
 
 def td_target(
@@ -55,9 +55,7 @@ def augment_batch(agent: Agent, batch: Batch, key: jax.Array) -> Batch:
     return {
         **batch,
         "observations": augment_observations(k1, batch["observations"], enc.image_keys, enc.augment_pad),
-        "next_observations": augment_observations(
-            k2, batch["next_observations"], enc.image_keys, enc.augment_pad
-        ),
+        "next_observations": augment_observations(k2, batch["next_observations"], enc.image_keys, enc.augment_pad),
     }
 
 
@@ -67,13 +65,13 @@ def compute_target(agent: Agent, batch: Batch, key: jax.Array) -> tuple[jax.Arra
     nets = agent.nets
     k_pi, k_sub = jax.random.split(key)
     next_obs = batch["next_observations"]
-    mean, log_std = nets["actor"].apply({"params": agent.actor.params}, next_obs)
+    mean, log_std = forward(nets["actor"], agent.actor.params, next_obs)
     shape = (cfg.num_backup_actions,) if cfg.num_backup_actions > 1 else ()
     next_actions, next_log_prob = sample_tanh_gaussian(k_pi, mean, log_std, shape)
     idx = subset_indices(k_sub, cfg.num_critics, cfg.num_min_critics, cfg.subsample_with_replacement)
     subset = critic_subset_module(nets["critic"], cfg.num_min_critics)
-    next_q = subset.apply({"params": gather_members(agent.target_critic, idx)}, next_obs, next_actions)
-    temperature = nets["temperature"].apply({"params": agent.temperature.params})
+    next_q = forward(subset, gather_members(agent.target_critic, idx), next_obs, next_actions)
+    temperature = forward(nets["temperature"], agent.temperature.params)
     target = td_target(
         next_q, batch["rewards"], batch["masks"], cfg.gamma, next_log_prob, temperature, cfg.backup_entropy
     )
@@ -88,7 +86,7 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
     critic = agent.nets["critic"]
 
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        q = critic.apply({"params": params}, batch["observations"], batch["actions"])
+        q = forward(critic, params, batch["observations"], batch["actions"])
         loss = ((q - target[None]) ** 2).mean()
         return loss, {"critic_loss": loss, "q": q.mean()}
 
@@ -104,12 +102,12 @@ def actor_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]
     obs = batch["observations"]
     if cfg.encoder.kind != "state":
         obs = augment_observations(k_aug, obs, cfg.encoder.image_keys, cfg.encoder.augment_pad)
-    temperature = nets["temperature"].apply({"params": agent.temperature.params})
+    temperature = forward(nets["temperature"], agent.temperature.params)
 
     def actor_loss(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        mean, log_std = nets["actor"].apply({"params": params}, obs)
+        mean, log_std = forward(nets["actor"], params, obs)
         actions, log_prob = sample_tanh_gaussian(k_pi, mean, log_std)
-        q = nets["critic"].apply({"params": agent.critic.params}, obs, actions).mean(axis=0)
+        q = forward(nets["critic"], agent.critic.params, obs, actions).mean(axis=0)
         loss = (temperature * log_prob - q).mean()
         return loss, {"actor_loss": loss, "entropy": -log_prob.mean()}
 
@@ -119,7 +117,7 @@ def actor_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]
     goal = target_entropy(cfg, agent.action_dim)
 
     def temp_loss(params: Any) -> jax.Array:
-        return nets["temperature"].apply({"params": params}) * (entropy - goal)
+        return forward(nets["temperature"], params) * (entropy - goal)
 
     temp = agent.temperature.apply_gradients(jax.grad(temp_loss)(agent.temperature.params))
     info["temperature"] = temperature

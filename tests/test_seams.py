@@ -1,0 +1,121 @@
+"""The seams between the parts: the update schedule, the reward-settings check, the contract a
+refused actor is told about, the task-env protocol, and the learner's typed checkpoint."""
+
+import threading
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import robot_env
+from learner.checkpoint import LearnerCheckpoints
+from learner.ledger import Ledger
+from robot_env.contract import TaskEnv, keeps_time, task_env
+from shared.agents import create_agent
+from shared.checkpoint import Checkpointer, CheckpointError
+from shared.config import OnlineConfig, PretrainConfig, RewardConfig, check_reward_settings
+from shared.replay_buffer import ReplayBuffer
+from shared.schedule import owed_updates
+from shared.transport import contract_differences, plain_contract
+from tests.helpers import state_obs, tiny_config, trees_equal
+
+
+def test_owed_updates_follow_the_warmup_and_utd_schedule():
+    # K = 100, UTD 4: nothing owed up to and at K; then one update per env step beyond K.
+    assert owed_updates(0, 0, 100, 4) == 0
+    assert owed_updates(99, 0, 100, 4) == 0
+    assert owed_updates(100, 0, 100, 4) == 0
+    assert owed_updates(101, 0, 100, 4) == 1
+    assert owed_updates(150, 0, 100, 4) == 50
+    assert owed_updates(150, 4 * 45, 100, 4) == 5  # 45 of the 50 updates paid
+    assert owed_updates(150, 4 * 50, 100, 4) == 0
+    assert owed_updates(0, 0, 0, 4) == 0 and owed_updates(3, 4, 0, 4) == 2  # no warmup
+
+
+def test_reward_settings_mismatch_names_each_setting():
+    check_reward_settings(RewardConfig(), RewardConfig(), "the checkpoint")  # equal: nothing raised
+    with pytest.raises(ValueError) as e:
+        check_reward_settings(RewardConfig(scale=1.0, bias=-1.0), RewardConfig(scale=1.0, bias=0.0), "ckpt X")
+    msg = str(e.value)
+    assert "bias: -1.0 in the learner's config, 0.0 in ckpt X" in msg
+    assert "scale" not in msg  # only what differs is named
+    assert "--set reward.bias=0.0" in msg
+
+
+def test_contract_differences_name_the_path_and_both_values():
+    mine = {"task": "a", "obs_spec": {"state": [(19,), "float32"]}, "policy": {"actor_net": {"hidden": (256, 256)}}}
+    same = plain_contract(mine)  # what arrives over msgpack: lists, not tuples
+    assert contract_differences(mine, same) == []
+    theirs = plain_contract({**mine, "task": "b", "policy": {"actor_net": {"hidden": (64, 64)}}})
+    assert contract_differences(mine, theirs) == [
+        "policy.actor_net.hidden: [256, 256] (learner) vs [64, 64] (actor)",
+        "task: 'a' (learner) vs 'b' (actor)",
+    ]
+    assert contract_differences(mine, None) == ["the peer sent no contract (an older release?)"]
+    extra = contract_differences(mine, {**same, "extra": 1})
+    assert extra == ["extra: None (learner) vs 1 (actor)"]
+
+
+def test_task_env_protocol_holds_for_the_simulation_and_refuses_other_envs():
+    env = gym.make(robot_env.SIM_ENV_ID)
+    try:
+        base = task_env(env)
+        assert isinstance(base, TaskEnv) and base.task.name == "peg_insertion"
+        assert base.end_on_success and base.reward_config == RewardConfig()
+        assert not keeps_time(env)
+    finally:
+        env.close()
+    plain = gym.make("CartPole-v1")
+    with pytest.raises(TypeError, match="not a task env"):
+        task_env(plain)
+
+
+def _buffer_with(n):
+    buf = ReplayBuffer({"state": ((5,), "float32")}, 2, 64, 0.99, -1.0)
+    rng = np.random.default_rng(0)
+    obs = {"state": rng.normal(size=5).astype(np.float32)}
+    for i in range(n):
+        nxt = {"state": rng.normal(size=5).astype(np.float32)}
+        buf.insert(
+            {
+                "observations": obs,
+                "actions": rng.uniform(-1, 1, 2).astype(np.float32),
+                "rewards": -1.0,
+                "next_observations": nxt,
+                "masks": 1.0,
+                "dones": i == n - 1,
+            }
+        )
+        obs = nxt
+    return buf
+
+
+def test_learner_checkpoint_round_trip(tmp_path):
+    cfg = OnlineConfig(agent=tiny_config())
+    agent = create_agent(cfg.agent, state_obs(), 2)
+    buf = _buffer_with(7)
+    ledger = Ledger()
+    ledger.add("robot", "s1", 0, 7)
+    ckpts = LearnerCheckpoints(tmp_path, keep=2)
+    assert not ckpts.exist()
+    step, committed = ckpts.save(
+        agent, cfg, buf, ledger, threading.Lock(), grad_steps=12, run="run1", task="t", weights_version=3
+    )
+    ckpts.close()
+    assert step == 7 + 12 and committed.to_json() == ledger.to_json() and ckpts.exist()
+    state = LearnerCheckpoints(tmp_path, keep=2).restore(capacity=64)
+    assert state.step == step and state.env_steps == 7 and state.config == cfg
+    assert (state.meta.run, state.meta.task, state.meta.weights_version) == ("run1", "t", 3)
+    assert state.ledger.to_json() == ledger.to_json() and len(state.buffer) == len(buf)
+    assert trees_equal(state.agent.actor.params, agent.actor.params) and int(state.agent.env_steps) == 7
+    np.testing.assert_array_equal(state.buffer.actions[: len(buf)], buf.actions[: len(buf)])
+
+
+def test_a_pretraining_checkpoint_is_not_a_learner_checkpoint(tmp_path):
+    agent = create_agent(tiny_config("calql", utd=1), state_obs(), 2)
+    ck = Checkpointer(tmp_path / "checkpoints", async_save=False)
+    ck.save(agent, state_obs(), PretrainConfig(agent=tiny_config("calql", utd=1)))
+    ck.close()
+    with pytest.raises(CheckpointError, match="no usable learner checkpoint") as e:
+        LearnerCheckpoints(tmp_path, keep=2).restore(capacity=64)
+    assert "not a learner checkpoint" in str(e.value)
