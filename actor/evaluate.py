@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_env.contract import task_env
+from robot_env.gripper import GRIPPER_FLAVOURS
 from robot_env.make import CAMERA_SOURCES, make_env
 from robot_env.rollout import Policy, reset_policy
 from shared import defaults
@@ -232,6 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--robot-url", help=f"robot server for {defaults.FRANKA_ENV_ID}")
     p.add_argument("--cameras", choices=CAMERA_SOURCES, default="realsense")
     p.add_argument("--task", default=defaults.TASK)
+    p.add_argument(
+        "--gripper",
+        choices=GRIPPER_FLAVOURS,
+        help=f"{defaults.FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
+    )
     p.add_argument("--poses", type=int, nargs="+", help="pose indices (default: all fixed poses)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
@@ -248,7 +254,17 @@ def main(argv: list[str] | None = None) -> None:
         from shared.reward_classifier import load_classifier
 
         classifier = load_classifier(args.reward_classifier)
-    env = make_env(args.env, args.task, loaded.reward, loaded.obs_spec, 0, args.robot_url, args.cameras, classifier)
+    env = make_env(
+        args.env,
+        args.task,
+        loaded.reward,
+        loaded.obs_spec,
+        0,
+        args.robot_url,
+        args.cameras,
+        classifier,
+        gripper=args.gripper,
+    )
     keyboard, judge = None, None
     if args.judge == "keyboard":
         from actor.keyboard import Keyboard

@@ -4,6 +4,11 @@ Per step: wait for the deadline (monotonic clock), choose the policy (the frozen
 one until the learner holds K env steps from all actors, counted globally; afterwards the newest
 received weights, swapped between steps), sample an action, step the env, hand the transition
 to the sender (a queue append). Nothing here waits on the network.
+
+The loop keeps going through robot faults: a step the env reports as failed
+(``info["robot_error"]``) is not sent to the learner and is counted; a reset that fails (the
+robot server or a camera is down) is retried with a bounded backoff, logging each try, until it
+works or the actor is stopped.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 
 from actor.sender import FatalLearnerError, TransitionSender
 from actor.weights import WeightsReceiver
-from robot_env.contract import keeps_time
+from robot_env.contract import RobotEnvError, keeps_time
 from shared.agents import act_with_params
 from shared.dataset import Transition
 from shared.rate import RateKeeper
@@ -38,6 +43,7 @@ class LoopConfig:
     # schedule (so a fast simulator cannot outrun the learner). None on a real robot.
     max_learner_lag: float | None = None
     seed: int = 0
+    reset_backoff: tuple[float, float] = (0.1, 1.0)  # first and longest wait between reset tries, s
 
 
 @dataclass
@@ -54,6 +60,10 @@ class _Episode:
     step: list = field(default_factory=list)
     obs: list = field(default_factory=list)
     classifier: list = field(default_factory=list)
+    robot_errors: int = 0  # steps the env reported as failed (not sent to the learner)
+    reflexes: int = 0
+    overruns_at_start: float | None = None  # the env's own overrun count when the episode began
+    overruns: float = 0.0
 
 
 class ControlLoop:
@@ -90,6 +100,8 @@ class ControlLoop:
         self.episodes = 0
         self.invalid_actions = 0
         self.version = 0
+        self.robot_errors = 0
+        self.reset_failures = 0
 
     def _policy(self) -> tuple[Any, int, bool]:
         warmup = self.sender.warmup_steps if self.sender.warmup_steps is not None else self.cfg.warmup_steps
@@ -112,8 +124,28 @@ class ControlLoop:
                 return
             time.sleep(0.002)
 
+    def _reset(self, seed: int | None = None) -> Any:
+        """``env.reset()``, tried again (bounded backoff) while the robot or a camera is down;
+        None when the actor was stopped meanwhile."""
+        wait, longest = self.cfg.reset_backoff
+        tries = 0
+        while not self.stop_event.is_set():
+            try:
+                obs, _ = self.env.reset(seed=seed) if tries == 0 and seed is not None else self.env.reset()
+            except RobotEnvError as e:
+                tries += 1
+                self.reset_failures += 1
+                log.error("actor: reset failed (try %d): %s; trying again in %.1f s", tries, e, wait)
+                self.stop_event.wait(wait)
+                wait = min(2 * wait, longest)
+                continue
+            if tries:
+                log.info("actor: reset worked after %d failed tries; going on", tries)
+            return obs
+        return None
+
     def run(self) -> dict[str, Any]:
-        obs, _ = self.env.reset(seed=self.cfg.seed)
+        obs = self._reset(seed=self.cfg.seed)
         ep = _Episode()
         while not self.stop_event.is_set():
             if self.cfg.max_steps is not None and self.steps >= self.cfg.max_steps:
@@ -152,6 +184,18 @@ class ControlLoop:
             intervened = "intervene_action" in info
             if intervened:
                 action = np.asarray(info["intervene_action"], np.float32)
+            if info.get("robot_error"):
+                # A failed step is not a transition the robot made: never sent as one.
+                self.robot_errors += 1
+                ep.robot_errors += 1
+                ep.reflexes += int(bool(info.get("reflex")))
+                if terminated or truncated:
+                    self._end_episode(ep)
+                    ep = _Episode()
+                    obs = self._reset()
+                else:
+                    obs = next_obs
+                continue
             self.sender.put(
                 Transition(
                     observations=obs,
@@ -181,17 +225,23 @@ class ControlLoop:
                 ep.classifier.append(float(timing["classifier_ms"]) / 1e3)
             if timing and self.env_keeps_time and "period_s" in timing:
                 ep.jitter.append(abs(float(timing["period_s"]) - float(timing["target_period_s"])))
+            if timing and "overruns" in timing:  # an env that keeps its own rate counts its own overruns
+                if ep.overruns_at_start is None:
+                    ep.overruns_at_start = float(timing["overruns"])
+                ep.overruns = float(timing["overruns"]) - ep.overruns_at_start
             obs = next_obs
             if terminated or truncated:
                 self._end_episode(ep)
                 ep = _Episode()
-                obs, _ = self.env.reset()
+                obs = self._reset()
         return {
             "steps": self.steps,
             "episodes": self.episodes,
             "invalid_actions": self.invalid_actions,
             "overruns": self.rate.overruns,
             "weights_version": self.version,
+            "robot_errors": self.robot_errors,
+            "reset_failures": self.reset_failures,
         }
 
     def _timing(self) -> dict[str, float] | None:
@@ -224,15 +274,20 @@ class ControlLoop:
             "length": ep.length,
             "success": float(ep.success),
             "interventions": ep.interventions,
-            "weights_version": max(ep.versions),
+            "weights_version": max(ep.versions, default=self.version),
             "warmup_fraction": ep.warmup_steps / max(ep.length, 1),
             "global_env_steps": self.sender.global_env_steps,
-            "inference_ms": 1e3 * float(np.mean(ep.inference)),
-            "env_step_ms": 1e3 * float(np.mean(ep.step)),
             "overruns": self.rate.overruns,
             "unacked": self.sender.unacked_transitions,
             "invalid_actions": self.invalid_actions,
+            "robot_errors": ep.robot_errors,
+            "reflexes": ep.reflexes,
         }
+        if ep.inference:
+            stats["inference_ms"] = 1e3 * float(np.mean(ep.inference))
+            stats["env_step_ms"] = 1e3 * float(np.mean(ep.step))
+        if ep.overruns_at_start is not None:
+            stats["env_overruns"] = ep.overruns
         if ep.obs:
             stats["observation_ms"] = 1e3 * float(np.mean(ep.obs))
         if ep.env_success is not None:

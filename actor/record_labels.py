@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robot_env.contract import keeps_time, task_env
+from robot_env.gripper import GRIPPER_FLAVOURS
 from robot_env.make import CAMERA_SOURCES, make_env
 from robot_env.rollout import Policy, reset_policy
 from robot_env.scripted import ScriptedInserter, Skill
@@ -215,6 +216,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--robot-url", help=f"robot server for {defaults.FRANKA_ENV_ID}")
     p.add_argument("--cameras", choices=CAMERA_SOURCES, default="realsense")
     p.add_argument("--task", default=defaults.TASK)
+    p.add_argument(
+        "--gripper",
+        choices=GRIPPER_FLAVOURS,
+        help=f"{defaults.FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
+    )
     p.add_argument("--image-size", type=int, default=128, help="square frame size saved (the policy's size)")
     p.add_argument(
         "--hz",
@@ -236,7 +242,15 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--policy scripted is for the simulation (it needs the simulated hole's geometry)")
     spec = {"state": ((STATE_DIM,), "float32"), **dict.fromkeys(IMAGE_KEYS, ((args.image_size,) * 2 + (3,), "uint8"))}
     env = make_env(
-        args.env, args.task, RewardConfig(), spec, args.seed, args.robot_url, args.cameras, end_on_success=False
+        args.env,
+        args.task,
+        RewardConfig(),
+        spec,
+        args.seed,
+        args.robot_url,
+        args.cameras,
+        end_on_success=False,
+        gripper=args.gripper,
     )
     policy: Policy
     if args.policy == "hold":

@@ -17,6 +17,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -24,7 +25,9 @@ import jax
 from actor.loop import ControlLoop, LoopConfig
 from actor.sender import FatalLearnerError, SenderConfig, TransitionSender
 from actor.weights import WeightsReceiver
-from robot_env.make import make_env
+from robot_env.contract import RobotEnvError
+from robot_env.gripper import GRIPPER_FLAVOURS
+from robot_env.make import CAMERA_SOURCES, make_env
 from shared import defaults
 from shared.agents import act_with_params
 from shared.checkpoint import load_checkpoint
@@ -53,11 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--robot-url", help="robot server for Franka-v0, e.g. http://127.0.0.1:5000")
     p.add_argument(
         "--cameras",
-        choices=["realsense", "server"],
+        choices=CAMERA_SOURCES,
         default="realsense",
         help="Franka-v0 wrist cameras: RealSense (serials in the task file) or the simulated server's",
     )
     p.add_argument("--task", default=defaults.TASK, help="task name or task file")
+    p.add_argument(
+        "--gripper",
+        choices=GRIPPER_FLAVOURS,
+        help=f"{defaults.FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
+    )
     p.add_argument("--hz", type=float, default=10.0, help="control rate; 0 runs as fast as possible (simulation)")
     p.add_argument("--max-steps", type=int, help="stop after this many env steps")
     p.add_argument("--warmup-steps", type=int, default=5000, help="K until the learner tells its own")
@@ -95,10 +103,28 @@ def main(argv: list[str] | None = None) -> None:
         from shared.reward_classifier import load_classifier
 
         classifier = load_classifier(args.reward_classifier)
-    try:
-        env = make_env(args.env, args.task, ckpt.reward, obs_spec, args.seed, args.robot_url, args.cameras, classifier)
-    except ValueError as e:
-        p.error(str(e))
+    env = None
+    while env is None:  # the cameras (or the robot server behind them) may not be up yet: wait
+        try:
+            env = make_env(
+                args.env,
+                args.task,
+                ckpt.reward,
+                obs_spec,
+                args.seed,
+                args.robot_url,
+                args.cameras,
+                classifier,
+                gripper=args.gripper,
+            )
+        except ValueError as e:  # a configuration that cannot work: say so and stop
+            p.error(str(e))
+        except RobotEnvError as e:
+            log.error("actor: cannot open %s yet (%s); trying again in 1 s (Ctrl-C stops)", args.env, e)
+            try:
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                sys.exit(130)
     sender = TransitionSender(
         args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys, SenderConfig(), contract
     ).start()

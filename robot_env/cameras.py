@@ -1,10 +1,13 @@
 """Wrist cameras: sources (RealSense, or the simulated robot server) read on latest-frame threads.
 
 A source's ``read(timeout)`` blocks for its next frame (RGB uint8, full size). ``LatestFrameCamera``
-reads one source on its own thread, crops and resizes each frame (Pillow, area filter) and keeps
-only the newest, so the control loop never waits for a camera. ``frame()`` raises
-``CameraError`` when the camera never delivered, keeps failing, or its newest frame is older
-than ``max_age``: a frozen or unplugged camera is reported with its name, never fed to the policy.
+reads one source on its own thread, crops (a rectangle and/or the centre square) and resizes
+each frame (Pillow, area filter) and keeps only the newest, so the control loop never waits for
+a camera. ``frame()`` raises ``CameraError`` when the camera never delivered, keeps failing, or
+its newest frame is older than ``max_age``: a frozen or unplugged camera is reported with its
+name, never fed to the policy. A source that keeps failing is re-opened (``reopen()``), with a
+backoff from 0.5 s to 5 s between tries, until it delivers again: an unplugged camera that is
+plugged back in comes back by itself. Every camera fault is a ``CameraError``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from robot_env.contract import RobotEnvError
 from robot_env.task_config import CameraConfig
 
 log = logging.getLogger("wsrl.cameras")
 
 
-class CameraError(RuntimeError):
+class CameraError(RobotEnvError):
     """A camera is dead, frozen or misconfigured; the message names it."""
 
 
@@ -31,11 +35,17 @@ class FrameSource(Protocol):
     def read(self, timeout: float) -> np.ndarray:
         """The next frame, RGB uint8 (H, W, 3); raises on failure or after ``timeout`` s."""
 
+    def reopen(self) -> None:
+        """Close the device and open it again (after it froze or was unplugged); raises on failure."""
+
     def close(self) -> None: ...
 
 
-def process(frame: np.ndarray, size: int, crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Crop ``[top, bottom, left, right]`` then resize to ``(size, size)`` with an area filter."""
+def process(
+    frame: np.ndarray, size: int, crop: tuple[int, int, int, int] | None = None, square: bool = False
+) -> np.ndarray:
+    """Crop ``[top, bottom, left, right]``, then (``square``) keep the centre square, then resize
+    to ``(size, size)`` with an area filter."""
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise CameraError(f"expected an RGB uint8 frame, got {frame.dtype}{list(frame.shape)}")
     if crop is not None:
@@ -43,6 +53,10 @@ def process(frame: np.ndarray, size: int, crop: tuple[int, int, int, int] | None
         frame = frame[top:bottom, left:right]
         if frame.size == 0:
             raise CameraError(f"crop {list(crop)} leaves nothing of the frame")
+    if square and frame.shape[0] != frame.shape[1]:
+        h, w = frame.shape[:2]
+        s = min(h, w)
+        frame = frame[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
     if frame.shape[:2] != (size, size):
         frame = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BOX))
     return np.ascontiguousarray(frame)
@@ -57,13 +71,17 @@ class LatestFrameCamera:
         crop: tuple[int, int, int, int] | None = None,
         max_age: float = 0.5,
         read_timeout: float = 1.0,
+        square: bool = False,
+        reopen_after: float = 1.0,
     ) -> None:
-        self.name, self.source, self.size, self.crop = name, source, int(size), crop
-        self.max_age, self.read_timeout = max_age, read_timeout
+        """``reopen_after``: seconds of failed reads before the source is re-opened."""
+        self.name, self.source, self.size, self.crop, self.square = name, source, int(size), crop, square
+        self.max_age, self.read_timeout, self.reopen_after = max_age, read_timeout, reopen_after
         self._frame: np.ndarray | None = None
         self._stamp = 0.0
         self._error: str | None = None
         self.frames_read = 0
+        self.reopens = 0  # successful re-opens
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"camera-{name}", daemon=True)
 
@@ -72,17 +90,39 @@ class LatestFrameCamera:
         return self
 
     def _run(self) -> None:
+        failing_since: float | None = None
+        backoff = 0.5
         while not self._stop.is_set():
             try:
-                frame = process(self.source.read(self.read_timeout), self.size, self.crop)
+                frame = process(self.source.read(self.read_timeout), self.size, self.crop, self.square)
             except Exception as e:  # a dead device: remember why, keep trying
                 if self._error is None:
                     log.error("camera %s: %s", self.name, e)
                 self._error = f"{type(e).__name__}: {e}"
-                self._stop.wait(0.2)
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= self.reopen_after:
+                    self._reopen()
+                    self._stop.wait(backoff)
+                    backoff = min(2 * backoff, 5.0)
+                else:
+                    self._stop.wait(0.2)
                 continue
+            if failing_since is not None:
+                log.info("camera %s: delivering again", self.name)
+            failing_since, backoff = None, 0.5
             self._frame, self._stamp, self._error = frame, time.monotonic(), None
             self.frames_read += 1
+
+    def _reopen(self) -> None:
+        try:
+            self.source.reopen()
+        except Exception as e:
+            self._error = f"re-open failed: {type(e).__name__}: {e}"
+            log.error("camera %s: %s", self.name, self._error)
+            return
+        self.reopens += 1
+        log.warning("camera %s: re-opened after it stopped delivering", self.name)
 
     def frame(self) -> np.ndarray:
         """The newest frame; ``CameraError`` when there is none or it is older than ``max_age``."""
@@ -133,17 +173,30 @@ class CameraRig:
 
 
 class RealSenseSource:
-    """One Intel RealSense colour stream, selected by serial number (pyrealsense2, robot PC only)."""
+    """One Intel RealSense colour stream, selected by serial number (pyrealsense2, robot PC only).
 
-    def __init__(self, cfg: CameraConfig) -> None:
-        try:
-            import pyrealsense2 as rs
-        except ImportError as e:
-            raise CameraError(
-                f"camera {cfg.name}: pyrealsense2 is not importable ({e}); install the 'robot' "
-                "profile (launch/install.sh robot) and Debian's libusb-1.0-0"
-            ) from None
+    Every failure of the library (``RuntimeError`` from librealsense) becomes a ``CameraError``
+    naming the camera. Exposure is set on the sensor that makes the colour image: on a D405 that
+    is the stereo module (its colour comes from the depth imagers), on a D435 the RGB camera."""
+
+    def __init__(self, cfg: CameraConfig, rs: Any = None) -> None:
+        """``rs``: the pyrealsense2 module (imported here when not given)."""
+        if rs is None:
+            try:
+                import pyrealsense2
+
+                rs = pyrealsense2
+            except ImportError as e:
+                raise CameraError(
+                    f"camera {cfg.name}: pyrealsense2 is not importable ({e}); install the 'robot' "
+                    "profile (launch/install.sh robot) and Debian's libusb-1.0-0"
+                ) from None
         self.rs, self.cfg = rs, cfg
+        self.pipeline: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        rs, cfg = self.rs, self.cfg
         self.pipeline = rs.pipeline()
         config = rs.config()
         config.enable_device(cfg.serial)
@@ -151,23 +204,48 @@ class RealSenseSource:
         try:
             profile = self.pipeline.start(config)
         except RuntimeError as e:
-            found = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+            try:
+                found = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()]
+            except RuntimeError:
+                found = []
             raise CameraError(
                 f"camera {cfg.name}: cannot start RealSense {cfg.serial} ({e}); connected: {found or 'none'}"
             ) from None
-        sensor = profile.get_device().first_color_sensor()
-        if cfg.exposure > 0:
-            sensor.set_option(rs.option.enable_auto_exposure, 0)
-            sensor.set_option(rs.option.exposure, float(cfg.exposure))
-        else:
-            sensor.set_option(rs.option.enable_auto_exposure, 1)
+        try:
+            device = profile.get_device()
+            sensor = self._exposure_sensor(device)
+            if cfg.exposure > 0:
+                sensor.set_option(rs.option.enable_auto_exposure, 0)
+                sensor.set_option(rs.option.exposure, float(cfg.exposure))
+            else:
+                sensor.set_option(rs.option.enable_auto_exposure, 1)
+        except RuntimeError as e:
+            with contextlib.suppress(RuntimeError):
+                self.pipeline.stop()
+            raise CameraError(
+                f"camera {cfg.name}: cannot set exposure ({cfg.exposure}) on RealSense {cfg.serial}: {e}"
+            ) from None
+
+    def _exposure_sensor(self, device: Any) -> Any:
+        which = self.cfg.exposure_sensor
+        if which == "auto":
+            name = str(device.get_info(self.rs.camera_info.name))
+            which = "stereo" if "D405" in name else "rgb"
+        return device.first_depth_sensor() if which == "stereo" else device.first_color_sensor()
 
     def read(self, timeout: float) -> np.ndarray:
-        frames = self.pipeline.wait_for_frames(int(timeout * 1000))  # raises RuntimeError on time-out
+        try:
+            frames = self.pipeline.wait_for_frames(int(timeout * 1000))
+        except RuntimeError as e:  # librealsense's time-out and device errors
+            raise CameraError(f"camera {self.cfg.name}: {e}") from None
         color = frames.get_color_frame()
         if not color:
             raise CameraError(f"camera {self.cfg.name}: a frame set without colour")
         return np.asanyarray(color.get_data())[..., ::-1].copy()  # BGR -> RGB
+
+    def reopen(self) -> None:
+        self.close()
+        self._open()
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError):
@@ -186,17 +264,25 @@ class ServerCameraSource:
         if wait > 0:
             time.sleep(wait)
         self._last = time.monotonic()
-        frame = self.client.camera_frames(self.size).get(self.name)
+        try:
+            frame = self.client.camera_frames(self.size).get(self.name)
+        except RobotEnvError as e:
+            raise CameraError(f"camera {self.name}: {e}") from None
         if frame is None:
             raise CameraError(f"the simulated server has no camera {self.name}")
         return frame
+
+    def reopen(self) -> None:
+        pass  # nothing to re-open: every frame is its own HTTP request
 
     def close(self) -> None:
         pass
 
 
 def realsense_rig(cameras: tuple[CameraConfig, ...], size: int, max_age: float = 0.5) -> CameraRig:
-    return CameraRig([LatestFrameCamera(c.name, RealSenseSource(c), size, c.crop, max_age) for c in cameras])
+    return CameraRig(
+        [LatestFrameCamera(c.name, RealSenseSource(c), size, c.crop, max_age, square=c.square) for c in cameras]
+    )
 
 
 def server_rig(client: Any, names: tuple[str, ...], size: int, max_age: float = 0.5) -> CameraRig:

@@ -40,6 +40,11 @@ RESET_MODES = ("random", "eval")  # seeded random offsets, or the fixed evaluati
 DEFAULT_IMAGE_SIZE = 128
 
 
+class RobotEnvError(RuntimeError):
+    """The robot or one of its cameras failed (a dead server, a time-out, a frozen camera): the
+    fault of the hardware or the network, not of the caller. ``reset()`` may be tried again."""
+
+
 @runtime_checkable
 class TaskEnv(Protocol):
     """What the actor, evaluation, the recorder and the wrappers rely on beyond ``gym.Env``:

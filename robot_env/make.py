@@ -49,15 +49,21 @@ def make_env(
     cameras: str = "realsense",
     classifier: Any = None,
     end_on_success: bool = True,
+    gripper: str | None = None,
 ) -> gym.Env:
     """The env for a checkpoint: image mode and size follow the checkpoint's observation keys.
 
     With a reward classifier (``shared.reward_classifier.RewardClassifier``) the reward and the
     end of an episode come from it; the env renders or reads the cameras at the classifier's size,
-    and a state-only policy gets only ``state`` (the images are for the classifier)."""
+    and a state-only policy gets only ``state`` (the images are for the classifier). ``gripper``:
+    the robot server's gripper units for ``Franka-v0`` (default: the task file's)."""
     mode = obs_mode_of(obs_spec)
     env_mode = dict(mode)
     extra: dict[str, Any] = {"robot_url": robot_url} if robot_url else {}
+    if gripper is not None:
+        if env_id != FRANKA_ENV_ID:
+            raise ValueError(f"gripper units are a setting of {FRANKA_ENV_ID}, not of {env_id}")
+        extra["gripper"] = gripper
     if not end_on_success:
         extra["end_on_success"] = False
     if classifier is not None:

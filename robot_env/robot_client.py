@@ -2,47 +2,95 @@
 
 Every call is a POST with a timeout; any failure (refused connection, time-out, HTTP error,
 a malformed answer) is a ``RobotServerError`` that names the endpoint and the cause, so the
-env can end the episode safely instead of hanging. The gripper reading is normalised here,
-and only here, to 0 (closed) .. 1 (open), whatever units the server speaks.
+env can end the episode safely instead of hanging. A call that failed on the way (time-out,
+dropped connection, HTTP 5xx) is tried once more when it is safe to repeat (every call but the
+joint reset: a pose is absolute, so sending it twice moves nowhere new). Flask's HTML error
+pages are reduced to their title. The gripper reading is converted here, and only here, to
+0 (closed) .. 1 (open) by the server's flavour (``robot_env/gripper.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import math
+import re
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
+from robot_env.contract import RobotEnvError
+from robot_env.gripper import GripperUnits
+
 STATE_FIELDS = {"pose": 7, "vel": 6, "force": 3, "torque": 3}
 
 
-class RobotServerError(RuntimeError):
+class RobotServerError(RobotEnvError):
     """The robot server could not be reached or answered badly; the message says which call."""
+
+
+def _detail(body: bytes) -> str:
+    """An error body as one short line: an HTML page by its title, text as it is."""
+    text = body[:2000].decode(errors="replace")
+    title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+    if title or "<html" in text.lower():
+        return f"(HTML page) {title.group(1).strip() if title else ''}".strip()
+    return text.strip()[:300]
 
 
 class RobotClient:
     def __init__(
-        self, url: str, timeout: float = 0.5, gripper_open_raw: float = 1.0, joint_reset_timeout: float = 35.0
+        self,
+        url: str,
+        timeout: float = 0.5,
+        gripper: GripperUnits | None = None,
+        joint_reset_timeout: float = 60.0,
+        retries: int = 1,
     ) -> None:
-        """``gripper_open_raw``: what the server reports for a fully open gripper (1.0 for
-        servers that normalise, 255 for raw Robotiq units, 0.08 for the Franka hand's metres)."""
+        """``gripper``: the server's gripper units (default ``normalised``). ``joint_reset_timeout``
+        covers the real server's worst case (about 43 s: it stops impedance, waits up to 30 s for
+        the joints, restarts impedance). ``retries``: extra tries of a call that failed on the way."""
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"robot server url must start with http://, got {url!r}")
-        if gripper_open_raw <= 0:
-            raise ValueError("gripper_open_raw must be positive")
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
-        self.gripper_open_raw = float(gripper_open_raw)
+        self.gripper = gripper or GripperUnits("normalised")
         self.joint_reset_timeout = float(joint_reset_timeout)
+        self.retries = int(retries)
+        self.retried = 0  # calls that succeeded only on a retry
+
+    @contextlib.contextmanager
+    def patient(self, retries: int) -> Iterator[None]:
+        """More tries per call inside the block (a reset: dozens of calls, any of which may fail
+        on a flaky network, all of them safe to repeat)."""
+        before, self.retries = self.retries, max(self.retries, retries)
+        try:
+            yield
+        finally:
+            self.retries = before
 
     # ------------------------------------------------------------------------------ raw call
 
-    def post(self, path: str, payload: Mapping[str, Any] | None = None, timeout: float | None = None) -> bytes:
+    def post(
+        self, path: str, payload: Mapping[str, Any] | None = None, timeout: float | None = None, retry: bool = True
+    ) -> bytes:
+        tries = 1 + (self.retries if retry else 0)
+        for attempt in range(tries):
+            try:
+                out = self._post_once(path, payload, timeout)
+            except _Transient as e:
+                if attempt + 1 < tries:
+                    continue
+                raise RobotServerError(str(e)) from None
+            if attempt:
+                self.retried += 1
+            return out
+        raise AssertionError("unreachable")
+
+    def _post_once(self, path: str, payload: Mapping[str, Any] | None, timeout: float | None) -> bytes:
         body = json.dumps(dict(payload)).encode() if payload is not None else b""
         req = urllib.request.Request(
             f"{self.url}/{path.lstrip('/')}", data=body, method="POST", headers={"Content-Type": "application/json"}
@@ -52,11 +100,13 @@ class RobotClient:
             with urllib.request.urlopen(req, timeout=t) as resp:
                 return resp.read()
         except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode(errors="replace").strip()
-            raise RobotServerError(f"robot server {path}: HTTP {e.code} {detail}") from None
+            msg = f"robot server {path}: HTTP {e.code} {_detail(e.read())}"
+            if e.code >= 500:
+                raise _Transient(msg) from None
+            raise RobotServerError(msg) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise RobotServerError(
+            raise _Transient(
                 f"robot server {path} at {self.url}: {type(reason).__name__}: {reason} (timeout {t:.2f} s)"
             ) from None
 
@@ -64,7 +114,8 @@ class RobotClient:
 
     def get_state(self) -> dict[str, Any]:
         """The raw state of ``robot_env.contract``: ``pose`` (7), ``vel`` (6), ``force``,
-        ``torque`` (3), ``gripper_pos`` normalised (1 = open)."""
+        ``torque`` (3), ``gripper_pos`` as an opening (0 = closed, 1 = open), and
+        ``gripper_raw``, the server's own number."""
         raw = self.post("getstate")
         try:
             data = json.loads(raw)
@@ -74,15 +125,16 @@ class RobotClient:
                 if a.shape != (size,) or not np.all(np.isfinite(a)):
                     raise ValueError(f"'{name}' must be {size} finite numbers, got {data[name]!r}")
                 out[name] = a
-            out["gripper_pos"] = self.normalise_gripper(float(data["gripper_pos"]))
+            raw_gripper = float(data["gripper_pos"])
+            out["gripper_pos"] = self.gripper.opening(raw_gripper)
+            out["gripper_raw"] = raw_gripper
         except (ValueError, KeyError, TypeError) as e:
             raise RobotServerError(f"robot server getstate: malformed state ({type(e).__name__}: {e})") from None
         return out
 
-    def normalise_gripper(self, raw: float) -> float:
-        if not math.isfinite(raw):
-            raise ValueError(f"gripper_pos {raw!r} is not finite")
-        return float(np.clip(raw / self.gripper_open_raw, 0.0, 1.0))
+    def get_gripper_raw(self) -> float:
+        """The server's own gripper number (``gripper_pos`` of ``/getstate``), unconverted."""
+        return float(self.get_state()["gripper_raw"])
 
     def command_pose(self, pose7: np.ndarray) -> None:
         pose7 = np.asarray(pose7, np.float64)
@@ -100,8 +152,9 @@ class RobotClient:
         self.post("stopimp")
 
     def joint_reset(self) -> None:
-        """Move to the reset joint configuration; the server blocks while the arm moves."""
-        self.post("jointreset", timeout=self.joint_reset_timeout)
+        """Move to the reset joint configuration; the server blocks while the arm moves. Never
+        repeated on a failure: the arm may still be moving."""
+        self.post("jointreset", timeout=self.joint_reset_timeout, retry=False)
 
     def update_params(self, params: Mapping[str, float]) -> None:
         self.post("update_param", dict(params))
@@ -113,10 +166,8 @@ class RobotClient:
         self.post("open_gripper")
 
     def move_gripper(self, opening: float) -> None:
-        """``opening`` normalised 0 (closed) .. 1 (open), sent in the server's units."""
-        if not 0.0 <= opening <= 1.0:
-            raise ValueError(f"gripper opening must be in [0, 1], got {opening}")
-        self.post("move_gripper", {"gripper_pos": opening * self.gripper_open_raw})
+        """``opening`` 0 (closed) .. 1 (open), sent as the server's integer."""
+        self.post("move_gripper", {"gripper_pos": self.gripper.command(opening)})
 
     def set_load(self, mass: float, center: tuple[float, float, float], inertia: tuple[float, ...]) -> None:
         if len(center) != 3 or len(inertia) != 9:
@@ -141,3 +192,7 @@ class RobotClient:
                 return {k: f[k] for k in f.files}
         except Exception as e:
             raise RobotServerError(f"robot server cameras: malformed frames ({type(e).__name__}: {e})") from None
+
+
+class _Transient(Exception):
+    """A failure on the way (time-out, dropped connection, HTTP 5xx): worth one more try."""

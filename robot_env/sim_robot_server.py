@@ -5,12 +5,26 @@ at ``http://127.0.0.1:PORT/`` (all POST, same payloads). Physics runs in real ti
 simulation thread owns MuJoCo (models and GL contexts are not thread-safe), steps it to keep up
 with the wall clock, and executes the HTTP threads' requests between steps.
 
-Where it differs from a real server, it says so instead of pretending:
+It behaves like the real servers where that matters for safety and for keeping a session going:
+- **Reflexes**: a Franka that hits a limit stops and ignores pose commands (still answered
+  "Moved") until ``/clearerr``. ``/_faults {"reflex": 1}`` makes the next ``/pose`` trigger one.
+- **Joint reset** blocks while the arm moves to the home pose (``home_pose6``: where SERL's
+  home joints put a Panda's hand, far above a typical task box) over ``joint_reset_s``.
+- **Gripper units** of each server flavour (``robot_env/gripper.py``): ``/getstate`` reports
+  ``gripper_pos`` in that flavour's units, and ``/move_gripper`` takes ``int()`` of what it is sent.
+- **Errors look like Flask's**: an unhandled exception is an HTML 500 page; for its first
+  ``startup_s`` seconds the server has no robot state yet and answers every call so.
+
+Where it cannot be the real server, it says so instead of pretending:
 - no arm joints: ``/getstate`` has no ``q``, ``dq`` or ``jacobian``;
-- the hand holds the peg: ``/open_gripper`` and ``/move_gripper`` answer 501;
+- the hand holds the peg: gripper commands change the reported opening (never below the
+  peg's width) but the peg stays in the hand;
 - a side channel ``/cameras`` (``{"size": N}``) returns the wrist cameras as an ``.npz``;
-- ``/_faults`` sets injected faults (``latency_s``, ``error_rate``, ``drop_rate``) for tests and
-  dry runs; ``--latency``, ``--error-rate`` and ``--drop-rate`` set them at start.
+- ``/_faults`` sets injected faults (``latency_s``, ``error_rate``, ``drop_rate``,
+  ``html_errors``, ``reflex``) for tests and dry runs; ``--latency``, ``--error-rate`` and
+  ``--drop-rate`` set them at start.
+- ``/_log`` returns what was commanded: each ``/pose`` with the measured pose before it and
+  whether a reflex ignored it, and the measured pose at each joint reset.
 """
 
 from __future__ import annotations
@@ -33,12 +47,23 @@ import numpy as np
 
 from robot_env import contract
 from robot_env import geometry as geo
+from robot_env.gripper import GRIPPER_FLAVOURS, GripperUnits
 from robot_env.task_config import TaskConfig, load_task
+from shared import defaults
 
 log = logging.getLogger("wsrl.sim_server")
 
-GRIPPER_UNITS = {"normalised": 1.0, "raw255": 255.0}
 MAX_BODY = 1 << 16
+# Where SERL's home joints [0, 0, 0, -1.9, 0, 2, 0] put a Panda's hand (forward kinematics),
+# pointing down: far above a typical task's safety box.
+PANDA_HOME_POSE6 = (0.581, 0.0, 0.402, np.pi, 0.0, 0.0)
+# What Flask answers for an unhandled exception (the real server's state before ROS delivers one,
+# a ROS call that raises, ...).
+FLASK_500 = (
+    b"<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n"
+    b"<h1>Internal Server Error</h1>\n<p>The server encountered an internal error and was unable to complete "
+    b"your request. Either the server is overloaded or there is an error in the application.</p>\n"
+)
 
 
 @dataclass
@@ -46,6 +71,8 @@ class Faults:
     latency_s: float = 0.0  # added before every answer
     error_rate: float = 0.0  # fraction of calls answered with HTTP 500
     drop_rate: float = 0.0  # fraction of calls whose connection is closed without an answer
+    html_errors: float = 0.0  # 1: injected 500s are Flask's HTML page (else plain text)
+    reflex: float = 0.0  # 1: the next /pose triggers a reflex (consumed by it)
 
 
 class BadRequest(ValueError):
@@ -55,25 +82,35 @@ class BadRequest(ValueError):
 class SimRobotServer:
     def __init__(
         self,
-        task: TaskConfig | str = "peg_insertion",
+        task: TaskConfig | str = defaults.TASK,
         host: str = "127.0.0.1",
         port: int = 5000,
-        gripper_units: str = "normalised",
+        gripper: str | None = None,
         joint_reset_s: float = 1.0,
         faults: Faults | None = None,
         seed: int = 0,
+        home_pose6: tuple[float, ...] = PANDA_HOME_POSE6,
+        startup_s: float = 0.0,
     ) -> None:
+        """``gripper``: the flavour of units to speak (default: the task file's)."""
         from robot_env.sim.robot import SimRobot
 
         self.task = load_task(task) if isinstance(task, str) else task
-        if gripper_units not in GRIPPER_UNITS:
-            raise ValueError(f"gripper_units must be one of {sorted(GRIPPER_UNITS)}")
-        self.gripper_scale = GRIPPER_UNITS[gripper_units]
+        real = self.task.real
+        self.gripper = GripperUnits(gripper or (real.gripper if real is not None else "normalised"))
         self.joint_reset_s = joint_reset_s
+        self.home_pose6 = np.asarray(home_pose6, np.float64)
+        self.startup_s = startup_s
         self.faults = faults or Faults()
         self._rng = random.Random(seed)
         self.robot = SimRobot(self.task)
         self.robot.teleport(geo.pose6_to_pose7(contract.reset_pose6(self.task, np.zeros(3))))
+        self.held_opening = float(self.robot.get_state()["gripper_pos"])  # the peg's width
+        self.gripper_opening = self.held_opening
+        self.in_reflex = False
+        self.pose_log: list[dict[str, Any]] = []  # every /pose: command, measured pose before, ignored
+        self.joint_resets: list[list[float]] = []  # the measured pose at each /jointreset
+        self._started = 0.0
         self.impedance_on = True
         self.load: dict[str, Any] | None = None
         self.calls: dict[str, int] = {}
@@ -90,6 +127,7 @@ class SimRobotServer:
         return f"http://{host!s}:{port}"
 
     def start(self) -> SimRobotServer:
+        self._started = time.monotonic()
         self._sim.start()
         self._http.start()
         return self
@@ -142,35 +180,49 @@ class SimRobotServer:
         if path == "getstate":
             state = self.in_sim(lambda r: r.get_state())
             out = {k: np.asarray(v).tolist() for k, v in state.items() if k != "gripper_pos"}
-            out["gripper_pos"] = float(state["gripper_pos"]) * self.gripper_scale
+            out["gripper_pos"] = self.gripper.reading(self.gripper_opening)
             return 200, json.dumps(out).encode(), "application/json"
         if path == "pose":
             arr = np.asarray(body.get("arr", []), np.float64)
             if arr.shape != (7,) or not np.all(np.isfinite(arr)):
                 raise BadRequest(f"'arr' must be 7 finite numbers (x y z qx qy qz qw), got {body.get('arr')!r}")
-            if self.impedance_on:
+            here = self.in_sim(lambda r: r.get_state()["pose"])
+            if self.faults.reflex and not self.in_reflex:
+                self.faults.reflex = 0.0
+                self.in_reflex = True
+                self.in_sim(lambda r: r.command_pose(here))  # the arm stops where it is
+                log.warning("sim robot server: reflex (pose commands ignored until /clearerr)")
+            ignored = self.in_reflex or not self.impedance_on
+            self.pose_log.append(
+                {"t": time.monotonic(), "cmd": arr.tolist(), "here": np.asarray(here).tolist(), "ignored": ignored}
+            )
+            if not ignored:
                 self.in_sim(lambda r: r.command_pose(arr))
             return 200, b"Moved", text
         if path == "clearerr":
+            self.in_reflex = False
             return 200, b"Clear", text
         if path in ("startimp", "stopimp"):
             self.impedance_on = path == "startimp"
             return 200, b"Started impedance" if self.impedance_on else b"Stopped impedance", text
         if path == "jointreset":
-            pose = geo.pose6_to_pose7(contract.reset_pose6(self.task, np.zeros(3)))
-            time.sleep(self.joint_reset_s)  # the arm takes a while; the real server blocks too
-            self.in_sim(lambda r: r.teleport(pose))
+            self._joint_reset()
             return 200, b"Reset Joint", text
         if path == "update_param":
             self.in_sim(lambda r: r.set_compliance(**self._compliance(body)))
             return 200, b"Updated compliance parameters", text
         if path == "close_gripper":
+            self.gripper_opening = self.held_opening
             return 200, b"Closed", text
-        if path in ("open_gripper", "move_gripper"):
-            return 501, b"the simulated hand holds the peg and has no gripper to open", text
+        if path == "open_gripper":
+            self.gripper_opening = 1.0
+            return 200, b"Opened", text
+        if path == "move_gripper":
+            n = int(np.clip(int(body["gripper_pos"]), 0, 255))  # the real servers take int() too
+            self.gripper_opening = max(self.gripper.commanded_opening(n), self.held_opening)
+            return 200, b"Moved Gripper", text
         if path == "get_gripper":
-            g = self.in_sim(lambda r: r.get_state()["gripper_pos"])
-            return 200, json.dumps({"gripper": float(g) * self.gripper_scale}).encode(), "application/json"
+            return 200, json.dumps({"gripper": self.gripper.reading(self.gripper_opening)}).encode(), "application/json"
         if path == "set_load":
             if not {"mass", "F_x_center_load", "load_inertia"} <= set(body):
                 raise BadRequest("set_load needs mass, F_x_center_load and load_inertia")
@@ -184,6 +236,12 @@ class SimRobotServer:
             buf = io.BytesIO()
             np.savez(buf, **frames)
             return 200, buf.getvalue(), "application/octet-stream"
+        if path == "_log":
+            return (
+                200,
+                json.dumps({"poses": self.pose_log, "joint_resets": self.joint_resets}).encode(),
+                "application/json",
+            )
         if path == "_faults":
             unknown = set(body) - set(asdict(self.faults))
             if unknown:
@@ -192,6 +250,26 @@ class SimRobotServer:
                 setattr(self.faults, k, float(v))
             return 200, json.dumps(asdict(self.faults)).encode(), "application/json"
         return 404, f"no endpoint /{path}".encode(), text
+
+    def _joint_reset(self) -> None:
+        """Like the real server: clear errors, then block while a joint controller takes the arm
+        home (here: the equilibrium glides there over ``joint_reset_s``), then impedance again."""
+        here = np.asarray(self.in_sim(lambda r: r.get_state()["pose"]))
+        self.joint_resets.append(here.tolist())
+        self.in_reflex = False
+        start6, home6 = geo.pose7_to_pose6(here), self.home_pose6
+        n = max(1, int(self.joint_reset_s / 0.05))
+        for k in range(1, n + 1):
+            f = k / n
+            p = np.concatenate(
+                [start6[:3] + f * (home6[:3] - start6[:3]), start6[3:] + f * geo.wrap_angle(home6[3:] - start6[3:])]
+            )
+            self._command(geo.pose6_to_pose7(p))
+            time.sleep(self.joint_reset_s / n)
+        self.in_sim(lambda r: r.teleport(geo.pose6_to_pose7(home6)))  # a joint controller gets there exactly
+
+    def _command(self, pose7: np.ndarray) -> None:
+        self.in_sim(lambda r: r.command_pose(pose7))
 
     def _compliance(self, body: dict[str, Any]) -> dict[str, Any]:
         """SERL's impedance parameters -> the simulation's stiffness, damping and force limits.
@@ -238,7 +316,7 @@ class SimRobotServer:
             def do_POST(self) -> None:
                 path = self.path.strip("/").split("?")[0]
                 f = server.faults
-                if path != "_faults":
+                if not path.startswith("_"):
                     if f.latency_s > 0:
                         time.sleep(f.latency_s)
                     if f.drop_rate > 0 and server._rng.random() < f.drop_rate:
@@ -246,7 +324,11 @@ class SimRobotServer:
                         self.connection.close()  # a network drop: no status line at all
                         return
                     if f.error_rate > 0 and server._rng.random() < f.error_rate:
+                        if f.html_errors:
+                            return self._send(500, FLASK_500, "text/html; charset=utf-8")
                         return self._send(500, b"injected fault", "text/plain")
+                    if time.monotonic() - server._started < server.startup_s and path != "cameras":
+                        return self._send(500, FLASK_500, "text/html; charset=utf-8")  # no state from ROS yet
                 try:
                     n = int(self.headers.get("Content-Length") or 0)
                     if n > MAX_BODY:
@@ -277,14 +359,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--task", default="peg_insertion", help="task name or task file")
+    p.add_argument("--task", default=defaults.TASK, help="task name or task file")
     p.add_argument(
-        "--gripper-units",
-        choices=sorted(GRIPPER_UNITS),
-        default="normalised",
-        help="how /getstate reports the gripper (servers differ)",
+        "--gripper",
+        choices=GRIPPER_FLAVOURS,
+        help="the gripper units to speak, like that server flavour (default: the task file's)",
     )
-    p.add_argument("--joint-reset-s", type=float, default=1.0, help="how long /jointreset blocks")
+    p.add_argument("--joint-reset-s", type=float, default=10.0, help="how long /jointreset blocks (real: up to ~43 s)")
+    p.add_argument("--startup-s", type=float, default=0.0, help="answer 500 for this long after start (no state yet)")
     p.add_argument("--latency", type=float, default=0.0, help="injected delay per call, s")
     p.add_argument("--error-rate", type=float, default=0.0, help="fraction of calls answered with HTTP 500")
     p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of calls dropped without an answer")
@@ -294,9 +376,10 @@ def main(argv: list[str] | None = None) -> None:
         args.task,
         args.host,
         args.port,
-        args.gripper_units,
+        args.gripper,
         args.joint_reset_s,
         Faults(args.latency, args.error_rate, args.drop_rate),
+        startup_s=args.startup_s,
     ).start()
     print(f"simulated robot server for task '{server.task.name}' at {server.url}/ (Ctrl-C stops)", flush=True)
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_env.gripper import GRIPPER_FLAVOURS
 from shared.config import from_dict
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -68,6 +69,10 @@ class CameraConfig:
     fps: int = 30
     exposure: float = 0.0  # microseconds; 0 leaves auto exposure on
     crop: tuple[int, int, int, int] | None = None  # [top, bottom, left, right] pixel rows/columns kept
+    square: bool = True  # then the centre square of what is left, so resizing does not squash it
+    # Which sensor's exposure to set: the one that makes the colour image. "auto": the stereo
+    # module on a D405 (its colour comes from the depth imagers), the RGB camera otherwise.
+    exposure_sensor: str = "auto"  # "auto", "rgb" or "stereo"
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,34 @@ class RealTaskConfig:
     reset_compliance: dict[str, float]
     # Success without a classifier: the TCP within this of target_pose (metres per axis, radians).
     success_tolerance: tuple[float, float]
-    joint_reset_every: int  # episodes between joint resets; 0 never
-    reset_lift: float  # metres up before moving to a reset pose
-    reset_settle_s: float  # wait at each reset waypoint
+    joint_reset_every: int  # episodes between joint resets; 0 never (the paper's robot code)
+    reset_lift: float  # metres straight up, at least, before any sideways reset motion
+    reset_settle_s: float  # wait at the end of each reset leg
+    gripper: str = "serl_robotiq"  # the robot server's gripper units (robot_env/gripper.py)
+    reset_clearance: float = 0.03  # height above target_pose that is out of the hole: insertion depth + margin
+    reset_max_step: float = 0.01  # metres between consecutive reset commands
+    reset_max_rot_step: float = 0.05  # radians, on every angle
+    reset_force_limit: float = 30.0  # N: the reset compliance's translational clips are cut to this / stiffness
+    reset_torque_limit: float = 4.0  # Nm: and the rotational ones to this / rotational stiffness
+    joint_reset_timeout_s: float = 60.0  # the real server blocks up to ~43 s
+    clear_errors: str = "every_step"  # "every_step" (SERL's habit) or "on_stall" (only when the arm stopped)
+    stall_min_command: float = 0.004  # metres: a shorter command cannot reveal a stall
+    stall_contact_force: float = 5.0  # N against the motion: contact, not a stall
+    stall_steps: int = 1  # consecutive stalled steps that count as a reflex
+    on_reflex: str = "end"  # "end" the episode at the last good observation, or "continue"
+
+    @property
+    def limited_reset_compliance(self) -> dict[str, float]:
+        """``reset_compliance`` with its clips cut so that stiffness x clip stays within the
+        reset force and torque limits (the impedance controller pushes at most that hard)."""
+        out = dict(self.reset_compliance)
+        for group, limit in (("translational", self.reset_force_limit), ("rotational", self.reset_torque_limit)):
+            k = float(out.get(f"{group}_stiffness", 0.0))
+            clips = [name for name in out if name.startswith(f"{group}_clip_")]
+            if k > 0:
+                for name in clips:
+                    out[name] = min(float(out[name]), limit / k)
+        return out
 
 
 @dataclass(frozen=True)
@@ -150,8 +180,34 @@ class TaskConfig:
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in group.values()
                 ):
                     raise TaskConfigError(f"task {self.name}: compliance parameters must be numbers by name")
-            if min(r.success_tolerance) <= 0 or r.joint_reset_every < 0 or r.reset_lift < 0 or r.reset_settle_s < 0:
+            positive = (
+                r.reset_max_step,
+                r.reset_max_rot_step,
+                r.reset_force_limit,
+                r.reset_torque_limit,
+                r.joint_reset_timeout_s,
+                r.stall_min_command,
+                r.reset_clearance,
+                *r.success_tolerance,
+            )
+            if min(positive) <= 0 or min(r.joint_reset_every, r.reset_lift, r.reset_settle_s) < 0 or r.stall_steps < 1:
                 raise TaskConfigError(f"task {self.name}: real section has a negative or zero setting")
+            for name, value, allowed in (
+                ("gripper", r.gripper, GRIPPER_FLAVOURS),
+                ("clear_errors", r.clear_errors, ("every_step", "on_stall")),
+                ("on_reflex", r.on_reflex, ("end", "continue")),
+                *(
+                    (f"camera {c.name} exposure_sensor", c.exposure_sensor, ("auto", "rgb", "stereo"))
+                    for c in r.cameras
+                ),
+            ):
+                if value not in allowed:
+                    raise TaskConfigError(f"task {self.name}: real.{name} must be one of {allowed}, got {value!r}")
+            if self.safety_box.high[2] < self.target_pose[2] + r.reset_clearance:
+                raise TaskConfigError(
+                    f"task {self.name}: the safety box's top ({self.safety_box.high[2]}) is below the height that is "
+                    f"out of the hole (target z + reset_clearance = {self.target_pose[2] + r.reset_clearance})"
+                )
         s = self.sim
         if s is not None and not (0 < s.success_depth <= s.target_depth <= s.hole_depth):
             raise TaskConfigError(f"task {self.name}: need 0 < success_depth <= target_depth <= hole_depth")

@@ -12,6 +12,7 @@ from actor.loop import ControlLoop, LoopConfig
 from actor.sender import TransitionSender
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
+from robot_env.contract import RobotEnvError
 from shared.agents import create_agent
 from shared.rate import RateKeeper
 from shared.replay_buffer import ReplayBuffer
@@ -157,3 +158,41 @@ def test_an_env_that_keeps_time_is_not_paced_twice():
     args = (agent.nets["actor"], agent.actor.params, None, None, LoopConfig(hz=10))
     assert ControlLoop(KeepsTime(gym.make(robot_env.SIM_ENV_ID)), *args).rate.period == 0
     assert ControlLoop(gym.make(robot_env.SIM_ENV_ID), *args).rate.period == 0.1
+
+
+class FlakyRobot(gym.Wrapper):
+    """A robot whose server fails: the 2nd and 3rd resets raise, every 7th step fails (the env
+    reports it in ``info["robot_error"]`` and ends the episode at the last good observation)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.resets = 0
+        self.t = 0
+        self.last = None
+
+    def reset(self, **kw):
+        self.resets += 1
+        if self.resets in (2, 3):
+            raise RobotEnvError("robot server reset at http://robot: ConnectionRefusedError")
+        self.last, info = self.env.reset(**kw)
+        return self.last, info
+
+    def step(self, action):
+        self.t += 1
+        if self.t % 7 == 0:
+            return self.last, -1.0, False, True, {"robot_error": "robot server getstate: timed out"}
+        self.last, r, term, trunc, info = self.env.step(action)
+        return self.last, r, term, trunc, info
+
+
+def test_failed_resets_are_retried_and_failed_steps_never_reach_the_learner(tmp_path):
+    env = FlakyRobot(gym.make(robot_env.SIM_ENV_ID))
+    summary, buf, server = _run(tmp_path, env, max_steps=30)
+    # 30 good steps were sent; the failed ones (every 7th env step) were not
+    assert summary["steps"] == 30 and summary["robot_errors"] == 4 and summary["reset_failures"] == 2
+    assert server.counters["chunks"] >= 1 and len(buf) == 30
+    obs_slots = buf.obs_slot[buf.valid]
+    frames = buf.frames["state"]
+    nxt = np.flatnonzero(buf.valid)
+    # a failed step would have been a transition whose next observation is its observation
+    assert not any(np.array_equal(frames[o], frames[n]) for o, n in zip(obs_slots, nxt))

@@ -102,3 +102,135 @@ def test_simulated_cameras_through_the_server_and_a_server_that_hangs():
         client.post("_faults", {"latency_s": 0.0})
         rig.close()
         server.close()
+
+
+def test_a_square_centre_crop_keeps_the_middle_of_a_wide_frame():
+    frame = np.zeros((4, 8, 3), np.uint8)
+    frame[:, 2:6] = 100  # the middle 4 columns
+    out = process(frame, 4, square=True)
+    assert out.shape == (4, 4, 3) and np.all(out == 100)  # no squashing: only the centre square
+    squashed = process(frame, 4)
+    assert squashed.min() == 0  # without it the dark sides are squeezed in
+
+
+class Unplugged(Pulse):
+    """A camera that hangs until it is re-opened (a USB camera unplugged and plugged back in)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reopened = 0
+
+    def reopen(self):
+        self.reopened += 1
+        self.frozen.clear()
+
+
+def test_a_camera_that_stops_delivering_is_reopened_and_comes_back():
+    src = Unplugged()
+    cam = LatestFrameCamera("wrist_1", src, 16, max_age=0.3, read_timeout=0.1, reopen_after=0.3)
+    rig = CameraRig([cam])
+    try:
+        src.frozen.set()  # stays frozen until someone re-opens it
+        deadline = time.monotonic() + 5.0
+        while src.reopened == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert src.reopened >= 1 and cam.reopens >= 1
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                rig.frames()
+                break
+            except CameraError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the camera did not come back after the re-open")
+    finally:
+        rig.close()
+
+
+class FakeRealSense:
+    """A stand-in for pyrealsense2 (no camera or library here): the calls our source makes, with
+    the device named as a D405 or a D435 reports itself, and failures where librealsense raises."""
+
+    class option:
+        enable_auto_exposure, exposure = "enable_auto_exposure", "exposure"
+
+    class camera_info:
+        name, serial_number = "name", "serial_number"
+
+    class stream:
+        color = "color"
+
+    class format:
+        bgr8 = "bgr8"
+
+    def __init__(self, model, fail=None):
+        self.model, self.fail, self.calls = model, fail or set(), []
+        rs = self
+
+        class Sensor:
+            def __init__(self, which):
+                self.which = which
+
+            def set_option(self, opt, value):
+                if "set_option" in rs.fail:
+                    raise RuntimeError("object doesn't support option #66")
+                rs.calls.append((self.which, opt, value))
+
+        class Device:
+            def get_info(self, what):
+                return f"Intel RealSense {rs.model}" if what == "name" else "123"
+
+            def first_depth_sensor(self):
+                return Sensor("stereo")
+
+            def first_color_sensor(self):
+                return Sensor("rgb")
+
+        class Profile:
+            def get_device(self):
+                return Device()
+
+        class Pipeline:
+            def start(self, config):
+                if "start" in rs.fail:
+                    raise RuntimeError("No device connected")
+                return Profile()
+
+            def wait_for_frames(self, ms):
+                raise RuntimeError(f"Frame didn't arrive within {ms}")
+
+            def stop(self):
+                pass
+
+        class Config:
+            def enable_device(self, serial):
+                pass
+
+            def enable_stream(self, *a):
+                pass
+
+        class Context:
+            def query_devices(self):
+                return []
+
+        self.pipeline, self.config, self.context = Pipeline, Config, Context
+
+
+@pytest.mark.parametrize(("model", "sensor"), [("D405", "stereo"), ("D435", "rgb")])
+def test_exposure_is_set_on_the_sensor_that_makes_the_colour_image(model, sensor):
+    rs = FakeRealSense(model)
+    RealSenseSource(CameraConfig(name="wrist_1", serial="123", exposure=10500), rs=rs)
+    assert rs.calls == [(sensor, "enable_auto_exposure", 0), (sensor, "exposure", 10500.0)]
+    rs = FakeRealSense(model)
+    RealSenseSource(CameraConfig(name="wrist_1", serial="123", exposure=10500, exposure_sensor="rgb"), rs=rs)
+    assert {c[0] for c in rs.calls} == {"rgb"}  # the task file can say which
+
+
+@pytest.mark.parametrize("fail", ["start", "set_option"])
+def test_every_realsense_fault_is_a_camera_error_naming_the_camera(fail):
+    with pytest.raises(CameraError, match="camera wrist_2"):
+        RealSenseSource(CameraConfig(name="wrist_2", serial="123", exposure=10500), rs=FakeRealSense("D435", {fail}))
+    src = RealSenseSource(CameraConfig(name="wrist_2", serial="123"), rs=FakeRealSense("D435"))
+    with pytest.raises(CameraError, match="wrist_2.*didn't arrive"):
+        src.read(0.1)

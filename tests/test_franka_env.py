@@ -32,7 +32,7 @@ def server():
 def env(server):
     e = FrankaEnv(fast_task(), robot_url=server.url, timeout=0.5)
     yield e
-    RobotClient(server.url).post("_faults", {"latency_s": 0, "error_rate": 0, "drop_rate": 0})
+    RobotClient(server.url).post("_faults", {"latency_s": 0, "error_rate": 0, "drop_rate": 0, "reflex": 0})
     e.close()
 
 
@@ -85,7 +85,7 @@ def test_a_failing_server_ends_the_episode_with_the_reason(env, server, fault):
     t0 = time.monotonic()
     obs2, _reward, terminated, truncated, info = env.step(np.zeros(6))
     assert truncated and not terminated and "robot server" in info["robot_error"]
-    assert time.monotonic() - t0 < 1.5  # one client timeout, never a hang
+    assert time.monotonic() - t0 < 2.5  # a call and its one retry, each bounded by the timeout: never a hang
     np.testing.assert_array_equal(obs2["state"], obs["state"])  # the last good observation
     with pytest.raises(RobotServerError, match="reset failed"):
         env.reset()
@@ -93,7 +93,7 @@ def test_a_failing_server_ends_the_episode_with_the_reason(env, server, fault):
 
 def test_joint_resets_come_every_n_episodes_and_images_come_from_the_server(server):
     before = server.calls.get("jointreset", 0)
-    client = RobotClient(server.url)
+    client = RobotClient(server.url, gripper=server.gripper)
     env = FrankaEnv(
         fast_task(joint_reset_every=2),
         robot_url=server.url,
@@ -120,7 +120,7 @@ def test_the_label_recorder_on_franka_keeps_going_after_success(server, tmp_path
     from actor.record_labels import record
     from shared.labelled_images import LabelledImageWriter, load_labelled_images
 
-    client = RobotClient(server.url)
+    client = RobotClient(server.url, gripper=server.gripper)
     env = FrankaEnv(
         fast_task(),
         robot_url=server.url,
@@ -142,3 +142,127 @@ def test_the_label_recorder_on_franka_keeps_going_after_success(server, tmp_path
     first = int(np.argmax(data.env_success == 1))
     assert 0 < first < 20 and data.env_success[-1] == 1  # inserted, and the episode went on
     assert set(data.env_success.tolist()) <= {0, 1}
+
+
+# ------------------------------------------------------------- resets and reflexes (the real arm's ways)
+
+
+def _insert(env):
+    """The scripted expert puts the peg in the hole, so the next reset starts inside it."""
+    obs, _ = env.reset(options={"eval_pose": 0})
+    policy = ScriptedInserter(env.task, Skill.level(1.0), seed=0)
+    policy.reset()
+    for _ in range(60):
+        obs, _, terminated, truncated, _ = env.step(policy(obs))
+        if terminated or truncated:
+            break
+    assert terminated, "the expert did not insert the peg"
+    return env.raw_state["pose"][2] - env.task.target_pose[2]
+
+
+def _log(server):
+    return RobotClient(server.url).post("_log")
+
+
+def test_a_reset_from_the_hole_lifts_out_before_moving_sideways_or_joint_resetting(server):
+    import json
+
+    task = fast_task(joint_reset_every=1)
+    env = FrankaEnv(task, robot_url=server.url)
+    try:
+        height = _insert(env)
+        assert height < 0.0  # inside the hole: deeper than the target pose's height
+        first = len(json.loads(_log(server))["poses"])
+        jr_before = len(server.joint_resets)
+        env.reset(options={"eval_pose": 7})
+    finally:
+        env.close()
+    log = json.loads(_log(server))
+    poses = log["poses"][first:]
+    out_of_hole = task.target_pose[2] + task.real.reset_clearance
+    in_hole = [p for p in poses if p["here"][2] < out_of_hole - 2e-3]
+    assert in_hole, "the reset did not start in the hole"
+    for p in in_hole:  # while the tool is in or near the hole: straight up, nothing else
+        cmd, here = np.asarray(p["cmd"]), np.asarray(p["here"])
+        np.testing.assert_allclose(cmd[:2], here[:2], atol=2e-3, err_msg="sideways motion in the hole")
+        assert cmd[2] >= here[2] - 1e-4, "downward motion in the hole"
+        assert geo.pose7_to_pose6(cmd)[5] == pytest.approx(geo.pose7_to_pose6(here)[5], abs=0.01)
+    # The joint reset came once the tool was out of the hole.
+    assert len(log["joint_resets"]) == jr_before + 1
+    assert log["joint_resets"][-1][2] >= out_of_hole - 2e-3
+
+
+def test_no_reset_command_moves_more_than_the_tasks_maximum_step(server):
+    import json
+
+    task = fast_task()
+    real = task.real
+    env = FrankaEnv(task, robot_url=server.url)
+    try:
+        _insert(env)
+        first = len(json.loads(_log(server))["poses"])
+        for i in (3, 11, 19):
+            env.reset(options={"eval_pose": i})
+            assert env.last_reset["largest_command_m"] <= real.reset_max_step + 1e-9
+    finally:
+        env.close()
+    poses = json.loads(_log(server))["poses"][first:]
+    prev = geo.pose7_to_pose6(np.asarray(poses[0]["here"]))
+    for p in poses:
+        cmd = geo.pose7_to_pose6(np.asarray(p["cmd"]))
+        if np.linalg.norm(cmd[:3] - prev[:3]) > real.reset_max_step + 1e-6:
+            # a new reset's first command starts from where the arm is
+            prev = geo.pose7_to_pose6(np.asarray(p["here"]))
+        assert np.linalg.norm(cmd[:3] - prev[:3]) <= real.reset_max_step + 1e-6
+        assert np.max(np.abs(geo.wrap_angle(cmd[3:] - prev[3:]))) <= real.reset_max_rot_step + 1e-6
+        prev = cmd
+
+
+def test_after_a_joint_reset_outside_the_box_the_first_command_is_the_boxs_nearest_point(server):
+    task = fast_task(joint_reset_every=1)
+    env = FrankaEnv(task, robot_url=server.url)
+    try:
+        env.reset(options={"eval_pose": 0})
+        env.reset(options={"eval_pose": 1})  # episode 2: a joint reset, home is 20 cm above the box
+        home = server.home_pose6
+        assert not in_box(home, task.safety_box)
+        # every command was inside the box; the largest one is the way in from the home pose
+        assert env.last_reset["largest_command_m"] == pytest.approx(home[2] - task.safety_box.high[2], abs=0.01)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(("clear_errors", "on_reflex"), [("every_step", "end"), ("on_stall", "continue")])
+def test_a_reflex_mid_episode_is_cleared_and_reported(server, clear_errors, on_reflex):
+    env = FrankaEnv(fast_task(clear_errors=clear_errors, on_reflex=on_reflex), robot_url=server.url)
+    sideways = np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0])  # 2 cm per step, in free space above the hole
+    try:
+        env.reset(options={"eval_pose": 0})
+        for _ in range(2):
+            info = env.step(sideways * (-1) ** _)[4]
+            assert "robot_error" not in info
+        RobotClient(server.url).post("_faults", {"reflex": 1})
+        _, _, terminated, truncated, info = env.step(sideways)
+        assert info["reflex"] and "did not follow" in info["robot_error"]
+        assert not server.in_reflex  # cleared at once
+        assert truncated == (on_reflex == "end") and not terminated
+        assert env.reflexes == 1
+        if on_reflex == "continue":  # the arm follows again
+            xy0 = env.raw_state["pose"][:2].copy()
+            _, _, _, _, info = env.step(-sideways)
+            assert "robot_error" not in info and np.linalg.norm(env.raw_state["pose"][:2] - xy0) > 0.01
+    finally:
+        env.close()
+
+
+def test_pushing_on_the_board_is_not_a_reflex(server):
+    env = FrankaEnv(fast_task(), robot_url=server.url)
+    down = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # the tool's z points down: into the board
+    try:
+        env.reset(options={"pose_offset": (0.02, 0.02, 0.0)})  # beside the hole: the board stops the peg
+        for _ in range(12):
+            info = env.step(down)[4]
+            assert "reflex" not in info, "contact with the board was taken for a reflex"
+    finally:
+        env.close()
+    assert env.reflexes == 0

@@ -28,155 +28,26 @@ from shared.transport import (
     make_keys,
     policy_contract,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "agent.critic_net.hidden_dims=[32,32]",
-    "agent.actor_net.hidden_dims=[32,32]",
-    "agent.num_critics=2",
-    "agent.batch_size=32",
-]
-STATE_DIM, ACTION_DIM = 19, 6
+from tests.processes import (
+    ACTION_DIM,
+    ROOT,
+    STATE_DIM,
+    TINY,
+    Proc,
+    actor_cmd,
+    assert_exactly_once,
+    final_buffer,
+    learner_cmd,
+    ports,
+    save_pretrained,
+    status,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    """A tiny untrained Cal-QL agent saved as the "pre-trained" checkpoint."""
-    from shared.agents import create_agent
-
-    cfg = apply_overrides(peg_sim_pretrain(), TINY)
-    obs = {"state": np.zeros(STATE_DIM, np.float32)}
-    agent = create_agent(cfg.agent, obs, ACTION_DIM, seed=0)
-    path = tmp_path_factory.mktemp("pretrained") / "checkpoints"
-    ck = Checkpointer(path, async_save=False)
-    ck.save(agent, obs, cfg)
-    ck.close()
-    return path
-
-
-class Proc:
-    def __init__(self, args, log_path):
-        self.log_path = Path(log_path)
-        self.f = open(self.log_path, "w")
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            cwd=ROOT,
-            stdout=self.f,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def wait(self, timeout=180):
-        try:
-            rc = self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            raise AssertionError(f"{self.log_path.name} did not finish:\n{self.log()[-3000:]}") from None
-        return rc
-
-    def log(self):
-        self.f.flush()
-        return self.log_path.read_text()
-
-    def summary(self):
-        return json.loads(self.log().strip().splitlines()[-1])
-
-    def signal(self, sig):
-        self.p.send_signal(sig)
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-
-
-def learner_cmd(pretrained, out, ports, warmup, max_env_steps=None, resume=False, extra=()):
-    cmd = [
-        "learner.online",
-        "--pretrained",
-        str(pretrained),
-        "--out",
-        str(out),
-        "--warmup-steps",
-        str(warmup),
-        "--data-port",
-        str(ports[0]),
-        "--weights-port",
-        str(ports[1]),
-        "--no-tensorboard",
-        "--set",
-        "checkpoint_every=200",
-        "--set",
-        "keep_checkpoints=50",
-        "--set",
-        "publish_every=1",
-    ]
-    for o in TINY:
-        cmd += ["--set", o]
-    if max_env_steps:
-        cmd += ["--max-env-steps", str(max_env_steps)]
-    if resume:
-        cmd.append("--resume")
-    return cmd + list(extra)
-
-
-def actor_cmd(pretrained, out, ports, hz=0, max_steps=None, extra=()):
-    cmd = [
-        "actor.run",
-        "--pretrained",
-        str(pretrained),
-        "--out",
-        str(out),
-        "--actor-id",
-        "sim",
-        "--data-port",
-        str(ports[0]),
-        "--weights-port",
-        str(ports[1]),
-        "--hz",
-        str(hz),
-        "--drain-timeout",
-        "20",
-    ]
-    if max_steps:
-        cmd += ["--max-steps", str(max_steps)]
-    return cmd + list(extra)
-
-
-def status(run):
-    try:
-        return json.loads((Path(run) / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def wait_until(cond, timeout=120, what="condition"):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def final_buffer(run):
-    files = sorted((Path(run) / "replay").glob("buffer_*.npz"))
-    arrays, meta = load_arrays(files[-1])
-    actions = arrays["actions"][arrays["valid"]]
-    return actions, meta
-
-
-def assert_exactly_once(run, expected):
-    actions, meta = final_buffer(run)
-    assert meta["inserted"] == expected
-    assert len(actions) == expected
-    # Actions are stochastic samples: a transition inserted twice would repeat a row.
-    assert len(np.unique(actions, axis=0)) == expected
-    assert sum(a["transitions"] for a in meta["info"]["ledger"].values()) == expected
-
-
-def ports():
-    return free_port(), free_port()
+    return save_pretrained(tmp_path_factory.mktemp("pretrained") / "checkpoints")
 
 
 def run_to_completion(learner_args, actor_args, tmp_path):
