@@ -26,7 +26,7 @@ import numpy as np
 
 from actor.sender import FatalLearnerError, TransitionSender
 from actor.weights import WeightsReceiver
-from robot_env.contract import RobotEnvError, keeps_time
+from robot_env.contract import RobotEnvError, keeps_time, sanitize_action
 from shared.agents import act_with_params
 from shared.dataset import Transition
 from shared.rate import RateKeeper
@@ -144,6 +144,17 @@ class ControlLoop:
             return obs
         return None
 
+    def _wait_for_spool(self) -> None:
+        """The spool's disk is full and its memory bound reached: taking more steps would lose
+        them, so hold (the arm keeps its pose) until the disk has room or the learner commits."""
+        logged = 0.0
+        while self.sender.saturated and not self.stop_event.is_set() and not self.sender.fatal:
+            now = time.monotonic()
+            if now - logged >= 1.0:
+                log.error("actor: the spool's disk is full and its memory bound is reached; waiting (no step is lost)")
+                logged = now
+            self.stop_event.wait(0.1)
+
     def run(self) -> dict[str, Any]:
         obs = self._reset(seed=self.cfg.seed)
         ep = _Episode()
@@ -153,6 +164,7 @@ class ControlLoop:
             if self.sender.fatal:
                 raise FatalLearnerError(self.sender.fatal)
             self._wait_for_learner()
+            self._wait_for_spool()
             end_now = self._poll_events()
             if self.paused:
                 time.sleep(0.05)
@@ -183,7 +195,8 @@ class ControlLoop:
             truncated = truncated or end_now
             intervened = "intervene_action" in info
             if intervened:
-                action = np.asarray(info["intervene_action"], np.float32)
+                # a person's action is recorded as the env executes it: clipped, non-finite held
+                action = sanitize_action(info["intervene_action"])[0].astype(np.float32)
             if info.get("robot_error"):
                 # A failed step is not a transition the robot made: never sent as one.
                 self.robot_errors += 1

@@ -96,6 +96,8 @@ class TransitionSender:
         self.journaled: dict[str, int] = dict(state.get("journaled", {}))
         self.welcomed = False
         self.fatal: str | None = None
+        self.archived_transitions = 0  # journaled for another learner run: never delivered
+        self._state_error_logged = -1e9
         # What the learner last told us (persisted, so a restarted actor knows where warmup is).
         self.learner_env_steps = int(state.get("learner_env_steps", 0))
         self.learner_grad_steps = 0
@@ -182,7 +184,17 @@ class TransitionSender:
                 self.unacked_transitions,
                 self.spool.directory,
             )
-        return done
+        if self.archived_transitions:
+            log.error(
+                "sender: %d transitions journaled for an earlier learner run were archived, not delivered",
+                self.archived_transitions,
+            )
+        return done and self.archived_transitions == 0
+
+    @property
+    def saturated(self) -> bool:
+        """The spool can take no more: its disk is full and its memory bound is reached."""
+        return self.spool.saturated
 
     # ------------------------------------------------------------------------- the thread
 
@@ -194,23 +206,27 @@ class TransitionSender:
             return {}
 
     def _write_state(self) -> None:
-        write_json_atomic(
-            self._state_path,
-            {
-                "actor": self.actor_id,
-                "run": self.run,
-                "learner_env_steps": self.learner_env_steps,
-                "warmup_steps": self.warmup_steps,
-                "journaled": self.journaled,
-            },
-        )
+        state = {
+            "actor": self.actor_id,
+            "run": self.run,
+            "learner_env_steps": self.learner_env_steps,
+            "warmup_steps": self.warmup_steps,
+            "journaled": self.journaled,
+        }
+        try:
+            write_json_atomic(self._state_path, state)
+        except OSError as e:  # a full disk: the state is rewritten at the next chunk, ack or welcome
+            now = time.monotonic()
+            if now - self._state_error_logged > 10.0:
+                log.error("sender: cannot write %s (%s); going on, and trying again", self._state_path, e)
+                self._state_error_logged = now
 
     def _run(self) -> None:
         context = zmq.Context()
         sock = data_client(context, self.host, self.port, self.keys)
         builder = ChunkBuilder()
         opened = 0.0
-        next_hello = 0.0
+        next_hello = next_disk_try = 0.0
         try:
             while not self._stop.is_set() and not self.fatal:
                 now = time.monotonic()
@@ -239,6 +255,9 @@ class TransitionSender:
                     next_hello = now + self.cfg.hello_every
                 if self.welcomed:
                     self._send_due(sock, now)
+                if self.spool.disk_full and now >= next_disk_try:
+                    self.spool.retry_disk()
+                    next_disk_try = now + 1.0
                 # Wait for replies only when nothing else is pending.
                 timeout = 0 if (n_new or not self._queue.empty()) else 2
                 if sock.poll(timeout):
@@ -338,7 +357,8 @@ class TransitionSender:
         run = msg.get("run")
         if self.run is not None and run != self.run:
             # Chunks journaled for another learner run must not leak into this one.
-            moved = self.spool.archive(f"run-{self.run}")
+            moved, transitions = self.spool.archive(f"run-{self.run}")
+            self.archived_transitions += transitions
             if moved:
                 log.warning(
                     "sender: %d spooled chunks belong to learner run %s, not %s; moved to %s",
@@ -401,7 +421,7 @@ class TransitionSender:
         self.counters["errors"] += 1
         if code == "hello_first":
             self._lost_learner("the learner does not know this session")
-        elif code in ("fingerprint", "version"):
+        elif code in ("fingerprint", "version", "identity"):
             self.fatal = f"the learner refused this actor: {reason}"
             log.error("sender: %s", self.fatal)
         elif code == "rejected" and isinstance(msg.get("seq"), int):

@@ -76,6 +76,7 @@ class Spool:
         self._unacked_transitions = 0
         self._in_memory = 0
         self.spilled = 0  # chunks that had to live on disk only
+        self.disk_full = False  # the last write failed; chunks wait in memory for the disk
         for p in sorted(self.directory.glob("*.chunk")):
             m = _NAME.match(p.name)
             if m is None:
@@ -136,13 +137,41 @@ class Spool:
             os.replace(tmp, path)
         except OSError as e:
             # Keep it in memory regardless of the bound: a full disk must not lose data.
-            log.error("spool: cannot write %s (%s); keeping the chunk in memory only", path, e)
+            if not self.disk_full:
+                log.error("spool: cannot write %s (%s); keeping chunks in memory until the disk has room", path, e)
+            self.disk_full = True
+            tmp.unlink(missing_ok=True)
         entry = _Entry(session, seq, n, path, frames, sum(memoryview(f).nbytes for f in frames))
         self._entries[(session, seq)] = entry
         self._unacked[(session, seq)] = None
         self._unacked_transitions += n
         self._in_memory += entry.nbytes
         self._evict()
+
+    @property
+    def saturated(self) -> bool:
+        """The disk is full and the memory bound is reached: take nothing more for now."""
+        return self.disk_full and self._in_memory > self.memory_bytes
+
+    def retry_disk(self) -> int:
+        """Write chunks that live only in memory to disk again; returns how many got there."""
+        written = 0
+        for e in self._entries.values():
+            if e.data is None or e.path.exists():
+                continue
+            tmp = e.path.with_suffix(".tmp")
+            try:
+                write_frames(tmp, e.data)
+                os.replace(tmp, e.path)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                return written
+            written += 1
+        if self.disk_full:
+            log.info("spool: the disk has room again; %d chunks written", written)
+        self.disk_full = False
+        self._evict()
+        return written
 
     def _evict(self) -> None:
         if self._in_memory <= self.memory_bytes:
@@ -195,10 +224,11 @@ class Spool:
         self._unacked_transitions = sum(e.n for e in self._entries.values())
         return n
 
-    def archive(self, name: str) -> int:
-        """Move every chunk into ``name/`` (kept, never sent again); returns how many."""
+    def archive(self, name: str) -> tuple[int, int]:
+        """Move every chunk into ``name/`` (kept, never sent again); returns how many chunks and
+        transitions."""
         dest = self.directory / name
-        n = 0
+        n = transitions = 0
         for key in list(self._entries):
             e = self._entries.pop(key)
             self._forget(key, e)
@@ -208,7 +238,8 @@ class Spool:
             elif e.data is not None:
                 write_frames(dest / e.path.name, e.data)
             n += 1
-        return n
+            transitions += e.n
+        return n, transitions
 
     def _forget(self, key: tuple[str, int], e: _Entry) -> None:
         if e.data is not None:

@@ -5,7 +5,10 @@ config, meta) whose meta carries ``LearnerMeta`` (run identity, task, weights ve
 of the replay snapshot), plus that replay snapshot in ``replay/`` (the online buffer with the
 ingest ledger inside it). Both are written together under the ingest lock, so the buffer, the
 ledger and the counters always agree; ``--resume`` restores the newest step whose agent and
-snapshot both read back.
+snapshot both read back and check out. A damaged step (unreadable, truncated, deleted, a
+checksum that does not match) is moved to ``quarantine/`` with the reason, with its snapshot:
+the resumed learner will reach that step's id again and must be able to save it, and rotation
+must never count a damaged step among the ones it keeps.
 
 Layout of a learner's ``--out``::
 
@@ -16,6 +19,7 @@ Layout of a learner's ``--out``::
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,14 @@ import numpy as np
 
 from learner.ledger import Ledger
 from shared.agents import Agent
-from shared.checkpoint import Checkpointer, CheckpointError, list_steps, load_checkpoint
+from shared.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    CorruptCheckpointError,
+    list_steps,
+    load_checkpoint,
+    quarantine,
+)
 from shared.config import OnlineConfig
 from shared.dataset import DatasetError, example_obs
 from shared.replay_buffer import ReplayBuffer
@@ -84,6 +95,18 @@ class LearnerCheckpoints:
         self.replay_dir = self.out / "replay"
         self.keep = keep
         self._writer: Checkpointer | None = None
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """Half-written files of a save that was killed (each can be as large as the buffer)."""
+        orphans = [*self.replay_dir.glob("*.tmp"), *self.ckpt_dir.glob("*.orbax-checkpoint-tmp*")]
+        for p in orphans:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        if orphans:
+            log.info("removed %d half-written checkpoint file(s) of an interrupted save", len(orphans))
 
     def exist(self) -> bool:
         return bool(list_steps(self.ckpt_dir))
@@ -128,17 +151,24 @@ class LearnerCheckpoints:
         return step, committed
 
     def restore(self, capacity: int) -> LearnerState:
-        """The newest checkpoint whose agent and replay snapshot both read back."""
+        """The newest checkpoint whose agent and replay snapshot both read back and check out;
+        damaged newer ones are quarantined. A checkpoint of something else (not a learner's, or
+        another architecture) is an error, and nothing is moved."""
         errors = []
         for step in reversed(list_steps(self.ckpt_dir)):
+            snapshot = self.replay_dir / f"buffer_{step:012d}.npz"
             try:
                 ck = load_checkpoint(self.ckpt_dir, step)
                 meta = LearnerMeta.from_json(ck.meta.extra, str(ck.path))
-                buffer = ReplayBuffer.load(self.replay_dir / meta.buffer, capacity=capacity)
+                snapshot = self.replay_dir / meta.buffer
+                buffer = ReplayBuffer.load(snapshot, capacity=capacity)
                 ledger = Ledger(buffer.info["ledger"])
                 config = ck.phase_config(OnlineConfig)
                 return LearnerState(ck.agent, config, buffer, ledger, meta, step)
-            except (CheckpointError, DatasetError, KeyError, OSError, ValueError) as e:
+            except (CorruptCheckpointError, DatasetError, KeyError, OSError) as e:
+                errors.append(f"step {step}: {e}")
+                quarantine(self.ckpt_dir, step, f"{type(e).__name__}: {e}", also=(snapshot,))
+            except CheckpointError as e:
                 errors.append(f"step {step}: {e}")
                 log.warning("learner checkpoint %d is unusable (%s); trying an older one", step, e)
         raise CheckpointError(f"{self.ckpt_dir}: no usable learner checkpoint:\n  " + "\n  ".join(errors))

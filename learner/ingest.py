@@ -2,13 +2,17 @@
 
 Per message from an actor's DEALER:
 - HELLO: the config fingerprint must match (else ERROR ``fingerprint`` naming each setting of
-  the contract that differs, and the actor stops);
+  the contract that differs, and the actor stops); with CURVE, an actor id belongs to the key
+  that first said HELLO as it (recorded in the ledger, so in every checkpoint), and another key
+  is refused (ERROR ``identity``);
   the answer is WELCOME with what this learner already holds from that actor (the ledger
   marks), the env steps ingested, the warmup length and the weights version.
 - CHUNK: only from a welcomed connection; a chunk already in the ledger is acknowledged again
   and not inserted; a new one is validated whole, inserted, recorded and acknowledged; a bad one
   gets ERROR ``rejected``.
-- STATS: queued for the main thread's logs; no reply.
+- STATS: queued for the main thread's logs, at most a few per second per actor; no reply.
+- Bounded: a chunk far beyond its session's watermark is refused; an actor id holds at most
+  ``MAX_SESSIONS_PER_ACTOR`` sessions (fully checkpointed old ones are forgotten first).
 Anything malformed is logged (rate-limited) and answered with ERROR; the thread keeps serving.
 Inserting a chunk and recording it in the ledger happen under ``lock``, which the learner also
 holds while it snapshots buffer and ledger, so a checkpoint never splits a chunk.
@@ -30,6 +34,7 @@ import zmq
 
 from learner.ledger import Ledger
 from shared.chunks import check_id, check_seq, unpack_chunk
+from shared.dataset import ValueLimits
 from shared.protocol import (
     MAX_MESSAGE_BYTES,
     MessageType,
@@ -45,6 +50,20 @@ from shared.transport import contract_differences
 log = logging.getLogger("wsrl.learner.ingest")
 
 MAX_STATS_KEYS = 64
+# How far past an actor session's watermark a chunk's seq may be. A sender keeps at most 32
+# chunks in flight and resends in order, so a seq further ahead is forged or broken; refusing it
+# also bounds the out-of-order seqs the ledger keeps (and every ACK carries).
+MAX_SEQ_AHEAD = 1024
+MAX_SESSIONS_PER_ACTOR = 64  # ledger entries (and buffer streams) one actor id may hold
+STATS_PER_S, STATS_BURST = 5.0, 20  # each actor's STATS beyond this rate are dropped
+
+
+def _user_id(frame: zmq.Frame) -> str:
+    """The CURVE key that authenticated the connection (ZAP User-Id), "" without CURVE."""
+    try:
+        return str(frame.get("User-Id") or "")
+    except zmq.ZMQError:
+        return ""
 
 
 class IngestServer:
@@ -57,6 +76,7 @@ class IngestServer:
         info: Callable[[], Mapping[str, Any]],
         contract: Mapping[str, Any] | None = None,
         max_bytes: int = MAX_MESSAGE_BYTES,
+        limits: ValueLimits | None = None,
     ) -> None:
         """``info()`` returns what replies carry besides env steps (the ledger's): the run id,
         grad_steps, warmup_steps, utd, weights_version. ``contract`` (what ``fingerprint`` hashes)
@@ -67,6 +87,7 @@ class IngestServer:
         self.committed = ledger.copy()
         self.fingerprint = fingerprint
         self.contract = contract
+        self.limits = limits or ValueLimits()
         self.info = info
         self.max_bytes = max_bytes
         self.session = uuid.uuid4().hex[:16]
@@ -74,6 +95,7 @@ class IngestServer:
         self.data_arrived = threading.Condition()
         self.stats: queue.SimpleQueue = queue.SimpleQueue()
         self._peers: dict[bytes, str] = {}  # routing id -> welcomed actor id
+        self._stats_tokens: dict[str, tuple[float, float]] = {}  # actor -> (tokens, last refill)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self.counters = {
@@ -84,6 +106,7 @@ class IngestServer:
             "hellos": 0,
             "refused": 0,
             "stats": 0,
+            "stats_dropped": 0,
             "interventions": 0,
         }
 
@@ -153,7 +176,7 @@ class IngestServer:
         kind = msg["type"]
         try:
             if kind == MessageType.HELLO:
-                self._hello(peer, msg)
+                self._hello(peer, msg, _user_id(frames[1]))
             elif kind == MessageType.CHUNK:
                 self._chunk(peer, msg)
             elif kind == MessageType.STATS:
@@ -166,10 +189,27 @@ class IngestServer:
     def _counters(self) -> dict[str, Any]:
         return {"learner": self.session, "env_steps": self.env_steps, **self.info()}
 
-    def _hello(self, peer: bytes, msg: Mapping[str, Any]) -> None:
+    def _hello(self, peer: bytes, msg: Mapping[str, Any], key: str = "") -> None:
         actor = check_id(msg.get("actor"), "actor")
-        check_id(msg.get("session"), "session")
+        session = check_id(msg.get("session"), "session")
         self.counters["hellos"] += 1
+        if key:
+            bound = self.ledger.key_of(actor)
+            if bound is not None and bound != key:
+                self.counters["refused"] += 1
+                reason = f"actor id {actor!r} belongs to another CURVE key; each actor needs its own id"
+                log.error("ingest: refused a HELLO as %r from key %s...: %s", actor, key[:8], reason)
+                self._reply(peer, make_message(MessageType.ERROR, code="identity", reason=reason))
+                return
+            if bound is None:
+                with self.lock:
+                    self.ledger.bind(actor, key)
+        if session not in self.ledger.sessions(actor) and not self._room_for_session(actor):
+            self.counters["refused"] += 1
+            reason = f"actor {actor!r} has {MAX_SESSIONS_PER_ACTOR} sessions with data not yet checkpointed"
+            log.error("ingest: refused a new session of %r: %s", actor, reason)
+            self._reply(peer, make_message(MessageType.ERROR, code="sessions", reason=reason))
+            return
         if msg.get("fingerprint") != self.fingerprint:
             self.counters["refused"] += 1
             reason = (
@@ -203,11 +243,22 @@ class IngestServer:
         if self.ledger.has(actor, session, seq):
             self.counters["duplicates"] += 1
         else:
+            if session not in self.ledger.sessions(actor) and not self._room_for_session(actor):
+                self._reply(peer, make_message(MessageType.ERROR, code="hello_first", reason="too many sessions"))
+                return
             try:
-                chunk = unpack_chunk(msg, self.buffer.obs_spec, self.buffer.action_dim)
+                if seq > self.ledger.upto(actor, session) + MAX_SEQ_AHEAD:
+                    raise ProtocolError(
+                        f"seq {seq} is more than {MAX_SEQ_AHEAD} beyond what this session delivered "
+                        f"({self.ledger.upto(actor, session)})"
+                    )
+                chunk = unpack_chunk(msg, self.buffer.obs_spec, self.buffer.action_dim, self.limits)
             except ProtocolError as e:
                 self.counters["rejected"] += 1
                 log.error("ingest: rejected chunk %s/%d from %r: %s", session, seq, actor, e)
+                if seq <= self.ledger.upto(actor, session) + MAX_SEQ_AHEAD:
+                    with self.lock:  # consumed, with nothing inserted: the watermark moves past it
+                        self.ledger.add(actor, session, seq, 0)
                 self._reply(
                     peer,
                     make_message(MessageType.ERROR, code="rejected", session=session, seq=seq, reason=str(e)[:500]),
@@ -240,5 +291,32 @@ class IngestServer:
             numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
             if isinstance(k, str) and len(k) <= 64 and numeric and math.isfinite(v):
                 clean[k] = float(v)
+        now = time.monotonic()
+        tokens, last = self._stats_tokens.get(actor, (float(STATS_BURST), now))
+        tokens = min(float(STATS_BURST), tokens + (now - last) * STATS_PER_S)
+        if tokens < 1.0:
+            self.counters["stats_dropped"] += 1
+            self._stats_tokens[actor] = (tokens, now)
+            return
+        self._stats_tokens[actor] = (tokens - 1.0, now)
         self.counters["stats"] += 1
         self.stats.put((actor, time.time(), clean))
+
+    def _room_for_session(self, actor: str) -> bool:
+        """Whether ``actor`` may open one more session: under the cap, after forgetting its oldest
+        sessions whose chunks are all in a checkpoint (an actor drops those chunks once told, so
+        none of them can come back)."""
+        sessions = self.ledger.sessions(actor)
+        if len(sessions) < MAX_SESSIONS_PER_ACTOR:
+            return True
+        for old in list(sessions):
+            if len(sessions) < MAX_SESSIONS_PER_ACTOR:
+                break
+            live, saved = self.ledger.marks(actor).get(old), self.committed.marks(actor).get(old)
+            if live is not None and live == saved and not live[1]:
+                with self.lock:
+                    self.ledger.drop_session(actor, old)
+                    self.committed.drop_session(actor, old)
+                    self.buffer.drop_stream(f"{actor}/{old}")
+                sessions.remove(old)
+        return len(sessions) < MAX_SESSIONS_PER_ACTOR

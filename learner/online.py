@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
 
 from learner.checkpoint import LearnerCheckpoints
 from learner.ingest import IngestServer
@@ -42,16 +43,18 @@ from shared.config import (
     to_json,
     without_state_stats,
 )
+from shared.dataset import ValueLimits
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
 from shared.policy_weights import weights_message
 from shared.protocol import encode
 from shared.replay_buffer import ReplayBuffer
 from shared.schedule import owed_updates
-from shared.transport import LearnerSockets, fingerprint, learner_keys, policy_contract
+from shared.transport import LearnerSockets, TransportError, fingerprint, learner_keys, policy_contract
 
 log = logging.getLogger("wsrl.learner")
 
 REPUBLISH_EVERY_S = 1.0  # late subscribers and the simulation's pacing get the current version
+RUN_FILE = "run.json"  # the run's identity, written at start-up
 
 
 class Learner:
@@ -75,8 +78,24 @@ class Learner:
         self.max_env_steps = max_env_steps
         self.stop_event = threading.Event()
         self.version = 0
-        if self.checkpoints.exist() and not resume:
-            raise FileExistsError(f"{self.ckpt_dir} already holds checkpoints; pass --resume or another --out")
+        run_file = self.out / RUN_FILE
+        started = json.loads(run_file.read_text()) if run_file.exists() else None
+        if (self.checkpoints.exist() or started) and not resume:
+            raise FileExistsError(f"{self.out} holds a learner run already; pass --resume or another --out")
+        if resume and not self.checkpoints.exist():
+            if started:
+                # Killed before its first checkpoint: start again from the pre-trained agent, but as
+                # the same run, so the actors resend everything they journaled for it.
+                pretrained = pretrained or started.get("pretrained")
+                log.warning(
+                    "resume: %s has no checkpoint yet; starting run %s again from %s (the actors resend "
+                    "what they journaled)",
+                    self.out,
+                    started["run"],
+                    pretrained,
+                )
+            else:
+                log.warning("resume: %s holds nothing to resume; starting a new run", self.out)
         if resume and self.checkpoints.exist():
             state = self.checkpoints.restore(cfg.buffer_capacity)
             if replace(state.config, agent=without_state_stats(state.config.agent)) != replace(
@@ -105,20 +124,31 @@ class Learner:
                 pre.obs_spec, agent.action_dim, cfg.buffer_capacity, cfg.agent.gamma, cfg.reward.negative
             )
             ledger = Ledger()
-            run_id = uuid.uuid4().hex[:16]
+            run_id = str(started["run"]) if started else uuid.uuid4().hex[:16]
+            # The run's identity is on disk before any transition arrives (not only in checkpoints).
+            write_json_atomic(
+                run_file, {"run": run_id, "pretrained": str(Path(pretrained).absolute()), "created": time.time()}
+            )
             log.info("handed off pre-trained agent from %s (%d gradient steps)", pretrained, pre.meta.grad_steps)
         self.cfg, self.agent, self.buffer, self.task = cfg, agent, buffer, task
         self.contract = policy_contract(agent.config, buffer.obs_spec, agent.action_dim, cfg.reward, task)
         self.fingerprint = fingerprint(self.contract)
         (self.out / "config.json").write_text(to_json(cfg))
         self.run_id = run_id
-        self.ingest = IngestServer(sockets.data, buffer, ledger, self.fingerprint, self._counters, self.contract)
+        limits = ValueLimits(
+            reward=cfg.max_abs_reward if cfg.max_abs_reward is not None else cfg.reward.bound,
+            observation=cfg.max_abs_observation,
+        )
+        self.ingest = IngestServer(
+            sockets.data, buffer, ledger, self.fingerprint, self._counters, self.contract, limits=limits
+        )
         self.metrics = MetricsLogger(
             self.out, tensorboard=tensorboard, wandb_project=wandb_project, wandb_config=json.loads(to_json(cfg))
         )
         self.grad_steps = int(agent.grad_steps)
         self._published_at = 0.0
         self._last_ckpt = (ledger.transitions(), self.grad_steps)
+        self._rates: dict[str, float] = {"ingest_per_s": 0.0, "updates_per_s": 0.0}
 
     # --------------------------------------------------------------------------- counters
 
@@ -160,6 +190,8 @@ class Learner:
     def checkpoint(self) -> None:
         if (self.ingest.env_steps, self.grad_steps) == self._last_ckpt and self.checkpoints.exist():
             return
+        # A large buffer takes seconds to save: say so rather than let status.json look frozen.
+        self._status("checkpointing", self._rates)
         step, committed = self.checkpoints.save(
             self.agent,
             self.cfg,
@@ -254,6 +286,7 @@ class Learner:
                         "ingest_per_s": (self.ingest.env_steps - env_log) / dt,
                         "updates_per_s": (self.grad_steps - grad_log) / dt,
                     }
+                    self._rates = rates
                     scalars = to_scalars(info) if info else {}
                     scalars.update(
                         rates,
@@ -274,14 +307,16 @@ class Learner:
                 ):
                     self.checkpoint()
         finally:
-            self.checkpoint()
-            if self.version:
-                self.publish(republish=True)
-            self.ingest.stop()
-            self._drain_stats()
-            self._status("done", rates, done=True)
-            self.checkpoints.close()
-            self.metrics.close()
+            try:
+                self.checkpoint()
+                if self.version:
+                    self.publish(republish=True)
+            finally:  # whatever failed above, the ingest thread stops before its socket closes
+                self.ingest.stop()
+                self._drain_stats()
+                self._status("done", rates, done=True)
+                self.checkpoints.close()
+                self.metrics.close()
         summary = {
             "env_steps": self.ingest.env_steps,
             "grad_steps": self.grad_steps,
@@ -333,8 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.print_config:
         print(to_json(cfg))
         return
-    keys = learner_keys(args.keys) if args.keys else None
-    sockets = LearnerSockets(args.bind, args.data_port, args.weights_port, keys)
+    if not args.bind.strip():
+        p.error("--bind needs an address (127.0.0.1 for this machine, 0.0.0.0 for every interface, with --keys)")
+    try:
+        keys = learner_keys(args.keys) if args.keys else None
+        sockets = LearnerSockets(args.bind, args.data_port, args.weights_port, keys)
+    except (TransportError, zmq.ZMQError) as e:  # a refused bind or bad keys: one line, no traceback
+        print(f"learner: cannot serve on {args.bind}:{args.data_port}/{args.weights_port}: {e}", file=sys.stderr)
+        sys.exit(2)
     try:
         try:
             learner = Learner(

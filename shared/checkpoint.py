@@ -15,7 +15,10 @@ built on these in ``learner/checkpoint.py``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -40,6 +43,62 @@ HANDOFF_PARTS = ("actor", "critic", "target_critic", "temperature")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit; the message names the path/parameter."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint step whose bytes are damaged (unreadable, a checksum that does not match,
+    non-finite parameters): an older step may be used instead."""
+
+
+def tree_checksum(tree: Any) -> str:
+    """SHA-256 over every array of a nested dict (path, dtype, shape and bytes, in sorted path
+    order); empty containers do not count (orbax may drop them)."""
+    h = hashlib.sha256()
+
+    def walk(t: Any, path: str) -> None:
+        if isinstance(t, Mapping):
+            for k in sorted(t, key=str):
+                walk(t[k], f"{path}/{k}")
+            return
+        a = np.ascontiguousarray(np.asarray(jax.device_get(t)))
+        h.update(f"{path}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+
+    walk(tree, "")
+    return h.hexdigest()
+
+
+def json_checksum(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _nonfinite_parameter(tree: Any, path: str = "") -> str | None:
+    if isinstance(tree, Mapping):
+        for k, v in tree.items():
+            found = _nonfinite_parameter(v, f"{path}/{k}" if path else str(k))
+            if found:
+                return found
+        return None
+    a = np.asarray(tree)
+    return path if a.dtype.kind == "f" and not np.isfinite(a).all() else None
+
+
+def quarantine(directory: str | Path, step: int, reason: str, also: tuple[Path, ...] = ()) -> Path:
+    """Move an unusable checkpoint step (and files that belong to it, like its replay snapshot)
+    out of the checkpoint directory, with the reason beside it: later saves can reuse its id and
+    rotation never counts it. Returns where it went."""
+    directory = Path(directory)
+    dest = directory.parent / "quarantine" / f"{directory.name}-{step}-{int(time.time())}"
+    dest.mkdir(parents=True, exist_ok=True)
+    src = directory / str(step)
+    if src.exists():
+        shutil.move(str(src), str(dest / str(step)))
+    for f in also:
+        if f.exists():
+            shutil.move(str(f), str(dest / f.name))
+    (dest / "reason.txt").write_text(reason + "\n")
+    log.warning("quarantined checkpoint %s/%d in %s: %s", directory, step, dest, reason)
+    return dest
 
 
 T = TypeVar("T")
@@ -98,6 +157,7 @@ class AgentCheckpoint:
     config_json: dict[str, Any]  # that config as saved; ``phase_config`` reads it typed
     path: Path
     step: int
+    skipped: tuple[tuple[int, str], ...] = ()  # newer steps found unusable: (step, why)
 
     @property
     def obs_spec(self) -> ObsSpec:
@@ -140,6 +200,8 @@ class Checkpointer:
         extra: Mapping[str, Any] | None = None,
     ) -> int:
         step = int(agent.grad_steps) if step is None else int(step)
+        state = agent_state(agent)
+        cfg = {"type": type(phase_config).__name__, "config": to_dict(phase_config)}
         meta = CheckpointMeta(
             agent_config=agent.config,
             action_dim=agent.action_dim,
@@ -149,11 +211,13 @@ class Checkpointer:
             saved_at=time.time(),
             extra=dict(extra or {}),
         ).to_json()
-        cfg = {"type": type(phase_config).__name__, "config": to_dict(phase_config)}
+        # Checksums of all three items, verified on restore: a flipped bit is found, not trained on.
+        meta["checksums"] = {"agent": tree_checksum(state), "config": json_checksum(cfg)}
+        meta["checksums"]["meta"] = json_checksum(meta)
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                agent=ocp.args.StandardSave(agent_state(agent)),
+                agent=ocp.args.StandardSave(state),
                 config=ocp.args.JsonSave(cfg),
                 meta=ocp.args.JsonSave(meta),
             ),
@@ -209,37 +273,65 @@ def list_steps(directory: str | Path) -> list[int]:
 def load_checkpoint(directory: str | Path, step: int | None = None, seed: int | None = None) -> AgentCheckpoint:
     """Restore one checkpoint step.
 
-    ``step=None`` takes the newest step that reads back; corrupt newer steps are skipped with a
-    warning (a crash during a save must not lose the run). An explicit step is never skipped.
+    ``step=None`` takes the newest step that reads back and checks out; damaged newer steps
+    (unreadable, a checksum mismatch, non-finite parameters) are skipped with a warning and
+    listed in ``skipped`` (a crash during a save must not lose the run). An explicit step is
+    never skipped. A step that does not fit (another architecture) is an error either way.
     """
     directory = Path(directory).absolute()
     steps = list_steps(directory)
     if not steps:
         raise CheckpointError(f"{directory}: no checkpoints found")
     candidates = [step] if step is not None else steps[::-1]
-    errors = []
+    errors: list[tuple[int, str]] = []
     for s in candidates:
         if s not in steps:
             raise CheckpointError(f"{directory}: no step {s} (have {steps})")
         where = f"{directory}/{s}"
         try:
-            items = read_items(directory, s, "agent", ("config", "meta"))
-            meta = CheckpointMeta.from_json(items["meta"], where)
-            agent = _agent_from_state(items["agent"], meta, where)
-            cfg = items["config"]
-            config_type, config_json = str(cfg["type"]), dict(cfg["config"])
-        except CheckpointError:
-            raise
-        except Exception as e:  # unreadable files: try the previous step
-            errors.append(f"step {s}: {type(e).__name__}: {e}")
-            log.warning("checkpoint %s/%d is unreadable (%s: %s)", directory, s, type(e).__name__, e)
+            loaded = _read_verified(directory, s, where)
+        except CorruptCheckpointError as e:
+            if step is not None:
+                raise
+            errors.append((s, str(e)))
+            log.warning("checkpoint %s is unusable: %s", where, e)
             continue
         if errors:
-            log.warning("restored step %d of %s after skipping %d unreadable step(s)", s, directory, len(errors))
+            log.warning("restored step %d of %s after skipping %d unusable step(s)", s, directory, len(errors))
+        agent, meta, config_type, config_json = loaded
         if seed is not None:
             agent = agent.replace(rng=jax.random.PRNGKey(seed))
-        return AgentCheckpoint(agent, meta, config_type, config_json, directory / str(s), s)
-    raise CheckpointError(f"{directory}: no readable checkpoint:\n  " + "\n  ".join(errors))
+        return AgentCheckpoint(agent, meta, config_type, config_json, directory / str(s), s, tuple(errors))
+    raise CorruptCheckpointError(
+        f"{directory}: no usable checkpoint:\n  " + "\n  ".join(f"step {s}: {e}" for s, e in errors)
+    )
+
+
+def _read_verified(directory: Path, step: int, where: str) -> tuple[Agent, CheckpointMeta, str, dict[str, Any]]:
+    try:
+        items = read_items(directory, step, "agent", ("config", "meta"))
+    except Exception as e:  # unreadable files (truncated, deleted, garbled): orbax raises many kinds
+        raise CorruptCheckpointError(f"unreadable ({type(e).__name__}: {e})") from None
+    raw_meta, cfg, state = items["meta"], items["config"], items["agent"]
+    sums = raw_meta.get("checksums") if isinstance(raw_meta, dict) else None
+    if isinstance(sums, dict):  # checkpoints from before checksums load without the check
+        meta_wo = {**raw_meta, "checksums": {k: v for k, v in sums.items() if k != "meta"}}
+        for name, got in (
+            ("meta", json_checksum(meta_wo)),
+            ("config", json_checksum(cfg)),
+            ("agent", tree_checksum(state)),
+        ):
+            if sums.get(name) != got:
+                raise CorruptCheckpointError(f"the {name} item does not match its checksum (damaged on disk?)")
+    bad = _nonfinite_parameter(state)
+    if bad:
+        raise CorruptCheckpointError(f"parameter '{bad}' holds non-finite values")
+    try:
+        config_type, config_json = str(cfg["type"]), dict(cfg["config"])
+    except (KeyError, TypeError) as e:
+        raise CorruptCheckpointError(f"config item is incomplete: {e}") from None
+    meta = CheckpointMeta.from_json(raw_meta, where)
+    return _agent_from_state(state, meta, where), meta, config_type, config_json
 
 
 def _agent_from_state(state: dict[str, Any], meta: CheckpointMeta, where: str) -> Agent:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.dataset import Transition
+from shared.dataset import Transition, ValueLimits
 from shared.protocol import MessageType, ProtocolError, make_message
 
 MAX_CHUNK_TRANSITIONS = 4096
@@ -155,8 +155,14 @@ class Chunk:
         ]
 
 
-def unpack_chunk(msg: Mapping[str, Any], obs_spec: Mapping[str, tuple[tuple[int, ...], str]], action_dim: int) -> Chunk:
-    """The transitions of a decoded CHUNK message, checked whole against the buffer's spec.
+def unpack_chunk(
+    msg: Mapping[str, Any],
+    obs_spec: Mapping[str, tuple[tuple[int, ...], str]],
+    action_dim: int,
+    limits: ValueLimits | None = None,
+) -> Chunk:
+    """The transitions of a decoded CHUNK message, checked whole against the buffer's spec and
+    the value limits (the same ``ValueLimits.problem`` the replay loader applies).
 
     Raises ``ProtocolError`` naming the first defect; nothing is returned for a bad chunk.
     """
@@ -190,15 +196,14 @@ def unpack_chunk(msg: Mapping[str, Any], obs_spec: Mapping[str, tuple[tuple[int,
             num_frames = f.shape[0]
         elif f.shape[0] != num_frames:
             raise ProtocolError("chunk frame arrays differ in length")
-        if f.dtype.kind == "f" and not np.isfinite(f).all():
-            raise ProtocolError(f"chunk frames['{k}'] hold non-finite values")
     if num_frames is None or not 0 < num_frames <= 2 * n:
         raise ProtocolError(f"a chunk of {n} transitions cannot hold {num_frames} frames")
     for name, idx in (("obs_index", obs_index), ("next_index", next_index)):
         if idx.min() < 0 or idx.max() >= num_frames:
             raise ProtocolError(f"chunk '{name}' points outside its {num_frames} frames")
-    if not np.isfinite(actions).all() or not np.isfinite(rewards).all():
-        raise ProtocolError("chunk actions or rewards hold non-finite values")
+    problem = (limits or ValueLimits()).problem(actions, rewards, frames)
+    if problem:
+        raise ProtocolError(f"chunk {problem}")
     if not np.isin(masks, (0.0, 1.0)).all():
         raise ProtocolError("chunk masks must be 0 or 1")
     return Chunk(

@@ -149,6 +149,11 @@ class RewardConfig:
     def negative(self) -> float:
         return self.apply(0.0)
 
+    @property
+    def bound(self) -> float:
+        """The largest |reward| these settings produce (success or not)."""
+        return float(max(abs(self.apply(0.0)), abs(self.apply(1.0))))
+
 
 def check_reward_settings(learner: RewardConfig, actor: RewardConfig, actor_source: str) -> None:
     """The learner trains on the rewards the actor computes, so their settings must be equal;
@@ -200,6 +205,10 @@ class OnlineConfig:
     # Update as fast as possible after warmup instead of holding the UTD ratio (off: the
     # ratio is what WSRL's results rest on).
     free_running: bool = False
+    # What ingest accepts (besides actions in [-1, 1]): |reward| at most this (None: the largest
+    # reward RewardConfig can produce) and |float observation| at most max_abs_observation.
+    max_abs_reward: float | None = None
+    max_abs_observation: float = 1e4
 
     def __post_init__(self) -> None:
         if min(self.publish_every, self.checkpoint_every, self.keep_checkpoints, self.log_every) < 1:

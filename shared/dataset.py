@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
@@ -77,6 +78,33 @@ def example_obs(spec: ObsSpec) -> dict[str, np.ndarray]:
     return {k: np.zeros(s, d) for k, (s, d) in spec.items()}
 
 
+@dataclass(frozen=True)
+class ValueLimits:
+    """What the numbers of a valid transition may be: the one definition that the learner's
+    ingest (``shared/chunks.py``) and the dataset and replay-snapshot loader both apply, so
+    nothing the learner accepts can make a checkpoint it cannot read back.
+
+    Actions are the contract's [-1, 1]. The defaults for rewards and float observations only
+    keep out absurd values (1e30, 3e38); the learner derives tighter ones from its reward
+    settings and config (``learner.online``)."""
+
+    action: float = 1.0
+    reward: float = 1e6
+    observation: float = 1e6
+    tolerance: float = 1e-5
+
+    def problem(self, actions: np.ndarray, rewards: np.ndarray, observations: Mapping[str, np.ndarray]) -> str | None:
+        """The first thing wrong with these arrays (``None``: they are valid)."""
+        if not np.isfinite(actions).all() or np.abs(actions).max(initial=0) > self.action + self.tolerance:
+            return f"actions must be finite and within [-{self.action:g}, {self.action:g}]"
+        if not np.isfinite(rewards).all() or np.abs(rewards).max(initial=0) > self.reward:
+            return f"rewards must be finite and within [-{self.reward:g}, {self.reward:g}]"
+        for key, a in observations.items():
+            if a.dtype.kind == "f" and (not np.isfinite(a).all() or np.abs(a).max(initial=0) > self.observation):
+                return f"observation '{key}' must be finite and within [-{self.observation:g}, {self.observation:g}]"
+        return None
+
+
 class DatasetError(ValueError):
     """A dataset or snapshot file that does not follow the format; the message says where."""
 
@@ -117,7 +145,9 @@ def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
     return arrays, meta
 
 
-def validate(arrays: dict[str, np.ndarray], meta: dict[str, Any], where: str = "dataset") -> None:
+def validate(
+    arrays: dict[str, np.ndarray], meta: dict[str, Any], where: str = "dataset", limits: ValueLimits | None = None
+) -> None:
     for key in META_KEYS:
         if key not in meta:
             raise DatasetError(f"{where}: meta is missing '{key}'")
@@ -155,10 +185,8 @@ def validate(arrays: dict[str, np.ndarray], meta: dict[str, Any], where: str = "
     slots = arrays["obs_slot"][valid]
     if slots.size and (slots.min() < 0 or slots.max() >= n):
         raise DatasetError(f"{where}: 'obs_slot' points outside [0, {n})")
-    if (
-        not np.all(np.isfinite(arrays["actions"][valid]))
-        or np.abs(arrays["actions"][valid]).max(initial=0) > 1.0 + 1e-5
-    ):
-        raise DatasetError(f"{where}: 'actions' must be finite and within [-1, 1]")
-    if not np.all(np.isfinite(arrays["rewards"][valid])):
-        raise DatasetError(f"{where}: 'rewards' has non-finite values")
+    problem = (limits or ValueLimits()).problem(
+        arrays["actions"][valid], arrays["rewards"][valid], {k: arrays[f"obs/{k}"] for k in spec}
+    )
+    if problem:
+        raise DatasetError(f"{where}: {problem}")

@@ -30,6 +30,8 @@ from shared.dataset import (
 )
 from shared.returns import mc_return_to_go
 
+MAX_STREAMS = 1024  # sources whose open episodes are tracked (actor sessions); the oldest is ended beyond
+
 
 class ReplayBuffer:
     def __init__(
@@ -176,7 +178,11 @@ class ReplayBuffer:
         stream: str,
         continuous: bool,
     ) -> None:
-        st = self._streams.setdefault(stream, {"last": -1, "last_serial": -1, "episode": []})
+        st = self._streams.pop(stream, None) or {"last": -1, "last_serial": -1, "episode": []}
+        self._streams[stream] = st  # most recently used last
+        if len(self._streams) > MAX_STREAMS:  # an open episode per stream is kept: bound them
+            oldest = next(iter(self._streams))
+            self._finish_episode(self._streams.pop(oldest))
         prev = st["last"] if self._alive(st["last"], st["last_serial"]) else -1
         if (
             prev >= 0
@@ -203,6 +209,13 @@ class ReplayBuffer:
         st["last"], st["last_serial"] = slot, int(self._serial[slot])
         if done:
             self._finish_episode(st)
+
+    def drop_stream(self, stream: str) -> None:
+        """Forget a stream (an actor session that will send nothing more): its open episode ends."""
+        with self._lock:
+            st = self._streams.pop(str(stream), None)
+            if st is not None:
+                self._finish_episode(st)
 
     def _finish_episode(self, st: dict[str, Any]) -> None:
         live = [s for s, serial in st["episode"] if self._alive(s, serial)]

@@ -103,7 +103,7 @@ def _short(value: Any, n: int = 60) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -196,3 +196,28 @@ def test_failed_resets_are_retried_and_failed_steps_never_reach_the_learner(tmp_
     nxt = np.flatnonzero(buf.valid)
     # a failed step would have been a transition whose next observation is its observation
     assert not any(np.array_equal(frames[o], frames[n]) for o, n in zip(obs_slots, nxt))
+
+
+class WildHuman(gym.Wrapper):
+    """A person's device reporting out-of-range and broken actions."""
+
+    ACTIONS = (np.full(6, 5.0), np.full(6, np.nan), np.array([0.5, -3.0, 0, 0, 0, 1e12]))
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.t = 0
+
+    def step(self, action):
+        human = self.ACTIONS[self.t % 3]
+        self.t += 1
+        obs, r, term, trunc, info = self.env.step(human)
+        return obs, r, term, trunc, {**info, "intervene_action": human}
+
+
+def test_intervention_actions_are_recorded_as_executed_clipped_or_held(tmp_path):
+    summary, buf, server = _run(tmp_path, WildHuman(gym.make(robot_env.SIM_ENV_ID)), max_steps=6)
+    assert summary["steps"] == 6 and server.counters["rejected"] == 0
+    actions = buf.actions[buf.valid]
+    np.testing.assert_array_equal(actions[0], np.ones(6))
+    np.testing.assert_array_equal(actions[1], np.zeros(6))  # non-finite: the env held the pose
+    np.testing.assert_array_equal(actions[2], [0.5, -1, 0, 0, 0, 1])

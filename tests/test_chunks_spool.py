@@ -6,7 +6,9 @@ import pytest
 from actor.spool import Spool
 from learner.ledger import Ledger
 from shared.chunks import ChunkBuilder, unpack_chunk
+from shared.dataset import ValueLimits
 from shared.protocol import ProtocolError, decode, decode_frames, encode, encode_frames
+from shared.replay_buffer import ReplayBuffer
 
 SPEC = {"state": ((3,), "float32"), "wrist_1": ((4, 4, 3), "uint8")}
 
@@ -23,7 +25,7 @@ def _episode_transitions(start, length, done_at_end=True):
         out.append(
             {
                 "observations": obs,
-                "actions": np.full(2, start + i, np.float32),
+                "actions": np.full(2, (start + i) / 100, np.float32),  # in [-1, 1], distinct
                 "rewards": -1.0,
                 "next_observations": nxt,
                 "masks": 1.0,
@@ -67,8 +69,13 @@ def _valid_msg():
         (lambda m: m["frames"].pop("wrist_1"), "keys"),
         (lambda m: m["frames"].__setitem__("state", m["frames"]["state"].astype(np.float64)), "float32"),
         (lambda m: m.__setitem__("obs_index", np.array([0, 1, 9], np.int32)), "outside"),
-        (lambda m: m["actions"].__setitem__((1, 0), np.nan), "non-finite"),
-        (lambda m: m["frames"]["state"].__setitem__((0, 0), np.inf), "non-finite"),
+        (lambda m: m["actions"].__setitem__((1, 0), np.nan), "actions must be finite"),
+        (lambda m: m["frames"]["state"].__setitem__((0, 0), np.inf), "'state' must be finite"),
+        # finite but out of range: what would poison every later checkpoint
+        (lambda m: m["actions"].__setitem__((1, 0), 2.0), r"actions must be finite and within \[-1, 1\]"),
+        (lambda m: m["actions"].__setitem__((0, 1), 1e12), "actions must be"),
+        (lambda m: m["frames"]["state"].__setitem__((0, 0), 3e38), "observation 'state' must be"),
+        (lambda m: m["rewards"].__setitem__(0, 1e30), "rewards must be finite and within"),
         (lambda m: m["masks"].__setitem__(0, 0.5), "masks"),
         (lambda m: m.__setitem__("rewards", np.zeros(2, np.float32)), "rewards"),
         (lambda m: m.__setitem__("seq", -1), "seq"),
@@ -82,6 +89,22 @@ def test_bad_chunks_are_refused_whole(mutate, message):
     mutate(msg)
     with pytest.raises(ProtocolError, match=message):
         unpack_chunk(msg, SPEC, 2)
+
+
+def test_ingest_and_the_loader_apply_the_same_value_limits(tmp_path):
+    """Whatever ingest accepts, a replay snapshot of it loads back: one definition of valid."""
+    limits = ValueLimits(reward=1.0, observation=100.0)
+    ok = _valid_msg()
+    ok["actions"][0, 0] = 1.0  # on the edge: fine for both
+    chunk = unpack_chunk(ok, SPEC, 2, limits)
+    buf = ReplayBuffer(SPEC, 2, 16, 0.99, -1.0)
+    buf.insert_chunk(**chunk.arrays())
+    ReplayBuffer.load(buf.save(tmp_path / "ok.npz"))
+    bad = _valid_msg()
+    bad["frames"]["state"][0, 0] = 1e3  # finite, but beyond the learner's state limit
+    with pytest.raises(ProtocolError, match="observation 'state'"):
+        unpack_chunk(bad, SPEC, 2, limits)
+    assert ValueLimits().problem(np.full((1, 2), 2.0), np.zeros(1), {}) == "actions must be finite and within [-1, 1]"
 
 
 def test_ledger_watermark_and_out_of_order():
@@ -128,7 +151,7 @@ def test_spool_journal_ack_commit_and_restart(tmp_path):
     sp.reject("s1", 2, "bad shape")
     assert (tmp_path / "rejected" / "s1-000000000002-10.chunk").exists()
     assert "bad shape" in (tmp_path / "rejected" / "s1-000000000002-10.chunk.reason").read_text()
-    assert sp.archive("run-old") == 2 and len(sp) == 0 and sp.unacked_transitions == 0
+    assert sp.archive("run-old") == (2, 20) and len(sp) == 0 and sp.unacked_transitions == 0
     assert len(list((tmp_path / "run-old").glob("*.chunk"))) == 2
 
 

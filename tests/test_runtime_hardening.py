@@ -1,0 +1,454 @@
+"""Runtime faults found by fault injection and fuzzing: each test reproduces one and shows it fixed.
+
+In-process learner parts (the real ingest thread, ledger, buffer and checkpoints) on localhost
+sockets; the learner and actor as processes where a kill is the point."""
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from actor.sender import SenderConfig, TransitionSender
+from learner.checkpoint import LearnerCheckpoints
+from learner.ingest import MAX_SEQ_AHEAD, MAX_SESSIONS_PER_ACTOR, STATS_BURST, IngestServer
+from learner.ledger import Ledger
+from shared.agents import create_agent
+from shared.checkpoint import Checkpointer, CorruptCheckpointError, load_checkpoint
+from shared.chunks import ChunkBuilder
+from shared.config import OnlineConfig, PretrainConfig
+from shared.dataset import ValueLimits
+from shared.protocol import MessageType, decode, encode, encode_frames, make_message
+from shared.replay_buffer import ReplayBuffer
+from shared.transport import LearnerSockets, actor_keys, free_port, learner_keys, make_keys
+from tests.helpers import state_obs, tiny_config
+from tests.processes import (
+    Proc,
+    actor_cmd,
+    assert_exactly_once,
+    learner_cmd,
+    ports,
+    save_pretrained,
+    status,
+    wait_until,
+)
+
+DIM, ACT = 5, 2
+SPEC = {"state": ((DIM,), "float32")}
+LIMITS = ValueLimits(reward=1.0, observation=1e4)  # what the learner derives for the default rewards
+INFO = {"run": "r", "grad_steps": 0, "warmup_steps": 10**6, "utd": 4, "weights_version": 0}
+
+
+def transitions(n, seed=0, action=None, reward=-1.0, state=None):
+    rng = np.random.default_rng(seed)
+    obs = {"state": rng.normal(size=DIM).astype(np.float32)}
+    for i in range(n):
+        nxt = {"state": rng.normal(size=DIM).astype(np.float32) if state is None else np.full(DIM, state, np.float32)}
+        yield {
+            "observations": obs,
+            "actions": rng.uniform(-1, 1, ACT).astype(np.float32)
+            if action is None
+            else np.full(ACT, action, np.float32),
+            "rewards": reward,
+            "next_observations": nxt,
+            "masks": 1.0,
+            "dones": i == n - 1,
+        }
+        obs = nxt
+
+
+class Learnerish:
+    """The learner's data path in this process: sockets, ingest thread, buffer, ledger."""
+
+    def __init__(self, keys=None, limits=LIMITS):
+        self.port = free_port()
+        self.socks = LearnerSockets("127.0.0.1", self.port, free_port(), keys)
+        self.buffer = ReplayBuffer(SPEC, ACT, 10_000, 0.99, -1.0)
+        self.ingest = IngestServer(self.socks.data, self.buffer, Ledger(), "fp", lambda: INFO, limits=limits).start()
+
+    def close(self):
+        self.ingest.stop()
+        self.socks.close()
+
+
+@pytest.fixture
+def learner():
+    s = Learnerish()
+    yield s
+    s.close()
+
+
+def dealer(ctx, port, keys=None):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        s.curve_secretkey, s.curve_publickey, s.curve_serverkey = keys.secret, keys.public, keys.server_public
+    s.connect(f"tcp://127.0.0.1:{port}")
+    return s
+
+
+def reply(sock, timeout_ms=5000):
+    assert sock.poll(timeout_ms), "no reply from the learner"
+    return decode(sock.recv())
+
+
+def hello(sock, actor, session="s"):
+    sock.send(encode(make_message(MessageType.HELLO, actor=actor, session=session, fingerprint="fp")))
+    return reply(sock)
+
+
+def chunk(actor, session, seq, n=2, seed=0):
+    b = ChunkBuilder()
+    for t in transitions(n, seed):
+        b.add(t)
+    return encode_frames(b.build(actor, session, seq))
+
+
+# --------------------------------------------------------------- 1. value ranges at ingest
+
+
+def test_a_poisoned_chunk_is_refused_kept_by_the_actor_and_resume_works_after(learner, tmp_path):
+    sender = TransitionSender(
+        "127.0.0.1",
+        learner.port,
+        "robot",
+        "fp",
+        tmp_path / "spool",
+        None,
+        SenderConfig(chunk_transitions=5, flush_interval=0.01, resend_after=0.5),
+    ).start()
+    batches = [
+        transitions(5, seed=1),
+        transitions(5, seed=2, action=2.0),  # finite, out of range
+        transitions(5, seed=3, action=1e12),
+        transitions(5, seed=4, state=3e38),
+        transitions(5, seed=5, reward=1e30),
+        transitions(5, seed=6, reward=-1e30),
+        transitions(5, seed=7),
+    ]
+    for batch in batches:
+        for t in batch:
+            sender.put(t)
+        time.sleep(0.05)  # one chunk each
+    sender.close(drain_timeout=10)
+    assert len(learner.buffer) == 10 and learner.ingest.counters["rejected"] == 5
+    rejected = sorted((tmp_path / "spool" / "rejected").glob("*.chunk"))
+    reasons = " ".join(p.with_suffix(".chunk.reason").read_text() for p in rejected)
+    assert len(rejected) == 5 and "actions must be" in reasons and "rewards must be" in reasons
+    assert "observation 'state' must be" in reasons
+    # What was accepted checkpoints and restores: --resume works after the poisoned chunks.
+    cfg = OnlineConfig(agent=tiny_config())
+    ckpts = LearnerCheckpoints(tmp_path / "run", keep=3)
+    ckpts.save(
+        create_agent(cfg.agent, state_obs(DIM), ACT),
+        cfg,
+        learner.buffer,
+        learner.ingest.ledger,
+        learner.ingest.lock,
+        0,
+        "run",
+        None,
+        0,
+    )
+    ckpts.close()
+    assert len(LearnerCheckpoints(tmp_path / "run", keep=3).restore(10_000).buffer) == 10
+
+
+# ------------------------------------------------------------------ 3, 4. damaged checkpoints
+
+
+def _save_steps(directory, steps=(1, 2)):
+    cfg = tiny_config("calql", utd=1)
+    agent = create_agent(cfg, state_obs(DIM), ACT)
+    ck = Checkpointer(directory, keep=5, async_save=False)
+    for s in steps:
+        ck.save(agent, state_obs(DIM), PretrainConfig(agent=cfg), step=s)
+    ck.close()
+    return agent
+
+
+def _flip_bits(path, n=8, seed=0):
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    for i in rng.integers(len(data) // 4, len(data), n):  # past headers: into the data
+        data[i] ^= 1 << int(rng.integers(8))
+    path.write_bytes(bytes(data))
+
+
+def _largest_file(directory):
+    return max((p for p in Path(directory).rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def test_flipped_bits_in_the_agent_are_detected_and_an_older_step_is_used(tmp_path):
+    _save_steps(tmp_path)
+    _flip_bits(_largest_file(tmp_path / "2" / "agent"))
+    with pytest.raises(CorruptCheckpointError):
+        load_checkpoint(tmp_path, step=2)  # an explicit step is never replaced
+    ck = load_checkpoint(tmp_path)
+    assert ck.step == 1 and ck.skipped and ck.skipped[0][0] == 2
+
+
+def test_an_edited_meta_and_non_finite_parameters_are_refused(tmp_path):
+    agent = _save_steps(tmp_path)
+    meta = _largest_file(tmp_path / "2" / "meta")
+    text = meta.read_text()
+    meta.write_text(text.replace('"env_steps": 0', '"env_steps": 9'))
+    with pytest.raises(CorruptCheckpointError, match="meta item does not match its checksum"):
+        load_checkpoint(tmp_path, step=2)
+    bad = agent.replace(critic=agent.critic.replace(params=jax_nan(agent.critic.params)))
+    ck = Checkpointer(tmp_path / "nan", async_save=False)
+    ck.save(bad, state_obs(DIM), PretrainConfig(agent=tiny_config("calql", utd=1)), step=1)
+    ck.close()
+    with pytest.raises(CorruptCheckpointError, match="non-finite"):
+        load_checkpoint(tmp_path / "nan", step=1)
+
+
+def jax_nan(tree):
+    import jax
+
+    leaves, treedef = jax.tree.flatten(tree)
+    leaves[0] = np.full(np.shape(leaves[0]), np.nan, np.float32)
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _learner_state(tmp_path, env_steps):
+    cfg = OnlineConfig(agent=tiny_config())
+    buf = ReplayBuffer(SPEC, ACT, 100, 0.99, -1.0)
+    for t in transitions(env_steps):
+        buf.insert(t)
+    ledger = Ledger()
+    ledger.add("robot", "s", 0, env_steps)
+    return cfg, create_agent(cfg.agent, state_obs(DIM), ACT), buf, ledger
+
+
+def _damage(path, how):
+    if how == "deleted":
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    elif how == "truncated":
+        f = path if path.is_file() else _largest_file(path)
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    else:
+        _flip_bits(path if path.is_file() else _largest_file(path))
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit-flipped", "deleted"])
+@pytest.mark.parametrize("item", ["agent", "buffer", "meta"])
+def test_a_damaged_newest_learner_checkpoint_is_quarantined_and_saving_goes_on(tmp_path, item, how):
+    ckpts = LearnerCheckpoints(tmp_path, keep=2)
+    lock = threading.Lock()
+    for n in (5, 10):
+        cfg, agent, buf, ledger = _learner_state(tmp_path, n)
+        ckpts.save(agent, cfg, buf, ledger, lock, 0, "run", None, 0)
+    ckpts.close()
+    target = {
+        "agent": tmp_path / "checkpoints" / "10" / "agent",
+        "meta": tmp_path / "checkpoints" / "10" / "meta",
+        "buffer": tmp_path / "replay" / "buffer_000000000010.npz",
+    }[item]
+    _damage(target, how)
+    resumed = LearnerCheckpoints(tmp_path, keep=2)
+    state = resumed.restore(100)
+    assert state.step == 5 and state.env_steps == 5  # the older one
+    (q,) = (tmp_path / "quarantine").iterdir()
+    assert q.name.startswith("checkpoints-10-") and (q / "reason.txt").read_text()
+    assert not (tmp_path / "replay" / "buffer_000000000010.npz").exists()
+    # The resumed learner reaches the damaged step's id again, and saves it (no StepAlreadyExists),
+    # and rotation keeps the newest usable ones.
+    cfg, agent, buf, ledger = _learner_state(tmp_path, 10)
+    resumed.save(agent, cfg, buf, ledger, lock, 0, "run", None, 0)
+    cfg, agent, buf, ledger = _learner_state(tmp_path, 12)
+    resumed.save(agent, cfg, buf, ledger, lock, 0, "run", None, 0)
+    resumed.close()
+    final = LearnerCheckpoints(tmp_path, keep=2)
+    assert final.restore(100).step == 12
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 12]
+
+
+# ---------------------------------------------------------------- 5. identity bound to the key
+
+
+def test_a_listed_key_cannot_speak_for_another_actor(tmp_path):
+    make_keys(tmp_path, ("alpha", "beta"))
+    lk = learner_keys(tmp_path)
+    s = Learnerish(keys=lk)
+    ctx = zmq.Context()
+    try:
+        a = dealer(ctx, s.port, actor_keys(tmp_path, "alpha"))
+        b = dealer(ctx, s.port, actor_keys(tmp_path, "beta"))
+        assert hello(a, "robot", "sa")["type"] == "welcome"
+        refused = hello(b, "robot", "sb")
+        assert refused["type"] == "error" and refused["code"] == "identity"
+        # beta's connection was never welcomed as robot: its forged chunk goes nowhere
+        b.send_multipart(chunk("robot", "sa", 5))
+        assert reply(b)["code"] == "hello_first"
+        assert hello(b, "beta-robot", "sb")["type"] == "welcome"  # under its own name it is fine
+        assert len(s.buffer) == 0
+        assert s.ingest.ledger.key_of("robot") != s.ingest.ledger.key_of("beta-robot")
+    finally:
+        ctx.destroy(0)
+        s.close()
+
+
+# ------------------------------------------------------------------- 7. bounded peers
+
+
+def test_far_future_seqs_stats_floods_and_session_floods_stay_bounded(learner):
+    ctx = zmq.Context()
+    try:
+        d = dealer(ctx, learner.port)
+        assert hello(d, "robot", "s0")["type"] == "welcome"
+        # far-future sequence numbers are refused, so the ledger (and every ACK) stays small
+        for seq in (MAX_SEQ_AHEAD + 10, 10**9, 2**40):
+            d.send_multipart(chunk("robot", "s0", seq))
+            r = reply(d)
+            assert r["type"] == "error" and r["code"] == "rejected" and "beyond" in r["reason"]
+        d.send_multipart(chunk("robot", "s0", 0))
+        ack = reply(d)
+        assert ack["type"] == "ack" and len(encode(ack)) < 2000
+        # a STATS flood is rate-limited
+        for _ in range(500):
+            d.send(encode(make_message(MessageType.STATS, actor="robot", session="s0", stats={"x": 1.0})))
+        wait_until(
+            lambda: learner.ingest.counters["stats"] + learner.ingest.counters["stats_dropped"] == 500,
+            timeout=10,
+            what="500 stats",
+        )
+        assert learner.ingest.counters["stats"] <= STATS_BURST + 10
+        # a flood of new sessions: refused past the cap while their data is not checkpointed ...
+        for i in range(1, MAX_SESSIONS_PER_ACTOR + 5):
+            r = hello(d, "robot", f"s{i}")
+            if r["type"] == "welcome":
+                d.send_multipart(chunk("robot", f"s{i}", 0))
+                reply(d)
+        assert len(learner.ingest.ledger.sessions("robot")) == MAX_SESSIONS_PER_ACTOR
+        assert learner.ingest.counters["refused"] >= 4
+        # ... and once a checkpoint holds them, the oldest are forgotten to make room
+        learner.ingest.set_committed(learner.ingest.ledger.copy())
+        for i in range(100, 140):
+            assert hello(d, "robot", f"s{i}")["type"] == "welcome"
+            d.send_multipart(chunk("robot", f"s{i}", 0))
+            assert reply(d)["type"] == "ack"
+        assert len(learner.ingest.ledger.sessions("robot")) <= MAX_SESSIONS_PER_ACTOR
+        assert len(learner.buffer._streams) <= MAX_SESSIONS_PER_ACTOR
+    finally:
+        ctx.destroy(0)
+
+
+# ----------------------------------------------------- 2. killed before the first checkpoint
+
+
+def test_an_actor_never_reports_delivery_of_what_it_archived(learner, tmp_path):
+    spool = tmp_path / "spool"
+    first = TransitionSender(
+        "127.0.0.1", free_port(), "robot", "fp", spool, None, SenderConfig(flush_interval=0.01)
+    ).start()  # no learner there
+    for t in transitions(10):
+        first.put(t)
+    assert not first.close(drain_timeout=0.5)  # kept for the next run
+    state = json.loads((spool / "actor_state.json").read_text())
+    (spool / "actor_state.json").write_text(json.dumps({**state, "run": "an-earlier-run"}))
+    second = TransitionSender("127.0.0.1", learner.port, "robot", "fp", spool).start()
+    wait_until(lambda: second.welcomed, timeout=10, what="a welcome")
+    assert not second.close(drain_timeout=2)  # archived for another run: not delivered
+    assert second.archived_transitions == 10 and len(learner.buffer) == 0
+    assert len(list((spool / "run-an-earlier-run").glob("*.chunk"))) >= 1
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    return save_pretrained(tmp_path_factory.mktemp("pretrained") / "checkpoints")
+
+
+def test_a_learner_killed_before_its_first_checkpoint_resumes_with_everything(pretrained, tmp_path):
+    pts = ports()
+    run, act = tmp_path / "learner", tmp_path / "actor"
+    no_ckpt = ["--set", "checkpoint_every=1000000"]
+    learner = Proc(
+        learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=500, extra=no_ckpt), tmp_path / "learner1.log"
+    )
+    actor = Proc(actor_cmd(pretrained, act, pts, hz=100, max_steps=500), tmp_path / "actor.log")
+    try:
+        wait_until(lambda: status(run).get("env_steps", 0) >= 150, what="150 transitions")
+        assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+        learner.kill()  # SIGKILL before any checkpoint
+        time.sleep(1.0)
+        learner = Proc(
+            learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=500, resume=True, extra=no_ckpt),
+            tmp_path / "learner2.log",
+        )
+        assert learner.wait() == 0, learner.log()[-3000:]
+        assert actor.wait() == 0, actor.log()[-3000:]
+    finally:
+        learner.kill()
+        actor.kill()
+    assert "no checkpoint yet" in learner.log()
+    summary = actor.summary()
+    assert summary["steps"] == 500 and summary["delivered"]
+    assert_exactly_once(run, 500)  # the transitions delivered before the kill came again
+
+
+# ------------------------------------------------------------------------ 6. a full disk
+
+
+def _mount_tmpfs(path, size):
+    path.mkdir(parents=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs, and mounting one failed: {r.stderr.decode().strip()}")
+
+
+def test_a_full_spool_disk_does_not_stop_the_actor_or_lose_a_transition(tmp_path):
+    spool = tmp_path / "spool"
+    _mount_tmpfs(spool, "64k")
+    port = free_port()
+    try:
+        sender = TransitionSender(
+            "127.0.0.1", port, "robot", "fp", spool, None, SenderConfig(chunk_transitions=100, flush_interval=0.01)
+        ).start()
+        n = 3000  # about 800 KB of chunks: the 64 KB disk fills after a few
+        for i, t in enumerate(transitions(n, seed=1)):
+            sender.put(t)
+            if i % 500 == 0:
+                time.sleep(0.05)
+        wait_until(lambda: sender.spool.unacked_transitions == n, timeout=20, what="everything journaled")
+        assert sender.spool.disk_full and not sender.fatal  # the sender thread lived through it
+        # the learner comes up: everything arrives, once
+        socks = LearnerSockets("127.0.0.1", port, free_port(), None)
+        buf = ReplayBuffer(SPEC, ACT, 10_000, 0.99, -1.0)
+        ingest = IngestServer(socks.data, buf, Ledger(), "fp", lambda: INFO).start()
+        try:
+            assert sender.close(drain_timeout=20)
+            assert len(buf) == n and ingest.counters["duplicates"] == 0
+        finally:
+            ingest.stop()
+            socks.close()
+    finally:
+        subprocess.run(["umount", str(spool)], capture_output=True)
+
+
+def test_a_spool_at_its_memory_bound_on_a_full_disk_holds_the_loop(tmp_path):
+    from actor.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    _mount_tmpfs(spool_dir, "16k")
+    try:
+        sp = Spool(spool_dir, memory_bytes=50_000)
+        frames = [np.zeros(10_000, np.uint8).tobytes()]
+        for seq in range(8):
+            sp.add("s", seq, 1, frames)
+        assert sp.disk_full and sp.saturated and sp.unacked_transitions == 8  # nothing dropped
+        for seq in range(8):
+            sp.ack("s", seq)
+        sp.commit("s", 7)  # the learner checkpointed them: memory and disk free again
+        assert not sp.saturated and sp.retry_disk() == 0 and not sp.disk_full
+    finally:
+        subprocess.run(["umount", str(spool_dir)], capture_output=True)
