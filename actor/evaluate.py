@@ -28,8 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_env.contract import task_env
-from robot_env.gripper import GRIPPER_FLAVOURS
-from robot_env.make import CAMERA_SOURCES, make_env
+from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import Policy, reset_policy
 from shared import defaults
 
@@ -229,15 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="DIR",
         help="a reward classifier: its verdict is recorded beside the judge's, and its success ends episodes",
     )
-    p.add_argument("--env", default=defaults.SIM_ENV_ID, help=f"{defaults.SIM_ENV_ID} or {defaults.FRANKA_ENV_ID}")
-    p.add_argument("--robot-url", help=f"robot server for {defaults.FRANKA_ENV_ID}")
-    p.add_argument("--cameras", choices=CAMERA_SOURCES, default="realsense")
-    p.add_argument("--task", default=defaults.TASK)
-    p.add_argument(
-        "--gripper",
-        choices=GRIPPER_FLAVOURS,
-        help=f"{defaults.FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
-    )
+    add_env_arguments(p)
     p.add_argument("--poses", type=int, nargs="+", help="pose indices (default: all fixed poses)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)

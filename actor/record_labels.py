@@ -40,8 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robot_env.contract import keeps_time, task_env
-from robot_env.gripper import GRIPPER_FLAVOURS
-from robot_env.make import CAMERA_SOURCES, make_env
+from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import Policy, reset_policy
 from robot_env.scripted import ScriptedInserter, Skill
 from shared import defaults
@@ -212,15 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         default=0.1,
         help="ground truth: chance per successful step of lifting the peg out for 2-4 steps",
     )
-    p.add_argument("--env", default=defaults.SIM_ENV_ID, help=f"{defaults.SIM_ENV_ID} or {defaults.FRANKA_ENV_ID}")
-    p.add_argument("--robot-url", help=f"robot server for {defaults.FRANKA_ENV_ID}")
-    p.add_argument("--cameras", choices=CAMERA_SOURCES, default="realsense")
-    p.add_argument("--task", default=defaults.TASK)
-    p.add_argument(
-        "--gripper",
-        choices=GRIPPER_FLAVOURS,
-        help=f"{defaults.FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
-    )
+    add_env_arguments(p)
     p.add_argument("--image-size", type=int, default=128, help="square frame size saved (the policy's size)")
     p.add_argument(
         "--hz",

@@ -26,8 +26,7 @@ from actor.loop import ControlLoop, LoopConfig
 from actor.sender import FatalLearnerError, SenderConfig, TransitionSender
 from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError
-from robot_env.gripper import GRIPPER_FLAVOURS
-from robot_env.make import CAMERA_SOURCES, make_env
+from robot_env.make import add_env_arguments, make_env
 from shared import defaults
 from shared.agents import act_with_params
 from shared.checkpoint import load_checkpoint
@@ -48,24 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keys", help="CURVE key directory holding this actor's key pair and learner.key")
     p.add_argument("--key-name", default="actor", help="which key pair in --keys (default: actor)")
     p.add_argument("--actor-id", default=socket.gethostname()[:32], help="stable name of this actor")
-    p.add_argument(
-        "--env",
-        default=defaults.SIM_ENV_ID,
-        help=f"gymnasium env id: {defaults.SIM_ENV_ID}, or {defaults.FRANKA_ENV_ID} (the robot server; it keeps its own control rate, --hz is not applied)",
-    )
-    p.add_argument("--robot-url", help="robot server for Franka-v0, e.g. http://127.0.0.1:5000")
-    p.add_argument(
-        "--cameras",
-        choices=CAMERA_SOURCES,
-        default="realsense",
-        help="Franka-v0 wrist cameras: RealSense (serials in the task file) or the simulated server's",
-    )
-    p.add_argument("--task", default=defaults.TASK, help="task name or task file")
-    p.add_argument(
-        "--gripper",
-        choices=GRIPPER_FLAVOURS,
-        help=f"{defaults.FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
-    )
+    add_env_arguments(p)
     p.add_argument("--hz", type=float, default=10.0, help="control rate; 0 runs as fast as possible (simulation)")
     p.add_argument("--max-steps", type=int, help="stop after this many env steps")
     p.add_argument("--warmup-steps", type=int, default=5000, help="K until the learner tells its own")

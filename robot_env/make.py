@@ -7,16 +7,42 @@ the env and takes over the reward and the end of each episode.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import gymnasium as gym
 
-from robot_env import FRANKA_ENV_ID
+from robot_env import FRANKA_ENV_ID, SIM_ENV_ID
 from robot_env.contract import IMAGE_KEYS, obs_mode_of
+from robot_env.gripper import GRIPPER_FLAVOURS
+from shared import defaults
 from shared.config import RewardConfig
 from shared.dataset import ObsSpec
 
 CAMERA_SOURCES = ("realsense", "server")
+
+
+def add_env_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the env, the same on every entry point that runs one (the actor,
+    evaluation, the label recorder): ``--env --robot-url --cameras --task --gripper``."""
+    p.add_argument(
+        "--env",
+        default=SIM_ENV_ID,
+        help=f"{SIM_ENV_ID}, or {FRANKA_ENV_ID} (the robot server; it keeps its own control rate)",
+    )
+    p.add_argument("--robot-url", help=f"the robot server for {FRANKA_ENV_ID}, e.g. http://127.0.0.1:5000")
+    p.add_argument(
+        "--cameras",
+        choices=CAMERA_SOURCES,
+        default="realsense",
+        help=f"{FRANKA_ENV_ID}'s wrist cameras: RealSense (serials in the task file) or the simulated server's",
+    )
+    p.add_argument("--task", default=defaults.TASK, help="task name or task file")
+    p.add_argument(
+        "--gripper",
+        choices=GRIPPER_FLAVOURS,
+        help=f"{FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
+    )
 
 
 def camera_rig(kind: str, task: str, robot_url: str | None, size: int) -> Any:
