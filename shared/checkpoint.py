@@ -380,7 +380,7 @@ def _join(path: str, key: Any) -> str:
 # ------------------------------------------------------------------------------- the hand-off
 
 
-def _carry_state_normalisation(pre: AgentConfig, online: AgentConfig) -> AgentConfig:
+def carry_state_normalisation(pre: AgentConfig, online: AgentConfig) -> AgentConfig:
     """State normalisation is part of the model: the online agent uses the pre-trained one's."""
     p, o = pre.encoder, online.encoder
     if (p.state_mean, p.state_std) == (o.state_mean, o.state_std):
@@ -395,35 +395,44 @@ def _carry_state_normalisation(pre: AgentConfig, online: AgentConfig) -> AgentCo
     return replace(online, encoder=enc)
 
 
-def handoff(pretrained: Agent, online_cfg: AgentConfig, obs_example: Mapping[str, Any], seed: int = 0) -> Agent:
-    """Build the online SAC agent from a pre-trained one (WSRL initialisation).
+def handoff(
+    pretrained: Agent,
+    online_cfg: AgentConfig,
+    obs_example: Mapping[str, Any],
+    seed: int = 0,
+    parts: tuple[str, ...] = HANDOFF_PARTS,
+) -> Agent:
+    """Build the online agent from a pre-trained one (WSRL initialisation).
 
-    Keeps actor, critic ensemble, target critic and temperature with their optimizer states
-    (Adam moments and step counts). Drops what SAC does not use (the CQL Lagrange multiplier,
-    IQL's value network) with a log line. Counters restart at zero for the online phase.
+    Keeps ``parts`` (by default actor, critic ensemble, target critic and temperature) with their
+    optimizer states (Adam moments and step counts); the rest starts fresh. ``"aux"`` keeps the
+    algorithm's own networks too (the CQL Lagrange multiplier, IQL's value network), for an
+    online agent of the same algorithm. What is dropped is said in a log line. Counters
+    restart at zero for the online phase.
     """
-    online_cfg = _carry_state_normalisation(pretrained.config, online_cfg)
+    online_cfg = carry_state_normalisation(pretrained.config, online_cfg)
     template = create_agent(online_cfg, dict(obs_example), pretrained.action_dim, seed)
     src, dst = agent_state(pretrained), agent_state(template)
     merged = dict(dst)
-    for part in HANDOFF_PARTS:
+    for part in parts:
         merged[part] = merge_state(dst[part], src[part], "hand-off", part)
-    for name in src["aux"]:
-        if name not in dst["aux"]:
+    if "aux" not in parts:
+        for name in src["aux"]:
             log.info(
-                "hand-off: dropping '%s' from the %s agent: the online %s agent does not use it",
+                "hand-off: dropping '%s' from the %s agent: the online %s agent %s",
                 name,
                 pretrained.config.algo,
                 online_cfg.algo,
+                "does not use it" if name not in dst["aux"] else "starts it fresh",
             )
-    if pretrained.config.algo == "iql":
+    if pretrained.config.algo == "iql" and "temperature" in parts and online_cfg.algo != "iql":
         log.info(
             "hand-off: IQL learns no temperature; SAC starts from the initial temperature %.3g",
             online_cfg.init_temperature,
         )
     log.info(
         "hand-off: kept %s with optimizer states; counters reset (pre-training did %d gradient steps)",
-        ", ".join(HANDOFF_PARTS),
+        ", ".join(parts) or "nothing",
         int(pretrained.grad_steps),
     )
     return serialization.from_state_dict(template, merged)

@@ -1,0 +1,269 @@
+"""A seeded study runner: the paper's methods on a simulated task, one process, exact UTD.
+
+The distributed runtime is right for robots but not for controlled comparisons (the actor and
+learner interleave differently every run). Here one process steps the env and updates the agent
+in a fixed order, so a run is determined by its seed: every method gets the same pre-trained
+checkpoint, the same offline data, the same env-step budget (warmup included, as the paper's
+x-axes count) and the same evaluation poses.
+
+Usage: ``launch/study.sh --suite smoke --out DIR [--methods ...] [--seeds N]``
+(``python -m learner.study --help``). A run writes ``DIR/runs/<method>/seed_<s>/metrics.jsonl``
+and ``summary.json``; the study writes ``DIR/results.json`` (per method and seed: the evaluation
+curve) and ``DIR/results.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from robot_env.make import make_env
+from robot_env.rollout import evaluate
+from shared import defaults
+from shared.agents import act, make_update, policy_fn
+from shared.checkpoint import AgentCheckpoint, load_checkpoint
+from shared.config import OnlineConfig, apply_overrides, peg_sim_online, peg_sim_pretrain
+from shared.dataset import Transition
+from shared.methods import METHODS, method, mixed_batch, online_agent
+from shared.metrics import write_json_atomic
+from shared.replay_buffer import ReplayBuffer
+
+log = logging.getLogger("wsrl.study")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: a method, a seed, a budget."""
+
+    method: str
+    env_steps: int  # every method's budget, warmup included
+    warmup_steps: int  # K, unless the method says otherwise
+    eval_every: int  # env steps between evaluations
+    eval_episodes: int = 20  # from the task's fixed poses, in order
+    seed: int = 0
+    env_id: str = defaults.SIM_ENV_ID
+    task: str = defaults.TASK
+
+
+def run_method(
+    run: RunConfig, online_cfg: OnlineConfig, pretrained: AgentCheckpoint, offline: ReplayBuffer, out: Path
+) -> dict[str, Any]:
+    """Run one method for ``run.env_steps`` env steps; returns (and writes) its summary."""
+    m = method(run.method)
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    agent = online_agent(m, pretrained, online_cfg.agent, run.seed)
+    cfg = agent.config
+    update = make_update(cfg, donate=False)
+    env = make_env(run.env_id, run.task, pretrained.reward, pretrained.obs_spec, run.seed)
+    eval_env = make_env(run.env_id, run.task, pretrained.reward, pretrained.obs_spec, run.seed)
+    buffer = ReplayBuffer(
+        pretrained.obs_spec, agent.action_dim, max(run.env_steps, 1) + 1024, cfg.gamma, pretrained.reward.negative
+    )
+    rng = np.random.default_rng(run.seed)
+    key = jax.random.PRNGKey(run.seed)
+    k = m.k(run.warmup_steps)
+    if m.warmup == "dataset":
+        _seed_from_offline(buffer, offline, k, rng)
+    env_warmup = k if m.warmup in ("policy", "random") else 0
+    frozen = pretrained.agent
+    fraction = m.offline_fraction
+    log_path = out / "metrics.jsonl"
+    log_path.unlink(missing_ok=True)
+    curve: list[dict[str, float]] = []
+    obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    info: dict[str, Any] = {}
+    with log_path.open("a") as logf:
+        for step in range(1, run.env_steps + 1):
+            key, sub = jax.random.split(key)
+            batch_obs = {name: np.asarray(v)[None] for name, v in obs.items()}
+            if step <= env_warmup and m.warmup == "random":
+                action = rng.uniform(-1.0, 1.0, agent.action_dim).astype(np.float32)
+            elif step <= env_warmup:  # the frozen pre-trained policy, sampled
+                action = act(frozen, batch_obs, sub)[0]
+            else:
+                action = act(agent, batch_obs, sub)[0]
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            buffer.insert(
+                Transition(
+                    observations=obs,
+                    actions=action,
+                    rewards=float(reward),
+                    next_observations=next_obs,
+                    masks=0.0 if terminated else 1.0,
+                    dones=bool(terminated or truncated),
+                )
+            )
+            obs = env.reset(seed=int(rng.integers(2**31)))[0] if terminated or truncated else next_obs
+            if step > env_warmup:  # one update of UTD critic steps per env step: exact UTD
+                batch = mixed_batch(buffer, offline, fraction, cfg.batch_size, rng, leading=(cfg.utd,))
+                agent, info = update(agent, batch)
+            if step % run.eval_every == 0 or step == run.env_steps:
+                res = evaluate(eval_env, policy_fn(agent, seed=run.seed), run.eval_episodes)
+                row = {
+                    "env_steps": step,
+                    "grad_steps": int(agent.grad_steps),
+                    **res,
+                    **{f"train/{k_}": float(v) for k_, v in info.items() if np.ndim(v) == 0},
+                }
+                curve.append({"env_steps": step, "grad_steps": int(agent.grad_steps), "success_rate": res["success_rate"]})
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
+    env.close()
+    eval_env.close()
+    rates = [c["success_rate"] for c in curve]
+    summary = {
+        "method": run.method,
+        "seed": run.seed,
+        "env_steps": run.env_steps,
+        "warmup_steps": k,
+        "curve": curve,
+        "final_success_rate": rates[-1] if rates else 0.0,
+        "mean_success_rate": float(np.mean(rates)) if rates else 0.0,  # area under the curve / length
+        "wall_time_s": round(time.time() - t0, 1),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _seed_from_offline(buffer: ReplayBuffer, offline: ReplayBuffer, k: int, rng: np.random.Generator) -> None:
+    """The "dataset" warmup: K transitions sampled from the offline data, no env steps."""
+    if k <= 0:
+        return
+    b = offline.sample(k, rng)
+    for i in range(k):
+        buffer.insert(
+            Transition(
+                observations={name: v[i] for name, v in b["observations"].items()},
+                actions=b["actions"][i],
+                rewards=float(b["rewards"][i]),
+                next_observations={name: v[i] for name, v in b["next_observations"].items()},
+                masks=float(b["masks"][i]),
+                dones=True,  # sampled transitions are unrelated: each its own episode
+            )
+        )
+
+
+# ------------------------------------------------------------------------------ suites
+
+
+@dataclass(frozen=True)
+class Suite:
+    dataset_transitions: int
+    pretrain_steps: int
+    env_steps: int
+    warmup_steps: int
+    eval_every: int
+    eval_episodes: int
+    overrides: tuple[str, ...]  # network sizes and the like, for pre-training and online alike
+    online_overrides: tuple[str, ...] = ()
+
+
+SUITES = {
+    # Every method, tiny networks, a few hundred env steps: that each runs and does what it says.
+    "smoke": Suite(
+        dataset_transitions=2_000,
+        pretrain_steps=200,
+        env_steps=240,
+        warmup_steps=80,
+        eval_every=120,
+        eval_episodes=4,
+        overrides=(
+            "agent.critic_net.hidden_dims=[32,32]",
+            "agent.actor_net.hidden_dims=[32,32]",
+            "agent.num_critics=2",
+            "agent.batch_size=64",
+            "agent.num_backup_actions=1",
+        ),
+        online_overrides=("agent.utd=2",),
+    ),
+}
+
+
+def prepare(suite: Suite, out: Path, seed: int = 0, progress: bool = True) -> tuple[AgentCheckpoint, ReplayBuffer]:
+    """The offline data and the pre-trained checkpoint every method of the study starts from
+    (made once; a finished study folder reuses them)."""
+    from learner.pretrain import pretrain
+    from robot_env.collect import collect
+
+    data = out / "data" / "offline.npz"
+    if not data.exists():
+        collect(data, transitions=suite.dataset_transitions, seed=seed, progress=progress)
+    ckpt_dir = out / "pretrain" / "checkpoints"
+    if not ckpt_dir.exists():
+        cfg = apply_overrides(peg_sim_pretrain(), list(suite.overrides))
+        cfg = replace(cfg, steps=suite.pretrain_steps, seed=seed, checkpoint_every=suite.pretrain_steps)
+        pretrain(cfg, data, out / "pretrain", progress=progress, tensorboard=False)
+    pretrained = load_checkpoint(ckpt_dir)
+    offline = ReplayBuffer.load(data, gamma=pretrained.agent.config.gamma)
+    return pretrained, offline
+
+
+def run_study(suite_name: str, out: Path, methods: list[str], seeds: int, progress: bool = True) -> dict[str, Any]:
+    suite = SUITES[suite_name]
+    pretrained, offline = prepare(suite, out, progress=progress)
+    online_cfg = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides])
+    results: dict[str, Any] = {"suite": suite_name, "methods": {}}
+    cells = [(m, s) for m in methods for s in range(seeds)]
+    bar = tqdm(cells, desc="study", unit="run", disable=not progress)
+    for name, seed in bar:
+        bar.set_postfix(method=name, seed=seed)
+        run = RunConfig(name, suite.env_steps, suite.warmup_steps, suite.eval_every, suite.eval_episodes, seed)
+        summary = run_method(run, online_cfg, pretrained, offline, out / "runs" / name / f"seed_{seed}")
+        results["methods"].setdefault(name, {})[str(seed)] = summary
+    write_json_atomic(out / "results.json", results)
+    _plot(results, out / "results.png")
+    return results
+
+
+def _plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, seeds in results["methods"].items():
+        curves = [s["curve"] for s in seeds.values()]
+        x = [c["env_steps"] for c in curves[0]]
+        y = np.mean([[c["success_rate"] for c in curve] for curve in curves], axis=0)
+        ax.plot(x, y, marker="o", label=name)
+    ax.set_xlabel("env steps (warmup included)")
+    ax.set_ylabel("success rate on the fixed poses")
+    ax.set_title(f"study '{results['suite']}' (mean over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), default="smoke")
+    p.add_argument("--out", required=True, help="study folder: data, pre-training, runs, results")
+    p.add_argument("--methods", nargs="+", default=sorted(METHODS), help=f"from {sorted(METHODS)}")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+    for name in args.methods:
+        if name not in METHODS:
+            p.error(f"unknown method {name!r}; methods: {sorted(METHODS)}")
+    results = run_study(args.suite, Path(args.out), args.methods, args.seeds, progress=not args.no_progress)
+    finals = {m: [s["final_success_rate"] for s in seeds.values()] for m, seeds in results["methods"].items()}
+    print(json.dumps({"results": str(Path(args.out) / "results.json"), "final_success_rate": finals}), flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

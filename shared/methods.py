@@ -1,0 +1,128 @@
+"""The methods the WSRL paper compares, as configurations of the same agents, buffer and envs.
+
+A method is four choices, applied to a pre-trained checkpoint and an offline dataset:
+- ``init``: what the online agent takes from pre-training: policy and Q (WSRL), the policy only,
+  the Q-function only, or nothing (from scratch);
+- ``warmup``: what fills the first ``warmup_steps`` env steps, with no update: the frozen
+  pre-trained policy (WSRL), uniform random actions, transitions sampled from the offline data
+  (no env steps), or nothing;
+- ``online_algo``: the loss online: SAC (WSRL), or the pre-trained agent's own offline loss
+  continued online (``"pretrained"``: Cal-QL, CQL or IQL, with what it needs, e.g. IQL's value
+  network or CQL's alpha, kept), or Cal-QL with a fresh SAC hand-off (pessimistic online);
+- ``offline_fraction``: the share of every batch drawn from the offline data (0: WSRL's "no
+  retention"; 0.5: RLPD's symmetric sampling).
+
+No method has its own update code: the update is ``shared.agents.make_update`` of the resulting
+agent config, and the batch is mixed by ``mixed_batch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from shared.agents import Agent, create_agent
+from shared.checkpoint import HANDOFF_PARTS, AgentCheckpoint, carry_state_normalisation, handoff
+from shared.config import AgentConfig
+from shared.replay_buffer import ReplayBuffer
+
+Init = Literal["policy_and_q", "policy", "q", "none"]
+Warmup = Literal["policy", "random", "dataset", "none"]
+OnlineAlgo = Literal["sac", "pretrained", "calql"]
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    init: Init = "policy_and_q"
+    warmup: Warmup = "policy"
+    warmup_steps: int | None = None  # None: the study's K
+    online_algo: OnlineAlgo = "sac"
+    offline_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.offline_fraction < 1.0:
+            raise ValueError("offline_fraction must be in [0, 1)")
+        if self.online_algo == "pretrained" and self.init != "policy_and_q":
+            raise ValueError("continuing the pre-trained loss online keeps the whole pre-trained agent")
+
+    def k(self, default: int) -> int:
+        """The warmup length in env steps (0 for ``warmup="none"``)."""
+        if self.warmup == "none":
+            return 0
+        return default if self.warmup_steps is None else int(self.warmup_steps)
+
+
+METHODS: dict[str, MethodConfig] = {
+    # WSRL and its ablations
+    "wsrl": MethodConfig(),
+    "wsrl_no_warmup": MethodConfig(warmup="none"),
+    "wsrl_random_warmup": MethodConfig(warmup="random"),
+    "wsrl_dataset_warmup": MethodConfig(warmup="dataset"),
+    "wsrl_retain": MethodConfig(offline_fraction=0.5),
+    "wsrl_policy_only": MethodConfig(init="policy"),
+    "wsrl_q_only": MethodConfig(init="q"),
+    "wsrl_no_init": MethodConfig(init="none"),
+    "wsrl_calql_online": MethodConfig(online_algo="calql"),
+    # from scratch: SAC on online data, and RLPD (the SERL learner) with the offline data
+    "sac_fast": MethodConfig(init="none", warmup="random"),
+    "rlpd": MethodConfig(init="none", warmup="none", offline_fraction=0.5),
+    # the offline method continued online with its own loss, without and with the offline data
+    "offline_continued": MethodConfig(warmup="none", online_algo="pretrained"),
+    "offline_continued_retain": MethodConfig(warmup="none", online_algo="pretrained", offline_fraction=0.5),
+}
+
+
+def method(name: str) -> MethodConfig:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; methods: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def online_agent(m: MethodConfig, pretrained: AgentCheckpoint, online: AgentConfig, seed: int = 0) -> Agent:
+    """The agent a method starts online with. ``online`` is the online SAC config (ensemble,
+    UTD, learning rates); the pre-trained agent's architecture must match it where parts carry."""
+    obs = pretrained.obs_example()
+    pre = pretrained.agent
+    if m.online_algo == "pretrained":
+        # The pre-trained agent, whole (its aux networks too), with the online UTD and batch.
+        cfg = replace(pre.config, utd=online.utd, batch_size=online.batch_size)
+        return handoff(pre, cfg, obs, seed, parts=(*HANDOFF_PARTS, "aux"))
+    cfg = online if m.online_algo == "sac" else replace(online, algo="calql", cql=pre.config.cql)
+    parts = {
+        "policy_and_q": HANDOFF_PARTS,
+        "policy": ("actor", "temperature"),
+        "q": ("critic", "target_critic"),
+        "none": (),
+    }[m.init]
+    if not parts:
+        return create_agent(carry_state_normalisation(pre.config, cfg), obs, pre.action_dim, seed)
+    return handoff(pre, cfg, obs, seed, parts=parts)
+
+
+def mixed_batch(
+    online: ReplayBuffer,
+    offline: ReplayBuffer | None,
+    fraction: float,
+    batch_size: int,
+    rng: np.random.Generator,
+    leading: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """A batch with ``fraction`` of its rows from ``offline`` and the rest from ``online``
+    (concatenated along the batch axis, so the update sees one batch of ``batch_size``)."""
+    n_off = round(fraction * batch_size) if offline is not None else 0
+    if n_off == 0:
+        return online.sample(batch_size, rng, leading)
+    if n_off == batch_size:
+        return offline.sample(batch_size, rng, leading)  # type: ignore[union-attr]
+    a = online.sample(batch_size - n_off, rng, leading)
+    b = offline.sample(n_off, rng, leading)  # type: ignore[union-attr]
+    axis = len(leading)
+
+    def cat(x: Any, y: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: cat(x[k], y[k]) for k in x}
+        return np.concatenate([x, y], axis=axis)
+
+    return cat(a, b)

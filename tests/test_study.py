@@ -1,0 +1,111 @@
+"""The paper's methods as configurations, and the seeded single-process study runner."""
+
+import json
+
+import numpy as np
+import pytest
+
+from learner.study import SUITES, RunConfig, prepare, run_method, run_study
+from shared.checkpoint import Checkpointer, load_checkpoint
+from shared.config import apply_overrides, peg_sim_online, peg_sim_pretrain
+from shared.methods import METHODS, MethodConfig, mixed_batch, online_agent
+from shared.replay_buffer import ReplayBuffer
+from tests.helpers import trees_equal
+
+TINY = ["agent.critic_net.hidden_dims=[16,16]", "agent.actor_net.hidden_dims=[16,16]", "agent.num_critics=2"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from shared.agents import create_agent
+
+    cfg = apply_overrides(peg_sim_pretrain(), [*TINY, "agent.cql.lagrange=true"])
+    obs = {"state": np.zeros(19, np.float32)}
+    path = tmp_path_factory.mktemp("pre") / "checkpoints"
+    ck = Checkpointer(path, async_save=False)
+    ck.save(create_agent(cfg.agent, obs, 6, seed=3), obs, cfg)
+    ck.close()
+    return load_checkpoint(path)
+
+
+def test_each_init_takes_exactly_its_parts_from_pretraining(pretrained):
+    online = apply_overrides(peg_sim_online(), TINY).agent
+    pre = pretrained.agent
+    same = lambda a, b: trees_equal(a, b)
+    full = online_agent(MethodConfig(), pretrained, online)
+    assert same(full.actor.params, pre.actor.params) and same(full.critic.params, pre.critic.params)
+    assert same(full.actor.opt_state, pre.actor.opt_state) and full.config.algo == "sac"
+    assert "cql_alpha" not in full.aux  # SAC does not use it
+    pol = online_agent(MethodConfig(init="policy"), pretrained, online)
+    assert same(pol.actor.params, pre.actor.params) and not same(pol.critic.params, pre.critic.params)
+    q = online_agent(MethodConfig(init="q"), pretrained, online)
+    assert not same(q.actor.params, pre.actor.params) and same(q.critic.params, pre.critic.params)
+    assert same(q.target_critic, pre.target_critic)
+    none = online_agent(MethodConfig(init="none"), pretrained, online)
+    assert not same(none.actor.params, pre.actor.params) and not same(none.critic.params, pre.critic.params)
+    # state normalisation is part of the model, even from scratch
+    assert none.config.encoder.state_mean == pre.config.encoder.state_mean
+    cont = online_agent(MethodConfig(warmup="none", online_algo="pretrained"), pretrained, online)
+    assert cont.config.algo == "calql" and cont.config.utd == online.utd
+    assert same(cont.aux["cql_alpha"].params, pre.aux["cql_alpha"].params)  # kept, with its optimizer
+    pess = online_agent(MethodConfig(online_algo="calql"), pretrained, online)
+    assert pess.config.algo == "calql" and same(pess.critic.params, pre.critic.params)
+
+
+def test_a_mixed_batch_takes_its_fraction_from_the_offline_data():
+    spec = {"state": ((3,), "float32")}
+
+    def buffer(reward):
+        b = ReplayBuffer(spec, 2, 100, 0.99, -1.0)
+        for i in range(50):
+            b.insert(
+                {
+                    "observations": {"state": np.full(3, i, np.float32)},
+                    "actions": np.zeros(2, np.float32),
+                    "rewards": reward,
+                    "next_observations": {"state": np.full(3, i + 1, np.float32)},
+                    "masks": 1.0,
+                    "dones": i == 49,
+                }
+            )
+        return b
+
+    online, offline = buffer(-1.0), buffer(5.0)
+    rng = np.random.default_rng(0)
+    batch = mixed_batch(online, offline, 0.5, 64, rng, leading=(3,))
+    assert batch["rewards"].shape == (3, 64) and batch["observations"]["state"].shape == (3, 64, 3)
+    assert np.all((batch["rewards"] == 5.0).sum(axis=1) == 32)  # RLPD's symmetric sampling, per minibatch
+    assert np.all(mixed_batch(online, offline, 0.0, 64, rng)["rewards"] == -1.0)  # WSRL: online only
+    assert np.all(mixed_batch(online, None, 0.5, 64, rng)["rewards"] == -1.0)
+
+
+def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_path):
+    results = run_study("smoke", tmp_path, sorted(METHODS), seeds=1, progress=False)
+    suite = SUITES["smoke"]
+    utd = 2  # the smoke suite's online UTD
+    assert set(results["methods"]) == set(METHODS)
+    for name, seeds in results["methods"].items():
+        curve = seeds["0"]["curve"]
+        assert [c["env_steps"] for c in curve] == [suite.eval_every, suite.env_steps], name
+        m = METHODS[name]
+        env_warmup = suite.warmup_steps if m.warmup in ("policy", "random") else 0
+        # exact UTD: one update of utd critic steps per env step after the env warmup, none before
+        expected = utd * (suite.eval_every - env_warmup)
+        assert curve[0]["grad_steps"] == expected, (name, curve[0]["grad_steps"], expected)
+        assert curve[-1]["grad_steps"] == utd * (suite.env_steps - env_warmup), name
+        assert 0.0 <= seeds["0"]["final_success_rate"] <= 1.0
+    assert (tmp_path / "results.png").stat().st_size > 0
+    assert json.loads((tmp_path / "results.json").read_text())["suite"] == "smoke"
+
+
+def test_a_run_is_determined_by_its_seed(tmp_path):
+    suite = SUITES["smoke"]
+    pretrained, offline = prepare(suite, tmp_path)
+    online = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides])
+    run = RunConfig("rlpd", 60, suite.warmup_steps, 30, 2, seed=5)
+    a = run_method(run, online, pretrained, offline, tmp_path / "a")
+    b = run_method(run, online, pretrained, offline, tmp_path / "b")
+    # the same evaluations and the same training figures (losses, Q) at every evaluation
+    a_rows, b_rows = ((tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("a", "b"))
+    assert a_rows == b_rows and len(a_rows) == 2 and a["curve"] == b["curve"]
+    assert any(k.startswith("train/") for k in json.loads(a_rows[-1]))
