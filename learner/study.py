@@ -116,7 +116,9 @@ def run_method(
                     **res,
                     **{f"train/{k_}": float(v) for k_, v in info.items() if np.ndim(v) == 0},
                 }
-                curve.append({"env_steps": step, "grad_steps": int(agent.grad_steps), "success_rate": res["success_rate"]})
+                curve.append(
+                    {"env_steps": step, "grad_steps": int(agent.grad_steps), "success_rate": res["success_rate"]}
+                )
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
     env.close()
