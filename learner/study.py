@@ -34,11 +34,14 @@ from shared.agents import act, make_update, policy_fn
 from shared.checkpoint import AgentCheckpoint, load_checkpoint
 from shared.config import OnlineConfig, apply_overrides, peg_sim_online, peg_sim_pretrain
 from shared.dataset import Transition
+from shared.diagnostics import chattering, diagnose
 from shared.methods import METHODS, method, mixed_batch, online_agent
 from shared.metrics import write_json_atomic
 from shared.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.study")
+
+PROBE_SIZE = 256  # transitions in each diagnostic probe
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,16 @@ class RunConfig:
 
 
 def run_method(
-    run: RunConfig, online_cfg: OnlineConfig, pretrained: AgentCheckpoint, offline: ReplayBuffer, out: Path
+    run: RunConfig,
+    online_cfg: OnlineConfig,
+    pretrained: AgentCheckpoint,
+    offline: ReplayBuffer,
+    out: Path,
+    probe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run one method for ``run.env_steps`` env steps; returns (and writes) its summary."""
+    """Run one method for ``run.env_steps`` env steps; returns (and writes) its summary.
+    ``probe``: offline transitions held out from pre-training, for the diagnostics (default: a
+    fixed sample of the offline data)."""
     m = method(run.method)
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +91,11 @@ def run_method(
     log_path = out / "metrics.jsonl"
     log_path.unlink(missing_ok=True)
     curve: list[dict[str, float]] = []
+    # Fixed probes: held-out offline transitions, and the first online ones once there are enough.
+    offline_probe = probe if probe is not None else offline.sample(PROBE_SIZE, np.random.default_rng(0))
+    early: list[Transition] = []  # the first online transitions: the online probe, by the first evaluation
+    early_size = min(PROBE_SIZE, run.eval_every)
+    online_probe: dict[str, Any] | None = None
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
     info: dict[str, Any] = {}
     with log_path.open("a") as logf:
@@ -94,22 +109,31 @@ def run_method(
             else:
                 action = act(agent, batch_obs, sub)[0]
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            buffer.insert(
-                Transition(
-                    observations=obs,
-                    actions=action,
-                    rewards=float(reward),
-                    next_observations=next_obs,
-                    masks=0.0 if terminated else 1.0,
-                    dones=bool(terminated or truncated),
-                )
+            transition = Transition(
+                observations=obs,
+                actions=action,
+                rewards=float(reward),
+                next_observations=next_obs,
+                masks=0.0 if terminated else 1.0,
+                dones=bool(terminated or truncated),
             )
+            buffer.insert(transition)
+            if len(early) < early_size:
+                early.append(transition)
             obs = env.reset(seed=int(rng.integers(2**31)))[0] if terminated or truncated else next_obs
             if step > env_warmup:  # one update of UTD critic steps per env step: exact UTD
                 batch = mixed_batch(buffer, offline, fraction, cfg.batch_size, rng, leading=(cfg.utd,))
                 agent, info = update(agent, batch)
             if step % run.eval_every == 0 or step == run.env_steps:
-                res = evaluate(eval_env, policy_fn(agent, seed=run.seed), run.eval_episodes)
+                taken: list[Transition] = []
+                res = evaluate(eval_env, policy_fn(agent, seed=run.seed), run.eval_episodes, record=taken.append)
+                res["chattering"] = chattering([t["actions"] for t in taken], [bool(t["dones"]) for t in taken])
+                probes = {"offline_probe": offline_probe}
+                if len(early) == early_size:
+                    online_probe = online_probe or _as_batch(early)
+                    probes["online_probe"] = online_probe
+                key, k_diag = jax.random.split(key)
+                res.update({f"diag/{k_}": v for k_, v in diagnose(frozen, agent, probes, k_diag).items()})
                 row = {
                     "env_steps": step,
                     "grad_steps": int(agent.grad_steps),
@@ -136,6 +160,21 @@ def run_method(
     }
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _as_batch(transitions: list[Transition]) -> dict[str, Any]:
+    """Transitions stacked into a batch (the layout ``ReplayBuffer.sample`` returns)."""
+    return {
+        "observations": {
+            k: np.stack([t["observations"][k] for t in transitions]) for k in transitions[0]["observations"]
+        },
+        "next_observations": {
+            k: np.stack([t["next_observations"][k] for t in transitions]) for k in transitions[0]["next_observations"]
+        },
+        "actions": np.stack([np.asarray(t["actions"], np.float32) for t in transitions]),
+        "rewards": np.asarray([t["rewards"] for t in transitions], np.float32),
+        "masks": np.asarray([t["masks"] for t in transitions], np.float32),
+    }
 
 
 def _seed_from_offline(buffer: ReplayBuffer, offline: ReplayBuffer, k: int, rng: np.random.Generator) -> None:
@@ -192,28 +231,35 @@ SUITES = {
 }
 
 
-def prepare(suite: Suite, out: Path, seed: int = 0, progress: bool = True) -> tuple[AgentCheckpoint, ReplayBuffer]:
-    """The offline data and the pre-trained checkpoint every method of the study starts from
-    (made once; a finished study folder reuses them)."""
+def prepare(
+    suite: Suite, out: Path, seed: int = 0, progress: bool = True
+) -> tuple[AgentCheckpoint, ReplayBuffer, dict[str, Any]]:
+    """The offline data, the pre-trained checkpoint every method of the study starts from, and
+    the offline probe: transitions of the same controllers that pre-training never saw (made once;
+    a finished study folder reuses them)."""
     from learner.pretrain import pretrain
     from robot_env.collect import collect
 
-    data = out / "data" / "offline.npz"
+    data, held_out = out / "data" / "offline.npz", out / "data" / "probe.npz"
     if not data.exists():
         collect(data, transitions=suite.dataset_transitions, seed=seed, progress=progress)
+    if not held_out.exists():
+        collect(held_out, transitions=PROBE_SIZE, seed=seed + 10_000, progress=False)
     ckpt_dir = out / "pretrain" / "checkpoints"
     if not ckpt_dir.exists():
         cfg = apply_overrides(peg_sim_pretrain(), list(suite.overrides))
         cfg = replace(cfg, steps=suite.pretrain_steps, seed=seed, checkpoint_every=suite.pretrain_steps)
         pretrain(cfg, data, out / "pretrain", progress=progress, tensorboard=False)
     pretrained = load_checkpoint(ckpt_dir)
-    offline = ReplayBuffer.load(data, gamma=pretrained.agent.config.gamma)
-    return pretrained, offline
+    gamma = pretrained.agent.config.gamma
+    offline = ReplayBuffer.load(data, gamma=gamma)
+    probe = ReplayBuffer.load(held_out, gamma=gamma).sample(PROBE_SIZE, np.random.default_rng(seed))
+    return pretrained, offline, probe
 
 
 def run_study(suite_name: str, out: Path, methods: list[str], seeds: int, progress: bool = True) -> dict[str, Any]:
     suite = SUITES[suite_name]
-    pretrained, offline = prepare(suite, out, progress=progress)
+    pretrained, offline, probe = prepare(suite, out, progress=progress)
     online_cfg = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides])
     results: dict[str, Any] = {"suite": suite_name, "methods": {}}
     cells = [(m, s) for m in methods for s in range(seeds)]
@@ -221,7 +267,7 @@ def run_study(suite_name: str, out: Path, methods: list[str], seeds: int, progre
     for name, seed in bar:
         bar.set_postfix(method=name, seed=seed)
         run = RunConfig(name, suite.env_steps, suite.warmup_steps, suite.eval_every, suite.eval_episodes, seed)
-        summary = run_method(run, online_cfg, pretrained, offline, out / "runs" / name / f"seed_{seed}")
+        summary = run_method(run, online_cfg, pretrained, offline, out / "runs" / name / f"seed_{seed}", probe)
         results["methods"].setdefault(name, {})[str(seed)] = summary
     write_json_atomic(out / "results.json", results)
     _plot(results, out / "results.png")

@@ -68,13 +68,21 @@ def run_episode(
             return EpisodeResult(success, length)
 
 
-def evaluate(env: gym.Env, policy: Policy, episodes: int, eval_poses: bool = True, seed: int = 0) -> dict[str, float]:
+def evaluate(
+    env: gym.Env,
+    policy: Policy,
+    episodes: int,
+    eval_poses: bool = True,
+    seed: int = 0,
+    record: Callable[[Transition], None] | None = None,
+) -> dict[str, float]:
     """Success rate and mean episode length over ``episodes`` episodes, from the task's fixed
-    evaluation poses in order (``eval_poses``) or from seeded random resets."""
+    evaluation poses in order (``eval_poses``) or from seeded random resets. ``record`` gets every
+    transition (as in ``run_episode``)."""
     results = []
     for i in range(episodes):
         options = {"eval_pose": i % len(task_env(env).task.eval_poses)} if eval_poses else None
-        results.append(run_episode(env, policy, seed=seed + i, options=options))
+        results.append(run_episode(env, policy, seed=seed + i, options=options, record=record))
     return {
         "success_rate": float(np.mean([r.success for r in results])),
         "episode_length": float(np.mean([r.length for r in results])),

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -94,18 +95,51 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
         assert curve[0]["grad_steps"] == expected, (name, curve[0]["grad_steps"], expected)
         assert curve[-1]["grad_steps"] == utd * (suite.env_steps - env_warmup), name
         assert 0.0 <= seeds["0"]["final_success_rate"] <= 1.0
+        last = json.loads((tmp_path / "runs" / name / "seed_0" / "metrics.jsonl").read_text().splitlines()[-1])
+        for probe in ("offline_probe", "online_probe"):
+            for measure in ("q", "td_error", "kl_policy", "kl_q_softmax"):
+                assert np.isfinite(last[f"diag/{probe}/{measure}"]), (name, probe, measure)
+        assert last["chattering"] >= 0.0
     assert (tmp_path / "results.png").stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["suite"] == "smoke"
 
 
 def test_a_run_is_determined_by_its_seed(tmp_path):
     suite = SUITES["smoke"]
-    pretrained, offline = prepare(suite, tmp_path)
+    pretrained, offline, probe = prepare(suite, tmp_path)
     online = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides])
     run = RunConfig("rlpd", 60, suite.warmup_steps, 30, 2, seed=5)
-    a = run_method(run, online, pretrained, offline, tmp_path / "a")
-    b = run_method(run, online, pretrained, offline, tmp_path / "b")
+    a = run_method(run, online, pretrained, offline, tmp_path / "a", probe)
+    b = run_method(run, online, pretrained, offline, tmp_path / "b", probe)
     # the same evaluations and the same training figures (losses, Q) at every evaluation
     a_rows, b_rows = ((tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("a", "b"))
     assert a_rows == b_rows and len(a_rows) == 2 and a["curve"] == b["curve"]
     assert any(k.startswith("train/") for k in json.loads(a_rows[-1]))
+
+
+def test_diagnostics_against_hand_computed_values(pretrained):
+    from shared.diagnostics import chattering, policy_kl, probe_values, q_softmax_kl
+    from shared.networks import forward
+
+    agent = pretrained.agent
+    rng = np.random.default_rng(0)
+    probe = {
+        "observations": {"state": rng.normal(size=(8, 19)).astype(np.float32)},
+        "next_observations": {"state": rng.normal(size=(8, 19)).astype(np.float32)},
+        "actions": rng.uniform(-1, 1, (8, 6)).astype(np.float32),
+        "rewards": np.full(8, -1.0, np.float32),
+        "masks": np.ones(8, np.float32),
+    }
+    key = jax.random.PRNGKey(0)
+    # a policy and a Q-function compared with themselves: no divergence
+    assert policy_kl(agent, agent, probe["observations"], key) == pytest.approx(0.0, abs=1e-6)
+    assert q_softmax_kl(agent, agent, probe["observations"], key) == pytest.approx(0.0, abs=1e-6)
+    vals = probe_values(agent, probe, key)
+    q = forward(agent.nets["critic"], agent.critic.params, probe["observations"], probe["actions"])
+    assert vals["q"] == pytest.approx(float(np.mean(q)), rel=1e-5) and vals["td_error"] >= 0.0
+    other = online_agent(MethodConfig(init="none"), pretrained, apply_overrides(peg_sim_online(), TINY).agent)
+    assert policy_kl(agent, other, probe["observations"], key) > 0.0
+    # |(3,4) - (0,0)| = 5, then 0; the step across the episode boundary does not count
+    assert chattering(
+        [np.zeros(2), np.array([3.0, 4.0]), np.array([3.0, 4.0]), np.zeros(2)], [False, False, True, False]
+    ) == pytest.approx(2.5)

@@ -1,0 +1,77 @@
+"""The measurements the WSRL paper explains its results with, cheap enough to leave on.
+
+On a fixed probe batch (offline transitions held out from training, or the first online ones):
+- ``q``: the ensemble's mean Q of the probe's own actions (the paper's Q-value plots: a
+  "downward spiral" shows as Q falling on the offline probe after fine-tuning starts);
+- ``td_error``: mean |Q(s, a) - target| with the agent's own TD target;
+- ``kl_policy``: KL(pi_pre || pi), Monte-Carlo over actions sampled from the pre-trained policy;
+- ``kl_q_softmax``: KL between the softmax over sampled actions of the pre-trained Q and of the
+  current Q (how far the Q-function's preferences moved).
+And on rollouts: ``chattering``, the mean size of the change between consecutive actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from shared.agents import Agent
+from shared.agents.sac import compute_target
+from shared.networks import forward, sample_tanh_gaussian, tanh_gaussian_log_prob
+
+Batch = dict[str, Any]
+
+
+def _q(agent: Agent, obs: Any, actions: jax.Array) -> jax.Array:
+    """Ensemble-mean Q; ``actions`` [B, A] or [B, N, A]."""
+    return forward(agent.nets["critic"], agent.critic.params, obs, actions).mean(axis=0)
+
+
+def probe_values(agent: Agent, probe: Batch, key: jax.Array) -> dict[str, float]:
+    """Mean Q and mean absolute TD error of ``agent`` on a probe batch."""
+    q = _q(agent, probe["observations"], probe["actions"])
+    target, _ = compute_target(agent, probe, key)
+    return {"q": float(q.mean()), "td_error": float(jnp.abs(q - target).mean())}
+
+
+def policy_kl(pre: Agent, agent: Agent, obs: Any, key: jax.Array, samples: int = 8) -> float:
+    """KL(pi_pre || pi) at the probe's states, averaged over them."""
+    mean_p, log_std_p = forward(pre.nets["actor"], pre.actor.params, obs)
+    actions, logp_pre = sample_tanh_gaussian(key, mean_p, log_std_p, (samples,))  # [B, N, A], [B, N]
+    mean, log_std = forward(agent.nets["actor"], agent.actor.params, obs)
+    logp = tanh_gaussian_log_prob(mean[:, None], log_std[:, None], actions)
+    return float((logp_pre - logp).mean())
+
+
+def q_softmax_kl(pre: Agent, agent: Agent, obs: Any, key: jax.Array, samples: int = 16) -> float:
+    """KL(softmax Q_pre || softmax Q) over uniformly sampled actions at the probe's states."""
+    b = jax.tree.leaves(obs)[0].shape[0]
+    actions = jax.random.uniform(key, (b, samples, agent.action_dim), minval=-1.0, maxval=1.0)
+    log_p = jax.nn.log_softmax(_q(pre, obs, actions), axis=-1)
+    log_q = jax.nn.log_softmax(_q(agent, obs, actions), axis=-1)
+    return float((jnp.exp(log_p) * (log_p - log_q)).sum(-1).mean())
+
+
+def chattering(actions: list[np.ndarray], dones: list[bool]) -> float:
+    """Mean L2 norm of the change between consecutive actions within episodes."""
+    deltas = [
+        float(np.linalg.norm(np.asarray(actions[i]) - np.asarray(actions[i - 1])))
+        for i in range(1, len(actions))
+        if not dones[i - 1]
+    ]
+    return float(np.mean(deltas)) if deltas else 0.0
+
+
+def diagnose(pre: Agent, agent: Agent, probes: dict[str, Batch], key: jax.Array) -> dict[str, float]:
+    """Every probe measurement, named ``<probe>/<measure>``."""
+    out: dict[str, float] = {}
+    for name, probe in probes.items():
+        k1, k2, k3, key = jax.random.split(key, 4)
+        for measure, value in probe_values(agent, probe, k1).items():
+            out[f"{name}/{measure}"] = value
+        out[f"{name}/kl_policy"] = policy_kl(pre, agent, probe["observations"], k2)
+        out[f"{name}/kl_q_softmax"] = q_softmax_kl(pre, agent, probe["observations"], k3)
+    return out
