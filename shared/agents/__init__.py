@@ -34,9 +34,17 @@ def uses_fused_utd(cfg: AgentConfig) -> bool:
     return cfg.encoder.kind == "state" or jax.default_backend() != "cpu"
 
 
+def actor_batch(cfg: AgentConfig, batch: Batch) -> Batch:
+    """The actor and temperature step's batch from ``[utd, B]`` minibatches: the last one, or all
+    of them as one batch of ``utd * B`` (``cfg.actor_batch``)."""
+    if cfg.actor_batch == "all":
+        return jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), batch)
+    return jax.tree.map(lambda x: x[-1], batch)
+
+
 def _fused(critic_phase: Callable, actor_phase: Callable, agent: Agent, batch: Batch):
     agent, critic_info = jax.lax.scan(critic_phase, agent, batch)
-    agent, actor_info = actor_phase(agent, jax.tree.map(lambda x: x[-1], batch))
+    agent, actor_info = actor_phase(agent, actor_batch(agent.config, batch))
     return agent, {**jax.tree.map(jnp.mean, critic_info), **actor_info}
 
 
@@ -63,7 +71,7 @@ def make_update(cfg: AgentConfig, donate: bool | None = None) -> UpdateFn:
         for i in range(n):
             agent, info = critic_jit(agent, jax.tree.map(lambda x, i=i: x[i], batch))
             infos.append(info)
-        agent, actor_info = actor_jit(agent, jax.tree.map(lambda x: x[n - 1], batch))
+        agent, actor_info = actor_jit(agent, actor_batch(agent.config, batch))
         critic_info = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *infos)
         return agent, {**critic_info, **actor_info}
 

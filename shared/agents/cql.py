@@ -16,7 +16,7 @@ import numpy as np
 from shared.agents.base import Agent, Batch, apply_critic_gradients
 from shared.agents.sac import augment_batch, compute_target
 from shared.config import CQLConfig
-from shared.networks import forward, sample_tanh_gaussian
+from shared.networks import critic_subset_module, forward, gather_members, sample_tanh_gaussian
 
 
 def cql_regularizer(
@@ -54,6 +54,12 @@ def cql_regularizer(
     return jnp.clip(ood - q_data, cfg.clip_diff_min, cfg.clip_diff_max)
 
 
+def penalty_members(num_critics: int, k: int, key: jax.Array) -> jax.Array:
+    """The ``k`` critics the CQL penalty applies to this step, drawn without replacement from a
+    key of their own (so runs that penalise every critic keep their random stream)."""
+    return jax.random.choice(jax.random.fold_in(key, 1), num_critics, (k,), replace=False)
+
+
 def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]:
     cfg = agent.config
     ccfg = cfg.cql
@@ -81,12 +87,22 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
     else:
         alpha = ccfg.alpha
 
+    k = ccfg.penalty_critics
+    penalised = penalty_members(cfg.num_critics, k, k_rand) if k is not None else None
+
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         q_data = forward(nets["critic"], params, obs, batch["actions"])
-        q_s = forward(nets["critic"], params, obs, sampled)  # [E, B, 3N]
-        q_rand, q_cur, q_next = q_s[..., :n], q_s[..., n : 2 * n], q_s[..., 2 * n :]
         td = ((q_data - target[None]) ** 2).mean()
-        diff = cql_regularizer(q_data, q_rand, q_cur, q_next, lp_cur, lp_next, mc, agent.action_dim, ccfg)
+        if penalised is None:
+            q_s = forward(nets["critic"], params, obs, sampled)  # [E, B, 3N]
+            q_pen = q_data
+        else:  # only the chosen members are evaluated at the sampled actions
+            q_s = forward(
+                critic_subset_module(nets["critic"], len(penalised)), gather_members(params, penalised), obs, sampled
+            )
+            q_pen = q_data[penalised]
+        q_rand, q_cur, q_next = q_s[..., :n], q_s[..., n : 2 * n], q_s[..., 2 * n :]
+        diff = cql_regularizer(q_pen, q_rand, q_cur, q_next, lp_cur, lp_next, mc, agent.action_dim, ccfg)
         gap = diff.mean()
         penalty = jax.lax.stop_gradient(alpha) * (gap - (ccfg.target_action_gap if ccfg.lagrange else 0.0))
         loss = td + penalty

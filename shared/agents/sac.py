@@ -107,7 +107,8 @@ def actor_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]
     def actor_loss(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         mean, log_std = forward(nets["actor"], params, obs)
         actions, log_prob = sample_tanh_gaussian(k_pi, mean, log_std)
-        q = forward(nets["critic"], agent.critic.params, obs, actions).mean(axis=0)
+        qs = forward(nets["critic"], agent.critic.params, obs, actions)
+        q = qs.min(axis=0) if cfg.actor_q == "min" else qs.mean(axis=0)
         loss = (temperature * log_prob - q).mean()
         return loss, {"actor_loss": loss, "entropy": -log_prob.mean()}
 
