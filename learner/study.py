@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from robot_env.contract import task_env
 from robot_env.make import make_env
 from robot_env.rollout import evaluate
 from shared import defaults
@@ -96,7 +97,14 @@ def run_method(
     early: list[Transition] = []  # the first online transitions: the online probe, by the first evaluation
     early_size = min(PROBE_SIZE, run.eval_every)
     online_probe: dict[str, Any] | None = None
+    horizon = task_env(env).task.episode_length
+    guided = guided_window = 0  # env steps the pre-trained policy chose as JSRL's guide
+
+    def guide_prefix(step: int) -> int:
+        return int(rng.integers(0, horizon + 1)) if rng.random() < m.guide_probability(step, run.env_steps) else 0
+
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    guide_left = guide_prefix(0)
     info: dict[str, Any] = {}
     with log_path.open("a") as logf:
         for step in range(1, run.env_steps + 1):
@@ -104,8 +112,12 @@ def run_method(
             batch_obs = {name: np.asarray(v)[None] for name, v in obs.items()}
             if step <= env_warmup and m.warmup == "random":
                 action = rng.uniform(-1.0, 1.0, agent.action_dim).astype(np.float32)
-            elif step <= env_warmup:  # the frozen pre-trained policy, sampled
+            elif step <= env_warmup or guide_left > 0:  # the frozen pre-trained policy, sampled
                 action = act(frozen, batch_obs, sub)[0]
+                if guide_left > 0:
+                    guide_left -= 1
+                    guided += 1
+                    guided_window += 1
             else:
                 action = act(agent, batch_obs, sub)[0]
             next_obs, reward, terminated, truncated, _ = env.step(action)
@@ -120,13 +132,19 @@ def run_method(
             buffer.insert(transition)
             if len(early) < early_size:
                 early.append(transition)
-            obs = env.reset(seed=int(rng.integers(2**31)))[0] if terminated or truncated else next_obs
+            if terminated or truncated:
+                obs = env.reset(seed=int(rng.integers(2**31)))[0]
+                guide_left = guide_prefix(step)
+            else:
+                obs = next_obs
             if step > env_warmup:  # one update of UTD critic steps per env step: exact UTD
                 batch = mixed_batch(buffer, offline, fraction, cfg.batch_size, rng, leading=(cfg.utd,))
                 agent, info = update(agent, batch)
             if step % run.eval_every == 0 or step == run.env_steps:
                 taken: list[Transition] = []
                 res = evaluate(eval_env, policy_fn(agent, seed=run.seed), run.eval_episodes, record=taken.append)
+                res["guided_fraction"] = guided_window / run.eval_every
+                guided_window = 0
                 res["chattering"] = chattering([t["actions"] for t in taken], [bool(t["dones"]) for t in taken])
                 probes = {"offline_probe": offline_probe}
                 if len(early) == early_size:
@@ -156,6 +174,7 @@ def run_method(
         "curve": curve,
         "final_success_rate": rates[-1] if rates else 0.0,
         "mean_success_rate": float(np.mean(rates)) if rates else 0.0,  # area under the curve / length
+        "guided_steps": guided,
         "wall_time_s": round(time.time() - t0, 1),
     }
     write_json_atomic(out / "summary.json", summary)

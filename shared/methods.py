@@ -11,6 +11,9 @@ A method is four choices, applied to a pre-trained checkpoint and an offline dat
   network or CQL's alpha, kept), or Cal-QL with a fresh SAC hand-off (pessimistic online);
 - ``offline_fraction``: the share of every batch drawn from the offline data (0: WSRL's "no
   retention"; 0.5: RLPD's symmetric sampling).
+And JSRL's roll-in (``jsrl_anneal``): at the start of each episode, with a probability that falls
+linearly from 1 to 0 over that fraction of the budget, the pre-trained policy acts for a random
+prefix of the episode before the learner's policy takes over.
 
 No method has its own update code: the update is ``shared.agents.make_update`` of the resulting
 agent config, and the batch is mixed by ``mixed_batch``.
@@ -40,12 +43,21 @@ class MethodConfig:
     warmup_steps: int | None = None  # None: the study's K
     online_algo: OnlineAlgo = "sac"
     offline_fraction: float = 0.0
+    jsrl_anneal: float | None = None  # JSRL: the guide's probability reaches 0 at this fraction of the budget
 
     def __post_init__(self) -> None:
+        if self.jsrl_anneal is not None and self.jsrl_anneal <= 0:
+            raise ValueError("jsrl_anneal must be positive")
         if not 0.0 <= self.offline_fraction < 1.0:
             raise ValueError("offline_fraction must be in [0, 1)")
         if self.online_algo == "pretrained" and self.init != "policy_and_q":
             raise ValueError("continuing the pre-trained loss online keeps the whole pre-trained agent")
+
+    def guide_probability(self, step: int, budget: int) -> float:
+        """JSRL: the chance that an episode starting at env step ``step`` gets a guided prefix."""
+        if self.jsrl_anneal is None:
+            return 0.0
+        return max(0.0, 1.0 - step / (self.jsrl_anneal * budget))
 
     def k(self, default: int) -> int:
         """The warmup length in env steps (0 for ``warmup="none"``)."""
@@ -68,6 +80,8 @@ METHODS: dict[str, MethodConfig] = {
     # from scratch: SAC on online data, and RLPD (the SERL learner) with the offline data
     "sac_fast": MethodConfig(init="none", warmup="random"),
     "rlpd": MethodConfig(init="none", warmup="none", offline_fraction=0.5),
+    # JSRL: the pre-trained policy rolls in for a random prefix, less and less often
+    "jsrl": MethodConfig(warmup="none", jsrl_anneal=1.0),
     # the offline method continued online with its own loss, without and with the offline data
     "offline_continued": MethodConfig(warmup="none", online_algo="pretrained"),
     "offline_continued_retain": MethodConfig(warmup="none", online_algo="pretrained", offline_fraction=0.5),

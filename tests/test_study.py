@@ -100,6 +100,9 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
             for measure in ("q", "td_error", "kl_policy", "kl_q_softmax"):
                 assert np.isfinite(last[f"diag/{probe}/{measure}"]), (name, probe, measure)
         assert last["chattering"] >= 0.0
+    # JSRL's guide acted, and only in JSRL
+    assert results["methods"]["jsrl"]["0"]["guided_steps"] > 0
+    assert all(seeds["0"]["guided_steps"] == 0 for name, seeds in results["methods"].items() if name != "jsrl")
     assert (tmp_path / "results.png").stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["suite"] == "smoke"
 
@@ -143,3 +146,12 @@ def test_diagnostics_against_hand_computed_values(pretrained):
     assert chattering(
         [np.zeros(2), np.array([3.0, 4.0]), np.array([3.0, 4.0]), np.zeros(2)], [False, False, True, False]
     ) == pytest.approx(2.5)
+
+
+def test_jsrls_guide_probability_falls_linearly_to_zero():
+    m = METHODS["jsrl"]
+    assert m.guide_probability(0, 1000) == 1.0
+    assert m.guide_probability(250, 1000) == pytest.approx(0.75)
+    assert m.guide_probability(1000, 1000) == 0.0 and m.guide_probability(1500, 1000) == 0.0
+    assert MethodConfig(jsrl_anneal=0.5).guide_probability(250, 1000) == pytest.approx(0.5)
+    assert METHODS["wsrl"].guide_probability(0, 1000) == 0.0
