@@ -28,7 +28,7 @@ from actor.sender import FatalLearnerError, TransitionSender
 from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError, keeps_time, sanitize_action
 from shared.agents import act_with_params
-from shared.dataset import Transition
+from shared.dataset import step_transition
 from shared.rate import RateKeeper
 
 log = logging.getLogger("wsrl.actor")
@@ -209,17 +209,9 @@ class ControlLoop:
                 else:
                     obs = next_obs
                 continue
-            self.sender.put(
-                Transition(
-                    observations=obs,
-                    actions=action,
-                    rewards=float(reward),
-                    next_observations=next_obs,
-                    masks=0.0 if terminated else 1.0,
-                    dones=bool(terminated or truncated),
-                    interventions=intervened,
-                )
-            )
+            transition = step_transition(obs, action, reward, next_obs, terminated, truncated)
+            transition["interventions"] = intervened
+            self.sender.put(transition)
             self.steps += 1
             ep.ret += float(reward)
             ep.length += 1

@@ -34,7 +34,7 @@ from shared import defaults
 from shared.agents import act, make_update, policy_fn
 from shared.checkpoint import AgentCheckpoint, load_checkpoint
 from shared.config import OnlineConfig, apply_overrides, peg_sim_online, peg_sim_pretrain
-from shared.dataset import Transition
+from shared.dataset import Transition, step_transition
 from shared.diagnostics import chattering, diagnose
 from shared.methods import METHODS, method, mixed_batch, online_agent
 from shared.metrics import write_json_atomic
@@ -121,14 +121,7 @@ def run_method(
             else:
                 action = act(agent, batch_obs, sub)[0]
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            transition = Transition(
-                observations=obs,
-                actions=action,
-                rewards=float(reward),
-                next_observations=next_obs,
-                masks=0.0 if terminated else 1.0,
-                dones=bool(terminated or truncated),
-            )
+            transition = step_transition(obs, action, reward, next_obs, terminated, truncated)
             buffer.insert(transition)
             if len(early) < early_size:
                 early.append(transition)

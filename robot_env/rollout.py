@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_env.contract import task_env
-from shared.dataset import Transition
+from shared.dataset import Transition, step_transition
 
 Policy = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
@@ -51,16 +51,7 @@ def run_episode(
         action = np.asarray(policy(obs), np.float32)
         next_obs, reward, terminated, truncated, info = env.step(action)
         if record is not None:
-            record(
-                {
-                    "observations": obs,
-                    "actions": action,
-                    "rewards": float(reward),
-                    "next_observations": next_obs,
-                    "masks": 0.0 if terminated else 1.0,
-                    "dones": terminated or truncated,
-                }
-            )
+            record(step_transition(obs, action, reward, next_obs, terminated, truncated))
         length += 1
         success = success or bool(info.get("success", False))
         obs = next_obs

@@ -60,6 +60,26 @@ class Transition(TypedDict):
     interventions: NotRequired[bool]  # a person chose the action
 
 
+def step_transition(
+    obs: Mapping[str, np.ndarray],
+    action: np.ndarray,
+    reward: Any,
+    next_obs: Mapping[str, np.ndarray],
+    terminated: bool,
+    truncated: bool,
+) -> Transition:
+    """The transition of one gym step: no bootstrap past a termination, an episode ends at
+    either a termination or a truncation."""
+    return Transition(
+        observations=obs,
+        actions=action,
+        rewards=float(reward),
+        next_observations=next_obs,
+        masks=0.0 if terminated else 1.0,
+        dones=bool(terminated or truncated),
+    )
+
+
 def obs_spec_of(obs: Mapping[str, Any]) -> ObsSpec:
     """The spec of one observation dict (no batch axis)."""
     return {k: (tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in sorted(obs.items())}

@@ -43,7 +43,8 @@ def test_state_has_the_contract_fields_and_a_joint_reset_goes_home(client, serve
     np.testing.assert_allclose(state["pose"][:3], server.home_pose6[:3], atol=2e-3)
     assert 0.0 < state["gripper_pos"] < 0.5  # closed on the peg, as an opening
     assert contract.proprio(state, server.task).shape == (contract.STATE_DIM,)
-    assert server.joint_resets[-1] is not None
+    # the server logged where the arm was when the joint reset began
+    assert len(server.joint_resets) >= 1 and len(server.joint_resets[-1]) == 7
 
 
 def test_pose_command_moves_the_arm_in_real_time(client, server):
