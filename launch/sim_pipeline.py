@@ -45,20 +45,28 @@ def agent_overrides(critics: int, extra: list[str]) -> list[str]:
     return [f"agent.num_critics={critics}", *extra]
 
 
-def make_pretrained(cache: Path, steps: int, overrides: list[str], seed: int) -> Path:
-    """Collect the scripted dataset and pre-train Cal-QL on it; returns the checkpoint directory."""
+def make_pretrained(
+    cache: Path, steps: int, overrides: list[str], seed: int, progress: bool, stages: dict[str, float]
+) -> Path:
+    """Collect the scripted dataset and pre-train Cal-QL on it; returns the checkpoint directory.
+    ``stages`` gets the seconds each part took (0 where the cache had it)."""
     from learner.pretrain import pretrain
-    from robot_env.collect import main as collect_main
+    from robot_env.collect import collect
 
     cache.mkdir(parents=True, exist_ok=True)
     dataset = cache / "peg_sim.npz"
+    t = time.time()
     if not dataset.exists():
         print(f"[1/4] collecting the simulated offline dataset -> {dataset}", flush=True)
-        collect_main(["--out", str(dataset), "--seed", str(seed)])
+        res = collect(dataset, seed=seed, progress=progress)
+        print(f"      {res['transitions']} transitions, success rate {res['success_rate']:.1%}", flush=True)
+    stages["dataset_s"] = round(time.time() - t, 1)
     cfg = apply_overrides(peg_sim_pretrain(), overrides + ["agent.num_backup_actions=1"])
     cfg = replace(cfg, steps=steps, seed=seed, checkpoint_every=max(steps // 4, 1))
     print(f"[1/4] pre-training Cal-QL for {steps} gradient steps on {dataset} (cached in {cache})", flush=True)
-    pretrain(cfg, dataset, cache / "pretrain", resume=True)
+    t = time.time()
+    pretrain(cfg, dataset, cache / "pretrain", resume=True, progress=progress)
+    stages["pretrain_s"] = round(time.time() - t, 1)
     return cache / "pretrain" / "checkpoints"
 
 
@@ -138,7 +146,9 @@ def run_online(
     seed: int,
     progress: bool,
     reward_classifier: Path | None = None,
-) -> None:
+) -> dict[str, float]:
+    """Runs the learner and actor to the end; returns the seconds to the end of warmup (start-up
+    included) and of the online phase."""
     procs = Processes()
     data_port, weights_port = free_port(), free_port()
     total = warmup + online_steps
@@ -193,6 +203,8 @@ def run_online(
         actor_args += ["--reward-classifier", str(reward_classifier)]
     status_path = out / "learner" / "status.json"
     bar = tqdm(total=total, desc="[3/4] warmup + online", unit="step", disable=not progress, dynamic_ncols=True)
+    t0 = time.time()
+    warmup_end: float | None = None
     try:
         procs.start("learner", learner_args, out / "learner.log")
         procs.start("actor", actor_args, out / "actor.log")
@@ -201,6 +213,8 @@ def run_online(
             procs.check("actor")
             rc = procs.check("learner")
             st = _read_status(status_path)
+            if warmup_end is None and st.get("phase") not in (None, "warmup", "checkpointing"):
+                warmup_end = time.time()
             if st:
                 bar.n = min(int(st.get("env_steps", 0)), total)
                 succ = _training_success(out / "actor")
@@ -216,6 +230,9 @@ def run_online(
     finally:
         bar.close()
         procs.stop_all()
+    end = time.time()
+    warmup_end = warmup_end or end
+    return {"startup_and_warmup_s": round(warmup_end - t0, 1), "online_s": round(end - warmup_end, 1)}
 
 
 def plot(out: Path, warmup: int, curve: list[dict], before: float, after: float, episodes: int) -> Path:
@@ -300,11 +317,16 @@ def main(argv: list[str] | None = None) -> None:
 
     overrides = agent_overrides(args.critics, args.overrides)
     pretrained = Path(args.pretrained).absolute() if args.pretrained else None
+    stages: dict[str, float] = {}
     if pretrained is None:
-        pretrained = make_pretrained(Path(args.cache).absolute(), args.pretrain_steps, overrides, args.seed)
+        pretrained = make_pretrained(
+            Path(args.cache).absolute(), args.pretrain_steps, overrides, args.seed, not args.no_progress, stages
+        )
         _quiet_logs()  # the collection and pre-training entry points turn INFO logs on
     print(f"[2/4] evaluating the pre-trained policy ({pretrained}) on {args.episodes} fixed poses", flush=True)
+    t = time.time()
     before = evaluate_checkpoint(pretrained, None, args.episodes)
+    stages["evaluate_pretrained_s"] = round(time.time() - t, 1)
     print(f"      pre-trained: {int(before['successes'])}/{args.episodes}", flush=True)
 
     print(
@@ -315,8 +337,17 @@ def main(argv: list[str] | None = None) -> None:
     classifier = Path(args.reward_classifier).absolute() if args.reward_classifier else None
     if classifier is not None:
         print(f"      reward: the classifier in {classifier} (its success ends episodes)", flush=True)
-    run_online(
-        out, pretrained, args.warmup_steps, args.online_steps, overrides, args.seed, not args.no_progress, classifier
+    stages.update(
+        run_online(
+            out,
+            pretrained,
+            args.warmup_steps,
+            args.online_steps,
+            overrides,
+            args.seed,
+            not args.no_progress,
+            classifier,
+        )
     )
 
     from shared.checkpoint import list_steps, load_checkpoint
@@ -325,11 +356,13 @@ def main(argv: list[str] | None = None) -> None:
     steps = list_steps(ckpt_dir)
     print(f"[4/4] evaluating {len(steps)} learner checkpoints on {args.episodes} fixed poses", flush=True)
     curve = []
+    t = time.time()
     for s in tqdm(steps, desc="evaluate", disable=args.no_progress):
         meta = load_checkpoint(ckpt_dir, s).meta
         res = evaluate_checkpoint(ckpt_dir, s, args.episodes)
         curve.append({"env_steps": meta.env_steps, "grad_steps": meta.grad_steps, **res})
     after = curve[-1] if curve else evaluate_checkpoint(ckpt_dir, None, args.episodes)
+    stages["evaluate_checkpoints_s"] = round(time.time() - t, 1)
     plot_path = plot(out, args.warmup_steps, curve, before["success_rate"], after["success_rate"], args.episodes)
     summary = {
         "pretrained_successes": int(before["successes"]),
@@ -345,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         "pretrained_checkpoint": str(pretrained),
         "plot": str(plot_path),
         "wall_time_s": round(time.time() - t0, 1),
+        "stage_times_s": stages,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(
@@ -353,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({summary['wall_time_s'] / 60:.1f} min; {out / 'summary.json'}, {plot_path})",
         flush=True,
     )
+    print("stage times: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.0f} s" for k, v in stages.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -240,26 +240,47 @@ SUITES = {
         ),
         online_overrides=("agent.utd=2",),
     ),
+    # run_sim.sh's settings (its default data, 3,000 Cal-QL steps with a single-action backup, K =
+    # 5,000 then 5,000 online steps at UTD 4, 20 fixed poses): to compare this runner's WSRL with
+    # the distributed runtime's on the same checkpoint (--pretrained/--offline: run_sim's cache).
+    "sim_demo": Suite(
+        dataset_transitions=18_000,
+        pretrain_steps=3_000,
+        env_steps=10_000,
+        warmup_steps=5_000,
+        eval_every=1_250,
+        eval_episodes=20,
+        overrides=("agent.num_critics=2", "agent.num_backup_actions=1"),
+    ),
 }
 
 
 def prepare(
-    suite: Suite, out: Path, seed: int = 0, progress: bool = True
+    suite: Suite,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    pretrained_dir: Path | None = None,
+    offline_data: Path | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> tuple[AgentCheckpoint, ReplayBuffer, dict[str, Any]]:
     """The offline data, the pre-trained checkpoint every method of the study starts from, and
     the offline probe: transitions of the same controllers that pre-training never saw (made once;
-    a finished study folder reuses them)."""
+    a finished study folder reuses them). ``pretrained_dir`` and ``offline_data``: a checkpoint
+    and the dataset it was trained on, made elsewhere (e.g. run_sim.sh's cache), used as they are."""
     from learner.pretrain import pretrain
     from robot_env.collect import collect
 
-    data, held_out = out / "data" / "offline.npz", out / "data" / "probe.npz"
+    if (pretrained_dir is None) != (offline_data is None):
+        raise ValueError("give the pre-trained checkpoint and the offline data it was trained on together")
+    data, held_out = offline_data or out / "data" / "offline.npz", out / "data" / "probe.npz"
     if not data.exists():
         collect(data, transitions=suite.dataset_transitions, seed=seed, progress=progress)
     if not held_out.exists():
         collect(held_out, transitions=PROBE_SIZE, seed=seed + 10_000, progress=False)
-    ckpt_dir = out / "pretrain" / "checkpoints"
-    if not ckpt_dir.exists():
-        cfg = apply_overrides(peg_sim_pretrain(), list(suite.overrides))
+    ckpt_dir = pretrained_dir or out / "pretrain" / "checkpoints"
+    if not ckpt_dir.exists() and pretrained_dir is None:
+        cfg = apply_overrides(peg_sim_pretrain(), [*suite.overrides, *overrides])
         cfg = replace(cfg, steps=suite.pretrain_steps, seed=seed, checkpoint_every=suite.pretrain_steps)
         pretrain(cfg, data, out / "pretrain", progress=progress, tensorboard=False)
     pretrained = load_checkpoint(ckpt_dir)
@@ -269,10 +290,21 @@ def prepare(
     return pretrained, offline, probe
 
 
-def run_study(suite_name: str, out: Path, methods: list[str], seeds: int, progress: bool = True) -> dict[str, Any]:
+def run_study(
+    suite_name: str,
+    out: Path,
+    methods: list[str],
+    seeds: int,
+    progress: bool = True,
+    pretrained_dir: Path | None = None,
+    offline_data: Path | None = None,
+    overrides: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Every method x seed of a suite. ``overrides`` (agent settings) apply after the suite's, to
+    pre-training and online alike."""
     suite = SUITES[suite_name]
-    pretrained, offline, probe = prepare(suite, out, progress=progress)
-    online_cfg = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides])
+    pretrained, offline, probe = prepare(suite, out, 0, progress, pretrained_dir, offline_data, overrides)
+    online_cfg = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides, *overrides])
     results: dict[str, Any] = {"suite": suite_name, "methods": {}}
     cells = [(m, s) for m in methods for s in range(seeds)]
     bar = tqdm(cells, desc="study", unit="run", disable=not progress)
@@ -313,13 +345,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="study folder: data, pre-training, runs, results")
     p.add_argument("--methods", nargs="+", default=sorted(METHODS), help=f"from {sorted(METHODS)}")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--pretrained", help="a pre-trained checkpoint directory made elsewhere (with --offline)")
+    p.add_argument("--offline", help="the offline dataset (.npz) that checkpoint was trained on")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="agent.PATH=VALUE",
+        help="agent setting after the suite's, for pre-training and online alike (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     for name in args.methods:
         if name not in METHODS:
             p.error(f"unknown method {name!r}; methods: {sorted(METHODS)}")
-    results = run_study(args.suite, Path(args.out), args.methods, args.seeds, progress=not args.no_progress)
+    if (args.pretrained is None) != (args.offline is None):
+        p.error("--pretrained and --offline go together (the checkpoint and the data it was trained on)")
+    results = run_study(
+        args.suite,
+        Path(args.out),
+        args.methods,
+        args.seeds,
+        not args.no_progress,
+        Path(args.pretrained) if args.pretrained else None,
+        Path(args.offline) if args.offline else None,
+        tuple(args.overrides),
+    )
     finals = {m: [s["final_success_rate"] for s in seeds.values()] for m, seeds in results["methods"].items()}
     print(json.dumps({"results": str(Path(args.out) / "results.json"), "final_success_rate": finals}), flush=True)
     sys.exit(0)

@@ -124,6 +124,9 @@ class AgentConfig:
     # ("all": the official launch's UTD x batch).
     actor_q: Literal["mean", "min"] = "mean"
     actor_batch: Literal["last", "all"] = "last"
+    # One output layer per critic member ("per_member") or one shared by all ("shared", the
+    # official code's ensemble: the members differ only in their trunks).
+    critic_output: Literal["per_member", "shared"] = "per_member"
     # None: fuse the UTD critic steps in one lax.scan call unless the encoder is convolutional
     # and the backend is CPU (XLA:CPU runs scanned convolutions ~18x slower).
     fuse_utd: bool | None = None
@@ -285,8 +288,15 @@ def paper_sim_online() -> OnlineConfig:
     """Appendix I: SAC, ensemble 10 with LayerNorm, subset-min of 2, UTD 4 with actor delay 4,
     batch 256, actor lr 1e-4, critic lr 3e-4, temperature lr 1e-4, gamma 0.99, K = 5000."""
     # The official code's choices: target subset drawn with replacement, the actor on the min
-    # over all critics and on the whole UTD x batch.
-    agent = AgentConfig(algo="sac", gamma=0.99, subsample_with_replacement=True, actor_q="min", actor_batch="all")
+    # over all critics and on the whole UTD x batch, one output layer shared by the critics.
+    agent = AgentConfig(
+        algo="sac",
+        gamma=0.99,
+        subsample_with_replacement=True,
+        actor_q="min",
+        actor_batch="all",
+        critic_output="shared",
+    )
     return OnlineConfig(agent=agent, warmup_steps=5_000)
 
 
@@ -404,6 +414,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return (
             tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))) if args else tuple(value)
         )
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ValueError(f"{where}: {value!r} is not one of {list(choices)}")
+        return value
     if origin in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:

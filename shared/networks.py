@@ -79,16 +79,29 @@ class QHead(nn.Module):
         return nn.Dense(1)(x)[..., 0]
 
 
+class QTrunk(nn.Module):
+    """One critic member without an output layer (the members share one; see CriticEnsemble)."""
+
+    net: NetworkConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return make_trunk(self.net)(x)
+
+
 class CriticEnsemble(nn.Module):
     """Q(s, a) for ``num`` members, vectorised with ``nn.vmap`` (one parameter set each).
 
     The encoder runs once and is shared by the members. ``actions`` may carry extra leading
     sample axes: obs features [B, F] with actions [B, N, A] give Q values [E, B, N].
+    ``shared_output``: the members' trunks feed one output layer shared by all of them (the
+    official WSRL code's ensemble) instead of one each.
     """
 
     net: NetworkConfig
     encoder: ObsEncoder
     num: int
+    shared_output: bool = False
 
     @nn.compact
     def __call__(self, obs: dict[str, jax.Array], actions: jax.Array, train: bool = False) -> jax.Array:
@@ -100,13 +113,15 @@ class CriticEnsemble(nn.Module):
         )
         x = jnp.concatenate([feats, actions], axis=-1)
         heads = nn.vmap(
-            QHead,
+            QTrunk if self.shared_output else QHead,
             variable_axes={"params": 0},
             split_rngs={"params": True},
             in_axes=None,
             out_axes=0,
             axis_size=self.num,
         )(self.net, name=ENSEMBLE)
+        if self.shared_output:
+            return nn.Dense(1, name="shared_output")(heads(x))[..., 0]
         return heads(x)
 
 
@@ -201,7 +216,9 @@ def build_networks(cfg: AgentConfig, action_dim: int) -> dict[str, nn.Module]:
         "actor": TanhGaussianPolicy(
             cfg.actor_net, ObsEncoder(cfg.encoder), action_dim, cfg.log_std_min, cfg.log_std_max
         ),
-        "critic": CriticEnsemble(cfg.critic_net, ObsEncoder(cfg.encoder), critic_num),
+        "critic": CriticEnsemble(
+            cfg.critic_net, ObsEncoder(cfg.encoder), critic_num, shared_output=cfg.critic_output == "shared"
+        ),
         "temperature": Scalar(cfg.init_temperature),
     }
     if cfg.algo in ("cql", "calql") and cfg.cql.lagrange:
@@ -219,7 +236,8 @@ def critic_subset_module(critic: nn.Module, k: int) -> CriticEnsemble:
 
 
 def gather_members(critic_params: Any, idx: jax.Array) -> Any:
-    """Select ensemble members ``idx`` from critic parameters (encoder left as is)."""
+    """Select ensemble members ``idx`` from critic parameters (the encoder and a shared output
+    layer left as they are)."""
     params = dict(critic_params)
     params[ENSEMBLE] = jax.tree.map(lambda p: p[idx], params[ENSEMBLE])
     return params

@@ -358,6 +358,11 @@ def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
     assert s["curve"][-1]["env_steps"] == 200 and s["curve"][-1]["grad_steps"] == 400
     assert Path(s["plot"]).stat().st_size > 10_000 and s["wall_time_s"] > 0
     assert "success on 2 fixed poses: pre-trained" in r.stdout
+    # the stages a given checkpoint leaves, each timed (no dataset or pre-training stage)
+    stages = s["stage_times_s"]
+    assert set(stages) == {"evaluate_pretrained_s", "startup_and_warmup_s", "online_s", "evaluate_checkpoints_s"}
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= s["wall_time_s"]
+    assert "stage times: evaluate pretrained" in r.stdout
 
 
 def test_wrist_camera_observations_through_the_runtime(tmp_path):

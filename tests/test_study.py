@@ -118,6 +118,13 @@ def test_a_run_is_determined_by_its_seed(tmp_path):
     a_rows, b_rows = ((tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("a", "b"))
     assert a_rows == b_rows and len(a_rows) == 2 and a["curve"] == b["curve"]
     assert any(k.startswith("train/") for k in json.loads(a_rows[-1]))
+    # a checkpoint and data made elsewhere (run_sim.sh's cache) are used as they are, not remade
+    ckpt, data = tmp_path / "pretrain" / "checkpoints", tmp_path / "data" / "offline.npz"
+    ext, ext_offline, _ = prepare(suite, tmp_path / "ext", pretrained_dir=ckpt, offline_data=data)
+    assert trees_equal(ext.agent, pretrained.agent) and len(ext_offline) == len(offline)
+    assert not (tmp_path / "ext" / "pretrain").exists() and not (tmp_path / "ext" / "data" / "offline.npz").exists()
+    with pytest.raises(ValueError, match="together"):
+        prepare(suite, tmp_path / "ext2", pretrained_dir=ckpt)
 
 
 def test_diagnostics_against_hand_computed_values(pretrained):

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from helpers import random_batch, state_obs, tiny_config, trees_equal
+from helpers import TINY, random_batch, state_obs, tiny_config, trees_equal
 
 from shared.agents import PHASES, create_agent, make_update
 
@@ -134,3 +134,28 @@ def test_the_cql_penalty_on_a_random_subset_moves_only_those_critics_beyond_td()
         for m in range(4):
             moved_alike[m] &= bool(np.allclose(p[m], t[m], rtol=1e-6, atol=1e-7))
     assert {m for m, alike in moved_alike.items() if not alike} == chosen
+
+
+def test_a_shared_output_layer_is_one_dense_over_each_members_trunk():
+    from shared.networks import QTrunk, forward, gather_members
+
+    cfg = tiny_config("calql", utd=2, num_critics=3, critic_output="shared")
+    agent = create_agent(cfg, state_obs(), 2, seed=5)
+    params = agent.critic.params
+    w, b = np.asarray(params["shared_output"]["kernel"]), np.asarray(params["shared_output"]["bias"])
+    assert w.shape == (TINY.hidden_dims[-1], 1) and b.shape == (1,)  # one layer, no member axis
+    batch = jax.tree.map(lambda x: x[0], random_batch(state_obs(), 2, (1, 8)))
+    q = np.asarray(forward(agent.nets["critic"], params, batch["observations"], batch["actions"]))
+    assert q.shape == (3, 8)
+    x = np.concatenate([batch["observations"]["state"], batch["actions"]], axis=-1)  # the state encoder is identity
+    for m in range(3):
+        member = jax.tree.map(lambda p, m=m: p[m], params["ensemble"])
+        h = np.asarray(forward(QTrunk(cfg.critic_net), member, x))
+        np.testing.assert_allclose(q[m], h @ w[:, 0] + b[0], rtol=1e-5, atol=1e-5)
+    # a subset of members keeps the shared layer; the update trains it and stays finite
+    sub = agent.nets["critic"].clone(num=2)
+    q_sub = np.asarray(forward(sub, gather_members(params, np.array([2, 0])), batch["observations"], batch["actions"]))
+    np.testing.assert_allclose(q_sub, q[[2, 0]], rtol=1e-6)
+    new, info = make_update(cfg, donate=False)(agent, random_batch(state_obs(), 2, (2, 8)))
+    assert np.isfinite(float(info["critic_loss"]))
+    assert not np.allclose(np.asarray(new.critic.params["shared_output"]["kernel"]), w)
