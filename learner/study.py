@@ -15,6 +15,8 @@ curve) and ``DIR/results.png``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import logging
 import sys
@@ -33,8 +35,8 @@ from robot_env.rollout import evaluate
 from shared import defaults
 from shared.agents import act, make_update, policy_fn
 from shared.checkpoint import AgentCheckpoint, load_checkpoint
-from shared.config import OnlineConfig, apply_overrides, peg_sim_online, peg_sim_pretrain
-from shared.dataset import Transition, step_transition
+from shared.config import OnlineConfig, apply_overrides, peg_sim_online, peg_sim_pretrain, to_json
+from shared.dataset import ObsSpec, Transition, step_transition
 from shared.diagnostics import chattering, diagnose
 from shared.methods import METHODS, method, mixed_batch, online_agent
 from shared.metrics import write_json_atomic
@@ -57,6 +59,12 @@ class RunConfig:
     seed: int = 0
     env_id: str = defaults.SIM_ENV_ID
     task: str = defaults.TASK
+    # Also this many seeded random poses at each evaluation (the same ones at every evaluation
+    # of a seed, and for every method with that seed), so intervals are not limited by 20 trials.
+    random_eval_episodes: int = 0
+
+    def random_eval_seed(self) -> int:
+        return 1_000_000 + 1_000 * self.seed
 
 
 def run_method(
@@ -136,6 +144,24 @@ def run_method(
             if step % run.eval_every == 0 or step == run.env_steps:
                 taken: list[Transition] = []
                 res = evaluate(eval_env, policy_fn(agent, seed=run.seed), run.eval_episodes, record=taken.append)
+                if run.random_eval_episodes:
+                    res["fixed_success_rate"] = res["success_rate"]
+                    rand = evaluate(
+                        eval_env,
+                        policy_fn(agent, seed=run.seed),
+                        run.random_eval_episodes,
+                        eval_poses=False,
+                        seed=run.random_eval_seed(),
+                        record=taken.append,
+                    )
+                    res["random_success_rate"] = rand["success_rate"]
+                    n = run.eval_episodes + run.random_eval_episodes
+                    res["successes"] += rand["successes"]
+                    res["episodes"] = float(n)
+                    res["success_rate"] = res["successes"] / n
+                    res["episode_length"] = (
+                        res["episode_length"] * run.eval_episodes + rand["episode_length"] * run.random_eval_episodes
+                    ) / n
                 res["guided_fraction"] = guided_window / run.eval_every
                 guided_window = 0
                 res["chattering"] = chattering([t["actions"] for t in taken], [bool(t["dones"]) for t in taken])
@@ -152,7 +178,12 @@ def run_method(
                     **{f"train/{k_}": float(v) for k_, v in info.items() if np.ndim(v) == 0},
                 }
                 curve.append(
-                    {"env_steps": step, "grad_steps": int(agent.grad_steps), "success_rate": res["success_rate"]}
+                    {
+                        "env_steps": step,
+                        "grad_steps": int(agent.grad_steps),
+                        "success_rate": res["success_rate"],
+                        **{k_: v for k_, v in row.items() if k_.startswith("diag/")},
+                    }
                 )
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
@@ -160,6 +191,7 @@ def run_method(
     eval_env.close()
     rates = [c["success_rate"] for c in curve]
     summary = {
+        "run": dataclasses.asdict(run),
         "method": run.method,
         "seed": run.seed,
         "env_steps": run.env_steps,
@@ -207,11 +239,37 @@ def _seed_from_offline(buffer: ReplayBuffer, offline: ReplayBuffer, k: int, rng:
         )
 
 
-# ------------------------------------------------------------------------------ suites
+# ------------------------------------------------------------------------------ tasks and suites
+
+
+@dataclass(frozen=True)
+class StudyTask:
+    """A task of the study: the env's task file and how its offline data is made (the scripted
+    controllers' skill levels; ``robot_env.collect``)."""
+
+    task: str
+    skill_range: tuple[float, float] = (0.0, 1.0)
+    description: str = ""
+
+
+TASKS = {
+    "peg": StudyTask(defaults.TASK, description="the simulated peg insertion (run_sim.sh's task)"),
+    "peg_hard": StudyTask(
+        "peg_insertion_hard", description="tighter clearance, wider reset ranges in position and yaw"
+    ),
+    "peg_noexpert": StudyTask(
+        "peg_insertion_hard",
+        skill_range=(0.0, 0.5),
+        description="peg_hard pre-trained on data without the expert half of the controllers",
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Suite:
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: int
     dataset_transitions: int
     pretrain_steps: int
     env_steps: int
@@ -220,30 +278,45 @@ class Suite:
     eval_episodes: int
     overrides: tuple[str, ...]  # network sizes and the like, for pre-training and online alike
     online_overrides: tuple[str, ...] = ()
+    random_eval_episodes: int = 0
+    headline: tuple[str, ...] = ()  # methods that get ``headline_seeds`` seeds
+    headline_seeds: int = 0
 
+    def seeds_for(self, method: str, seeds: int | None = None) -> int:
+        n = self.seeds if seeds is None else seeds
+        return max(n, self.headline_seeds) if method in self.headline else n
+
+
+_TINY = (
+    "agent.critic_net.hidden_dims=[32,32]",
+    "agent.actor_net.hidden_dims=[32,32]",
+    "agent.num_critics=2",
+    "agent.batch_size=64",
+    "agent.num_backup_actions=1",
+)
 
 SUITES = {
     # Every method, tiny networks, a few hundred env steps: that each runs and does what it says.
     "smoke": Suite(
+        tasks=("peg",),
+        methods=tuple(sorted(METHODS)),
+        seeds=1,
         dataset_transitions=2_000,
         pretrain_steps=200,
         env_steps=240,
         warmup_steps=80,
         eval_every=120,
         eval_episodes=4,
-        overrides=(
-            "agent.critic_net.hidden_dims=[32,32]",
-            "agent.actor_net.hidden_dims=[32,32]",
-            "agent.num_critics=2",
-            "agent.batch_size=64",
-            "agent.num_backup_actions=1",
-        ),
+        overrides=_TINY,
         online_overrides=("agent.utd=2",),
     ),
     # run_sim.sh's settings (its default data, 3,000 Cal-QL steps with a single-action backup, K =
     # 5,000 then 5,000 online steps at UTD 4, 20 fixed poses): to compare this runner's WSRL with
     # the distributed runtime's on the same checkpoint (--pretrained/--offline: run_sim's cache).
     "sim_demo": Suite(
+        tasks=("peg",),
+        methods=("wsrl",),
+        seeds=1,
         dataset_transitions=18_000,
         pretrain_steps=3_000,
         env_steps=10_000,
@@ -255,6 +328,19 @@ SUITES = {
 }
 
 
+def data_key(task: StudyTask, transitions: int, seed: int) -> str:
+    """The content key of a task's offline data: the task file's settings and how it was collected."""
+    from robot_env.task_config import load_task
+
+    blob = {
+        "task": dataclasses.asdict(load_task(task.task)),
+        "skills": task.skill_range,
+        "n": transitions,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def prepare(
     suite: Suite,
     out: Path,
@@ -263,88 +349,285 @@ def prepare(
     pretrained_dir: Path | None = None,
     offline_data: Path | None = None,
     overrides: tuple[str, ...] = (),
+    task: str = "peg",
+    algo: str = "calql",
+    cache: Path | None = None,
 ) -> tuple[AgentCheckpoint, ReplayBuffer, dict[str, Any]]:
     """The offline data, the pre-trained checkpoint every method of the study starts from, and
-    the offline probe: transitions of the same controllers that pre-training never saw (made once;
-    a finished study folder reuses them). ``pretrained_dir`` and ``offline_data``: a checkpoint
-    and the dataset it was trained on, made elsewhere (e.g. run_sim.sh's cache), used as they are."""
+    the offline probe: transitions of the same controllers that pre-training never saw. Made once
+    and kept under ``cache`` (default ``out/cache``) by content: a folder per (task settings, data
+    collection) and per pre-training config inside it, so studies and suites that agree share them.
+    ``pretrained_dir`` and ``offline_data``: a checkpoint and the dataset it was trained on, made
+    elsewhere (e.g. run_sim.sh's cache), used as they are."""
     from learner.pretrain import pretrain
     from robot_env.collect import collect
 
     if (pretrained_dir is None) != (offline_data is None):
         raise ValueError("give the pre-trained checkpoint and the offline data it was trained on together")
-    data, held_out = offline_data or out / "data" / "offline.npz", out / "data" / "probe.npz"
+    spec = TASKS[task]
+    folder = (cache or out / "cache") / f"{task}-{data_key(spec, suite.dataset_transitions, seed)}"
+    data, held_out = offline_data or folder / "offline.npz", folder / "probe.npz"
+    common = {"task": spec.task, "skill_range": spec.skill_range, "seed": seed, "progress": progress}
     if not data.exists():
-        collect(data, transitions=suite.dataset_transitions, seed=seed, progress=progress)
+        collect(data, transitions=suite.dataset_transitions, **common)  # type: ignore[arg-type]
     if not held_out.exists():
-        collect(held_out, transitions=PROBE_SIZE, seed=seed + 10_000, progress=False)
-    ckpt_dir = pretrained_dir or out / "pretrain" / "checkpoints"
-    if not ckpt_dir.exists() and pretrained_dir is None:
-        cfg = apply_overrides(peg_sim_pretrain(), [*suite.overrides, *overrides])
+        collect(held_out, transitions=PROBE_SIZE, **{**common, "seed": seed + 10_000, "progress": False})  # type: ignore[arg-type]
+    if pretrained_dir is None:
+        cfg = apply_overrides(peg_sim_pretrain(), [*suite.overrides, *overrides, f"agent.algo={algo}"])
         cfg = replace(cfg, steps=suite.pretrain_steps, seed=seed, checkpoint_every=suite.pretrain_steps)
-        pretrain(cfg, data, out / "pretrain", progress=progress, tensorboard=False)
-    pretrained = load_checkpoint(ckpt_dir)
+        key = hashlib.sha256(to_json(cfg).encode()).hexdigest()[:12]
+        run_dir = folder / f"pretrain-{algo}-{key}"
+        if not (run_dir / "done").exists():
+            pretrain(cfg, data, run_dir, resume=True, progress=progress, tensorboard=False)
+            (run_dir / "done").touch()
+        pretrained_dir = run_dir / "checkpoints"
+    pretrained = load_checkpoint(pretrained_dir)
     gamma = pretrained.agent.config.gamma
     offline = ReplayBuffer.load(data, gamma=gamma)
     probe = ReplayBuffer.load(held_out, gamma=gamma).sample(PROBE_SIZE, np.random.default_rng(seed))
     return pretrained, offline, probe
 
 
+def _cells(suite: Suite, tasks: list[str], methods: list[str], seeds: int | None) -> list[tuple[str, str, int]]:
+    return [(t, m, s) for t in tasks for m in methods for s in range(suite.seeds_for(m, seeds))]
+
+
+def _finished(path: Path, run: RunConfig) -> dict[str, Any] | None:
+    """A run's summary if it finished with this exact run config (a resumed study skips it)."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("run") == dataclasses.asdict(run) else None
+
+
 def run_study(
     suite_name: str,
     out: Path,
-    methods: list[str],
-    seeds: int,
+    methods: list[str] | None = None,
+    seeds: int | None = None,
     progress: bool = True,
     pretrained_dir: Path | None = None,
     offline_data: Path | None = None,
     overrides: tuple[str, ...] = (),
+    tasks: list[str] | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Every method x seed of a suite. ``overrides`` (agent settings) apply after the suite's, to
-    pre-training and online alike."""
+    """Every task x method x seed of a suite (``methods``, ``tasks``, ``seeds``: instead of the
+    suite's). ``overrides`` (agent settings) apply after the suite's, to pre-training and online
+    alike. Finished runs are kept: an interrupted study resumes with the first unfinished run."""
     suite = SUITES[suite_name]
-    pretrained, offline, probe = prepare(suite, out, 0, progress, pretrained_dir, offline_data, overrides)
+    methods = list(methods or suite.methods)
+    tasks = list(tasks or suite.tasks)
     online_cfg = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides, *overrides])
-    results: dict[str, Any] = {"suite": suite_name, "methods": {}}
-    cells = [(m, s) for m in methods for s in range(seeds)]
-    bar = tqdm(cells, desc="study", unit="run", disable=not progress)
-    for name, seed in bar:
-        bar.set_postfix(method=name, seed=seed)
-        run = RunConfig(name, suite.env_steps, suite.warmup_steps, suite.eval_every, suite.eval_episodes, seed)
-        summary = run_method(run, online_cfg, pretrained, offline, out / "runs" / name / f"seed_{seed}", probe)
-        results["methods"].setdefault(name, {})[str(seed)] = summary
+    results: dict[str, Any] = {"suite": suite_name, "overrides": list(overrides), "tasks": {}}
+    cells = _cells(suite, tasks, methods, seeds)
+    bar = tqdm(cells, desc="study", unit="run", disable=not progress, dynamic_ncols=True)
+    prepared: dict[tuple[str, str], tuple[AgentCheckpoint, ReplayBuffer, dict[str, Any]]] = {}
+    for task, name, seed in bar:
+        bar.set_postfix(task=task, method=name, seed=seed)
+        run = RunConfig(
+            name,
+            suite.env_steps,
+            suite.warmup_steps,
+            suite.eval_every,
+            suite.eval_episodes,
+            seed,
+            task=TASKS[task].task,
+            random_eval_episodes=suite.random_eval_episodes,
+        )
+        run_dir = out / "runs" / task / name / f"seed_{seed}"
+        summary = _finished(run_dir / "summary.json", run)
+        if summary is None:
+            algo = method(name).pretrain_algo
+            if (task, algo) not in prepared:
+                prepared[(task, algo)] = prepare(
+                    suite, out, 0, progress, pretrained_dir, offline_data, overrides, task, algo, cache
+                )
+            pretrained, offline, probe = prepared[(task, algo)]
+            summary = run_method(run, online_cfg, pretrained, offline, run_dir, probe)
+        results["tasks"].setdefault(task, {}).setdefault(name, {})[str(seed)] = summary
     write_json_atomic(out / "results.json", results)
-    _plot(results, out / "results.png")
+    write_results(results, out, suite_name)
     return results
 
 
-def _plot(results: dict[str, Any], path: Path) -> None:
+def write_results(results: dict[str, Any], out: Path, suite_name: str) -> None:
+    """``results.md`` (tables with intervals, the claims) and a figure per task."""
+    from learner.study_results import results_markdown
+
+    primary = next(iter(results["tasks"]), "peg")
+    plots = [_plot_task(results, task, out / f"results_{task}.png") for task in results["tasks"]]
+    header = (
+        f"# Study `{suite_name}`\n\nMade by `launch/study.sh --suite {suite_name}` (agent overrides: "
+        f"{results.get('overrides') or 'none'}). Figures: " + ", ".join(f"`{p.name}`" for p in plots) + "."
+    )
+    (out / "results.md").write_text(results_markdown(results, claims(primary), header))
+
+
+def claims(task: str, weak_task: str = "peg_noexpert") -> list[Any]:
+    """The paper's claims (``../shared/reference/paper_claims.md``) as paired tests on ``task``,
+    fixed before any study ran. Claims on diagnostics (C2, C3, C6) are shown as figures, not tested."""
+    from learner.study_results import Claim, Comparison
+
+    def beats(a: str, b: str, metric: str = "auc") -> Comparison:
+        return Comparison(a, b, task, metric)  # type: ignore[arg-type]
+
+    return [
+        Claim(
+            "C1/C5",
+            "WSRL beats the offline methods continued without retention, JSRL and SAC(fast)",
+            "Figs 2, 7",
+            (
+                beats("wsrl", "calql"),
+                beats("wsrl", "cql"),
+                beats("wsrl", "iql"),
+                beats("wsrl", "jsrl"),
+                beats("wsrl", "sac_fast"),
+            ),
+        ),
+        Claim("C4", "RLPD from scratch beats Cal-QL with retention", "Fig. 6", (beats("rlpd", "calql_retain"),)),
+        Claim(
+            "C7/C11",
+            "WSRL without retention matches or beats methods that keep the data (RLPD; Table 1 at equal env steps)",
+            "Fig. 9, Table 1",
+            (beats("wsrl", "rlpd"), beats("wsrl", "rlpd", "final"), beats("wsrl", "calql_retain")),
+        ),
+        Claim("C8", "warmup is critical", "Figs 10, 19", (beats("wsrl", "wsrl_no_warmup"),)),
+        Claim(
+            "C9",
+            "a non-pessimistic online algorithm: SAC beats Cal-QL online",
+            "Fig. 12",
+            (beats("wsrl", "wsrl_calql_online"),),
+        ),
+        Claim(
+            "C10",
+            "initialising the policy is crucial; the Q-function helps less",
+            "Figs 12, 13",
+            (beats("wsrl", "wsrl_q_only"), beats("wsrl", "wsrl_no_init")),
+        ),
+        Claim(
+            "C12",
+            "random-action warmup is no better than none; dataset warmup and retention are no better than WSRL",
+            "Figs 18, 25, 26",
+            (
+                Comparison("wsrl_random_warmup", "wsrl_no_warmup", task, "auc", "equal"),
+                beats("wsrl", "wsrl_dataset_warmup"),
+                Comparison("wsrl_retain", "wsrl", task, "auc", "equal"),
+            ),
+        ),
+        Claim(
+            "C14",
+            "WSRL cannot rescue a failed pre-training",
+            "Fig. 30",
+            (Comparison("wsrl", "wsrl", weak_task, "final", "less", baseline_task=task),),
+        ),
+    ]
+
+
+def _plot_task(results: dict[str, Any], task: str, path: Path) -> Path:
+    """Success (mean and bootstrap band over seeds), and on the held-out offline probe Q and TD
+    error (the "downward spiral") and KL(pi_pre || pi): the paper's Figs 7, 4/11 and 8 for one task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, seeds in results["methods"].items():
-        curves = [s["curve"] for s in seeds.values()]
-        x = [c["env_steps"] for c in curves[0]]
-        y = np.mean([[c["success_rate"] for c in curve] for curve in curves], axis=0)
-        ax.plot(x, y, marker="o", label=name)
-    ax.set_xlabel("env steps (warmup included)")
-    ax.set_ylabel("success rate on the fixed poses")
-    ax.set_title(f"study '{results['suite']}' (mean over seeds)")
-    ax.legend(fontsize=7, ncol=2)
+    from learner.study_results import bootstrap_ci
+
+    panels = [
+        ("success_rate", "success rate"),
+        ("diag/offline_probe/q", "Q on held-out offline data"),
+        ("diag/offline_probe/td_error", "TD error on held-out offline data"),
+        ("diag/online_probe/kl_policy", "KL(pi_pre || pi) on early online states"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for ax, (key, title) in zip(axes.flat, panels):
+        for name, seeds in results["tasks"][task].items():
+            curves = [s["curve"] for s in seeds.values()]
+            x = [c["env_steps"] for c in curves[0]]
+            ys = [[c.get(key, np.nan) for c in curve] for curve in curves]
+            stats = [bootstrap_ci(col) if not np.isnan(col).any() else (np.nan,) * 3 for col in np.array(ys).T]
+            mean, lo, hi = (np.array(v) for v in zip(*stats))
+            (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("env steps (warmup included)")
+    axes.flat[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{task}: mean over seeds, 95% bootstrap band")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
+
+
+def dry_run(
+    suite_name: str,
+    methods: list[str] | None,
+    tasks: list[str] | None,
+    seeds: int | None,
+    overrides: tuple[str, ...] = (),
+    seconds: float = 2.0,
+) -> dict[str, Any]:
+    """Time each update kind the suite needs and predict every cell's cost, without running it."""
+    from learner.costs import time_update, update_config, update_kind
+    from robot_env.contract import ACTION_DIM, STATE_DIM
+
+    suite = SUITES[suite_name]
+    methods = list(methods or suite.methods)
+    tasks = list(tasks or suite.tasks)
+    online = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides, *overrides]).agent
+    pre = apply_overrides(peg_sim_pretrain(), [*suite.overrides, *overrides]).agent
+    spec: ObsSpec = {"state": ((STATE_DIM,), "float32")}
+    costs: dict[str, float] = {}
+    for algo in sorted({method(m).pretrain_algo for m in methods}):
+        cfg = replace(pre, algo=algo)
+        costs[f"pretrain:{algo}"] = time_update(cfg, spec, ACTION_DIM, seconds=seconds).median_s
+    cell_costs: list[dict[str, Any]] = []
+    for task, name, seed in _cells(suite, tasks, methods, seeds):
+        m = method(name)
+        pre_algo = replace(pre, algo=m.pretrain_algo)
+        kind = update_kind(m, online, pre_algo)
+        if kind not in costs:
+            costs[kind] = time_update(
+                update_config(m, online, pre_algo), spec, ACTION_DIM, m.offline_fraction, seconds
+            ).median_s
+        env_warmup = m.k(suite.warmup_steps) if m.warmup in ("policy", "random") else 0
+        updates = suite.env_steps - env_warmup
+        evals = -(-suite.env_steps // suite.eval_every)
+        # env steps and evaluation episodes at about 2 ms per step (policy call + physics), 60 steps an episode
+        other = 0.002 * (suite.env_steps + evals * (suite.eval_episodes + suite.random_eval_episodes) * 60)
+        cell_costs.append(
+            {
+                "task": task,
+                "method": name,
+                "seed": seed,
+                "kind": kind,
+                "updates": updates,
+                "predicted_s": round(updates * costs[kind] + other, 1),
+            }
+        )
+    pretrain_s = sum(
+        costs[f"pretrain:{a}"] * suite.pretrain_steps for a in {method(m).pretrain_algo for m in methods}
+    ) * len(tasks)
+    total = sum(float(c["predicted_s"]) for c in cell_costs) + pretrain_s
+    return {
+        "suite": suite_name,
+        "update_s": {k: round(v, 4) for k, v in costs.items()},
+        "cells": cell_costs,
+        "pretrain_s": round(pretrain_s, 1),
+        "total_s": round(total, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), default="smoke")
-    p.add_argument("--out", required=True, help="study folder: data, pre-training, runs, results")
-    p.add_argument("--methods", nargs="+", default=sorted(METHODS), help=f"from {sorted(METHODS)}")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--out", help="study folder: data, pre-training, runs, results (not needed with --dry-run)")
+    p.add_argument("--tasks", nargs="+", help=f"instead of the suite's, from {sorted(TASKS)}")
+    p.add_argument("--methods", nargs="+", help=f"instead of the suite's, from {sorted(METHODS)}")
+    p.add_argument("--seeds", type=int, help="seeds per method (headline methods get at least the suite's number)")
+    p.add_argument("--cache", help="where data and pre-trained checkpoints are kept by content (default OUT/cache)")
     p.add_argument("--pretrained", help="a pre-trained checkpoint directory made elsewhere (with --offline)")
     p.add_argument("--offline", help="the offline dataset (.npz) that checkpoint was trained on")
     p.add_argument(
@@ -355,12 +638,29 @@ def main(argv: list[str] | None = None) -> None:
         metavar="agent.PATH=VALUE",
         help="agent setting after the suite's, for pre-training and online alike (repeatable)",
     )
+    p.add_argument("--dry-run", action="store_true", help="time each update kind and predict every run's cost")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
-    for name in args.methods:
+    for name in args.methods or []:
         if name not in METHODS:
             p.error(f"unknown method {name!r}; methods: {sorted(METHODS)}")
+    for name in args.tasks or []:
+        if name not in TASKS:
+            p.error(f"unknown task {name!r}; tasks: {sorted(TASKS)}")
+    if args.dry_run:
+        plan = dry_run(args.suite, args.methods, args.tasks, args.seeds, tuple(args.overrides))
+        for c in plan["cells"]:
+            print(
+                f"{c['task']:14s} {c['method']:22s} seed {c['seed']}  {c['kind']:10s} {c['updates']:6d} updates  ~{c['predicted_s'] / 60:6.1f} min"
+            )
+        print(
+            f"pre-training ~{plan['pretrain_s'] / 60:.1f} min; total ~{plan['total_s'] / 60:.1f} min for {len(plan['cells'])} runs"
+        )
+        print(json.dumps({"update_s": plan["update_s"], "total_s": plan["total_s"]}), flush=True)
+        return
+    if not args.out:
+        p.error("--out is required (except with --dry-run)")
     if (args.pretrained is None) != (args.offline is None):
         p.error("--pretrained and --offline go together (the checkpoint and the data it was trained on)")
     results = run_study(
@@ -372,9 +672,15 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.pretrained) if args.pretrained else None,
         Path(args.offline) if args.offline else None,
         tuple(args.overrides),
+        args.tasks,
+        Path(args.cache) if args.cache else None,
     )
-    finals = {m: [s["final_success_rate"] for s in seeds.values()] for m, seeds in results["methods"].items()}
-    print(json.dumps({"results": str(Path(args.out) / "results.json"), "final_success_rate": finals}), flush=True)
+    finals = {
+        f"{t}/{m}": [s["final_success_rate"] for s in seeds.values()]
+        for t, ms in results["tasks"].items()
+        for m, seeds in ms.items()
+    }
+    print(json.dumps({"results": str(Path(args.out) / "results.md"), "final_success_rate": finals}), flush=True)
     sys.exit(0)
 
 

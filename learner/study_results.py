@@ -74,10 +74,13 @@ class Comparison:
     metric: Metric = "auc"
     direction: Direction = "greater"
     margin: float = 0.1
+    baseline_task: str | None = None  # the baseline on another task (same seeds), e.g. weak pre-training
 
     def label(self) -> str:
         sign = {"greater": ">", "less": "<", "equal": "≈"}[self.direction]
-        return f"{self.method} {sign} {self.baseline} ({self.metric}, {self.task})"
+        if self.baseline_task is None:
+            return f"{self.method} {sign} {self.baseline} ({self.metric}, {self.task})"
+        return f"{self.method} on {self.task} {sign} {self.baseline} on {self.baseline_task} ({self.metric})"
 
 
 def judge(test: Comparison, lo: float, hi: float) -> Literal["holds", "contradicted", "unclear"]:
@@ -120,7 +123,8 @@ def evaluate_claim(claim: Claim, results: Mapping[str, Any]) -> dict[str, Any]:
     did not run are reported as missing and count as unclear."""
     rows: list[dict[str, Any]] = []
     for t in claim.tests:
-        a, b = per_seed(results, t.task, t.method, t.metric), per_seed(results, t.task, t.baseline, t.metric)
+        a = per_seed(results, t.task, t.method, t.metric)
+        b = per_seed(results, t.baseline_task or t.task, t.baseline, t.metric)
         if not a or not b or not set(a) & set(b):
             rows.append({"test": t.label(), "outcome": "unclear", "missing": True})
             continue

@@ -28,7 +28,7 @@ import numpy as np
 
 from shared.agents import Agent, create_agent
 from shared.checkpoint import HANDOFF_PARTS, AgentCheckpoint, carry_state_normalisation, handoff
-from shared.config import AgentConfig
+from shared.config import Algo, AgentConfig
 from shared.replay_buffer import ReplayBuffer
 
 Init = Literal["policy_and_q", "policy", "q", "none"]
@@ -44,6 +44,7 @@ class MethodConfig:
     online_algo: OnlineAlgo = "sac"
     offline_fraction: float = 0.0
     jsrl_anneal: float | None = None  # JSRL: the guide's probability reaches 0 at this fraction of the budget
+    pretrain_algo: Algo = "calql"  # the offline algorithm of the checkpoint the method starts from
 
     def __post_init__(self) -> None:
         if self.jsrl_anneal is not None and self.jsrl_anneal <= 0:
@@ -82,9 +83,14 @@ METHODS: dict[str, MethodConfig] = {
     "rlpd": MethodConfig(init="none", warmup="none", offline_fraction=0.5),
     # JSRL: the pre-trained policy rolls in for a random prefix, less and less often
     "jsrl": MethodConfig(warmup="none", jsrl_anneal=1.0),
-    # the offline method continued online with its own loss, without and with the offline data
-    "offline_continued": MethodConfig(warmup="none", online_algo="pretrained"),
-    "offline_continued_retain": MethodConfig(warmup="none", online_algo="pretrained", offline_fraction=0.5),
+    # the offline methods continued online with their own loss, without and with the offline data
+    **{
+        f"{algo}{suffix}": MethodConfig(
+            warmup="none", online_algo="pretrained", offline_fraction=fraction, pretrain_algo=algo
+        )
+        for algo in ("calql", "cql", "iql")
+        for suffix, fraction in (("", 0.0), ("_retain", 0.5))
+    },
 }
 
 
@@ -99,6 +105,8 @@ def online_agent(m: MethodConfig, pretrained: AgentCheckpoint, online: AgentConf
     UTD, learning rates); the pre-trained agent's architecture must match it where parts carry."""
     obs = pretrained.obs_example()
     pre = pretrained.agent
+    if pre.config.algo != m.pretrain_algo:
+        raise ValueError(f"the method starts from a {m.pretrain_algo} checkpoint, got a {pre.config.algo} one")
     if m.online_algo == "pretrained":
         # The pre-trained agent, whole (its aux networks too), with the online UTD and batch.
         cfg = replace(pre.config, utd=online.utd, batch_size=online.batch_size)

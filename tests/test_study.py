@@ -51,6 +51,9 @@ def test_each_init_takes_exactly_its_parts_from_pretraining(pretrained):
     assert same(cont.aux["cql_alpha"].params, pre.aux["cql_alpha"].params)  # kept, with its optimizer
     pess = online_agent(MethodConfig(online_algo="calql"), pretrained, online)
     assert pess.config.algo == "calql" and same(pess.critic.params, pre.critic.params)
+    # a method names the pre-training it starts from
+    with pytest.raises(ValueError, match="starts from a iql checkpoint, got a calql one"):
+        online_agent(METHODS["iql"], pretrained, online)
 
 
 def test_a_mixed_batch_takes_its_fraction_from_the_offline_data():
@@ -81,11 +84,12 @@ def test_a_mixed_batch_takes_its_fraction_from_the_offline_data():
 
 
 def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_path):
-    results = run_study("smoke", tmp_path, sorted(METHODS), seeds=1, progress=False)
+    results = run_study("smoke", tmp_path, progress=False)
     suite = SUITES["smoke"]
     utd = 2  # the smoke suite's online UTD
-    assert set(results["methods"]) == set(METHODS)
-    for name, seeds in results["methods"].items():
+    runs = results["tasks"]["peg"]
+    assert set(runs) == set(METHODS)
+    for name, seeds in runs.items():
         curve = seeds["0"]["curve"]
         assert [c["env_steps"] for c in curve] == [suite.eval_every, suite.env_steps], name
         m = METHODS[name]
@@ -95,16 +99,25 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
         assert curve[0]["grad_steps"] == expected, (name, curve[0]["grad_steps"], expected)
         assert curve[-1]["grad_steps"] == utd * (suite.env_steps - env_warmup), name
         assert 0.0 <= seeds["0"]["final_success_rate"] <= 1.0
-        last = json.loads((tmp_path / "runs" / name / "seed_0" / "metrics.jsonl").read_text().splitlines()[-1])
+        last = json.loads((tmp_path / "runs" / "peg" / name / "seed_0" / "metrics.jsonl").read_text().splitlines()[-1])
         for probe in ("offline_probe", "online_probe"):
             for measure in ("q", "td_error", "kl_policy", "kl_q_softmax"):
                 assert np.isfinite(last[f"diag/{probe}/{measure}"]), (name, probe, measure)
         assert last["chattering"] >= 0.0
+    # each continued offline method started from its own pre-training (CQL and IQL made too)
+    assert {p.name.split("-")[1] for p in (tmp_path / "cache").glob("peg-*/pretrain-*")} == {"calql", "cql", "iql"}
     # JSRL's guide acted, and only in JSRL
-    assert results["methods"]["jsrl"]["0"]["guided_steps"] > 0
-    assert all(seeds["0"]["guided_steps"] == 0 for name, seeds in results["methods"].items() if name != "jsrl")
-    assert (tmp_path / "results.png").stat().st_size > 0
+    assert runs["jsrl"]["0"]["guided_steps"] > 0
+    assert all(seeds["0"]["guided_steps"] == 0 for name, seeds in runs.items() if name != "jsrl")
+    assert (tmp_path / "results_peg.png").stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["suite"] == "smoke"
+    md = (tmp_path / "results.md").read_text()
+    assert "| peg | `wsrl` | 1 |" in md and "C8: warmup is critical" in md
+    # resuming a finished study reruns nothing: every summary is kept as it was
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("**/summary.json")}
+    again = run_study("smoke", tmp_path, ["wsrl", "rlpd"], progress=False)
+    assert set(again["tasks"]["peg"]) == {"wsrl", "rlpd"}
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("**/summary.json")} == before
 
 
 def test_a_run_is_determined_by_its_seed(tmp_path):
@@ -119,10 +132,14 @@ def test_a_run_is_determined_by_its_seed(tmp_path):
     assert a_rows == b_rows and len(a_rows) == 2 and a["curve"] == b["curve"]
     assert any(k.startswith("train/") for k in json.loads(a_rows[-1]))
     # a checkpoint and data made elsewhere (run_sim.sh's cache) are used as they are, not remade
-    ckpt, data = tmp_path / "pretrain" / "checkpoints", tmp_path / "data" / "offline.npz"
+    (folder,) = (tmp_path / "cache").glob("peg-*")
+    (ckpt,) = folder.glob("pretrain-calql-*/checkpoints")
+    data = folder / "offline.npz"
     ext, ext_offline, _ = prepare(suite, tmp_path / "ext", pretrained_dir=ckpt, offline_data=data)
     assert trees_equal(ext.agent, pretrained.agent) and len(ext_offline) == len(offline)
-    assert not (tmp_path / "ext" / "pretrain").exists() and not (tmp_path / "ext" / "data" / "offline.npz").exists()
+    assert not list((tmp_path / "ext").glob("cache/*/pretrain-*")) and not list(
+        (tmp_path / "ext").glob("**/offline.npz")
+    )
     with pytest.raises(ValueError, match="together"):
         prepare(suite, tmp_path / "ext2", pretrained_dir=ckpt)
 
