@@ -45,15 +45,12 @@ def main() -> None:
 
     # One measurement per update kind; each method maps to one.
     kinds: dict[str, tuple] = {"pretrain:" + pre.algo: (pre, 0.0, ["(pre-training)"])}
-    for offline_algo in ("calql", "cql", "iql"):
-        pre_algo = replace(pre, algo=offline_algo)
-        for name, m in METHODS.items():
-            if m.online_algo != "pretrained" and offline_algo != pre.algo:
-                continue  # only the continued methods depend on the pre-training algorithm
-            kind = update_kind(m, online, pre_algo)
-            label = name if m.online_algo != "pretrained" else f"{name} ({offline_algo})"
-            entry = kinds.setdefault(kind, (update_config(m, online, pre_algo), m.offline_fraction, []))
-            entry[2].append(label)
+    for name, m in METHODS.items():
+        pre_algo = replace(pre, algo=m.pretrain_algo)
+        entry = kinds.setdefault(
+            update_kind(m, online, pre_algo), (update_config(m, online, pre_algo), m.offline_fraction, [])
+        )
+        entry[2].append(name)
 
     print(f"backend={jax.default_backend()} cores={os.cpu_count()} preset={args.preset} critics={online.num_critics}")
     print(
