@@ -107,6 +107,7 @@ def run_method(
     online_probe: dict[str, Any] | None = None
     horizon = task_env(env).task.episode_length
     guided = guided_window = 0  # env steps the pre-trained policy chose as JSRL's guide
+    episodes_window = successes_window = 0  # training episodes (stochastic actions) ended since the last evaluation
 
     def guide_prefix(step: int) -> int:
         return int(rng.integers(0, horizon + 1)) if rng.random() < m.guide_probability(step, run.env_steps) else 0
@@ -128,12 +129,14 @@ def run_method(
                     guided_window += 1
             else:
                 action = act(agent, batch_obs, sub)[0]
-            next_obs, reward, terminated, truncated, _ = env.step(action)
+            next_obs, reward, terminated, truncated, step_info = env.step(action)
             transition = step_transition(obs, action, reward, next_obs, terminated, truncated)
             buffer.insert(transition)
             if len(early) < early_size:
                 early.append(transition)
             if terminated or truncated:
+                episodes_window += 1
+                successes_window += int(bool(step_info.get("success", False)))
                 obs = env.reset(seed=int(rng.integers(2**31)))[0]
                 guide_left = guide_prefix(step)
             else:
@@ -163,7 +166,10 @@ def run_method(
                         res["episode_length"] * run.eval_episodes + rand["episode_length"] * run.random_eval_episodes
                     ) / n
                 res["guided_fraction"] = guided_window / run.eval_every
-                guided_window = 0
+                # the training episodes' success (sampled actions; during warmup, the frozen policy's)
+                res["train_success_rate"] = successes_window / episodes_window if episodes_window else float("nan")
+                res["train_episodes"] = episodes_window
+                guided_window = episodes_window = successes_window = 0
                 res["chattering"] = chattering([t["actions"] for t in taken], [bool(t["dones"]) for t in taken])
                 probes = {"offline_probe": offline_probe}
                 if len(early) == early_size:
@@ -281,6 +287,9 @@ class Suite:
     random_eval_episodes: int = 0
     headline: tuple[str, ...] = ()  # methods that get ``headline_seeds`` seeds
     headline_seeds: int = 0
+    # The offline methods continued online (calql, cql, iql and _retain) at this UTD instead of the
+    # online one: the paper's main comparisons (Fig. 7) run them with their own settings, UTD 1.
+    continued_utd: int | None = None
 
     def seeds_for(self, method: str, seeds: int | None = None) -> int:
         n = self.seeds if seeds is None else seeds
@@ -293,6 +302,13 @@ _TINY = (
     "agent.num_critics=2",
     "agent.batch_size=64",
     "agent.num_backup_actions=1",
+)
+
+_CORE = (
+    "agent.critic_net.hidden_dims=[128,128]",
+    "agent.actor_net.hidden_dims=[128,128]",
+    "agent.num_backup_actions=1",
+    "agent.cql.penalty_critics=2",
 )
 
 SUITES = {
@@ -325,7 +341,36 @@ SUITES = {
         eval_episodes=20,
         overrides=("agent.num_critics=2", "agent.num_backup_actions=1"),
     ),
+    # The headline claims on peg_hard (sized to run in about 90 minutes on a 2-core CPU; see
+    # docs/study.md for the calibration and the dry run): 10 critics of 128x128, UTD 4.
+    "core": Suite(
+        tasks=("peg_hard",),
+        methods=("wsrl", "wsrl_no_warmup", "calql", "cql", "iql", "rlpd", "sac_fast"),
+        seeds=3,
+        headline=("wsrl", "calql", "rlpd", "sac_fast"),
+        headline_seeds=5,
+        dataset_transitions=18_000,
+        pretrain_steps=3_000,
+        env_steps=5_000,
+        warmup_steps=2_000,
+        eval_every=1_000,
+        eval_episodes=20,
+        random_eval_episodes=10,
+        overrides=_CORE,
+        continued_utd=1,
+    ),
 }
+
+
+def with_budget(suite: Suite, budget: dict[str, int] | None) -> Suite:
+    """``suite`` with its env-step budget and K changed where ``budget`` says."""
+    b = budget or {}
+    unknown = set(b) - {"env_steps", "warmup_steps"}
+    if unknown:
+        raise ValueError(f"unknown budget keys {sorted(unknown)}")
+    return replace(
+        suite, env_steps=b.get("env_steps", suite.env_steps), warmup_steps=b.get("warmup_steps", suite.warmup_steps)
+    )
 
 
 def data_key(task: StudyTask, transitions: int, seed: int) -> str:
@@ -412,11 +457,13 @@ def run_study(
     overrides: tuple[str, ...] = (),
     tasks: list[str] | None = None,
     cache: Path | None = None,
+    budget: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Every task x method x seed of a suite (``methods``, ``tasks``, ``seeds``: instead of the
     suite's). ``overrides`` (agent settings) apply after the suite's, to pre-training and online
-    alike. Finished runs are kept: an interrupted study resumes with the first unfinished run."""
-    suite = SUITES[suite_name]
+    alike. ``budget``: the suite's ``env_steps``/``warmup_steps`` (K) changed. Finished runs are
+    kept: an interrupted study resumes with the first unfinished run."""
+    suite = with_budget(SUITES[suite_name], budget)
     methods = list(methods or suite.methods)
     tasks = list(tasks or suite.tasks)
     online_cfg = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides, *overrides])
@@ -445,7 +492,10 @@ def run_study(
                     suite, out, 0, progress, pretrained_dir, offline_data, overrides, task, algo, cache
                 )
             pretrained, offline, probe = prepared[(task, algo)]
-            summary = run_method(run, online_cfg, pretrained, offline, run_dir, probe)
+            cfg = online_cfg
+            if method(name).online_algo == "pretrained" and suite.continued_utd is not None:
+                cfg = replace(online_cfg, agent=replace(online_cfg.agent, utd=suite.continued_utd))
+            summary = run_method(run, cfg, pretrained, offline, run_dir, probe)
         results["tasks"].setdefault(task, {}).setdefault(name, {})[str(seed)] = summary
     write_json_atomic(out / "results.json", results)
     write_results(results, out, suite_name)
@@ -568,12 +618,13 @@ def dry_run(
     seeds: int | None,
     overrides: tuple[str, ...] = (),
     seconds: float = 2.0,
+    budget: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Time each update kind the suite needs and predict every cell's cost, without running it."""
     from learner.costs import time_update, update_config, update_kind
     from robot_env.contract import ACTION_DIM, STATE_DIM
 
-    suite = SUITES[suite_name]
+    suite = with_budget(SUITES[suite_name], budget)
     methods = list(methods or suite.methods)
     tasks = list(tasks or suite.tasks)
     online = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides, *overrides]).agent
@@ -587,11 +638,13 @@ def dry_run(
     for task, name, seed in _cells(suite, tasks, methods, seeds):
         m = method(name)
         pre_algo = replace(pre, algo=m.pretrain_algo)
-        kind = update_kind(m, online, pre_algo)
+        cell_online = online
+        if m.online_algo == "pretrained" and suite.continued_utd is not None:
+            cell_online = replace(online, utd=suite.continued_utd)
+        cfg = update_config(m, cell_online, pre_algo)
+        kind = f"{update_kind(m, cell_online, pre_algo)}@utd{cfg.utd}"
         if kind not in costs:
-            costs[kind] = time_update(
-                update_config(m, online, pre_algo), spec, ACTION_DIM, m.offline_fraction, seconds
-            ).median_s
+            costs[kind] = time_update(cfg, spec, ACTION_DIM, m.offline_fraction, seconds).median_s
         env_warmup = m.k(suite.warmup_steps) if m.warmup in ("policy", "random") else 0
         updates = suite.env_steps - env_warmup
         evals = -(-suite.env_steps // suite.eval_every)
@@ -627,6 +680,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", nargs="+", help=f"instead of the suite's, from {sorted(TASKS)}")
     p.add_argument("--methods", nargs="+", help=f"instead of the suite's, from {sorted(METHODS)}")
     p.add_argument("--seeds", type=int, help="seeds per method (headline methods get at least the suite's number)")
+    p.add_argument("--env-steps", type=int, help="every run's env-step budget, warmup included (default: the suite's)")
+    p.add_argument("--warmup-steps", type=int, help="K (default: the suite's)")
     p.add_argument("--cache", help="where data and pre-trained checkpoints are kept by content (default OUT/cache)")
     p.add_argument("--pretrained", help="a pre-trained checkpoint directory made elsewhere (with --offline)")
     p.add_argument("--offline", help="the offline dataset (.npz) that checkpoint was trained on")
@@ -648,8 +703,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.tasks or []:
         if name not in TASKS:
             p.error(f"unknown task {name!r}; tasks: {sorted(TASKS)}")
+    budget = {k: v for k, v in (("env_steps", args.env_steps), ("warmup_steps", args.warmup_steps)) if v is not None}
     if args.dry_run:
-        plan = dry_run(args.suite, args.methods, args.tasks, args.seeds, tuple(args.overrides))
+        plan = dry_run(args.suite, args.methods, args.tasks, args.seeds, tuple(args.overrides), budget=budget)
         for c in plan["cells"]:
             print(
                 f"{c['task']:14s} {c['method']:22s} seed {c['seed']}  {c['kind']:10s} {c['updates']:6d} updates  ~{c['predicted_s'] / 60:6.1f} min"
@@ -674,6 +730,7 @@ def main(argv: list[str] | None = None) -> None:
         tuple(args.overrides),
         args.tasks,
         Path(args.cache) if args.cache else None,
+        budget,
     )
     finals = {
         f"{t}/{m}": [s["final_success_rate"] for s in seeds.values()]

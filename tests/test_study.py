@@ -104,6 +104,7 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
             for measure in ("q", "td_error", "kl_policy", "kl_q_softmax"):
                 assert np.isfinite(last[f"diag/{probe}/{measure}"]), (name, probe, measure)
         assert last["chattering"] >= 0.0
+        assert last["train_episodes"] >= 0 and "train_success_rate" in last
     # each continued offline method started from its own pre-training (CQL and IQL made too)
     assert {p.name.split("-")[1] for p in (tmp_path / "cache").glob("peg-*/pretrain-*")} == {"calql", "cql", "iql"}
     # JSRL's guide acted, and only in JSRL
@@ -179,3 +180,23 @@ def test_jsrls_guide_probability_falls_linearly_to_zero():
     assert m.guide_probability(1000, 1000) == 0.0 and m.guide_probability(1500, 1000) == 0.0
     assert MethodConfig(jsrl_anneal=0.5).guide_probability(250, 1000) == pytest.approx(0.5)
     assert METHODS["wsrl"].guide_probability(0, 1000) == 0.0
+
+
+def test_a_dry_run_prices_every_cell_from_the_measured_update_costs():
+    from learner.study import dry_run
+
+    plan = dry_run("smoke", ["wsrl", "calql", "rlpd"], None, 2, seconds=0.2)
+    suite = SUITES["smoke"]
+    assert [(c["method"], c["seed"]) for c in plan["cells"]] == [
+        (m, s) for m in ("wsrl", "calql", "rlpd") for s in range(2)
+    ]
+    kinds = {c["method"]: c["kind"] for c in plan["cells"]}
+    assert kinds == {"wsrl": "sac@utd2", "calql": "calql@utd2", "rlpd": "sac+mix@utd2"}
+    updates = {c["method"]: c["updates"] for c in plan["cells"]}
+    assert updates == {"wsrl": suite.env_steps - suite.warmup_steps, "calql": suite.env_steps, "rlpd": suite.env_steps}
+    for c in plan["cells"]:  # the updates at the measured cost, plus env steps and evaluations
+        assert c["predicted_s"] >= c["updates"] * plan["update_s"][c["kind"]] - 0.1
+    assert plan["total_s"] >= sum(c["predicted_s"] for c in plan["cells"]) + plan["pretrain_s"] - 0.5
+    # K and the budget from the command line: WSRL updates on every step after its warmup
+    short = dry_run("smoke", ["wsrl"], None, 1, seconds=0.1, budget={"env_steps": 200, "warmup_steps": 40})
+    assert short["cells"][0]["updates"] == 160
