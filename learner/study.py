@@ -508,6 +508,11 @@ def write_results(results: dict[str, Any], out: Path, suite_name: str) -> None:
 
     primary = next(iter(results["tasks"]), "peg")
     plots = [_plot_task(results, task, out / f"results_{task}.png") for task in results["tasks"]]
+    for task, ran in results["tasks"].items():
+        for group, (title, members) in FIGURES.items():
+            shown = [m for m in members if m in ran]
+            if len(shown) >= 2:
+                plots.append(_plot_task(results, task, out / f"results_{task}_{group}.png", shown, title))
     header = (
         f"# Study `{suite_name}`\n\nMade by `launch/study.sh --suite {suite_name}` (agent overrides: "
         f"{results.get('overrides') or 'none'}). Figures: " + ", ".join(f"`{p.name}`" for p in plots) + "."
@@ -575,7 +580,28 @@ def claims(task: str, weak_task: str = "peg_noexpert") -> list[Any]:
     ]
 
 
-def _plot_task(results: dict[str, Any], task: str, path: Path) -> Path:
+# Figures that mirror the paper's: the methods each compares (those that ran are drawn).
+FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "no_retention": ("no retention (paper Figs 2, 7)", ("wsrl", "calql", "cql", "iql", "jsrl", "sac_fast")),
+    "retention": (
+        "methods that keep the data (Figs 6, 9)",
+        ("wsrl", "rlpd", "wsrl_retain", "calql_retain", "cql_retain", "iql_retain"),
+    ),
+    "warmup": (
+        "warmup on/off and kinds (Figs 10, 18, 25)",
+        ("wsrl", "wsrl_no_warmup", "wsrl_random_warmup", "wsrl_dataset_warmup"),
+    ),
+    "init": (
+        "initialisation and the online algorithm (Figs 12, 13)",
+        ("wsrl", "wsrl_policy_only", "wsrl_q_only", "wsrl_no_init", "wsrl_calql_online"),
+    ),
+    "table1": ("Table 1 analogue: WSRL vs RLPD vs SAC(fast) at equal env steps", ("wsrl", "rlpd", "sac_fast")),
+}
+
+
+def _plot_task(
+    results: dict[str, Any], task: str, path: Path, methods: list[str] | None = None, title: str = ""
+) -> Path:
     """Success (mean and bootstrap band over seeds), and on the held-out offline probe Q and TD
     error (the "downward spiral") and KL(pi_pre || pi): the paper's Figs 7, 4/11 and 8 for one task."""
     import matplotlib
@@ -594,6 +620,8 @@ def _plot_task(results: dict[str, Any], task: str, path: Path) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     for ax, (key, title) in zip(axes.flat, panels):
         for name, seeds in results["tasks"][task].items():
+            if methods is not None and name not in methods:
+                continue
             curves = [s["curve"] for s in seeds.values()]
             x = [c["env_steps"] for c in curves[0]]
             ys = [[c.get(key, np.nan) for c in curve] for curve in curves]
@@ -604,7 +632,7 @@ def _plot_task(results: dict[str, Any], task: str, path: Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("env steps (warmup included)")
     axes.flat[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{task}: mean over seeds, 95% bootstrap band")
+    fig.suptitle(f"{task}{': ' + title if title else ''}; mean over seeds, 95% bootstrap band")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

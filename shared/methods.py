@@ -28,7 +28,7 @@ import numpy as np
 
 from shared.agents import Agent, create_agent
 from shared.checkpoint import HANDOFF_PARTS, AgentCheckpoint, carry_state_normalisation, handoff
-from shared.config import Algo, AgentConfig
+from shared.config import AgentConfig, Algo
 from shared.replay_buffer import ReplayBuffer
 
 Init = Literal["policy_and_q", "policy", "q", "none"]

@@ -111,6 +111,8 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
     assert runs["jsrl"]["0"]["guided_steps"] > 0
     assert all(seeds["0"]["guided_steps"] == 0 for name, seeds in runs.items() if name != "jsrl")
     assert (tmp_path / "results_peg.png").stat().st_size > 0
+    for group in ("no_retention", "retention", "warmup", "init", "table1"):  # the paper's figures, each
+        assert (tmp_path / f"results_peg_{group}.png").stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["suite"] == "smoke"
     md = (tmp_path / "results.md").read_text()
     assert "| peg | `wsrl` | 1 |" in md and "C8: warmup is critical" in md
