@@ -35,7 +35,7 @@ from robot_env.rollout import evaluate
 from shared import defaults
 from shared.agents import act, make_update, policy_fn
 from shared.checkpoint import AgentCheckpoint, load_checkpoint
-from shared.config import OnlineConfig, apply_overrides, peg_sim_online, peg_sim_pretrain, to_json
+from shared.config import OnlineConfig, PretrainConfig, apply_overrides, peg_sim_online, peg_sim_pretrain, to_json
 from shared.dataset import ObsSpec, Transition, step_transition
 from shared.diagnostics import chattering, diagnose
 from shared.methods import METHODS, method, mixed_batch, online_agent
@@ -62,6 +62,9 @@ class RunConfig:
     # Also this many seeded random poses at each evaluation (the same ones at every evaluation
     # of a seed, and for every method with that seed), so intervals are not limited by 20 trials.
     random_eval_episodes: int = 0
+    # What the run starts from (the data and pre-training it was made with, by content), so a
+    # resumed study reruns a run whose task file or pre-training changed.
+    source: str = ""
 
     def random_eval_seed(self) -> int:
         return 1_000_000 + 1_000 * self.seed
@@ -386,6 +389,19 @@ def data_key(task: StudyTask, transitions: int, seed: int) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def data_folder(suite: Suite, task: str, seed: int = 0) -> str:
+    return f"{task}-{data_key(TASKS[task], suite.dataset_transitions, seed)}"
+
+
+def pretrain_config(suite: Suite, overrides: tuple[str, ...], algo: str, seed: int = 0) -> PretrainConfig:
+    cfg = apply_overrides(peg_sim_pretrain(), [*suite.overrides, *overrides, f"agent.algo={algo}"])
+    return replace(cfg, steps=suite.pretrain_steps, seed=seed, checkpoint_every=suite.pretrain_steps)
+
+
+def pretrain_folder(cfg: PretrainConfig) -> str:
+    return f"pretrain-{cfg.agent.algo}-{hashlib.sha256(to_json(cfg).encode()).hexdigest()[:12]}"
+
+
 def prepare(
     suite: Suite,
     out: Path,
@@ -410,7 +426,7 @@ def prepare(
     if (pretrained_dir is None) != (offline_data is None):
         raise ValueError("give the pre-trained checkpoint and the offline data it was trained on together")
     spec = TASKS[task]
-    folder = (cache or out / "cache") / f"{task}-{data_key(spec, suite.dataset_transitions, seed)}"
+    folder = (cache or out / "cache") / data_folder(suite, task, seed)
     data, held_out = offline_data or folder / "offline.npz", folder / "probe.npz"
     common = {"task": spec.task, "skill_range": spec.skill_range, "seed": seed, "progress": progress}
     if not data.exists():
@@ -418,10 +434,8 @@ def prepare(
     if not held_out.exists():
         collect(held_out, transitions=PROBE_SIZE, **{**common, "seed": seed + 10_000, "progress": False})  # type: ignore[arg-type]
     if pretrained_dir is None:
-        cfg = apply_overrides(peg_sim_pretrain(), [*suite.overrides, *overrides, f"agent.algo={algo}"])
-        cfg = replace(cfg, steps=suite.pretrain_steps, seed=seed, checkpoint_every=suite.pretrain_steps)
-        key = hashlib.sha256(to_json(cfg).encode()).hexdigest()[:12]
-        run_dir = folder / f"pretrain-{algo}-{key}"
+        cfg = pretrain_config(suite, overrides, algo, seed)
+        run_dir = folder / pretrain_folder(cfg)
         if not (run_dir / "done").exists():
             pretrain(cfg, data, run_dir, resume=True, progress=progress, tensorboard=False)
             (run_dir / "done").touch()
@@ -458,21 +472,30 @@ def run_study(
     tasks: list[str] | None = None,
     cache: Path | None = None,
     budget: dict[str, int] | None = None,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """Every task x method x seed of a suite (``methods``, ``tasks``, ``seeds``: instead of the
     suite's). ``overrides`` (agent settings) apply after the suite's, to pre-training and online
     alike. ``budget``: the suite's ``env_steps``/``warmup_steps`` (K) changed. Finished runs are
-    kept: an interrupted study resumes with the first unfinished run."""
+    kept: an interrupted study resumes with the first unfinished run. ``report_only``: write the
+    results of the runs already finished (a study in progress) and run nothing."""
     suite = with_budget(SUITES[suite_name], budget)
     methods = list(methods or suite.methods)
     tasks = list(tasks or suite.tasks)
     online_cfg = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides, *overrides])
+    out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"suite": suite_name, "overrides": list(overrides), "tasks": {}}
     cells = _cells(suite, tasks, methods, seeds)
     bar = tqdm(cells, desc="study", unit="run", disable=not progress, dynamic_ncols=True)
     prepared: dict[tuple[str, str], tuple[AgentCheckpoint, ReplayBuffer, dict[str, Any]]] = {}
     for task, name, seed in bar:
         bar.set_postfix(task=task, method=name, seed=seed)
+        algo = method(name).pretrain_algo
+        source = (
+            f"{pretrained_dir.absolute()}"
+            if pretrained_dir is not None
+            else f"{data_folder(suite, task)}/{pretrain_folder(pretrain_config(suite, overrides, algo))}"
+        )
         run = RunConfig(
             name,
             suite.env_steps,
@@ -482,11 +505,13 @@ def run_study(
             seed,
             task=TASKS[task].task,
             random_eval_episodes=suite.random_eval_episodes,
+            source=source,
         )
         run_dir = out / "runs" / task / name / f"seed_{seed}"
         summary = _finished(run_dir / "summary.json", run)
+        if summary is None and report_only:
+            continue
         if summary is None:
-            algo = method(name).pretrain_algo
             if (task, algo) not in prepared:
                 prepared[(task, algo)] = prepare(
                     suite, out, 0, progress, pretrained_dir, offline_data, overrides, task, algo, cache
@@ -722,6 +747,7 @@ def main(argv: list[str] | None = None) -> None:
         help="agent setting after the suite's, for pre-training and online alike (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="time each update kind and predict every run's cost")
+    p.add_argument("--report-only", action="store_true", help="write results.md from the runs already finished")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
@@ -759,6 +785,7 @@ def main(argv: list[str] | None = None) -> None:
         args.tasks,
         Path(args.cache) if args.cache else None,
         budget,
+        args.report_only,
     )
     finals = {
         f"{t}/{m}": [s["final_success_rate"] for s in seeds.values()]

@@ -202,3 +202,27 @@ def test_a_dry_run_prices_every_cell_from_the_measured_update_costs():
     # K and the budget from the command line: WSRL updates on every step after its warmup
     short = dry_run("smoke", ["wsrl"], None, 1, seconds=0.1, budget={"env_steps": 200, "warmup_steps": 40})
     assert short["cells"][0]["updates"] == 160
+
+
+def test_a_resumed_study_keeps_a_run_only_if_it_started_from_the_same_data_and_pretraining(tmp_path):
+    from dataclasses import asdict, replace
+
+    from learner.study import _finished, data_folder, pretrain_config, pretrain_folder
+
+    suite = SUITES["smoke"]
+    source = f"{data_folder(suite, 'peg')}/{pretrain_folder(pretrain_config(suite, (), 'calql'))}"
+    assert source.startswith("peg-") and "/pretrain-calql-" in source
+    run = RunConfig("wsrl", 240, 80, 120, 4, seed=0, source=source)
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"run": asdict(run), "final_success_rate": 0.5}))
+    assert _finished(path, run)["final_success_rate"] == 0.5
+    # another pre-training config (e.g. more steps) or task settings: a different source, rerun
+    longer = f"{data_folder(suite, 'peg')}/{pretrain_folder(pretrain_config(replace(suite, pretrain_steps=300), (), 'calql'))}"
+    assert longer != source and _finished(path, replace(run, source=longer)) is None
+    assert data_folder(suite, "peg") != data_folder(suite, "peg_hard")
+    path.write_text("{not json")
+    assert _finished(path, run) is None
+    # a report of a study that has not finished a run yet: no run, no data made, an empty table
+    empty = run_study("smoke", tmp_path / "new", ["wsrl"], progress=False, report_only=True)
+    assert empty["tasks"] == {} and not (tmp_path / "new" / "cache").exists()
+    assert "## The paper's claims" in (tmp_path / "new" / "results.md").read_text()
