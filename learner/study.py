@@ -643,7 +643,7 @@ def _plot_task(
         ("diag/online_probe/kl_policy", "KL(pi_pre || pi) on early online states"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    for ax, (key, title) in zip(axes.flat, panels):
+    for ax, (key, panel_title) in zip(axes.flat, panels):
         for name, seeds in results["tasks"][task].items():
             if methods is not None and name not in methods:
                 continue
@@ -654,7 +654,7 @@ def _plot_task(
             mean, lo, hi = (np.array(v) for v in zip(*stats))
             (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("env steps (warmup included)")
     axes.flat[0].legend(fontsize=7, ncol=2)
     fig.suptitle(f"{task}{': ' + title if title else ''}; mean over seeds, 95% bootstrap band")
