@@ -21,18 +21,18 @@ from dataclasses import replace
 
 import jax
 
-from learner.costs import time_update, update_config, update_kind
+from learner.costs import time_update, update_kind
 from robot_env.contract import ACTION_DIM, STATE_DIM
-from shared.config import PRESETS, apply_overrides
+from shared.config import PRESETS, add_override_argument, apply_overrides
 from shared.dataset import ObsSpec
-from shared.methods import METHODS
+from shared.methods import METHODS, online_config
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper_sim")
     p.add_argument("--critics", type=int, default=None, help="ensemble size (default: the preset's)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="agent.PATH=VALUE")
+    add_override_argument(p, "agent setting, e.g. --set agent.cql.penalty_critics=2 (repeatable)")
     p.add_argument("--seconds", type=float, default=5.0, help="timed duration of each measurement")
     p.add_argument("--kinds", nargs="+", help="only these update kinds (e.g. pretrain:calql sac)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -48,7 +48,7 @@ def main() -> None:
     for name, m in METHODS.items():
         pre_algo = replace(pre, algo=m.pretrain_algo)
         entry = kinds.setdefault(
-            update_kind(m, online, pre_algo), (update_config(m, online, pre_algo), m.offline_fraction, [])
+            update_kind(m, online, pre_algo), (online_config(m, online, pre_algo), m.offline_fraction, [])
         )
         entry[2].append(name)
 

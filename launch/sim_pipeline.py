@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from tqdm import tqdm
 
 from shared import defaults
-from shared.config import apply_overrides, peg_sim_pretrain
+from shared.config import add_override_argument, apply_overrides, peg_sim_pretrain
 from shared.metrics import read_jsonl
 from shared.transport import free_port
 
@@ -290,14 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup-steps", type=int, default=5000, help="K")
     p.add_argument("--online-steps", type=int, default=5000, help="env steps after warmup")
     p.add_argument("--critics", type=int, default=2, help="critic ensemble size (pre-training and online)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="agent.PATH=VALUE",
-        help="agent setting for pre-training and fine-tuning alike (repeatable)",
-    )
+    add_override_argument(p, "agent setting for pre-training and fine-tuning alike (repeatable)")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (the fixed poses, in order)")
     p.add_argument(
         "--reward-classifier",

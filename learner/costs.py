@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -21,7 +21,7 @@ import numpy as np
 from shared.agents import create_agent, make_update
 from shared.config import AgentConfig
 from shared.dataset import ObsSpec, Transition, example_obs
-from shared.methods import MethodConfig, mixed_batch
+from shared.methods import MethodConfig, mixed_batch, online_config
 from shared.replay_buffer import ReplayBuffer
 
 
@@ -54,18 +54,8 @@ class UpdateCost:
         }
 
 
-def update_config(m: MethodConfig, online: AgentConfig, pretrained: AgentConfig) -> AgentConfig:
-    """The agent config method ``m`` updates with online (what ``shared.methods.online_agent``
-    builds, without the parameters)."""
-    if m.online_algo == "pretrained":
-        return replace(pretrained, utd=online.utd, batch_size=online.batch_size)
-    if m.online_algo == "calql":
-        return replace(online, algo="calql", cql=pretrained.cql)
-    return online
-
-
 def update_kind(m: MethodConfig, online: AgentConfig, pretrained: AgentConfig) -> str:
-    cfg = update_config(m, online, pretrained)
+    cfg = online_config(m, online, pretrained)
     return cfg.algo + ("+mix" if m.offline_fraction > 0 else "")
 
 

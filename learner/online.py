@@ -38,6 +38,7 @@ from shared.checkpoint import CheckpointError, handoff, load_checkpoint
 from shared.config import (
     PRESETS,
     OnlineConfig,
+    add_override_argument,
     apply_overrides,
     check_reward_settings,
     to_json,
@@ -343,14 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="run directory: logs, checkpoints/, replay/, status.json")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--preset", default="peg_sim", help=f"online config preset: {sorted(PRESETS)}")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="config override, e.g. --set agent.utd=4 (repeatable)",
-    )
+    add_override_argument(p, "config override, e.g. --set agent.utd=4 (repeatable)", "PATH=VALUE")
     p.add_argument("--warmup-steps", type=int, help="K: env steps of the frozen policy before updates")
     p.add_argument("--task", default=defaults.TASK, help="task name (part of the config fingerprint)")
     p.add_argument("--bind", default="127.0.0.1", help="address to bind; anything but loopback needs --keys")

@@ -26,6 +26,7 @@ from shared.config import (
     Algo,
     PretrainConfig,
     RewardConfig,
+    add_override_argument,
     apply_overrides,
     to_json,
     without_state_stats,
@@ -171,14 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", default="paper_sim", help=f"config preset: {sorted(PRESETS)}")
     p.add_argument("--algo", choices=["calql", "cql", "iql"], help="override the preset's algorithm")
     p.add_argument("--steps", type=int, help="gradient steps")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="config override, e.g. --set agent.num_critics=2 (repeatable)",
-    )
+    add_override_argument(p, "config override, e.g. --set agent.num_critics=2 (repeatable)", "PATH=VALUE")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--eval-env", help="evaluate in this simulation env (e.g. PegInsertionSim-v0) during training")
     p.add_argument("--eval-episodes", type=int, default=20, help="episodes per evaluation (the task's fixed poses)")

@@ -6,10 +6,11 @@ in a fixed order, so a run is determined by its seed: every method gets the same
 checkpoint, the same offline data, the same env-step budget (warmup included, as the paper's
 x-axes count) and the same evaluation poses.
 
-Usage: ``launch/study.sh --suite smoke --out DIR [--methods ...] [--seeds N]``
-(``python -m learner.study --help``). A run writes ``DIR/runs/<method>/seed_<s>/metrics.jsonl``
-and ``summary.json``; the study writes ``DIR/results.json`` (per method and seed: the evaluation
-curve) and ``DIR/results.png``.
+Usage: ``launch/study.sh --suite smoke|sim_demo|core --out DIR [--tasks ...] [--methods ...]
+[--seeds N] [--dry-run] [--report-only]`` (``python -m learner.study --help``; docs/study.md). A
+run writes ``DIR/runs/<task>/<method>/seed_<s>/metrics.jsonl`` and ``summary.json``; the study
+writes ``DIR/results.json``, ``DIR/results.md`` (tables with bootstrap intervals, the claims)
+and figures ``DIR/results_<task>*.png``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ from robot_env.rollout import evaluate
 from shared import defaults
 from shared.agents import act, make_update, policy_fn
 from shared.checkpoint import AgentCheckpoint, load_checkpoint
-from shared.config import OnlineConfig, PretrainConfig, apply_overrides, peg_sim_online, peg_sim_pretrain, to_json
+from shared.config import (
+    OnlineConfig,
+    PretrainConfig,
+    add_override_argument,
+    apply_overrides,
+    peg_sim_online,
+    peg_sim_pretrain,
+    to_json,
+)
 from shared.dataset import ObsSpec, Transition, step_transition
 from shared.diagnostics import chattering, diagnose
 from shared.methods import METHODS, method, mixed_batch, online_agent
@@ -674,8 +683,9 @@ def dry_run(
     budget: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Time each update kind the suite needs and predict every cell's cost, without running it."""
-    from learner.costs import time_update, update_config, update_kind
+    from learner.costs import time_update, update_kind
     from robot_env.contract import ACTION_DIM, STATE_DIM
+    from shared.methods import online_config
 
     suite = with_budget(SUITES[suite_name], budget)
     methods = list(methods or suite.methods)
@@ -694,7 +704,7 @@ def dry_run(
         cell_online = online
         if m.online_algo == "pretrained" and suite.continued_utd is not None:
             cell_online = replace(online, utd=suite.continued_utd)
-        cfg = update_config(m, cell_online, pre_algo)
+        cfg = online_config(m, cell_online, pre_algo)
         kind = f"{update_kind(m, cell_online, pre_algo)}@utd{cfg.utd}"
         if kind not in costs:
             costs[kind] = time_update(cfg, spec, ACTION_DIM, m.offline_fraction, seconds).median_s
@@ -738,14 +748,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", help="where data and pre-trained checkpoints are kept by content (default OUT/cache)")
     p.add_argument("--pretrained", help="a pre-trained checkpoint directory made elsewhere (with --offline)")
     p.add_argument("--offline", help="the offline dataset (.npz) that checkpoint was trained on")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="agent.PATH=VALUE",
-        help="agent setting after the suite's, for pre-training and online alike (repeatable)",
-    )
+    add_override_argument(p, "agent setting after the suite's, for pre-training and online alike (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="time each update kind and predict every run's cost")
     p.add_argument("--report-only", action="store_true", help="write results.md from the runs already finished")
     p.add_argument("--no-progress", action="store_true")

@@ -429,6 +429,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def add_override_argument(parser: Any, help: str, metavar: str = "agent.PATH=VALUE") -> None:
+    """The repeatable ``--set PATH=VALUE`` option of every command that takes config overrides
+    (collected into ``overrides`` for ``apply_overrides``)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar=metavar, help=help)
+
+
 def apply_overrides(cfg: T, overrides: list[str]) -> T:
     """Apply ``dotted.path=value`` overrides (values parsed as JSON, else taken as strings),
     e.g. ``agent.num_critics=2`` or ``agent.critic_net.hidden_dims=[64,64]``."""

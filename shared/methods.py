@@ -100,18 +100,28 @@ def method(name: str) -> MethodConfig:
     return METHODS[name]
 
 
+def online_config(m: MethodConfig, online: AgentConfig, pretrained: AgentConfig) -> AgentConfig:
+    """The agent config method ``m`` updates with online. ``online`` is the online SAC config
+    (ensemble, UTD, learning rates); ``pretrained`` the pre-trained agent's config."""
+    if m.online_algo == "pretrained":
+        # The pre-trained agent's own loss, with the online UTD and batch.
+        return replace(pretrained, utd=online.utd, batch_size=online.batch_size)
+    if m.online_algo == "calql":
+        return replace(online, algo="calql", cql=pretrained.cql)
+    return online
+
+
 def online_agent(m: MethodConfig, pretrained: AgentCheckpoint, online: AgentConfig, seed: int = 0) -> Agent:
-    """The agent a method starts online with. ``online`` is the online SAC config (ensemble,
-    UTD, learning rates); the pre-trained agent's architecture must match it where parts carry."""
+    """The agent a method starts online with (its config from ``online_config``); the
+    pre-trained agent's architecture must match ``online`` where parts carry."""
     obs = pretrained.obs_example()
     pre = pretrained.agent
     if pre.config.algo != m.pretrain_algo:
         raise ValueError(f"the method starts from a {m.pretrain_algo} checkpoint, got a {pre.config.algo} one")
+    cfg = online_config(m, online, pre.config)
     if m.online_algo == "pretrained":
-        # The pre-trained agent, whole (its aux networks too), with the online UTD and batch.
-        cfg = replace(pre.config, utd=online.utd, batch_size=online.batch_size)
+        # The pre-trained agent, whole (its aux networks too).
         return handoff(pre, cfg, obs, seed, parts=(*HANDOFF_PARTS, "aux"))
-    cfg = online if m.online_algo == "sac" else replace(online, algo="calql", cql=pre.config.cql)
     parts = {
         "policy_and_q": HANDOFF_PARTS,
         "policy": ("actor", "temperature"),
