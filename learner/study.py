@@ -262,12 +262,54 @@ def _seed_from_offline(buffer: ReplayBuffer, offline: ReplayBuffer, k: int, rng:
 
 @dataclass(frozen=True)
 class StudyTask:
-    """A task of the study: the env's task file and how its offline data is made (the scripted
-    controllers' skill levels; ``robot_env.collect``)."""
+    """A task of the study: the env and its task file, how its offline data is made, and the
+    agent settings it needs (before the suite's)."""
 
     task: str
-    skill_range: tuple[float, float] = (0.0, 1.0)
+    skill_range: tuple[float, float] = (0.0, 1.0)  # the peg's scripted controllers (robot_env.collect)
     description: str = ""
+    env_id: str = defaults.SIM_ENV_ID
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def is_maze(self) -> bool:
+        return self.env_id == defaults.MAZE_ENV_ID
+
+    def settings(self) -> dict[str, Any]:
+        """Every number of the task file (what its data depends on)."""
+        if self.is_maze:
+            from robot_env.point_maze import load_maze_task
+
+            return dataclasses.asdict(load_maze_task(self.task))
+        from robot_env.task_config import load_task
+
+        return dataclasses.asdict(load_task(self.task))
+
+    def collect(self, out: Path, transitions: int, seed: int, progress: bool) -> None:
+        """The task's offline data: the peg's scripted controllers at ``skill_range``, or the
+        maze's noisy navigator driven to random goals (``robot_env.point_maze``)."""
+        if self.is_maze:
+            from robot_env.point_maze import collect_maze
+
+            collect_maze(out, transitions, self.task, seed=seed, progress=progress)
+            return
+        from robot_env.collect import collect
+
+        collect(
+            out, transitions=transitions, task=self.task, skill_range=self.skill_range, seed=seed, progress=progress
+        )
+
+    def spaces(self) -> tuple[ObsSpec, int]:
+        """The observation spec and action size of the task's env (for timing updates)."""
+        import gymnasium as gym
+
+        from shared.dataset import obs_spec_of
+
+        env = gym.make(self.env_id, task=self.task)
+        spec = obs_spec_of(env.reset(seed=0)[0])
+        n = int(np.prod(env.action_space.shape or (0,)))
+        env.close()
+        return spec, n
 
 
 TASKS = {
@@ -279,6 +321,13 @@ TASKS = {
         "peg_insertion_hard",
         skill_range=(0.0, 0.5),
         description="peg_hard pre-trained on data without the expert half of the controllers",
+    ),
+    # The antmaze analogue: sparse reward, diverse data that must be stitched; a longer horizon.
+    "maze": StudyTask(
+        "medium",
+        env_id=defaults.MAZE_ENV_ID,
+        overrides=("agent.gamma=0.99",),
+        description="PointMaze medium, diverse data from a noisy navigator driven to random goals",
     ),
 }
 
@@ -387,10 +436,8 @@ def with_budget(suite: Suite, budget: dict[str, int] | None) -> Suite:
 
 def data_key(task: StudyTask, transitions: int, seed: int) -> str:
     """The content key of a task's offline data: the task file's settings and how it was collected."""
-    from robot_env.task_config import load_task
-
     blob = {
-        "task": dataclasses.asdict(load_task(task.task)),
+        "task": task.settings(),
         "skills": task.skill_range,
         "n": transitions,
         "seed": seed,
@@ -402,8 +449,12 @@ def data_folder(suite: Suite, task: str, seed: int = 0) -> str:
     return f"{task}-{data_key(TASKS[task], suite.dataset_transitions, seed)}"
 
 
-def pretrain_config(suite: Suite, overrides: tuple[str, ...], algo: str, seed: int = 0) -> PretrainConfig:
-    cfg = apply_overrides(peg_sim_pretrain(), [*suite.overrides, *overrides, f"agent.algo={algo}"])
+def pretrain_config(
+    suite: Suite, overrides: tuple[str, ...], algo: str, seed: int = 0, task: str = "peg"
+) -> PretrainConfig:
+    cfg = apply_overrides(
+        peg_sim_pretrain(), [*TASKS[task].overrides, *suite.overrides, *overrides, f"agent.algo={algo}"]
+    )
     return replace(cfg, steps=suite.pretrain_steps, seed=seed, checkpoint_every=suite.pretrain_steps)
 
 
@@ -430,20 +481,18 @@ def prepare(
     ``pretrained_dir`` and ``offline_data``: a checkpoint and the dataset it was trained on, made
     elsewhere (e.g. run_sim.sh's cache), used as they are."""
     from learner.pretrain import pretrain
-    from robot_env.collect import collect
 
     if (pretrained_dir is None) != (offline_data is None):
         raise ValueError("give the pre-trained checkpoint and the offline data it was trained on together")
     spec = TASKS[task]
     folder = (cache or out / "cache") / data_folder(suite, task, seed)
     data, held_out = offline_data or folder / "offline.npz", folder / "probe.npz"
-    common = {"task": spec.task, "skill_range": spec.skill_range, "seed": seed, "progress": progress}
     if not data.exists():
-        collect(data, transitions=suite.dataset_transitions, **common)  # type: ignore[arg-type]
+        spec.collect(data, suite.dataset_transitions, seed, progress)
     if not held_out.exists():
-        collect(held_out, transitions=PROBE_SIZE, **{**common, "seed": seed + 10_000, "progress": False})  # type: ignore[arg-type]
+        spec.collect(held_out, PROBE_SIZE, seed + 10_000, False)
     if pretrained_dir is None:
-        cfg = pretrain_config(suite, overrides, algo, seed)
+        cfg = pretrain_config(suite, overrides, algo, seed, task)
         run_dir = folder / pretrain_folder(cfg)
         if not (run_dir / "done").exists():
             pretrain(cfg, data, run_dir, resume=True, progress=progress, tensorboard=False)
@@ -454,6 +503,13 @@ def prepare(
     offline = ReplayBuffer.load(data, gamma=gamma)
     probe = ReplayBuffer.load(held_out, gamma=gamma).sample(PROBE_SIZE, np.random.default_rng(seed))
     return pretrained, offline, probe
+
+
+def online_config_for(suite: Suite, task: str, overrides: tuple[str, ...] = ()) -> OnlineConfig:
+    """The online settings of a suite's runs on ``task`` (the task's, the suite's, then the caller's)."""
+    return apply_overrides(
+        peg_sim_online(), [*TASKS[task].overrides, *suite.overrides, *suite.online_overrides, *overrides]
+    )
 
 
 def _cells(suite: Suite, tasks: list[str], methods: list[str], seeds: int | None) -> list[tuple[str, str, int]]:
@@ -491,7 +547,6 @@ def run_study(
     suite = with_budget(SUITES[suite_name], budget)
     methods = list(methods or suite.methods)
     tasks = list(tasks or suite.tasks)
-    online_cfg = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides, *overrides])
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"suite": suite_name, "overrides": list(overrides), "tasks": {}}
     cells = _cells(suite, tasks, methods, seeds)
@@ -503,7 +558,7 @@ def run_study(
         source = (
             f"{pretrained_dir.absolute()}"
             if pretrained_dir is not None
-            else f"{data_folder(suite, task)}/{pretrain_folder(pretrain_config(suite, overrides, algo))}"
+            else f"{data_folder(suite, task)}/{pretrain_folder(pretrain_config(suite, overrides, algo, task=task))}"
         )
         run = RunConfig(
             name,
@@ -512,6 +567,7 @@ def run_study(
             suite.eval_every,
             suite.eval_episodes,
             seed,
+            env_id=TASKS[task].env_id,
             task=TASKS[task].task,
             random_eval_episodes=suite.random_eval_episodes,
             source=source,
@@ -526,9 +582,9 @@ def run_study(
                     suite, out, 0, progress, pretrained_dir, offline_data, overrides, task, algo, cache
                 )
             pretrained, offline, probe = prepared[(task, algo)]
-            cfg = online_cfg
+            cfg = online_config_for(suite, task, overrides)
             if method(name).online_algo == "pretrained" and suite.continued_utd is not None:
-                cfg = replace(online_cfg, agent=replace(online_cfg.agent, utd=suite.continued_utd))
+                cfg = replace(cfg, agent=replace(cfg.agent, utd=suite.continued_utd))
             summary = run_method(run, cfg, pretrained, offline, run_dir, probe)
         results["tasks"].setdefault(task, {}).setdefault(name, {})[str(seed)] = summary
     write_json_atomic(out / "results.json", results)
@@ -684,30 +740,31 @@ def dry_run(
 ) -> dict[str, Any]:
     """Time each update kind the suite needs and predict every cell's cost, without running it."""
     from learner.costs import time_update, update_kind
-    from robot_env.contract import ACTION_DIM, STATE_DIM
     from shared.methods import online_config
 
     suite = with_budget(SUITES[suite_name], budget)
     methods = list(methods or suite.methods)
     tasks = list(tasks or suite.tasks)
-    online = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides, *overrides]).agent
-    pre = apply_overrides(peg_sim_pretrain(), [*suite.overrides, *overrides]).agent
-    spec: ObsSpec = {"state": ((STATE_DIM,), "float32")}
-    costs: dict[str, float] = {}
-    for algo in sorted({method(m).pretrain_algo for m in methods}):
-        cfg = replace(pre, algo=algo)
-        costs[f"pretrain:{algo}"] = time_update(cfg, spec, ACTION_DIM, seconds=seconds).median_s
+    costs: dict[str, float] = {}  # seconds per update, by task (its sizes and settings) and update kind
+    pretrain_s = 0.0
+    for task in tasks:
+        spec, action_dim = TASKS[task].spaces()
+        for algo in sorted({method(m).pretrain_algo for m in methods}):
+            cfg = pretrain_config(suite, overrides, algo, task=task).agent
+            costs[f"{task}:pretrain:{algo}"] = time_update(cfg, spec, action_dim, seconds=seconds).median_s
+            pretrain_s += costs[f"{task}:pretrain:{algo}"] * suite.pretrain_steps
     cell_costs: list[dict[str, Any]] = []
     for task, name, seed in _cells(suite, tasks, methods, seeds):
+        spec, action_dim = TASKS[task].spaces()
         m = method(name)
-        pre_algo = replace(pre, algo=m.pretrain_algo)
-        cell_online = online
+        pre_algo = pretrain_config(suite, overrides, m.pretrain_algo, task=task).agent
+        cell_online = online_config_for(suite, task, overrides).agent
         if m.online_algo == "pretrained" and suite.continued_utd is not None:
-            cell_online = replace(online, utd=suite.continued_utd)
+            cell_online = replace(cell_online, utd=suite.continued_utd)
         cfg = online_config(m, cell_online, pre_algo)
         kind = f"{update_kind(m, cell_online, pre_algo)}@utd{cfg.utd}"
-        if kind not in costs:
-            costs[kind] = time_update(cfg, spec, ACTION_DIM, m.offline_fraction, seconds).median_s
+        if f"{task}:{kind}" not in costs:
+            costs[f"{task}:{kind}"] = time_update(cfg, spec, action_dim, m.offline_fraction, seconds).median_s
         env_warmup = m.k(suite.warmup_steps) if m.warmup in ("policy", "random") else 0
         updates = suite.env_steps - env_warmup
         evals = -(-suite.env_steps // suite.eval_every)
@@ -720,12 +777,9 @@ def dry_run(
                 "seed": seed,
                 "kind": kind,
                 "updates": updates,
-                "predicted_s": round(updates * costs[kind] + other, 1),
+                "predicted_s": round(updates * costs[f"{task}:{kind}"] + other, 1),
             }
         )
-    pretrain_s = sum(
-        costs[f"pretrain:{a}"] * suite.pretrain_steps for a in {method(m).pretrain_algo for m in methods}
-    ) * len(tasks)
     total = sum(float(c["predicted_s"]) for c in cell_costs) + pretrain_s
     return {
         "suite": suite_name,

@@ -1,6 +1,7 @@
 """Gymnasium environments for the robot task: the MuJoCo simulation and the real Franka.
 
-Importing the package registers ``PegInsertionSim-v0`` and ``Franka-v0`` (MuJoCo and the
+Importing the package registers ``PegInsertionSim-v0``, ``Franka-v0`` and the study's
+``PointMazeSim-v0`` (MuJoCo and the
 hardware libraries are imported only when an env that needs them is made).
 """
 
@@ -8,9 +9,9 @@ import os
 
 import gymnasium as gym
 
-from shared.defaults import FRANKA_ENV_ID, SIM_ENV_ID
+from shared.defaults import FRANKA_ENV_ID, MAZE_ENV_ID, SIM_ENV_ID
 
-__all__ = ["FRANKA_ENV_ID", "SIM_ENV_ID", "default_gl_backend"]
+__all__ = ["FRANKA_ENV_ID", "MAZE_ENV_ID", "SIM_ENV_ID", "default_gl_backend"]
 
 
 def default_gl_backend() -> None:
@@ -28,3 +29,5 @@ if SIM_ENV_ID not in gym.registry:
     gym.register(id=SIM_ENV_ID, entry_point="robot_env.peg_sim_env:PegInsertionSimEnv")
 if FRANKA_ENV_ID not in gym.registry:
     gym.register(id=FRANKA_ENV_ID, entry_point="robot_env.franka_env:FrankaEnv")
+if MAZE_ENV_ID not in gym.registry:
+    gym.register(id=MAZE_ENV_ID, entry_point="robot_env.point_maze:PointMazeSimEnv")

@@ -197,7 +197,7 @@ def test_a_dry_run_prices_every_cell_from_the_measured_update_costs():
     updates = {c["method"]: c["updates"] for c in plan["cells"]}
     assert updates == {"wsrl": suite.env_steps - suite.warmup_steps, "calql": suite.env_steps, "rlpd": suite.env_steps}
     for c in plan["cells"]:  # the updates at the measured cost, plus env steps and evaluations
-        assert c["predicted_s"] >= c["updates"] * plan["update_s"][c["kind"]] - 0.1
+        assert c["predicted_s"] >= c["updates"] * plan["update_s"][f"{c['task']}:{c['kind']}"] - 0.1
     assert plan["total_s"] >= sum(c["predicted_s"] for c in plan["cells"]) + plan["pretrain_s"] - 0.5
     # K and the budget from the command line: WSRL updates on every step after its warmup
     short = dry_run("smoke", ["wsrl"], None, 1, seconds=0.1, budget={"env_steps": 200, "warmup_steps": 40})
