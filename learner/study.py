@@ -270,6 +270,7 @@ class StudyTask:
     description: str = ""
     env_id: str = defaults.SIM_ENV_ID
     overrides: tuple[str, ...] = ()
+    weak_of: str | None = None  # this task is that one with a weaker pre-training (C14, Fig. 30)
 
     @property
     def is_maze(self) -> bool:
@@ -321,6 +322,7 @@ TASKS = {
         "peg_insertion_hard",
         skill_range=(0.0, 0.5),
         description="peg_hard pre-trained on data without the expert half of the controllers",
+        weak_of="peg_hard",
     ),
     # The antmaze analogue: sparse reward, diverse data that must be stitched; a longer horizon.
     "maze": StudyTask(
@@ -351,6 +353,11 @@ class Suite:
     # The offline methods continued online (calql, cql, iql and _retain) at this UTD instead of the
     # online one: the paper's main comparisons (Fig. 7) run them with their own settings, UTD 1.
     continued_utd: int | None = None
+    task_methods: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a task's methods instead of ``methods``
+
+    def methods_for(self, task: str, methods: list[str] | None = None) -> list[str]:
+        """The methods run on ``task``: ``methods`` if given, else the suite's for that task."""
+        return list(methods or dict(self.task_methods).get(task, self.methods))
 
     def seeds_for(self, method: str, seeds: int | None = None) -> int:
         n = self.seeds if seeds is None else seeds
@@ -419,6 +426,28 @@ SUITES = {
         random_eval_episodes=10,
         overrides=_CORE,
         continued_utd=1,
+    ),
+    # core plus every other method on peg_hard (ablations, retention, JSRL, shorter warmups), the
+    # weak pre-training (peg_noexpert) and the maze; scales with --seeds.
+    "full": Suite(
+        tasks=("peg_hard", "peg_noexpert", "maze"),
+        methods=tuple(sorted(METHODS)),
+        seeds=3,
+        headline=("wsrl", "calql", "rlpd", "sac_fast"),
+        headline_seeds=5,
+        dataset_transitions=18_000,
+        pretrain_steps=3_000,
+        env_steps=5_000,
+        warmup_steps=2_000,
+        eval_every=1_000,
+        eval_episodes=20,
+        random_eval_episodes=10,
+        overrides=_CORE,
+        continued_utd=1,
+        task_methods=(
+            ("peg_noexpert", ("wsrl", "rlpd", "sac_fast")),
+            ("maze", ("wsrl", "wsrl_no_warmup", "calql", "cql", "iql", "jsrl", "rlpd", "sac_fast")),
+        ),
     ),
 }
 
@@ -512,8 +541,8 @@ def online_config_for(suite: Suite, task: str, overrides: tuple[str, ...] = ()) 
     )
 
 
-def _cells(suite: Suite, tasks: list[str], methods: list[str], seeds: int | None) -> list[tuple[str, str, int]]:
-    return [(t, m, s) for t in tasks for m in methods for s in range(suite.seeds_for(m, seeds))]
+def _cells(suite: Suite, tasks: list[str], methods: list[str] | None, seeds: int | None) -> list[tuple[str, str, int]]:
+    return [(t, m, s) for t in tasks for m in suite.methods_for(t, methods) for s in range(suite.seeds_for(m, seeds))]
 
 
 def _finished(path: Path, run: RunConfig) -> dict[str, Any] | None:
@@ -545,7 +574,6 @@ def run_study(
     kept: an interrupted study resumes with the first unfinished run. ``report_only``: write the
     results of the runs already finished (a study in progress) and run nothing."""
     suite = with_budget(SUITES[suite_name], budget)
-    methods = list(methods or suite.methods)
     tasks = list(tasks or suite.tasks)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"suite": suite_name, "overrides": list(overrides), "tasks": {}}
@@ -596,29 +624,42 @@ def write_results(results: dict[str, Any], out: Path, suite_name: str) -> None:
     """``results.md`` (tables with intervals, the claims) and a figure per task."""
     from learner.study_results import results_markdown
 
-    primary = next(iter(results["tasks"]), "peg")
-    plots = [_plot_task(results, task, out / f"results_{task}.png") for task in results["tasks"]]
-    for task, ran in results["tasks"].items():
+    ran = results["tasks"]
+    plots = [_plot_task(results, task, out / f"results_{task}.png") for task in ran]
+    for task, by_method in ran.items():
         for group, (title, members) in FIGURES.items():
-            shown = [m for m in members if m in ran]
+            shown = [m for m in members if m in by_method]
             if len(shown) >= 2:
                 plots.append(_plot_task(results, task, out / f"results_{task}_{group}.png", shown, title))
+    # Fig. 30: each method on the task and on its weak-pre-training variant, side by side
+    for weak, strong in ((t, TASKS[t].weak_of) for t in ran if TASKS[t].weak_of in ran):
+        both = {f"{m} ({t})": ran[t][m] for m in ran[weak] if m in ran[strong] for t in (strong, weak)}
+        if both:
+            key = f"{weak}_vs_{strong}"
+            title = "weak pre-training (paper Fig. 30)"
+            plots.append(_plot_task({"tasks": {key: both}}, key, out / f"results_{key}.png", title=title))
+    # The claims on every task that ran (C14 on a task that has a weak variant), the first task's untagged.
+    tested = [t for t in ran if TASKS[t].weak_of is None] or list(ran)[:1] or ["peg"]
+    weak_of = {spec.weak_of: name for name, spec in TASKS.items() if spec.weak_of}
+    rows = [c for i, t in enumerate(tested) for c in claims(t, weak_of.get(t), "" if i == 0 else t)]
     header = (
         f"# Study `{suite_name}`\n\nMade by `launch/study.sh --suite {suite_name}` (agent overrides: "
         f"{results.get('overrides') or 'none'}). Figures: " + ", ".join(f"`{p.name}`" for p in plots) + "."
     )
-    (out / "results.md").write_text(results_markdown(results, claims(primary), header))
+    (out / "results.md").write_text(results_markdown(results, rows, header))
 
 
-def claims(task: str, weak_task: str = "peg_noexpert") -> list[Any]:
+def claims(task: str, weak_task: str | None = "peg_noexpert", tag: str = "") -> list[Any]:
     """The paper's claims (``../shared/reference/paper_claims.md``) as paired tests on ``task``,
-    fixed before any study ran. Claims on diagnostics (C2, C3, C6) are shown as figures, not tested."""
+    fixed before any study ran; C14 when ``weak_task`` (``task`` with a weaker pre-training) is
+    given. ``tag`` marks the claims' ids (a second task). Claims on diagnostics (C2, C3, C6) are
+    shown as figures, not tested."""
     from learner.study_results import Claim, Comparison
 
     def beats(a: str, b: str, metric: str = "auc") -> Comparison:
         return Comparison(a, b, task, metric)  # type: ignore[arg-type]
 
-    return [
+    found = [
         Claim(
             "C1/C5",
             "WSRL beats the offline methods continued without retention, JSRL and SAC(fast)",
@@ -661,13 +702,17 @@ def claims(task: str, weak_task: str = "peg_noexpert") -> list[Any]:
                 Comparison("wsrl_retain", "wsrl", task, "auc", "equal"),
             ),
         ),
-        Claim(
-            "C14",
-            "WSRL cannot rescue a failed pre-training",
-            "Fig. 30",
-            (Comparison("wsrl", "wsrl", weak_task, "final", "less", baseline_task=task),),
-        ),
     ]
+    if weak_task is not None:
+        found.append(
+            Claim(
+                "C14",
+                "WSRL cannot rescue a failed pre-training",
+                "Fig. 30",
+                (Comparison("wsrl", "wsrl", weak_task, "final", "less", baseline_task=task),),
+            )
+        )
+    return [replace(c, id=f"{c.id} ({tag})") for c in found] if tag else found
 
 
 # Figures that mirror the paper's: the methods each compares (those that ran are drawn).
@@ -681,6 +726,7 @@ FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
         "warmup on/off and kinds (Figs 10, 18, 25)",
         ("wsrl", "wsrl_no_warmup", "wsrl_random_warmup", "wsrl_dataset_warmup"),
     ),
+    "k": ("the warmup's length K (Fig. 19)", ("wsrl_no_warmup", "wsrl_k500", "wsrl_k1000", "wsrl")),
     "init": (
         "initialisation and the online algorithm (Figs 12, 13)",
         ("wsrl", "wsrl_policy_only", "wsrl_q_only", "wsrl_no_init", "wsrl_calql_online"),
@@ -743,13 +789,12 @@ def dry_run(
     from shared.methods import online_config
 
     suite = with_budget(SUITES[suite_name], budget)
-    methods = list(methods or suite.methods)
     tasks = list(tasks or suite.tasks)
     costs: dict[str, float] = {}  # seconds per update, by task (its sizes and settings) and update kind
     pretrain_s = 0.0
     for task in tasks:
         spec, action_dim = TASKS[task].spaces()
-        for algo in sorted({method(m).pretrain_algo for m in methods}):
+        for algo in sorted({method(m).pretrain_algo for m in suite.methods_for(task, methods)}):
             cfg = pretrain_config(suite, overrides, algo, task=task).agent
             costs[f"{task}:pretrain:{algo}"] = time_update(cfg, spec, action_dim, seconds=seconds).median_s
             pretrain_s += costs[f"{task}:pretrain:{algo}"] * suite.pretrain_steps

@@ -226,3 +226,34 @@ def test_a_resumed_study_keeps_a_run_only_if_it_started_from_the_same_data_and_p
     empty = run_study("smoke", tmp_path / "new", ["wsrl"], progress=False, report_only=True)
     assert empty["tasks"] == {} and not (tmp_path / "new" / "cache").exists()
     assert "## The paper's claims" in (tmp_path / "new" / "results.md").read_text()
+
+
+def test_results_test_the_claims_on_each_task_and_draw_the_weak_pretraining(tmp_path):
+    from learner.study import SUITES, write_results
+
+    def run(rates: list[float]) -> dict:
+        curve = [{"env_steps": 1000 * (i + 1), "success_rate": r} for i, r in enumerate(rates)]
+        return {"curve": curve, "final_success_rate": rates[-1]}
+
+    good, bad = [0.0, 0.5, 1.0], [0.0, 0.0, 0.0]
+    seeds = lambda rates: {str(s): run(rates) for s in range(3)}  # noqa: E731
+    results = {
+        "tasks": {
+            "peg_hard": {"wsrl": seeds(good), "wsrl_no_warmup": seeds(bad), "wsrl_k500": seeds(good)},
+            "peg_noexpert": {"wsrl": seeds(bad)},
+            "maze": {"wsrl": seeds(good), "sac_fast": seeds(bad)},
+        }
+    }
+    write_results(results, tmp_path, "full")
+    md = (tmp_path / "results.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| C")}
+    # C8 on each task: wsrl minus no warmup, AUC 0.5 in every pair; not run on the maze
+    assert "+0.50 [+0.50, +0.50] | 3 | holds | reproduced" in rows["C8: warmup is critical"]
+    assert "not run" in rows["C8 (maze): warmup is critical"]
+    # C14 on peg_hard only (its weak variant is peg_noexpert): final 0 on the weak task against 1
+    assert "-1.00 [-1.00, -1.00] | 3 | holds | reproduced" in rows["C14: WSRL cannot rescue a failed pre-training"]
+    assert not any(k.startswith("C14 (maze)") for k in rows)
+    assert (tmp_path / "results_peg_noexpert_vs_peg_hard.png").stat().st_size > 0
+    assert (tmp_path / "results_peg_hard_k.png").exists() and not (tmp_path / "results_maze_k.png").exists()
+    assert SUITES["full"].methods_for("maze")[:2] == ["wsrl", "wsrl_no_warmup"]
+    assert SUITES["full"].methods_for("maze", ["rlpd"]) == ["rlpd"]
