@@ -236,7 +236,7 @@ def test_results_test_the_claims_on_each_task_and_draw_the_weak_pretraining(tmp_
         return {"curve": curve, "final_success_rate": rates[-1]}
 
     good, bad = [0.0, 0.5, 1.0], [0.0, 0.0, 0.0]
-    seeds = lambda rates: {str(s): run(rates) for s in range(3)}  # noqa: E731
+    seeds = lambda rates: {str(s): run(rates) for s in range(3)}
     results = {
         "tasks": {
             "peg_hard": {"wsrl": seeds(good), "wsrl_no_warmup": seeds(bad), "wsrl_k500": seeds(good)},
