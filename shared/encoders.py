@@ -2,8 +2,9 @@
 
 Image trunks end in learned spatial embeddings (a learned weighting per spatial location and
 channel, which keeps where things are in the picture, unlike global pooling) and a LayerNorm +
-tanh bottleneck. A ResNet-10 trunk can load pretrained parameters from a local ``.npz`` whose
-keys are the trunk's parameter paths joined with ``/`` (``conv_init/kernel``, ...); it is
+tanh bottleneck. A ResNet-10 trunk (SERL's layout) can load pretrained parameters from a local
+``.npz`` whose keys are the trunk's parameter paths joined with ``/`` (``conv_init/kernel``, ...;
+SERL's ImageNet weights convert to it with ``launch/convert_serl.sh resnet``); it is
 frozen with ``stop_gradient`` so its gradients are exactly zero and Adam leaves it unchanged.
 """
 
@@ -30,34 +31,40 @@ def _normalise_image(x: jax.Array) -> jax.Array:
     return (x.astype(jnp.float32) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
 
 
+# SERL's ResNet-10 layout (its ImageNet weights convert to this trunk: learner/serl_assets.py):
+# GroupNorm with 4 groups and epsilon 1e-5 everywhere, a 7x7 stem padded by 3 on each side.
+_GROUPS, _EPS = 4, 1e-5
+
+
 class ResNetBlock(nn.Module):
     filters: int
     strides: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        groups = min(32, self.filters // 2) or 1
         y = nn.Conv(self.filters, (3, 3), self.strides, use_bias=False, name="conv1")(x)
-        y = nn.relu(nn.GroupNorm(num_groups=groups, name="norm1")(y))
+        y = nn.relu(nn.GroupNorm(num_groups=_GROUPS, epsilon=_EPS, name="norm1")(y))
         y = nn.Conv(self.filters, (3, 3), 1, use_bias=False, name="conv2")(y)
-        y = nn.GroupNorm(num_groups=groups, name="norm2")(y)
+        y = nn.GroupNorm(num_groups=_GROUPS, epsilon=_EPS, name="norm2")(y)
         if x.shape[-1] != self.filters or self.strides != 1:
             x = nn.Conv(self.filters, (1, 1), self.strides, use_bias=False, name="proj")(x)
-            x = nn.GroupNorm(num_groups=groups, name="proj_norm")(x)
+            x = nn.GroupNorm(num_groups=_GROUPS, epsilon=_EPS, name="proj_norm")(x)
         return nn.relu(x + y)
 
 
 class ResNet10Trunk(nn.Module):
-    """ResNet-v1 with one basic block per stage (4 stages): a 32x spatial reduction."""
+    """ResNet-v1 with one basic block per stage (4 stages): a 32x spatial reduction, in SERL's
+    layout. ``base_filters`` must be a multiple of 4 (the GroupNorm groups)."""
 
     base_filters: int = 64
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
+        if self.base_filters % _GROUPS:
+            raise ValueError(f"ResNet-10 base_filters must be a multiple of {_GROUPS}, got {self.base_filters}")
         x = _normalise_image(images)
-        groups = min(32, self.base_filters // 2) or 1
-        x = nn.Conv(self.base_filters, (7, 7), 2, use_bias=False, name="conv_init")(x)
-        x = nn.relu(nn.GroupNorm(num_groups=groups, name="norm_init")(x))
+        x = nn.Conv(self.base_filters, (7, 7), 2, padding=((3, 3), (3, 3)), use_bias=False, name="conv_init")(x)
+        x = nn.relu(nn.GroupNorm(num_groups=_GROUPS, epsilon=_EPS, name="norm_init")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for i in range(4):
             x = ResNetBlock(self.base_filters * 2**i, strides=1 if i == 0 else 2, name=f"stage{i}")(x)
