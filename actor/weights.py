@@ -98,6 +98,7 @@ class WeightsReceiver:
         params = jax.block_until_ready(jax.device_put(params))
         if self.prepare is not None:
             self.prepare(params)
+        self.template = params  # a later message without the frozen trunk takes it from here
         self._latest = ReceivedWeights(
             msg["version"], params, float(msg.get("sent_at", 0.0)), time.time(), int(msg.get("grad_steps", 0))
         )

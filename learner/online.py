@@ -46,7 +46,7 @@ from shared.config import (
 )
 from shared.dataset import ValueLimits
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
-from shared.policy_weights import weights_message
+from shared.policy_weights import FULL_EVERY, weights_message
 from shared.protocol import encode
 from shared.replay_buffer import ReplayBuffer
 from shared.schedule import owed_updates
@@ -148,6 +148,7 @@ class Learner:
         )
         self.grad_steps = int(agent.grad_steps)
         self._published_at = 0.0
+        self._frozen_digest: str | None = None  # of the frozen image trunks, once published
         self._last_ckpt = (ledger.transitions(), self.grad_steps)
         self._rates: dict[str, float] = {"ingest_per_s": 0.0, "updates_per_s": 0.0}
 
@@ -173,13 +174,20 @@ class Learner:
     def publish(self, republish: bool = False) -> None:
         if not republish:
             self.version += 1
+        enc = self.cfg.agent.encoder
+        frozen = enc.kind == "resnet10" and enc.freeze_trunk
         msg = weights_message(
             self.agent.actor.params,
             self.version,
             self.fingerprint,
+            frozen_trunk=frozen,
+            # the frozen trunk in this process's first message and every FULL_EVERY-th, for actors without it
+            include_frozen=self._frozen_digest is None or (self.version - 1) % FULL_EVERY == 0,
+            frozen_digest=self._frozen_digest,
             grad_steps=self.grad_steps,
             env_steps=self.ingest.env_steps,
         )
+        self._frozen_digest = msg.get("frozen_digest")  # the trunk never changes: hashed once
         try:
             self.sockets.weights.send(encode(msg), copy=False)
         except Exception as e:  # never let a publish failure stop learning

@@ -366,12 +366,13 @@ def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
 
 
 def test_wrist_camera_observations_through_the_runtime(tmp_path):
-    """Images (two 16x16 wrist cameras, a tiny conv encoder) from the simulated actor into the
-    learner's buffer, then online updates on them."""
+    """Images (two 16x16 wrist cameras, a tiny ResNet-10 with its trunk frozen) from the simulated
+    actor into the learner's buffer, then online updates on them; the actor keeps up through
+    weight messages that mostly leave the frozen trunk out."""
     from shared.agents import create_agent
 
     enc = [
-        "agent.encoder.kind=small_conv",
+        "agent.encoder.kind=resnet10",
         'agent.encoder.image_keys=["wrist_1","wrist_2"]',
         "agent.encoder.base_filters=8",
         "agent.encoder.bottleneck_dim=16",
