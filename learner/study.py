@@ -271,6 +271,12 @@ class StudyTask:
     env_id: str = defaults.SIM_ENV_ID
     overrides: tuple[str, ...] = ()
     weak_of: str | None = None  # this task is that one with a weaker pre-training (C14, Fig. 30)
+    # Pre-training steps as a multiple of the suite's: a sparse reward over a longer horizon takes
+    # more steps to propagate back to the start.
+    pretrain_factor: float = 1.0
+
+    def pretrain_steps(self, suite_steps: int) -> int:
+        return max(1, round(suite_steps * self.pretrain_factor))
 
     @property
     def is_maze(self) -> bool:
@@ -484,7 +490,8 @@ def pretrain_config(
     cfg = apply_overrides(
         peg_sim_pretrain(), [*TASKS[task].overrides, *suite.overrides, *overrides, f"agent.algo={algo}"]
     )
-    return replace(cfg, steps=suite.pretrain_steps, seed=seed, checkpoint_every=suite.pretrain_steps)
+    steps = TASKS[task].pretrain_steps(suite.pretrain_steps)
+    return replace(cfg, steps=steps, seed=seed, checkpoint_every=steps)
 
 
 def pretrain_folder(cfg: PretrainConfig) -> str:
@@ -797,7 +804,7 @@ def dry_run(
         for algo in sorted({method(m).pretrain_algo for m in suite.methods_for(task, methods)}):
             cfg = pretrain_config(suite, overrides, algo, task=task).agent
             costs[f"{task}:pretrain:{algo}"] = time_update(cfg, spec, action_dim, seconds=seconds).median_s
-            pretrain_s += costs[f"{task}:pretrain:{algo}"] * suite.pretrain_steps
+            pretrain_s += costs[f"{task}:pretrain:{algo}"] * TASKS[task].pretrain_steps(suite.pretrain_steps)
     cell_costs: list[dict[str, Any]] = []
     for task, name, seed in _cells(suite, tasks, methods, seeds):
         spec, action_dim = TASKS[task].spaces()
