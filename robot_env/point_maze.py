@@ -14,6 +14,8 @@ of many trajectories, as in antmaze.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
@@ -167,7 +169,8 @@ class PointMazeSimEnv(gym.Env):
     ):
         if obs_mode != "state":
             raise ValueError(f"the point maze has state observations only, got obs_mode={obs_mode!r}")
-        from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
+        with contextlib.redirect_stderr(io.StringIO()):  # its import prints a notice about Adroit envs
+            from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
 
         self.task = load_maze_task(task) if isinstance(task, str) else task
         self.reward_config = reward or RewardConfig()
