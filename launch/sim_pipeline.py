@@ -38,18 +38,34 @@ ENV_ID, TASK = defaults.SIM_ENV_ID, defaults.TASK
 DEFAULT_CACHE = ROOT / "checkpoints" / "peg_sim_calql"
 
 
-def agent_overrides(critics: int, extra: list[str]) -> list[str]:
+def agent_overrides(critics: int, extra: list[str], obs: str = "state", encoder: str = "small_conv") -> list[str]:
     """The CPU demo's departure from the preset: a smaller critic ensemble (10 critics run ~5x
-    slower on 2 cores). Pre-training and fine-tuning get the same agent settings, so the
-    hand-off is exact."""
-    return [f"agent.num_critics={critics}", *extra]
+    slower on 2 cores), and with ``obs="images"`` an image encoder on both wrist cameras (a
+    small conv on a CPU; ``resnet10`` as on the robot belongs on a GPU). Pre-training and
+    fine-tuning get the same agent settings, so the hand-off is exact."""
+    images: list[str] = []
+    if obs == "images":
+        images = [
+            f"agent.encoder.kind={encoder}",
+            'agent.encoder.image_keys=["wrist_1","wrist_2"]',
+            "agent.encoder.base_filters=16" if encoder == "small_conv" else "agent.encoder.base_filters=64",
+            "agent.encoder.bottleneck_dim=64" if encoder == "small_conv" else "agent.encoder.bottleneck_dim=256",
+        ]
+    return [f"agent.num_critics={critics}", *images, *extra]
 
 
 def make_pretrained(
-    cache: Path, steps: int, overrides: list[str], seed: int, progress: bool, stages: dict[str, float]
+    cache: Path,
+    steps: int,
+    overrides: list[str],
+    seed: int,
+    progress: bool,
+    stages: dict[str, float],
+    image_size: int | None = None,
 ) -> Path:
-    """Collect the scripted dataset and pre-train Cal-QL on it; returns the checkpoint directory.
-    ``stages`` gets the seconds each part took (0 where the cache had it)."""
+    """Collect the scripted dataset (``image_size``: with both wrist cameras rendered at that
+    size) and pre-train Cal-QL on it; returns the checkpoint directory. ``stages`` gets the
+    seconds each part took (0 where the cache had it)."""
     from learner.pretrain import pretrain
     from robot_env.collect import collect
 
@@ -58,7 +74,8 @@ def make_pretrained(
     t = time.time()
     if not dataset.exists():
         print(f"[1/4] collecting the simulated offline dataset -> {dataset}", flush=True)
-        res = collect(dataset, seed=seed, progress=progress)
+        mode = {"obs_mode": "images", "image_size": image_size} if image_size else {}
+        res = collect(dataset, seed=seed, progress=progress, **mode)  # type: ignore[arg-type]
         print(f"      {res['transitions']} transitions, success rate {res['success_rate']:.1%}", flush=True)
     stages["dataset_s"] = round(time.time() - t, 1)
     cfg = apply_overrides(peg_sim_pretrain(), overrides + ["agent.num_backup_actions=1"])
@@ -290,6 +307,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup-steps", type=int, default=5000, help="K")
     p.add_argument("--online-steps", type=int, default=5000, help="env steps after warmup")
     p.add_argument("--critics", type=int, default=2, help="critic ensemble size (pre-training and online)")
+    p.add_argument("--obs", choices=("state", "images"), default="state", help="what the policy sees")
+    p.add_argument("--image-size", type=int, default=32, help="with --obs images: camera frames of N x N px")
+    p.add_argument(
+        "--encoder",
+        choices=("small_conv", "resnet10"),
+        default="small_conv",
+        help="with --obs images: the image trunk (resnet10, the robot's, belongs on a GPU)",
+    )
     add_override_argument(p, "agent setting for pre-training and fine-tuning alike (repeatable)")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (the fixed poses, in order)")
     p.add_argument(
@@ -308,12 +333,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{out} is not empty; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
 
-    overrides = agent_overrides(args.critics, args.overrides)
+    overrides = agent_overrides(args.critics, args.overrides, args.obs, args.encoder)
     pretrained = Path(args.pretrained).absolute() if args.pretrained else None
     stages: dict[str, float] = {}
     if pretrained is None:
+        cache = Path(args.cache).absolute()
+        if args.obs == "images":  # its own dataset and checkpoint, by image size and trunk
+            cache = cache.with_name(f"{cache.name}_images{args.image_size}_{args.encoder}")
         pretrained = make_pretrained(
-            Path(args.cache).absolute(), args.pretrain_steps, overrides, args.seed, not args.no_progress, stages
+            cache,
+            args.pretrain_steps,
+            overrides,
+            args.seed,
+            not args.no_progress,
+            stages,
+            args.image_size if args.obs == "images" else None,
         )
         _quiet_logs()  # the collection and pre-training entry points turn INFO logs on
     print(f"[2/4] evaluating the pre-trained policy ({pretrained}) on {args.episodes} fixed poses", flush=True)
@@ -366,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         "warmup_steps": args.warmup_steps,
         "online_steps": args.online_steps,
         "critics": args.critics,
+        "obs": args.obs if args.obs == "state" else f"images {args.image_size} px, {args.encoder}",
         "reward": f"classifier {classifier}" if classifier else "ground truth",
         "curve": curve,
         "pretrained_checkpoint": str(pretrained),
