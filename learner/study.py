@@ -777,6 +777,8 @@ def _plot_task(
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
         ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("env steps (warmup included)")
+        if "kl" in key:  # one method's KL can be orders of magnitude above the rest
+            ax.set_yscale("symlog", linthresh=1.0)
     axes.flat[0].legend(fontsize=7, ncol=2)
     fig.suptitle(f"{task}{': ' + title if title else ''}; mean over seeds, 95% bootstrap band")
     fig.tight_layout()
