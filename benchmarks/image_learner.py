@@ -1,0 +1,94 @@
+"""Learner throughput with image encoders: the robot preset's fused online update on two wrist cameras.
+
+The ``robot`` preset (ResNet-10 per camera, trunk frozen, ensemble 10, 2-block MLP-ResNets,
+batch 256, UTD 4) on random uint8 frames already on the device; each call is one env step's
+worth of learning (UTD critic updates and one actor update). Sizes can be cut for a CPU.
+
+Usage: .venv/bin/python benchmarks/image_learner.py [--size 128] [--encoder resnet10] [--filters 64]
+    [--critics 10] [--batch 256] [--utd 4] [--seconds 20]
+The last line is ``learner_env_steps_per_s=<calls per second>`` (the robot runs 10 env steps/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax
+import numpy as np
+
+from robot_env.contract import ACTION_DIM, IMAGE_KEYS, STATE_DIM
+from shared.agents import create_agent, make_update
+from shared.config import apply_overrides, robot_online
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", type=int, default=128, help="camera frames of N x N px")
+    p.add_argument("--encoder", choices=("resnet10", "small_conv"), default="resnet10")
+    p.add_argument("--filters", type=int, default=64, help="the trunk's base filters")
+    p.add_argument("--critics", type=int, default=10)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--utd", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=20.0)
+    args = p.parse_args()
+    cfg = apply_overrides(
+        robot_online(),
+        [
+            f"agent.encoder.kind={args.encoder}",
+            f"agent.encoder.base_filters={args.filters}",
+            f"agent.num_critics={args.critics}",
+            f"agent.batch_size={args.batch}",
+            f"agent.utd={args.utd}",
+        ],
+    ).agent
+    s = args.size
+    obs = {"state": np.zeros(STATE_DIM, np.float32), **{k: np.zeros((s, s, 3), np.uint8) for k in IMAGE_KEYS}}
+    agent = create_agent(cfg, obs, ACTION_DIM)
+    update = make_update(cfg)
+    rng = np.random.default_rng(0)
+    lead = (cfg.utd, cfg.batch_size)
+
+    def frames() -> dict[str, np.ndarray]:
+        return {
+            "state": rng.normal(size=(*lead, STATE_DIM)).astype(np.float32),
+            **{k: rng.integers(0, 256, (*lead, s, s, 3), dtype=np.uint8) for k in IMAGE_KEYS},
+        }
+
+    batch = jax.device_put(
+        {
+            "observations": frames(),
+            "next_observations": frames(),
+            "actions": rng.uniform(-1, 1, (*lead, ACTION_DIM)).astype(np.float32),
+            "rewards": -np.ones(lead, np.float32),
+            "masks": np.ones(lead, np.float32),
+            "dones": np.zeros(lead, np.float32),
+            "mc_returns": -np.ones(lead, np.float32),
+        }
+    )
+    t = time.perf_counter()
+    agent, _ = update(agent, batch)
+    jax.block_until_ready(agent)
+    print(f"backend={jax.default_backend()} devices={jax.devices()}")
+    print(
+        f"config: {args.encoder} ({args.filters} filters) on {len(IMAGE_KEYS)} cameras at {s} px, "
+        f"ensemble={cfg.num_critics}, batch={cfg.batch_size}, utd={cfg.utd}; first call {time.perf_counter() - t:.1f} s"
+    )
+    times: list[float] = []
+    end = time.perf_counter() + args.seconds
+    while time.perf_counter() < end or len(times) < 3:
+        t0 = time.perf_counter()
+        agent, _ = update(agent, batch)
+        jax.block_until_ready(agent.critic.params)
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    print(f"{len(times)} calls: median {1e3 * med:.1f} ms per call, {cfg.utd / med:.1f} critic updates/s")
+    print(f"learner_env_steps_per_s={1 / med:.2f}")
+
+
+if __name__ == "__main__":
+    main()
