@@ -436,29 +436,18 @@ SUITES = {
         overrides=_CORE,
         continued_utd=1,
     ),
-    # core plus every other method on peg_hard (ablations, retention, JSRL, shorter warmups), the
-    # weak pre-training (peg_noexpert) and the maze; scales with --seeds.
-    "full": Suite(
-        tasks=("peg_hard", "peg_noexpert", "maze"),
-        methods=tuple(sorted(METHODS)),
-        seeds=3,
-        headline=("wsrl", "calql", "rlpd", "sac_fast"),
-        headline_seeds=5,
-        dataset_transitions=18_000,
-        pretrain_steps=3_000,
-        env_steps=5_000,
-        warmup_steps=2_000,
-        eval_every=1_000,
-        eval_episodes=20,
-        random_eval_episodes=10,
-        overrides=_CORE,
-        continued_utd=1,
-        task_methods=(
-            ("peg_noexpert", ("wsrl", "rlpd", "sac_fast")),
-            ("maze", ("wsrl", "wsrl_no_warmup", "calql", "cql", "iql", "jsrl", "rlpd", "sac_fast")),
-        ),
-    ),
 }
+# core's settings with every other method on peg_hard (ablations, retention, JSRL, shorter
+# warmups), the weak pre-training (peg_noexpert) and the maze; scales with --seeds.
+SUITES["full"] = replace(
+    SUITES["core"],
+    tasks=("peg_hard", "peg_noexpert", "maze"),
+    methods=tuple(sorted(METHODS)),
+    task_methods=(
+        ("peg_noexpert", ("wsrl", "rlpd", "sac_fast")),
+        ("maze", ("wsrl", "wsrl_no_warmup", "calql", "cql", "iql", "jsrl", "rlpd", "sac_fast")),
+    ),
+)
 
 
 def with_budget(suite: Suite, budget: dict[str, int] | None) -> Suite:
