@@ -793,15 +793,16 @@ def dry_run(
     tasks = list(tasks or suite.tasks)
     costs: dict[str, float] = {}  # seconds per update, by task (its sizes and settings) and update kind
     pretrain_s = 0.0
+    spaces = {task: TASKS[task].spaces() for task in tasks}  # one env made per task, not per cell
     for task in tasks:
-        spec, action_dim = TASKS[task].spaces()
+        spec, action_dim = spaces[task]
         for algo in sorted({method(m).pretrain_algo for m in suite.methods_for(task, methods)}):
             cfg = pretrain_config(suite, overrides, algo, task=task).agent
             costs[f"{task}:pretrain:{algo}"] = time_update(cfg, spec, action_dim, seconds=seconds).median_s
             pretrain_s += costs[f"{task}:pretrain:{algo}"] * TASKS[task].pretrain_steps(suite.pretrain_steps)
     cell_costs: list[dict[str, Any]] = []
     for task, name, seed in _cells(suite, tasks, methods, seeds):
-        spec, action_dim = TASKS[task].spaces()
+        spec, action_dim = spaces[task]
         m = method(name)
         pre_algo = pretrain_config(suite, overrides, m.pretrain_algo, task=task).agent
         cell_online = online_config_for(suite, task, overrides).agent

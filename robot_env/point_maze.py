@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robot_env.rollout import run_episode
-from robot_env.task_config import TASKS_DIR
+from robot_env.task_config import TASKS_DIR, task_file
 from shared.config import RewardConfig
 from shared.dataset import obs_spec_of
 from shared.replay_buffer import ReplayBuffer
@@ -88,12 +88,7 @@ def _cell(value: Any, what: str, task: MazeTask | None = None) -> Cell:
 def load_maze_task(name_or_path: str | Path) -> MazeTask:
     """Load a maze task by name (``medium`` -> ``robot_env/tasks/maze/medium.json``, also
     ``maze/medium``) or path; a clear error for a file that does not describe a usable maze."""
-    path = Path(name_or_path)
-    if path.suffix != ".json":
-        path = MAZE_TASKS_DIR / f"{Path(str(name_or_path).removeprefix('maze/')).name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in MAZE_TASKS_DIR.glob("*.json"))
-        raise MazeTaskError(f"no maze task file {path} (maze tasks shipped: {known})")
+    path = task_file(str(name_or_path).removeprefix("maze/"), MAZE_TASKS_DIR, MazeTaskError, "maze task")
     try:
         d = json.loads(path.read_text())
         maze = tuple(tuple(int(v) for v in row) for row in d["maze"])

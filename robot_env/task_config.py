@@ -228,14 +228,21 @@ def in_box(pose6: np.ndarray, box: SafetyBox, tol: float = 1e-9) -> bool:
     return bool(np.all((offset <= high[3:] - low[3:] + tol) | (offset >= 2 * np.pi - tol)))
 
 
-def load_task(name_or_path: str | Path) -> TaskConfig:
-    """Load a task by name (``peg_insertion`` -> ``robot_env/tasks/peg_insertion.json``) or path."""
+def task_file(name_or_path: str | Path, folder: Path, error: type[ValueError], kind: str = "task") -> Path:
+    """The task file a name (``folder/<name>.json``) or a ``.json`` path means; ``error`` naming
+    the shipped ones when there is none."""
     path = Path(name_or_path)
     if path.suffix != ".json":
-        path = TASKS_DIR / f"{name_or_path}.json"
+        path = folder / f"{path.name}.json"
     if not path.is_file():
-        known = sorted(p.stem for p in TASKS_DIR.glob("*.json"))
-        raise TaskConfigError(f"no task file {path} (tasks shipped: {known})")
+        known = sorted(p.stem for p in folder.glob("*.json"))
+        raise error(f"no {kind} file {path} ({kind}s shipped: {known})")
+    return path
+
+
+def load_task(name_or_path: str | Path) -> TaskConfig:
+    """Load a task by name (``peg_insertion`` -> ``robot_env/tasks/peg_insertion.json``) or path."""
+    path = task_file(name_or_path, TASKS_DIR, TaskConfigError)
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
