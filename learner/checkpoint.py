@@ -2,22 +2,30 @@
 
 A learner checkpoint is an agent checkpoint step (``shared.checkpoint``: agent, the online
 config, meta) whose meta carries ``LearnerMeta`` (run identity, task, weights version, the name
-of the replay snapshot), plus that replay snapshot in ``replay/`` (the online buffer with the
-ingest ledger inside it). Both are written together under the ingest lock, so the buffer, the
-ledger and the counters always agree; ``--resume`` restores the newest step whose agent and
-snapshot both read back and check out. A damaged step (unreadable, truncated, deleted, a
-checksum that does not match) is moved to ``quarantine/`` with the reason, with its snapshot:
-the resumed learner will reach that step's id again and must be able to save it, and rotation
-must never count a damaged step among the ones it keeps.
+of its replay chain), plus the replay buffer as a chain of incremental deltas in ``replay/``
+(``shared/replay_delta.py``): each checkpoint writes only what arrived since the previous one,
+so its time and size do not grow with the buffer, and the chain lists the deltas that rebuild
+the buffer (those not yet wholly overwritten in the ring). The delta is cut, with the ingest
+ledger, under the ingest lock (a copy of the new rows: the buffer, the ledger and the counters
+always agree); writing it happens after the lock is released, so acks are not held up.
+
+``--resume`` restores the newest step whose agent and chain both read back and check out. A
+damaged step (unreadable, truncated, deleted, a checksum that does not match) is moved to
+``quarantine/`` with the reason and its own delta: the resumed learner will reach that step's id
+again and must be able to save it, and rotation must never count a damaged step among the ones
+it keeps. Checkpoints of older versions (a whole-buffer ``buffer_<id>.npz``) still restore.
 
 Layout of a learner's ``--out``::
 
     checkpoints/<id>/{agent,config,meta}   orbax steps; id = env steps + critic steps (grows with either)
-    replay/buffer_<id>.npz                 the replay snapshot of step <id> (shared/dataset.py format)
+    replay/chain_<id>.json                 the deltas that rebuild step <id>'s buffer, in order
+    replay/delta_<id>.npz                  what arrived between the previous checkpoint and <id>
+    replay/frames/<key>_<n>.npy            image frames, with ``replay_frames_on_disk``
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -38,10 +46,13 @@ from shared.checkpoint import (
     quarantine,
 )
 from shared.config import OnlineConfig
-from shared.dataset import DatasetError, example_obs
+from shared.dataset import DatasetError, example_obs, spec_from_json
+from shared.metrics import write_json_atomic
 from shared.replay_buffer import ReplayBuffer
+from shared.replay_delta import ReplayDelta
 
 log = logging.getLogger("wsrl.learner")
+STEP_FILES = (("buffer", "npz"), ("chain", "json"), ("delta", "npz"))  # replay/<kind>_<step>.<ext>
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class LearnerMeta:
     run: str  # the learner run's identity; actors keep their journal per run
     task: str | None
     weights_version: int
-    buffer: str  # file name of the replay snapshot in replay/
+    buffer: str  # in replay/: the chain (chain_<id>.json), or an older version's snapshot (.npz)
 
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "task": self.task, "weights_version": self.weights_version, "buffer": self.buffer}
@@ -93,8 +104,12 @@ class LearnerCheckpoints:
         self.out = Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.replay_dir = self.out / "replay"
+        self.frames_dir = self.replay_dir / "frames"
         self.keep = keep
         self._writer: Checkpointer | None = None
+        # The deltas of the last checkpoint saved or restored: the next one extends it. None: the
+        # next checkpoint starts a chain with a full cut (first save, or after a failed one).
+        self._chain: list[dict[str, Any]] | None = None
         self._remove_orphans()
 
     def _remove_orphans(self) -> None:
@@ -111,6 +126,15 @@ class LearnerCheckpoints:
     def exist(self) -> bool:
         return bool(list_steps(self.ckpt_dir))
 
+    def new_buffer(
+        self, obs_spec: Any, action_dim: int, capacity: int, gamma: float, r_neg: float | None, frames_on_disk: bool
+    ) -> ReplayBuffer:
+        """The online buffer of a new run (its frames under replay/frames/ if ``frames_on_disk``)."""
+        if frames_on_disk:
+            shutil.rmtree(self.frames_dir, ignore_errors=True)  # no checkpoint refers to them
+        frames = self.frames_dir if frames_on_disk else None
+        return ReplayBuffer(obs_spec, action_dim, capacity, gamma, r_neg, frames_dir=frames)
+
     def save(
         self,
         agent: Agent,
@@ -125,17 +149,26 @@ class LearnerCheckpoints:
     ) -> tuple[int, Ledger]:
         """Write one checkpoint; returns its id and the ledger it holds (what is now committed).
 
-        ``lock`` is the ingest lock: held while the buffer and the ledger are snapshotted, so no
-        chunk is half-inserted and the two agree."""
+        ``lock`` is the ingest lock: held only while the ledger is copied and the buffer's new
+        rows are cut, so no chunk is half-inserted and the two agree."""
         with lock:
             committed = ledger.copy()
             env_steps = committed.transitions()
             step = env_steps + grad_steps  # grows with either counter: a unique, ordered id
-            name = f"buffer_{step:012d}.npz"
-            buffer.save(self.replay_dir / name, info={"ledger": committed.to_json(), "env_steps": env_steps})
+            delta = buffer.cut(full=self._chain is None, info={"ledger": committed.to_json(), "env_steps": env_steps})
+        chain, self._chain = self._chain, None  # until this save completes, the next must be full
+        buffer.seal(delta)
+        name = f"delta_{step:012d}.npz"
+        delta.save(self.replay_dir / name)
+        entry = {"name": name, "start": delta.start, "end": delta.end, "files": delta.files()}
+        # Deltas whose rows are all overwritten in the ring are no longer needed to rebuild it.
+        before = [] if delta.state["full"] else chain or []
+        new_chain = [e for e in before if e["end"] > delta.end - buffer.capacity] + [entry]
+        chain_name = f"chain_{step:012d}.json"
+        write_json_atomic(self.replay_dir / chain_name, {"deltas": new_chain})
         if self._writer is None:
             self._writer = Checkpointer(self.ckpt_dir, keep=self.keep, async_save=False)
-        meta = LearnerMeta(run, task, weights_version, name)
+        meta = LearnerMeta(run, task, weights_version, chain_name)
         self._writer.save(
             agent.replace(env_steps=np.int32(env_steps)),
             example_obs(buffer.obs_spec),
@@ -144,34 +177,94 @@ class LearnerCheckpoints:
             extra=meta.to_json(),
         )
         self._writer.manager.wait_until_finished()
-        keep = {f"buffer_{s:012d}.npz" for s in list_steps(self.ckpt_dir)}
-        for f in self.replay_dir.glob("buffer_*.npz"):
-            if f.name not in keep:
-                f.unlink()
+        self._chain = new_chain
+        self._rotate(buffer)
         return step, committed
 
-    def restore(self, capacity: int) -> LearnerState:
-        """The newest checkpoint whose agent and replay snapshot both read back and check out;
-        damaged newer ones are quarantined. A checkpoint of something else (not a learner's, or
+    def _rotate(self, buffer: ReplayBuffer) -> None:
+        """Delete replay files no kept checkpoint needs (and, for frames, the live ring neither)."""
+        needed: set[str] = set()
+        for step in list_steps(self.ckpt_dir):
+            chain_file = self.replay_dir / f"chain_{step:012d}.json"
+            needed |= {f"buffer_{step:012d}.npz", chain_file.name}
+            try:
+                entries = json.loads(chain_file.read_text())["deltas"]
+            except (OSError, ValueError, KeyError):
+                continue
+            for e in entries:
+                needed.add(e["name"])
+                needed.update(e["files"])
+        for f in [
+            *self.replay_dir.glob("buffer_*.npz"),
+            *self.replay_dir.glob("delta_*.npz"),
+            *self.replay_dir.glob("chain_*.json"),
+        ]:
+            if f.name not in needed:
+                f.unlink()
+        live_from = buffer.slots_written - buffer.capacity
+        for store in buffer.disk_frames.values():
+            for f in self.frames_dir.glob(f"{store.key}_*.npy"):
+                segment = int(f.stem.rsplit("_", 1)[1])
+                if f.name not in needed and (segment + 1) * store.length <= live_from:
+                    f.unlink()
+
+    def restore(self, capacity: int | None = None) -> LearnerState:
+        """The newest checkpoint whose agent and replay chain both read back and check out;
+        damaged newer ones are quarantined. ``capacity``: the buffer's (None: the checkpoint's). A checkpoint of something else (not a learner's, or
         another architecture) is an error, and nothing is moved."""
         errors = []
         for step in reversed(list_steps(self.ckpt_dir)):
-            snapshot = self.replay_dir / f"buffer_{step:012d}.npz"
+            # The step's own replay files (shared deltas of older steps stay: those steps may be fine).
+            own = tuple(self.replay_dir / f"{k}_{step:012d}.{x}" for k, x in STEP_FILES)
             try:
                 ck = load_checkpoint(self.ckpt_dir, step)
                 meta = LearnerMeta.from_json(ck.meta.extra, str(ck.path))
-                snapshot = self.replay_dir / meta.buffer
-                buffer = ReplayBuffer.load(snapshot, capacity=capacity)
-                ledger = Ledger(buffer.info["ledger"])
                 config = ck.phase_config(OnlineConfig)
+                if meta.buffer.endswith(".npz"):  # an older version's whole-buffer snapshot
+                    buffer = ReplayBuffer.load(self.replay_dir / meta.buffer, capacity=capacity)
+                    chain = None
+                else:
+                    buffer, chain = self._rebuild(self.replay_dir / meta.buffer, capacity)
+                ledger = Ledger(buffer.info["ledger"])
+                self._chain = chain
                 return LearnerState(ck.agent, config, buffer, ledger, meta, step)
             except (CorruptCheckpointError, DatasetError, KeyError, OSError) as e:
                 errors.append(f"step {step}: {e}")
-                quarantine(self.ckpt_dir, step, f"{type(e).__name__}: {e}", also=(snapshot,))
+                quarantine(self.ckpt_dir, step, f"{type(e).__name__}: {e}", also=own)
             except CheckpointError as e:
                 errors.append(f"step {step}: {e}")
                 log.warning("learner checkpoint %d is unusable (%s); trying an older one", step, e)
         raise CheckpointError(f"{self.ckpt_dir}: no usable learner checkpoint:\n  " + "\n  ".join(errors))
+
+    def _rebuild(self, chain_file: Path, capacity: int | None) -> tuple[ReplayBuffer, list[dict[str, Any]]]:
+        try:
+            entries = list(json.loads(chain_file.read_text())["deltas"])
+        except ValueError as e:
+            raise DatasetError(f"{chain_file}: unreadable ({e})") from e
+        if not entries:
+            raise DatasetError(f"{chain_file}: lists no deltas")
+        buffer: ReplayBuffer | None = None
+        for entry in entries:
+            path = self.replay_dir / entry["name"]
+            delta = ReplayDelta.load(path)
+            if buffer is None:
+                if capacity is not None and delta.capacity != capacity:
+                    raise ValueError(
+                        f"{self.out} was checkpointed with a replay capacity of {delta.capacity}; resume "
+                        f"with that capacity (asked for {capacity}): the ring's layout depends on it"
+                    )
+                buffer = ReplayBuffer(
+                    spec_from_json(delta.obs_spec),
+                    int(delta.arrays["actions"].shape[1]),
+                    delta.capacity,
+                    float(delta.state["gamma"]),
+                    delta.state["r_neg"],
+                    frames_dir=self.frames_dir if delta.disk else None,
+                    disk_keys=list(delta.disk),
+                )
+            buffer.apply(delta, str(path))
+        assert buffer is not None
+        return buffer, entries
 
     def close(self) -> None:
         if self._writer is not None:

@@ -48,7 +48,6 @@ from shared.dataset import ValueLimits
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
 from shared.policy_weights import FULL_EVERY, weights_message
 from shared.protocol import encode
-from shared.replay_buffer import ReplayBuffer
 from shared.schedule import owed_updates
 from shared.transport import LearnerSockets, TransportError, fingerprint, learner_keys, policy_contract
 
@@ -121,8 +120,13 @@ class Learner:
             check_reward_settings(cfg.reward, pre.reward, f"the pre-trained checkpoint {pretrained}")
             agent = handoff(pre.agent, cfg.agent, pre.obs_example(), cfg.seed)
             cfg = replace(cfg, agent=agent.config)
-            buffer = ReplayBuffer(
-                pre.obs_spec, agent.action_dim, cfg.buffer_capacity, cfg.agent.gamma, cfg.reward.negative
+            buffer = self.checkpoints.new_buffer(
+                pre.obs_spec,
+                agent.action_dim,
+                cfg.buffer_capacity,
+                cfg.agent.gamma,
+                cfg.reward.negative,
+                cfg.replay_frames_on_disk,
             )
             ledger = Ledger()
             run_id = str(started["run"]) if started else uuid.uuid4().hex[:16]

@@ -209,6 +209,9 @@ class OnlineConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     warmup_steps: int = 5_000
     buffer_capacity: int = 1_000_000
+    # Keep image frames in memory-mapped segments under the run's replay/frames/ instead of RAM
+    # (shared/frame_store.py): capacity bounded by disk; recently used frames stay in page cache.
+    replay_frames_on_disk: bool = False
     seed: int = 0
     # The distributed learner (learner/online.py). An "update" is one compiled call: ``utd``
     # critic steps and one actor step, owed once per ingested env step after warmup.
@@ -331,7 +334,8 @@ def robot_online() -> OnlineConfig:
         actor_net=net,
         encoder=enc,
     )
-    return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000)
+    # 200k transitions of two 128 px cameras are 20 GB of frames: on disk, not in RAM.
+    return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000, replay_frames_on_disk=True)
 
 
 def robot_pretrain() -> PretrainConfig:

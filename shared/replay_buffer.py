@@ -7,12 +7,17 @@ interleave episodes: each ``stream`` keeps its own open episode.
 
 When an episode ends its Monte-Carlo return-to-go is written (Cal-QL needs it); until then it
 is -inf, a vacuous lower bound. Insert and sample are thread-safe.
+
+Image frames can live on disk (``frames_dir``: append-only memory-mapped segments,
+``shared/frame_store.py``) so that capacity is bounded by disk, not RAM. ``cut`` takes what
+changed since the previous cut (``shared/replay_delta.py``) and ``apply`` replays it: a chain
+of cuts rebuilds the buffer exactly, which is how the learner checkpoints incrementally.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,8 @@ from shared.dataset import (
     spec_from_json,
     spec_to_json,
 )
+from shared.frame_store import SegmentedFrames, segment_length
+from shared.replay_delta import ReplayDelta
 from shared.returns import mc_return_to_go
 
 MAX_STREAMS = 1024  # sources whose open episodes are tracked (actor sessions); the oldest is ended beyond
@@ -42,7 +49,11 @@ class ReplayBuffer:
         gamma: float,
         r_neg: float | None = None,
         check_continuity: bool = True,
+        frames_dir: str | Path | None = None,
+        disk_keys: Collection[str] | None = None,
     ) -> None:
+        """``frames_dir`` keeps the frames of ``disk_keys`` (by default every key of two or more
+        dimensions: the images) in memory-mapped segments there instead of RAM."""
         if capacity < 2:
             raise ValueError("capacity must be at least 2")
         self.obs_spec = {k: (tuple(s), str(d)) for k, (s, d) in sorted(obs_spec.items())}
@@ -52,7 +63,21 @@ class ReplayBuffer:
         self.r_neg = r_neg
         self.check_continuity = check_continuity
         c = self.capacity
-        self.frames = {k: np.zeros((c, *s), dtype=d) for k, (s, d) in self.obs_spec.items()}
+        if frames_dir is None:
+            disk_keys = ()
+        elif disk_keys is None:
+            disk_keys = [k for k, (s, _) in self.obs_spec.items() if len(s) >= 2]
+        unknown = set(disk_keys) - set(self.obs_spec)
+        if unknown:
+            raise ValueError(f"disk_keys {sorted(unknown)} are not observation keys {sorted(self.obs_spec)}")
+        self.frames_dir = None if frames_dir is None else Path(frames_dir)
+        # Frames in RAM by slot; on disk by serial (``_serial[slot]``), never overwritten in place.
+        self.frames = {k: np.zeros((c, *s), dtype=d) for k, (s, d) in self.obs_spec.items() if k not in disk_keys}
+        self.disk_frames = {
+            k: SegmentedFrames(frames_dir, k, s, d, segment_length(s, d, c))  # type: ignore[arg-type]
+            for k, (s, d) in self.obs_spec.items()
+            if k in disk_keys
+        }
         self.obs_slot = np.full(c, -1, np.int64)
         self.actions = np.zeros((c, self.action_dim), np.float32)
         self.rewards = np.zeros(c, np.float32)
@@ -68,12 +93,19 @@ class ReplayBuffer:
         self._lock = threading.Lock()
         self.discontinuities = 0
         self.info: dict[str, Any] = {}  # the ``info`` a loaded file was saved with
+        self._cut_at: int | None = None  # serial where the next incremental cut starts (None: full)
+        self._finished: list[tuple[np.ndarray, np.ndarray]] = []  # (slots, serials) given returns since
 
     # ------------------------------------------------------------------------------ writing
 
     def __len__(self) -> int:
         """Number of sampleable transitions."""
         return int(self.valid.sum())
+
+    @property
+    def slots_written(self) -> int:
+        """Slots ever written (the serial of the next frame)."""
+        return self._written
 
     @property
     def transitions_inserted(self) -> int:
@@ -89,10 +121,27 @@ class ReplayBuffer:
             self._successor[slot] = -1
         for k, arr in self.frames.items():
             arr[slot] = obs_frame[k]
+        for k, store in self.disk_frames.items():
+            store.write(self._written, obs_frame[k])
+            if self._written % store.length == 0:
+                store.release_below(self._written - self.capacity)
         self._serial[slot] = self._written
         self.mc_returns[slot] = -np.inf
         self._written += 1
         return slot
+
+    def frame(self, key: str, slots: np.ndarray | int) -> np.ndarray:
+        """Frames of ``key`` stored in ``slots`` (from RAM or disk)."""
+        if key in self.frames:
+            return self.frames[key][slots]
+        store = self.disk_frames[key]
+        if isinstance(slots, (int, np.integer)):
+            return store.read_one(int(self._serial[slots]))
+        return store.read(self._serial[slots])
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.obs_spec)
 
     def _alive(self, slot: int, serial: int) -> bool:
         return slot >= 0 and self._serial[slot] == serial
@@ -151,7 +200,7 @@ class ReplayBuffer:
             or max(obs_index.max(), next_index.max()) >= num.pop()
         ):
             raise ValueError("chunk indices point outside its frames")
-        keys = list(self.frames)
+        keys = self.keys
         with self._lock:
             for i in range(n):
                 oi, ni = int(obs_index[i]), int(next_index[i])
@@ -188,7 +237,7 @@ class ReplayBuffer:
             prev >= 0
             and not continuous
             and self.check_continuity
-            and not all(np.array_equal(self.frames[k][prev], obs[k]) for k in self.frames)
+            and not all(np.array_equal(self.frame(k, prev), obs[k]) for k in self.obs_spec)
         ):
             self.discontinuities += 1
             self._finish_episode(st)
@@ -221,12 +270,14 @@ class ReplayBuffer:
         live = [s for s, serial in st["episode"] if self._alive(s, serial)]
         if live:
             self.mc_returns[live] = mc_return_to_go(self.rewards[live], self.gamma, self.r_neg)
+            if self._cut_at is not None:  # the next cut carries the new returns of older slots
+                self._finished.append((np.array(live, np.int64), self._serial[live].copy()))
         st["episode"] = []
         st["last"], st["last_serial"] = -1, -1
 
     def _check_obs(self, obs: Mapping[str, Any], what: str) -> None:
-        if set(obs) != set(self.frames):
-            raise ValueError(f"{what} keys {sorted(obs)} differ from the buffer's {sorted(self.frames)}")
+        if set(obs) != set(self.obs_spec):
+            raise ValueError(f"{what} keys {sorted(obs)} differ from the buffer's {sorted(self.obs_spec)}")
         for k, (shape, dtype) in self.obs_spec.items():
             a = np.asarray(obs[k])
             if a.shape != shape or a.dtype != np.dtype(dtype):
@@ -239,9 +290,10 @@ class ReplayBuffer:
         n = int(np.prod(leading, dtype=np.int64)) * batch_size
         with self._lock:
             idx = self._sample_indices(n, rng)
+            obs_idx = self.obs_slot[idx]
             batch = {
-                "observations": {k: f[self.obs_slot[idx]] for k, f in self.frames.items()},
-                "next_observations": {k: f[idx] for k, f in self.frames.items()},
+                "observations": {k: self.frame(k, obs_idx) for k in self.obs_spec},
+                "next_observations": {k: self.frame(k, idx) for k in self.obs_spec},
                 "actions": self.actions[idx],
                 "rewards": self.rewards[idx],
                 "masks": self.masks[idx],
@@ -274,7 +326,7 @@ class ReplayBuffer:
             "r_neg": self.r_neg,
             "written": self._written,
             "inserted": self.transitions_inserted,
-            "streams": self._streams,
+            "streams": self._streams_json(),
             "info": dict(info or {}),
         }
 
@@ -282,7 +334,7 @@ class ReplayBuffer:
         """Write the whole buffer (including open episodes) in the dataset format."""
         with self._lock:
             filled = min(self._written, self.capacity)
-            arrays = {f"obs/{k}": v[:filled] for k, v in self.frames.items()}
+            arrays = {f"obs/{k}": self.frame(k, np.arange(filled)) for k in self.obs_spec}
             arrays.update(
                 obs_slot=self.obs_slot[:filled],
                 actions=self.actions[:filled],
@@ -332,19 +384,123 @@ class ReplayBuffer:
         buf._written = written
         buf.info = dict(meta.get("info") or {})
         buf._inserted = int(meta.get("inserted", valid_slots.size))
-        buf._streams = {
-            str(k): {
-                "last": int(v["last"]),
-                "last_serial": int(v["last_serial"]),
-                "episode": [tuple(e) for e in v["episode"]],
-            }
-            for k, v in meta.get("streams", {}).items()
-        }
+        buf._streams = _streams_from_json(meta.get("streams", {}))
         gamma_changed = gamma is not None and (file_gamma is None or gamma != float(file_gamma))
         r_neg_changed = r_neg is not None and r_neg != meta.get("r_neg")
         if gamma_changed or r_neg_changed:
             buf.recompute_mc_returns()
         return buf
+
+    # ------------------------------------------------------------------- incremental cuts
+
+    def cut(self, full: bool = False, info: Mapping[str, Any] | None = None) -> ReplayDelta:
+        """What changed since the previous cut (everything live if ``full`` or the first cut).
+
+        Cheap (a copy of the new rows' small arrays and RAM frames), so it can run under the
+        ingest lock; frames on disk are not read here (``seal`` does that, outside the lock)."""
+        with self._lock:
+            end = self._written
+            full = full or self._cut_at is None
+            start = max(end - self.capacity, 0 if full else self._cut_at or 0)
+            serials = np.arange(start, end, dtype=np.int64)
+            slots = serials % self.capacity
+            arrays: dict[str, np.ndarray] = {f"obs/{k}": f[slots] for k, f in self.frames.items()}
+            arrays.update(
+                obs_slot=self.obs_slot[slots],
+                actions=self.actions[slots],
+                rewards=self.rewards[slots],
+                masks=self.masks[slots],
+                dones=self.dones[slots],
+                # Valid at the cut means inserted as a transition: a slot that is invalid now
+                # never becomes valid again, so it can be replayed as a plain frame slot.
+                transition=self.valid[slots],
+                mc_returns=self.mc_returns[slots],
+            )
+            ev_slots = np.concatenate([a for a, _ in self._finished]) if self._finished else np.zeros(0, np.int64)
+            ev_serials = np.concatenate([b for _, b in self._finished]) if self._finished else np.zeros(0, np.int64)
+            alive = (self._serial[ev_slots] == ev_serials) & (ev_serials < start)
+            arrays.update(
+                mc_slot=ev_slots[alive], mc_serial=ev_serials[alive], mc_value=self.mc_returns[ev_slots[alive]]
+            )
+            self._finished = []
+            self._cut_at = end
+            state = {
+                "full": full,  # a chain's first delta: it needs none before it
+                "gamma": self.gamma,
+                "r_neg": self.r_neg,
+                "written": self._written,
+                "inserted": self._inserted,
+                "discontinuities": self.discontinuities,
+                "streams": self._streams_json(),
+            }
+        disk = {k: {"length": d.length, "files": d.files(start, end)} for k, d in self.disk_frames.items()}
+        return ReplayDelta(
+            start, end, self.capacity, spec_to_json(self.obs_spec), arrays, state, disk, dict(info or {})
+        )
+
+    def seal(self, delta: ReplayDelta) -> None:
+        """Make the delta's disk frames durable and record their checksums (outside any lock:
+        rows below the write counter are never written again)."""
+        for k, d in self.disk_frames.items():
+            d.flush(delta.start, delta.end)
+            delta.disk[k]["crc"] = d.checksum(delta.start, delta.end)
+
+    def apply(self, delta: ReplayDelta, where: str = "replay delta") -> None:
+        """Replay a delta cut from a buffer of this layout, after the deltas before it."""
+        if delta.capacity != self.capacity or delta.obs_spec != spec_to_json(self.obs_spec):
+            raise DatasetError(
+                f"{where}: cut from a buffer of capacity {delta.capacity} with observations "
+                f"{delta.obs_spec}, not {self.capacity} with {spec_to_json(self.obs_spec)}"
+            )
+        if sorted(delta.disk) != sorted(self.disk_frames):
+            raise DatasetError(
+                f"{where}: frames on disk for {sorted(delta.disk)}, this buffer {sorted(self.disk_frames)}"
+            )
+        if delta.start > self._written:
+            raise DatasetError(f"{where}: starts at serial {delta.start}, the buffer holds {self._written}: a gap")
+        for k, d in self.disk_frames.items():
+            missing = [f for f in delta.disk[k]["files"] if not (d.directory / f).exists()]
+            if missing:
+                raise DatasetError(f"{where}: frame segments {missing} are missing from {d.directory}")
+            if d.length != int(delta.disk[k]["length"]):
+                raise DatasetError(f"{where}: '{k}' segments of {delta.disk[k]['length']} frames, expected {d.length}")
+            crc = d.checksum(delta.start, delta.end)
+            if "crc" not in delta.disk[k] or crc != int(delta.disk[k]["crc"]):
+                raise DatasetError(f"{where}: the frames of '{k}' on disk fail their checksum (damaged segment)")
+        a = delta.arrays
+        with self._lock:
+            for i in range(delta.rows):
+                serial = delta.start + i
+                slot = serial % self.capacity
+                self.valid[slot] = False  # the old occupant and the transition reading it go
+                succ = self._successor[slot]
+                if succ >= 0:
+                    self.valid[succ] = False
+                    self._successor[slot] = -1
+                self._serial[slot] = serial
+                self.obs_slot[slot] = a["obs_slot"][i]
+                if a["transition"][i]:
+                    self.valid[slot] = True
+                    self._successor[a["obs_slot"][i]] = slot
+            slots = np.arange(delta.start, delta.end, dtype=np.int64) % self.capacity
+            for k, f in self.frames.items():
+                f[slots] = a[f"obs/{k}"]
+            for name in ("actions", "rewards", "masks", "dones", "mc_returns"):
+                getattr(self, name)[slots] = a[name]
+            ok = self._serial[a["mc_slot"]] == a["mc_serial"]
+            self.mc_returns[a["mc_slot"][ok]] = a["mc_value"][ok]
+            st = delta.state
+            self._written, self._inserted = int(st["written"]), int(st["inserted"])
+            self.discontinuities = int(st["discontinuities"])
+            self._streams = _streams_from_json(st["streams"])
+            self._cut_at, self._finished = delta.end, []
+            self.info = dict(delta.info)
+
+    def _streams_json(self) -> dict[str, Any]:
+        return {
+            k: {"last": v["last"], "last_serial": v["last_serial"], "episode": [list(e) for e in v["episode"]]}
+            for k, v in self._streams.items()
+        }
 
     def recompute_mc_returns(self) -> None:
         """Recompute returns of every finished episode by walking ``obs_slot`` back from its end."""
@@ -363,9 +519,9 @@ class ReplayBuffer:
     def state_frames(self) -> np.ndarray:
         """Every stored ``state`` frame (a copy), e.g. for normalisation statistics."""
         with self._lock:
-            if "state" not in self.frames:
+            if "state" not in self.obs_spec:
                 raise KeyError("this buffer's observations have no 'state' key")
-            return self.frames["state"][: min(self._written, self.capacity)].copy()
+            return self.frame("state", np.arange(min(self._written, self.capacity))).copy()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -387,3 +543,14 @@ def _reshape(tree: Any, shape: tuple[int, ...]) -> Any:
 
 def _int_or(value: Any, default: int) -> int:
     return default if value is None else int(value)
+
+
+def _streams_from_json(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        str(k): {
+            "last": int(v["last"]),
+            "last_serial": int(v["last_serial"]),
+            "episode": [(int(a), int(b)) for a, b in v["episode"]],
+        }
+        for k, v in data.items()
+    }

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from learner.checkpoint import LearnerCheckpoints
 from shared.checkpoint import Checkpointer
 from shared.config import apply_overrides, peg_sim_pretrain
-from shared.dataset import load_arrays
 from shared.transport import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,20 +129,20 @@ def wait_until(cond, timeout=120, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def final_buffer(run):
-    files = sorted((Path(run) / "replay").glob("buffer_*.npz"))
-    arrays, meta = load_arrays(files[-1])
-    actions = arrays["actions"][arrays["valid"]]
-    return actions, meta
+def final_state(run):
+    """The learner's newest checkpoint, restored as a resumed learner would."""
+    return LearnerCheckpoints(run, keep=3).restore()
 
 
 def assert_exactly_once(run, expected):
-    actions, meta = final_buffer(run)
-    assert meta["inserted"] == expected
+    state = final_state(run)
+    buf = state.buffer
+    actions = buf.actions[buf.valid]
+    assert buf.transitions_inserted == expected
     assert len(actions) == expected
     # Actions are stochastic samples: a transition inserted twice would repeat a row.
     assert len(np.unique(actions, axis=0)) == expected
-    assert sum(a["transitions"] for a in meta["info"]["ledger"].values()) == expected
+    assert state.ledger.transitions() == expected
 
 
 def ports():

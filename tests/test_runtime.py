@@ -16,7 +16,6 @@ import zmq
 from actor.sender import SenderConfig, TransitionSender
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import RewardConfig, apply_overrides, peg_sim_pretrain
-from shared.dataset import load_arrays
 from shared.protocol import MAX_MESSAGE_BYTES, MessageType, decode, encode, make_message
 from shared.transport import (
     LearnerSockets,
@@ -36,7 +35,7 @@ from tests.processes import (
     Proc,
     actor_cmd,
     assert_exactly_once,
-    final_buffer,
+    final_state,
     learner_cmd,
     ports,
     save_pretrained,
@@ -289,7 +288,7 @@ def test_learner_survives_garbage_and_refuses_bad_actors(pretrained, tmp_path):
     log = learner.log()
     assert "malformed message" in log and "rejected chunk" in log and "refused actor" in log
     assert_exactly_once(run, 20)
-    ledger = final_buffer(run)[1]["info"]["ledger"]
+    ledger = final_state(run).ledger.to_json()
     assert ledger["robot0"]["transitions"] == ledger["robot1"]["transitions"] == 10
 
 
@@ -391,15 +390,15 @@ def test_wrist_camera_observations_through_the_runtime(tmp_path):
     ck.close()
     pts = ports()
     run = tmp_path / "learner"
-    extra = [x for o in enc for x in ("--set", o)]
+    extra = [x for o in [*enc, "replay_frames_on_disk=true"] for x in ("--set", o)]
     run_to_completion(
         learner_cmd(pretrained, run, pts, warmup=60, max_env_steps=100, extra=extra),
         actor_cmd(pretrained, tmp_path / "actor", pts, max_steps=100, extra=["--max-learner-lag", "4"]),
         tmp_path,
     )
     assert_exactly_once(run, 100)
-    files = sorted((run / "replay").glob("buffer_*.npz"))
-    arrays, _ = load_arrays(files[-1])
-    frames = arrays["obs/wrist_1"]
+    buf = final_state(run).buffer
+    assert sorted(buf.disk_frames) == ["wrist_1", "wrist_2"]  # the frames went to disk, and back
+    frames = buf.frame("wrist_1", np.flatnonzero(buf.valid))
     assert frames.shape[1:] == (16, 16, 3) and frames.dtype == np.uint8 and frames.std() > 0  # real renders
     assert load_checkpoint(run / "checkpoints").meta.grad_steps == 4 * 40

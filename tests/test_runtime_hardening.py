@@ -241,7 +241,7 @@ def _damage(path, how):
 
 
 @pytest.mark.parametrize("how", ["truncated", "bit-flipped", "deleted"])
-@pytest.mark.parametrize("item", ["agent", "buffer", "meta"])
+@pytest.mark.parametrize("item", ["agent", "delta", "chain", "meta"])
 def test_a_damaged_newest_learner_checkpoint_is_quarantined_and_saving_goes_on(tmp_path, item, how):
     ckpts = LearnerCheckpoints(tmp_path, keep=2)
     lock = threading.Lock()
@@ -252,7 +252,8 @@ def test_a_damaged_newest_learner_checkpoint_is_quarantined_and_saving_goes_on(t
     target = {
         "agent": tmp_path / "checkpoints" / "10" / "agent",
         "meta": tmp_path / "checkpoints" / "10" / "meta",
-        "buffer": tmp_path / "replay" / "buffer_000000000010.npz",
+        "delta": tmp_path / "replay" / "delta_000000000010.npz",
+        "chain": tmp_path / "replay" / "chain_000000000010.json",
     }[item]
     _damage(target, how)
     resumed = LearnerCheckpoints(tmp_path, keep=2)
@@ -260,7 +261,8 @@ def test_a_damaged_newest_learner_checkpoint_is_quarantined_and_saving_goes_on(t
     assert state.step == 5 and state.env_steps == 5  # the older one
     (q,) = (tmp_path / "quarantine").iterdir()
     assert q.name.startswith("checkpoints-10-") and (q / "reason.txt").read_text()
-    assert not (tmp_path / "replay" / "buffer_000000000010.npz").exists()
+    assert not (tmp_path / "replay" / "delta_000000000010.npz").exists()
+    assert not (tmp_path / "replay" / "chain_000000000010.json").exists()
     # The resumed learner reaches the damaged step's id again, and saves it (no StepAlreadyExists),
     # and rotation keeps the newest usable ones.
     cfg, agent, buf, ledger = _learner_state(tmp_path, 10)
