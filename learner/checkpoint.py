@@ -264,6 +264,9 @@ class LearnerCheckpoints:
                 )
             buffer.apply(delta, str(path))
         assert buffer is not None
+        first = entries[0]
+        if first["start"] > max(0, entries[-1]["end"] - buffer.capacity):
+            raise DatasetError(f"{chain_file}: its deltas begin at serial {first['start']}: older rows are missing")
         return buffer, entries
 
     def close(self) -> None:

@@ -456,7 +456,9 @@ class ReplayBuffer:
             raise DatasetError(
                 f"{where}: frames on disk for {sorted(delta.disk)}, this buffer {sorted(self.disk_frames)}"
             )
-        if delta.start > self._written:
+        # A chain may begin past serial 0 (its older deltas were wholly overwritten), and a delta of
+        # a whole ring needs nothing before it; otherwise rows must follow on.
+        if 0 < self._written < delta.start and delta.rows < self.capacity:
             raise DatasetError(f"{where}: starts at serial {delta.start}, the buffer holds {self._written}: a gap")
         for k, d in self.disk_frames.items():
             missing = [f for f in delta.disk[k]["files"] if not (d.directory / f).exists()]
