@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # GPU readiness in one run: on a machine with an NVIDIA GPU, installs the cuda profile and measures
 #   1. learner throughput with ResNet-10 on two 128 px cameras (ensemble 10, batch 256, UTD 4;
-#      target: at least 40 env steps/s, 4x the robot's 10 Hz),
+#      target: at least 40 env steps/s, 4x the robot's 10 Hz), with the actor's own encoders and
+#      with the critic's shared (encoder.share_encoder),
 #   2. image transitions into the learner's buffer (two 128 px cameras, two processes),
 #   3. MuJoCo rendering of both wrist cameras with MUJOCO_GL=egl.
 # Without a GPU (or with --cpu) it runs the same three measurements at tiny sizes on the CPU, in
 # about a minute, so the script is exercised by the test suite and cannot rot.
 #   bash benchmarks/gpu_check.sh [--cpu]        # figures on stdout; also $OUT/gpu_check.txt when OUT is set
-# Not measured: the shared-encoder variant (not built yet).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -34,6 +34,7 @@ if [[ -n "${OUT:-}" ]]; then LOG="$OUT/gpu_check.txt"; fi
 run() { echo "== $*"; "$@"; }
 {
     run "$PY" benchmarks/image_learner.py "${LEARNER[@]}"
+    run "$PY" benchmarks/image_learner.py "${LEARNER[@]}" --shared-encoder
     run "$PY" benchmarks/runtime.py "${TRANSPORT[@]}"
     run "$PY" benchmarks/sim_speed.py "${RENDER[@]}"
     echo "gpu_check: done ($MODE)"

@@ -5,8 +5,9 @@ batch 256, UTD 4) on random uint8 frames already on the device; each call is one
 worth of learning (UTD critic updates and one actor update). Sizes can be cut for a CPU.
 
 Usage: .venv/bin/python benchmarks/image_learner.py [--size 128] [--encoder resnet10] [--filters 64]
-    [--critics 10] [--batch 256] [--utd 4] [--seconds 20]
-The last line is ``learner_env_steps_per_s=<calls per second>`` (the robot runs 10 env steps/s).
+    [--critics 10] [--batch 256] [--utd 4] [--seconds 20] [--shared-encoder]
+The last line is ``learner_env_steps_per_s=<calls per second>`` (the robot runs 10 env steps/s),
+``learner_shared_encoder_env_steps_per_s`` with ``--shared-encoder``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--utd", type=int, default=4)
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--shared-encoder", action="store_true", help="the actor reads the critic's encoder")
     args = p.parse_args()
     cfg = apply_overrides(
         robot_online(),
@@ -44,6 +46,7 @@ def main() -> None:
             f"agent.num_critics={args.critics}",
             f"agent.batch_size={args.batch}",
             f"agent.utd={args.utd}",
+            f"agent.encoder.share_encoder={str(args.shared_encoder).lower()}",
         ],
     ).agent
     s = args.size
@@ -75,7 +78,8 @@ def main() -> None:
     jax.block_until_ready(agent)
     print(f"backend={jax.default_backend()} devices={jax.devices()}")
     print(
-        f"config: {args.encoder} ({args.filters} filters) on {len(IMAGE_KEYS)} cameras at {s} px, "
+        f"config: {args.encoder} ({args.filters} filters{', shared with the actor' if args.shared_encoder else ''}) "
+        f"on {len(IMAGE_KEYS)} cameras at {s} px, "
         f"ensemble={cfg.num_critics}, batch={cfg.batch_size}, utd={cfg.utd}; first call {time.perf_counter() - t:.1f} s"
     )
     times: list[float] = []
@@ -87,7 +91,8 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     print(f"{len(times)} calls: median {1e3 * med:.1f} ms per call, {cfg.utd / med:.1f} critic updates/s")
-    print(f"learner_env_steps_per_s={1 / med:.2f}")
+    name = "learner_shared_encoder_env_steps_per_s" if args.shared_encoder else "learner_env_steps_per_s"
+    print(f"{name}={1 / med:.2f}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -89,14 +91,16 @@ class TimedLock:
         self._lock.release()
 
 
-def _fill(buf, traffic: Traffic, n: int, lock: threading.Lock) -> None:
+def _fill(buf, traffic: Traffic, n: int, lock: AbstractContextManager[Any]) -> None:
     while n > 0:
         with lock:
             buf.insert_chunk(**traffic.chunk(min(CHUNK, n)), stream="robot")
         n -= CHUNK
 
 
-def _inserter(buf, traffic: Traffic, lock: threading.Lock, stop: threading.Event, waits: list[float]) -> None:
+def _inserter(
+    buf, traffic: Traffic, lock: AbstractContextManager[Any], stop: threading.Event, waits: list[float]
+) -> None:
     while not stop.is_set():
         c = traffic.chunk()
         t0 = time.perf_counter()

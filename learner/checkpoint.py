@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,7 +141,7 @@ class LearnerCheckpoints:
         config: OnlineConfig,
         buffer: ReplayBuffer,
         ledger: Ledger,
-        lock: threading.Lock,
+        lock: AbstractContextManager[Any],
         grad_steps: int,
         run: str,
         task: str | None,

@@ -411,6 +411,12 @@ def handoff(
     restart at zero for the online phase.
     """
     online_cfg = carry_state_normalisation(pretrained.config, online_cfg)
+    if online_cfg.encoder.share_encoder != pretrained.config.encoder.share_encoder:
+        # The pre-trained policy learned on its own encoder's features, or on the critic's.
+        raise ValueError(
+            f"hand-off: encoder.share_encoder is {online_cfg.encoder.share_encoder} online but was "
+            f"{pretrained.config.encoder.share_encoder} in pre-training; they must match"
+        )
     template = create_agent(online_cfg, dict(obs_example), pretrained.action_dim, seed)
     src, dst = agent_state(pretrained), agent_state(template)
     merged = dict(dst)

@@ -54,8 +54,14 @@ class EncoderConfig:
     normalize_state: bool = False
     state_mean: tuple[float, ...] | None = None
     state_std: tuple[float, ...] | None = None
+    # The actor reads the critic's encoder (gradients stopped: only the critic's loss trains it),
+    # as SERL and the paper's robot code do; the actor's own encoder parameters are kept equal
+    # to the critic's, so the robot-side actor runs the same network either way.
+    share_encoder: bool = False
 
     def __post_init__(self) -> None:
+        if self.share_encoder and self.kind == "state":
+            raise ValueError("share_encoder needs an image encoder (kind small_conv or resnet10)")
         if (self.state_mean is None) != (self.state_std is None):
             raise ValueError("state_mean and state_std must be set together")
         if (

@@ -102,3 +102,13 @@ def test_handoff_carries_the_state_normalisation(tmp_path):
     other = replace(tiny_config("sac").encoder, state_mean=(0.0,) * 5, state_std=(1.0,) * 5)
     with pytest.raises(CheckpointError, match="state normalisation differs"):
         handoff(restored, replace(tiny_config("sac"), encoder=other), state_obs())
+
+
+def test_handoff_refuses_a_change_of_encoder_sharing():
+    from helpers import image_config, image_obs
+
+    cfg = image_config("small_conv", algo="calql", utd=1, num_critics=2)
+    pre = create_agent(cfg, image_obs(16), 2)
+    online = replace(cfg, algo="sac", encoder=replace(cfg.encoder, share_encoder=True))
+    with pytest.raises(ValueError, match="share_encoder is True online but was False in pre-training"):
+        handoff(pre, online, image_obs(16))

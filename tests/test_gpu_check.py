@@ -16,7 +16,12 @@ def test_the_gpu_check_runs_its_cpu_fallback_and_prints_every_figure(tmp_path):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = (tmp_path / "gpu_check.txt").read_text()
-    for figure in ("learner_env_steps_per_s", "transport_transitions_per_s", "image_mode_16x16_env_steps_per_s"):
+    for figure in (
+        "learner_env_steps_per_s",
+        "learner_shared_encoder_env_steps_per_s",
+        "transport_transitions_per_s",
+        "image_mode_16x16_env_steps_per_s",
+    ):
         m = re.search(rf"{figure}=([0-9.]+)", out)
         assert m and float(m.group(1)) > 0, figure
     assert "gpu_check: done (cpu)" in out

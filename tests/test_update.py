@@ -159,3 +159,30 @@ def test_a_shared_output_layer_is_one_dense_over_each_members_trunk():
     new, info = make_update(cfg, donate=False)(agent, random_batch(state_obs(), 2, (2, 8)))
     assert np.isfinite(float(info["critic_loss"]))
     assert not np.allclose(np.asarray(new.critic.params["shared_output"]["kernel"]), w)
+
+
+@pytest.mark.parametrize("algo", ["sac", "calql", "iql"])
+def test_a_shared_encoder_is_trained_by_the_critic_alone_and_the_actor_carries_it(algo):
+    from dataclasses import replace
+
+    from helpers import image_config, image_obs
+
+    cfg = image_config("small_conv", algo=algo, utd=2, num_critics=2, num_min_critics=2)
+    cfg = replace(cfg, encoder=replace(cfg.encoder, share_encoder=True))
+    agent = create_agent(cfg, image_obs(16), 2, seed=1)
+    assert trees_equal(agent.actor.params["encoder"], agent.critic.params["encoder"])
+    batch = random_batch(image_obs(16), 2, (2, 8))
+    critic_phase, actor_phase = (jax.jit(p) for p in PHASES[algo])
+    after_actor, _ = actor_phase(agent, jax.tree.map(lambda x: x[0], batch))
+    # The actor's loss moved its head but not the encoder (the critic's, with gradients stopped).
+    assert trees_equal(after_actor.actor.params["encoder"], agent.critic.params["encoder"])
+    assert not trees_equal(after_actor.actor.params, agent.actor.params)
+    # The critic's loss trains the encoder, and the actor takes it at its next step.
+    after_critic, _ = critic_phase(agent, jax.tree.map(lambda x: x[0], batch))
+    assert not trees_equal(after_critic.critic.params["encoder"], agent.critic.params["encoder"])
+    fused, _ = make_update(cfg, donate=False)(agent, batch)
+    assert trees_equal(fused.actor.params["encoder"], fused.critic.params["encoder"])
+    # Without sharing, the actor's loss trains the actor's own encoder.
+    own = create_agent(replace(cfg, encoder=replace(cfg.encoder, share_encoder=False)), image_obs(16), 2, seed=1)
+    moved, _ = jax.jit(PHASES[algo][1])(own, jax.tree.map(lambda x: x[0], batch))
+    assert not trees_equal(moved.actor.params["encoder"], own.actor.params["encoder"])

@@ -91,6 +91,8 @@ def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_di
         for name in ("actor", "critic", "value"):
             if name in params:
                 params[name] = load_pretrained_trunks(params[name], cfg.encoder.pretrained_path, f"{name}/")
+    if cfg.encoder.share_encoder:
+        params["actor"] = {**params["actor"], "encoder": params["critic"]["encoder"]}
     tx = _optimizers(cfg)
     states = {name: TrainState.create(p, tx[name]) for name, p in params.items()}
     agent = Agent(
@@ -128,6 +130,24 @@ def apply_critic_gradients(agent: Agent, grads: Params, rng: jax.Array, **change
         grad_steps=agent.grad_steps + 1,
         **changes,
     )
+
+
+def policy_params(agent: Agent, params: Params | None = None) -> Params:
+    """The actor's parameters (``params``, default the agent's) as the learner evaluates them: with
+    ``share_encoder``, the critic's current encoder with gradients stopped in place of its own."""
+    params = agent.actor.params if params is None else params
+    if not agent.config.encoder.share_encoder:
+        return params
+    return {**params, "encoder": jax.lax.stop_gradient(agent.critic.params["encoder"])}
+
+
+def apply_actor_gradients(agent: Agent, grads: Params) -> TrainState:
+    """The actor's Adam step; with ``share_encoder`` its encoder then takes the critic's (what
+    is published to the robot and used for acting)."""
+    actor = agent.actor.apply_gradients(grads)
+    if agent.config.encoder.share_encoder:
+        actor = actor.replace(params={**actor.params, "encoder": agent.critic.params["encoder"]})
+    return actor
 
 
 def target_entropy(cfg: AgentConfig, action_dim: int) -> float:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared.agents.base import Agent, Batch, apply_critic_gradients
+from shared.agents.base import Agent, Batch, apply_critic_gradients, policy_params
 from shared.agents.sac import augment_batch, compute_target
 from shared.config import CQLConfig
 from shared.networks import critic_subset_module, forward, gather_members, sample_tanh_gaussian
@@ -71,7 +71,7 @@ def critic_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]
     n = ccfg.num_actions
     b = batch["actions"].shape[0]
 
-    actor = lambda o: forward(nets["actor"], agent.actor.params, o)
+    actor = lambda o: forward(nets["actor"], policy_params(agent), o)
     a_rand = jax.random.uniform(k_rand, (b, n, agent.action_dim), minval=-1.0, maxval=1.0)
     mean_cur, log_std_cur = actor(obs)
     mean_next, log_std_next = actor(batch["next_observations"])

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shared.agents.base import Agent, Batch, apply_critic_gradients
+from shared.agents.base import Agent, Batch, apply_actor_gradients, apply_critic_gradients, policy_params
 from shared.agents.sac import augment_batch
 from shared.networks import forward, tanh_gaussian_log_prob
 
@@ -58,10 +58,10 @@ def actor_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]
     weights = jnp.minimum(jnp.exp(cfg.iql.beta * (q - v)), cfg.iql.max_weight)
 
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        mean, log_std = forward(nets["actor"], params, obs)
+        mean, log_std = forward(nets["actor"], policy_params(agent, params), obs)
         log_prob = tanh_gaussian_log_prob(mean, log_std, batch["actions"])
         loss = -(weights * log_prob).mean()
         return loss, {"actor_loss": loss, "adv_weight": weights.mean()}
 
     grads, info = jax.grad(loss_fn, has_aux=True)(agent.actor.params)
-    return agent.replace(actor=agent.actor.apply_gradients(grads), rng=rng), info
+    return agent.replace(actor=apply_actor_gradients(agent, grads), rng=rng), info

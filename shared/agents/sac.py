@@ -11,7 +11,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shared.agents.base import Agent, Batch, apply_critic_gradients, target_entropy
+from shared.agents.base import (
+    Agent,
+    Batch,
+    apply_actor_gradients,
+    apply_critic_gradients,
+    policy_params,
+    target_entropy,
+)
 from shared.augmentation import augment_observations
 from shared.networks import critic_subset_module, forward, gather_members, sample_tanh_gaussian
 
@@ -65,7 +72,7 @@ def compute_target(agent: Agent, batch: Batch, key: jax.Array) -> tuple[jax.Arra
     nets = agent.nets
     k_pi, k_sub = jax.random.split(key)
     next_obs = batch["next_observations"]
-    mean, log_std = forward(nets["actor"], agent.actor.params, next_obs)
+    mean, log_std = forward(nets["actor"], policy_params(agent), next_obs)
     shape = (cfg.num_backup_actions,) if cfg.num_backup_actions > 1 else ()
     next_actions, next_log_prob = sample_tanh_gaussian(k_pi, mean, log_std, shape)
     idx = subset_indices(k_sub, cfg.num_critics, cfg.num_min_critics, cfg.subsample_with_replacement)
@@ -105,7 +112,7 @@ def actor_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]
     temperature = forward(nets["temperature"], agent.temperature.params)
 
     def actor_loss(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        mean, log_std = forward(nets["actor"], params, obs)
+        mean, log_std = forward(nets["actor"], policy_params(agent, params), obs)
         actions, log_prob = sample_tanh_gaussian(k_pi, mean, log_std)
         qs = forward(nets["critic"], agent.critic.params, obs, actions)
         q = qs.min(axis=0) if cfg.actor_q == "min" else qs.mean(axis=0)
@@ -113,7 +120,7 @@ def actor_step(agent: Agent, batch: Batch) -> tuple[Agent, dict[str, jax.Array]]
         return loss, {"actor_loss": loss, "entropy": -log_prob.mean()}
 
     grads, info = jax.grad(actor_loss, has_aux=True)(agent.actor.params)
-    actor = agent.actor.apply_gradients(grads)
+    actor = apply_actor_gradients(agent, grads)
     entropy = jax.lax.stop_gradient(info["entropy"])
     goal = target_entropy(cfg, agent.action_dim)
 
