@@ -4,6 +4,8 @@
   transition sender (the real one, journal included), over localhost. Each observation holds
   a 19-D state and two 128x128x3 uint8 images of random (incompressible) pixels. Reports
   transitions/s from the first put to the last acknowledgement (= inserted in the learner's buffer).
+  The first pass over a fresh ring writes memory the process has never touched (page faults, which
+  cost a lot on a VM); ``--warm`` measures the steady state of a ring that has been round once.
 - weights: a publisher process sends the state policy of the ``peg_sim`` preset (256x256 MLP)
   every 100 ms; this process's weight receiver decodes, checks and installs it. Reports the
   time from the publish call to the weights being swappable (the control loop takes them at its
@@ -33,7 +35,7 @@ IMG = (128, 128, 3)
 SPEC = {"state": ((19,), "float32"), "wrist_1": (IMG, "uint8"), "wrist_2": (IMG, "uint8")}
 
 
-def _learner_process(data_port: int, weights_port: int, capacity: int, ready, stop) -> None:
+def _learner_process(data_port: int, weights_port: int, capacity: int, ready, stop, warm: bool = False) -> None:
     from learner.ingest import IngestServer
     from learner.ledger import Ledger
     from shared.replay_buffer import ReplayBuffer
@@ -41,6 +43,9 @@ def _learner_process(data_port: int, weights_port: int, capacity: int, ready, st
 
     socks = LearnerSockets("127.0.0.1", data_port, weights_port, None)
     buf = ReplayBuffer(SPEC, 6, capacity, 0.98)
+    if warm:  # a ring that has been round once: no first writes to fresh memory
+        for arr in buf.frames.values():
+            arr.fill(0)
     info = {"run": "bench", "grad_steps": 0, "warmup_steps": 10**9, "utd": 4, "weights_version": 0}
     server = IngestServer(socks.data, buf, Ledger(), "bench", lambda: info).start()
     ready.set()
@@ -49,14 +54,14 @@ def _learner_process(data_port: int, weights_port: int, capacity: int, ready, st
     socks.close()
 
 
-def throughput(n: int, capacity: int) -> float:
+def throughput(n: int, capacity: int, warm: bool = False) -> float:
     from actor.sender import SenderConfig, TransitionSender
     from shared.transport import free_port
 
     dp, wp = free_port(), free_port()
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_learner_process, args=(dp, wp, capacity, ready, stop))
+    proc = ctx.Process(target=_learner_process, args=(dp, wp, capacity, ready, stop, warm))
     proc.start()
     ready.wait(60)
     rng = np.random.default_rng(0)
@@ -101,7 +106,8 @@ def throughput(n: int, capacity: int) -> float:
         f"and acknowledged after {elapsed:.2f} s (delivered={done}, resends={status['resends']})"
     )
     rate = n / elapsed
-    print(f"transport_transitions_per_s={rate:.0f} ({rate * 2 * np.prod(IMG) / 2**20:.0f} MB/s of images)")
+    name = "transport_warm_transitions_per_s" if warm else "transport_transitions_per_s"
+    print(f"{name}={rate:.0f} ({rate * 2 * np.prod(IMG) / 2**20:.0f} MB/s of images)")
     return rate
 
 
@@ -220,11 +226,14 @@ def main() -> None:
     p.add_argument("what", nargs="?", default="all", choices=["throughput", "weights", "jitter", "all"])
     p.add_argument("--transitions", type=int, default=20_000, help="throughput: transitions to send")
     p.add_argument("--capacity", type=int, default=10_000, help="throughput: the learner buffer's capacity")
+    p.add_argument(
+        "--warm", action="store_true", help="throughput: the learner's ring already written once (steady state)"
+    )
     p.add_argument("--versions", type=int, default=100, help="weights: versions to publish")
     p.add_argument("--seconds", type=float, default=60.0, help="jitter: seconds at 10 Hz")
     args = p.parse_args()
     if args.what in ("throughput", "all"):
-        throughput(args.transitions, args.capacity)
+        throughput(args.transitions, args.capacity, args.warm)
     if args.what in ("weights", "all"):
         weights_latency(args.versions)
     if args.what in ("jitter", "all"):
