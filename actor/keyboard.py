@@ -34,22 +34,28 @@ def key_name(key: Any) -> str | None:
     return name.lower() if isinstance(name, str) else None
 
 
+def pynput_keyboard(flag: str = "--keyboard") -> Any:
+    """pynput's keyboard module, or a ``KeyboardError`` saying why it cannot work here."""
+    if not os.environ.get("DISPLAY") and os.environ.get("PYNPUT_BACKEND") != "uinput":
+        raise KeyboardError(
+            "the keyboard needs an X display (DISPLAY is not set); run the actor in the "
+            f"robot PC's desktop session, or without {flag}"
+        )
+    try:
+        from pynput import keyboard
+    except Exception as e:  # ImportError, or Xlib's connection errors
+        raise KeyboardError(
+            f"pynput cannot read the keyboard here ({type(e).__name__}: {e}); install the "
+            f"'robot' profile and run in a desktop session, or run without {flag}"
+        ) from None
+    return keyboard
+
+
 class Keyboard:
     def __init__(self, bindings: dict[str, str] | None = None) -> None:
         self.bindings = dict(DEFAULT_BINDINGS if bindings is None else bindings)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
-        if not os.environ.get("DISPLAY") and os.environ.get("PYNPUT_BACKEND") != "uinput":
-            raise KeyboardError(
-                "the keyboard needs an X display (DISPLAY is not set); run the actor in the "
-                "robot PC's desktop session, or without --keyboard"
-            )
-        try:
-            from pynput import keyboard
-        except Exception as e:  # ImportError, or Xlib's connection errors
-            raise KeyboardError(
-                f"pynput cannot read the keyboard here ({type(e).__name__}: {e}); install the "
-                "'robot' profile and run in a desktop session, or run without --keyboard"
-            ) from None
+        keyboard = pynput_keyboard()
         self._listener = keyboard.Listener(on_press=self.on_press)
         self._listener.start()
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import jax
 
+from actor.keyboard import KeyboardError
 from actor.loop import ControlLoop, LoopConfig
 from actor.sender import FatalLearnerError, SenderConfig, TransitionSender
+from actor.teleop import TeleopError, add_intervention_arguments, with_interventions
 from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError
 from robot_env.make import add_env_arguments, make_env
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="read keys (pynput, needs the desktop session): Esc ends the episode, Space pauses/resumes",
     )
+    add_intervention_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drain-timeout", type=float, default=10.0, help="s to wait for acks when stopping")
     args = p.parse_args(argv)
@@ -107,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(1.0)
             except KeyboardInterrupt:
                 sys.exit(130)
+    try:
+        env = with_interventions(env, args)
+    except (TeleopError, KeyboardError) as e:
+        p.error(str(e))
     sender = TransitionSender(
         args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys, SenderConfig(), contract
     ).start()

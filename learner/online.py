@@ -281,7 +281,9 @@ class Learner:
                     break
                 now = time.monotonic()
                 if owed > 0:
-                    batch = self.buffer.sample(cfg.agent.batch_size, rng, leading=(utd,))
+                    batch = self.buffer.sample(
+                        cfg.agent.batch_size, rng, leading=(utd,), intervened_fraction=cfg.intervention_ratio
+                    )
                     self.agent, info = update(self.agent, batch)
                     self.grad_steps += utd
                     calls = self.grad_steps // utd

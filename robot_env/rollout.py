@@ -30,6 +30,7 @@ def reset_policy(policy: Policy) -> None:
 class EpisodeResult:
     success: bool
     length: int
+    intervened: int = 0  # steps where a person's action replaced the policy's
 
 
 def run_episode(
@@ -46,17 +47,22 @@ def run_episode(
     """
     obs, _ = env.reset(seed=seed, options=options)
     reset_policy(policy)
-    length, success = 0, False
+    length, success, intervened = 0, False, 0
     while True:
         action = np.asarray(policy(obs), np.float32)
         next_obs, reward, terminated, truncated, info = env.step(action)
+        human = info.get("intervene_action")  # a person's action replaced the policy's
+        if human is not None:
+            action, intervened = np.asarray(human, np.float32), intervened + 1
         if record is not None:
-            record(step_transition(obs, action, reward, next_obs, terminated, truncated))
+            t = step_transition(obs, action, reward, next_obs, terminated, truncated)
+            t["interventions"] = human is not None
+            record(t)
         length += 1
         success = success or bool(info.get("success", False))
         obs = next_obs
         if terminated or truncated:
-            return EpisodeResult(success, length)
+            return EpisodeResult(success, length, intervened)
 
 
 def evaluate(

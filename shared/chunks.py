@@ -137,7 +137,8 @@ class Chunk:
 
     def arrays(self) -> dict[str, Any]:
         return {
-            k: getattr(self, k) for k in ("frames", "obs_index", "next_index", "actions", "rewards", "masks", "dones")
+            k: getattr(self, k)
+            for k in ("frames", "obs_index", "next_index", "actions", "rewards", "masks", "dones", "interventions")
         }
 
     def transitions(self) -> list[dict[str, Any]]:
@@ -150,6 +151,7 @@ class Chunk:
                 "rewards": self.rewards[i],
                 "masks": self.masks[i],
                 "dones": self.dones[i],
+                "interventions": bool(self.interventions[i]),
             }
             for i in range(len(self))
         ]

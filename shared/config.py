@@ -218,6 +218,10 @@ class OnlineConfig:
     # Keep image frames in memory-mapped segments under the run's replay/frames/ instead of RAM
     # (shared/frame_store.py): capacity bounded by disk; recently used frames stay in page cache.
     replay_frames_on_disk: bool = False
+    # Human interventions (actor.teleop): 0 treats intervened transitions as ordinary online data
+    # (WSRL). A fraction > 0 gives each minibatch that share of intervened transitions, drawn
+    # apart from the rest (HIL-SERL's demo buffer), once there are any.
+    intervention_ratio: float = 0.0
     seed: int = 0
     # The distributed learner (learner/online.py). An "update" is one compiled call: ``utd``
     # critic steps and one actor step, owed once per ingested env step after warmup.
@@ -238,6 +242,8 @@ class OnlineConfig:
             raise ValueError("publish_every, checkpoint_every, keep_checkpoints and log_every must be positive")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
+        if not 0.0 <= self.intervention_ratio < 1.0:
+            raise ValueError("intervention_ratio must be in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ A file is an uncompressed ``.npz`` (read with ``allow_pickle=False``) holding ``
 | ``dones``           | [N] bool                | last transition of its episode (terminal or timeout) |
 | ``valid``           | [N] bool                | slot i is a transition (False: an episode's reset obs)|
 | ``mc_returns``      | [N] float32             | Monte-Carlo return-to-go (-inf while unknown)        |
+| ``interventions``   | [N] bool (optional)     | a person chose the action (absent in older files: no)|
 | ``meta``            | 0-d str (JSON)          | format, obs spec, action_dim, gamma, r_neg, ...      |
 
 A valid slot i is the transition ``(obs[obs_slot[i]], actions[i], rewards[i], obs[i])``: each
@@ -41,6 +42,8 @@ TRANSITION_FIELDS = {
     "valid": ("bool", 1),
     "mc_returns": ("float32", 1),
 }
+# Added after the format's first files: absent means "none" (read as zeros of this dtype).
+OPTIONAL_FIELDS = {"interventions": "bool"}
 META_KEYS = ("format", "obs_spec", "action_dim")
 
 
@@ -183,6 +186,12 @@ def validate(
         n = a.shape[0] if n is None else n
         if a.shape[0] != n:
             raise DatasetError(f"{where}: '{name}' has {a.shape[0]} rows, other arrays have {n}")
+    for name, dtype in OPTIONAL_FIELDS.items():
+        if name not in arrays:
+            arrays[name] = np.zeros(n or 0, dtype)
+        elif arrays[name].dtype != np.dtype(dtype) or arrays[name].shape != (n,):
+            a = arrays[name]
+            raise DatasetError(f"{where}: '{name}' is {a.dtype}{list(a.shape)}, expected {dtype}[{n}]")
     action_dim = int(meta["action_dim"])
     if arrays["actions"].shape[1] != action_dim:
         raise DatasetError(f"{where}: 'actions' is {action_dim}-D in meta but {arrays['actions'].shape[1]}-D")

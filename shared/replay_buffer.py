@@ -85,6 +85,7 @@ class ReplayBuffer:
         self.dones = np.zeros(c, bool)
         self.valid = np.zeros(c, bool)
         self.mc_returns = np.full(c, -np.inf, np.float32)
+        self.interventions = np.zeros(c, bool)  # a person chose the action (actor.teleop)
         self._serial = np.full(c, -1, np.int64)  # write counter per slot, to spot overwrites
         self._successor = np.full(c, -1, np.int64)  # the transition whose obs lives here
         self._written = 0  # slots ever written
@@ -162,7 +163,17 @@ class ReplayBuffer:
         reward = float(t["rewards"])
         if not np.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
-        self._append(obs, next_obs, action, reward, float(t["masks"]), bool(t["dones"]), stream, False)
+        self._append(
+            obs,
+            next_obs,
+            action,
+            reward,
+            float(t["masks"]),
+            bool(t["dones"]),
+            stream,
+            False,
+            bool(t.get("interventions")),
+        )
 
     def insert_chunk(
         self,
@@ -174,6 +185,7 @@ class ReplayBuffer:
         masks: np.ndarray,
         dones: np.ndarray,
         stream: str | int = 0,
+        interventions: np.ndarray | None = None,
     ) -> None:
         """Insert consecutive transitions given as shared frames plus indices (the wire layout
         of ``shared.chunks``), in order, under one lock. A transition whose observation is the
@@ -186,6 +198,7 @@ class ReplayBuffer:
             ("rewards", rewards),
             ("masks", masks),
             ("dones", dones),
+            ("interventions", np.zeros(n, bool) if interventions is None else interventions),
         ):
             if len(a) != n:
                 raise ValueError(f"{name} has {len(a)} entries for {n} actions")
@@ -214,6 +227,7 @@ class ReplayBuffer:
                     bool(dones[i]),
                     str(stream),
                     continuous,
+                    interventions is not None and bool(interventions[i]),
                 )
 
     def _append(
@@ -226,6 +240,7 @@ class ReplayBuffer:
         done: bool,
         stream: str,
         continuous: bool,
+        intervened: bool = False,
     ) -> None:
         st = self._streams.pop(stream, None) or {"last": -1, "last_serial": -1, "episode": []}
         self._streams[stream] = st  # most recently used last
@@ -252,6 +267,7 @@ class ReplayBuffer:
         self.rewards[slot] = reward
         self.masks[slot] = mask
         self.dones[slot] = done
+        self.interventions[slot] = intervened
         self.valid[slot] = True
         self._inserted += 1
         st["episode"].append((slot, int(self._serial[slot])))
@@ -285,11 +301,28 @@ class ReplayBuffer:
 
     # ----------------------------------------------------------------------------- sampling
 
-    def sample(self, batch_size: int, rng: np.random.Generator, leading: tuple[int, ...] = ()) -> dict[str, Any]:
-        """Uniform sample of transitions; ``leading=(utd,)`` gives arrays of [utd, B, ...]."""
-        n = int(np.prod(leading, dtype=np.int64)) * batch_size
+    def sample(
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        leading: tuple[int, ...] = (),
+        intervened_fraction: float = 0.0,
+    ) -> dict[str, Any]:
+        """Uniform sample of transitions; ``leading=(utd,)`` gives arrays of [utd, B, ...].
+
+        ``intervened_fraction``: each minibatch's first ``round(fraction * B)`` transitions are
+        drawn from the intervened ones alone (a demo buffer's share, HIL-SERL style), the rest
+        from all; while none is stored, all are drawn uniformly."""
+        rows = int(np.prod(leading, dtype=np.int64))
+        n = rows * batch_size
         with self._lock:
             idx = self._sample_indices(n, rng)
+            k = round(intervened_fraction * batch_size)
+            if k > 0:
+                filled = min(self._written, self.capacity)
+                pool = np.flatnonzero(self.valid[:filled] & self.interventions[:filled])
+                if pool.size:
+                    idx.reshape(rows, batch_size)[:, :k] = pool[rng.integers(0, pool.size, (rows, k))]
             obs_idx = self.obs_slot[idx]
             batch = {
                 "observations": {k: self.frame(k, obs_idx) for k in self.obs_spec},
@@ -343,6 +376,7 @@ class ReplayBuffer:
                 dones=self.dones[:filled],
                 valid=self.valid[:filled],
                 mc_returns=self.mc_returns[:filled],
+                interventions=self.interventions[:filled],
                 serial=self._serial[:filled],
             )
             return save_arrays(path, arrays, self._meta(info))
@@ -376,7 +410,7 @@ class ReplayBuffer:
             raise DatasetError(f"{path}: a wrapped buffer of capacity {n} cannot change capacity")
         for k in buf.frames:
             buf.frames[k][:n] = arrays[f"obs/{k}"]
-        for name in ("obs_slot", "actions", "rewards", "masks", "dones", "valid", "mc_returns"):
+        for name in ("obs_slot", "actions", "rewards", "masks", "dones", "valid", "mc_returns", "interventions"):
             getattr(buf, name)[:n] = arrays[name]
         buf._serial[:n] = arrays["serial"] if "serial" in arrays else np.arange(n)
         valid_slots = np.flatnonzero(buf.valid[:n])
@@ -415,6 +449,7 @@ class ReplayBuffer:
                 # never becomes valid again, so it can be replayed as a plain frame slot.
                 transition=self.valid[slots],
                 mc_returns=self.mc_returns[slots],
+                interventions=self.interventions[slots],
             )
             ev_slots = np.concatenate([a for a, _ in self._finished]) if self._finished else np.zeros(0, np.int64)
             ev_serials = np.concatenate([b for _, b in self._finished]) if self._finished else np.zeros(0, np.int64)
@@ -487,7 +522,7 @@ class ReplayBuffer:
             slots = np.arange(delta.start, delta.end, dtype=np.int64) % self.capacity
             for k, f in self.frames.items():
                 f[slots] = a[f"obs/{k}"]
-            for name in ("actions", "rewards", "masks", "dones", "mc_returns"):
+            for name in ("actions", "rewards", "masks", "dones", "mc_returns", "interventions"):
                 getattr(self, name)[slots] = a[name]
             ok = self._serial[a["mc_slot"]] == a["mc_serial"]
             self.mc_returns[a["mc_slot"][ok]] = a["mc_value"][ok]
@@ -533,6 +568,7 @@ class ReplayBuffer:
                 "transitions": int(valid.sum()),
                 "episodes": int((valid & self.dones[:filled]).sum()),
                 "inserted_total": self.transitions_inserted,
+                "intervened": int((valid & self.interventions[:filled]).sum()),
                 "discontinuities": self.discontinuities,
             }
 

@@ -23,7 +23,7 @@ import numpy as np
 from shared.dataset import DatasetError, save_arrays
 
 DELTA_FORMAT = "wsrl-replay-delta-1"
-ROWS = ("obs_slot", "actions", "rewards", "masks", "dones", "transition", "mc_returns")
+ROWS = ("obs_slot", "actions", "rewards", "masks", "dones", "transition", "mc_returns", "interventions")
 EVENTS = ("mc_slot", "mc_serial", "mc_value")
 
 

@@ -13,6 +13,7 @@ from actor.sender import TransitionSender
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
 from robot_env.contract import RobotEnvError
+from robot_env.intervention import InterventionWrapper
 from shared.agents import create_agent
 from shared.rate import RateKeeper
 from shared.replay_buffer import ReplayBuffer
@@ -22,19 +23,21 @@ from tests.helpers import tiny_config
 TAKEOVER = np.array([0.0, 0.0, -1.0, 0.0, 0.0, 0.0], np.float32)
 
 
-class EveryThirdStepTakenOver(gym.Wrapper):
-    """A human taking over every third step: the env executes their action and says so."""
+class EveryThirdStep:
+    """A person (a scripted device) taking over every third step."""
 
-    def __init__(self, env):
-        super().__init__(env)
+    def __init__(self):
         self.t = 0
 
-    def step(self, action):
+    def command(self, obs):
         self.t += 1
-        if self.t % 3 == 0:
-            obs, r, term, trunc, info = self.env.step(TAKEOVER)
-            return obs, r, term, trunc, {**info, "intervene_action": TAKEOVER}
-        return self.env.step(action)
+        return TAKEOVER if self.t % 3 == 0 else None
+
+    def reset(self):
+        pass
+
+    def close(self):
+        pass
 
 
 def _serve(tmp_path):
@@ -68,7 +71,7 @@ def test_interventions_are_recorded_and_nan_actions_hold(tmp_path):
     # A policy whose parameters went NaN: every action it proposes is refused and held.
     summary, buf, server = _run(
         tmp_path,
-        EveryThirdStepTakenOver(gym.make(robot_env.SIM_ENV_ID)),
+        InterventionWrapper(gym.make(robot_env.SIM_ENV_ID), EveryThirdStep()),
         params_of=lambda a: jax.tree.map(lambda x: np.full_like(x, np.nan), a.actor.params),
         max_steps=30,
     )
@@ -78,6 +81,9 @@ def test_interventions_are_recorded_and_nan_actions_hold(tmp_path):
     actions = buf.actions[buf.valid]
     taken_over = np.all(actions == TAKEOVER, axis=1)
     assert taken_over.sum() == 10 and np.all(actions[~taken_over] == 0.0)
+    # The learner's buffer holds the flag on exactly the steps the person took.
+    np.testing.assert_array_equal(buf.interventions[buf.valid], taken_over)
+    assert buf.stats()["intervened"] == 10
 
 
 def test_rate_keeper_keeps_deadlines_and_counts_overruns():

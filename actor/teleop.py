@@ -1,0 +1,278 @@
+"""A person's hand on the robot: teleoperation devices that can take over from the policy.
+
+Every device answers ``command(obs)`` with the action a person wants now, or ``None`` when nobody
+is taking over; ``robot_env.intervention.InterventionWrapper`` puts that action in place of the
+policy's. Three devices:
+
+- ``SpaceMouse``: a 3Dconnexion SpaceMouse through ``pyspacemouse`` (6-D motion, two buttons),
+  read on its own thread so a slow USB read never holds up the 10 Hz loop. Each axis has a dead
+  zone and a scale into the action space; a person takes over while the puck is moved beyond the
+  dead zone, or (``engage="button"``) only while the left button is held (then the puck's motion
+  is the action, and holding the button with the puck at rest holds the robot still).
+- ``KeyboardTeleop``: keys held on the robot PC's keyboard (pynput), for development and the
+  simulation: w/s, a/d, r/f move along x, y, z; i/k, j/l, u/o turn about x, y, z.
+- ``ScriptedHuman``: the simulation's stand-in for a person, so the whole intervention path runs
+  unattended: the scripted inserter takes over while the peg is farther than a distance from the
+  hole, and gives control back once it is within.
+
+``pyspacemouse`` and ``pynput`` are imported only when such a device is made (the actor's
+``--intervene``), never by the learner or the tests' default path. The SpaceMouse's reader is a
+callable, so tests drive the device thread with a scripted event stream.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from actor.keyboard import key_name, pynput_keyboard
+from robot_env import contract
+
+AXES = ("x", "y", "z", "roll", "pitch", "yaw")  # pyspacemouse's state fields, in action order
+
+
+class TeleopError(RuntimeError):
+    """The device cannot be used here; the message says why and what to do."""
+
+
+@runtime_checkable
+class TeleopDevice(Protocol):
+    def command(self, obs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """The person's action now (``ACTION_DIM`` numbers in [-1, 1]), or None: not taking over."""
+
+    def reset(self) -> None:
+        """A new episode starts."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SpaceMouseConfig:
+    dead_zone: float = 0.1  # |axis| below this reads as 0 (the puck never rests at exactly 0)
+    translation_scale: float = 1.0  # action units per unit of puck deflection
+    rotation_scale: float = 1.0
+    # Which puck axis drives each action axis, and its sign: the puck sits in the operator's
+    # frame, the action is in the end effector's (see docs/robot.md for setting these up).
+    axes: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    signs: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    engage: str = "motion"  # "motion": beyond the dead zone or button 0 held; "button": button 0 held
+    stale_after: float = 0.5  # s without a reading: the device is treated as released
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dead_zone < 1.0:
+            raise ValueError("dead_zone must be in [0, 1)")
+        if sorted(self.axes) != list(range(6)) or len(self.signs) != 6:
+            raise ValueError("axes must be a permutation of 0..5 and signs six numbers")
+        if self.engage not in ("motion", "button"):
+            raise ValueError("engage must be 'motion' or 'button'")
+
+
+def spacemouse_action(motion: np.ndarray, cfg: SpaceMouseConfig) -> np.ndarray:
+    """Puck deflections in [-1, 1] (x, y, z, roll, pitch, yaw) -> an action: the dead zone is
+    taken out and the rest rescaled to start from 0, so motion is continuous at its edge."""
+    m = np.clip(np.asarray(motion, np.float64), -1.0, 1.0)
+    live = np.maximum(np.abs(m) - cfg.dead_zone, 0.0) / (1.0 - cfg.dead_zone)
+    m = np.sign(m) * live
+    a = m[list(cfg.axes)] * np.asarray(cfg.signs)
+    a[:3] *= cfg.translation_scale
+    a[3:] *= cfg.rotation_scale
+    return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+class SpaceMouse:
+    """The latest puck state, read by a thread; ``command`` maps it."""
+
+    def __init__(self, cfg: SpaceMouseConfig = SpaceMouseConfig(), reader: Callable[[], Any] | None = None) -> None:
+        self.cfg = cfg
+        self._read = reader if reader is not None else _open_spacemouse()
+        self._lock = threading.Lock()
+        self._motion = np.zeros(6)
+        self._buttons: tuple[int, ...] = (0, 0)
+        self._at = 0.0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spacemouse", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                state = self._read()
+            except Exception as e:  # an unplugged device: released, and said once
+                self.error = f"{type(e).__name__}: {e}"
+                time.sleep(0.05)
+                continue
+            if state is None:  # no new event
+                time.sleep(0.002)
+                continue
+            motion = np.array([float(getattr(state, k, 0.0)) for k in AXES])
+            raw = getattr(state, "buttons", None) or getattr(state, "button", None) or ()
+            buttons = tuple(int(b) for b in raw)
+            with self._lock:
+                self._motion = np.where(np.isfinite(motion), motion, 0.0)
+                self._buttons, self._at = buttons, time.monotonic()
+
+    def state(self) -> tuple[np.ndarray, tuple[int, ...], float]:
+        with self._lock:
+            return self._motion.copy(), self._buttons, self._at
+
+    def command(self, obs: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+        motion, buttons, at = self.state()
+        if time.monotonic() - at > self.cfg.stale_after:
+            return None  # nothing heard lately: never act on an old reading
+        action = spacemouse_action(motion, self.cfg)
+        held = bool(buttons and buttons[0])
+        moved = bool(np.any(action != 0.0))
+        engaged = held if self.cfg.engage == "button" else held or moved
+        return action if engaged else None
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
+def _open_spacemouse() -> Callable[[], Any]:
+    try:
+        import pyspacemouse
+    except ImportError as e:
+        raise TeleopError(
+            f"pyspacemouse is not installed ({e}); install the 'robot' profile (launch/install.sh robot)"
+        ) from None
+    try:
+        ok = pyspacemouse.open()
+    except Exception as e:  # hidapi errors: no device, no permission
+        raise TeleopError(f"cannot open the SpaceMouse ({type(e).__name__}: {e}); see docs/robot.md") from None
+    if not ok:
+        raise TeleopError("no SpaceMouse found, or no permission to read it: see the udev rule in docs/robot.md")
+    return pyspacemouse.read
+
+
+# Keyboard teleop: key -> (action axis, direction)
+KEY_AXES = {
+    "w": (0, 1.0),
+    "s": (0, -1.0),
+    "a": (1, 1.0),
+    "d": (1, -1.0),
+    "r": (2, -1.0),  # up: -z in the target frame (+z goes down the hole)
+    "f": (2, 1.0),
+    "i": (3, 1.0),
+    "k": (3, -1.0),
+    "j": (4, 1.0),
+    "l": (4, -1.0),
+    "u": (5, 1.0),
+    "o": (5, -1.0),
+}
+
+
+class KeyboardTeleop:
+    """Keys held down move the robot at ``speed`` action units per axis; none held: no takeover."""
+
+    def __init__(self, speed: float = 0.5, listen: bool = True) -> None:
+        self.speed = float(speed)
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._listener = None
+        if listen:
+            keyboard = pynput_keyboard("--intervene keyboard")
+            self._listener = keyboard.Listener(on_press=self.on_press, on_release=self.on_release)
+            self._listener.start()
+
+    def on_press(self, key: Any) -> None:
+        name = key_name(key)
+        if name in KEY_AXES:
+            with self._lock:
+                self._held.add(name)
+
+    def on_release(self, key: Any) -> None:
+        with self._lock:
+            self._held.discard(key_name(key) or "")
+
+    def command(self, obs: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+        with self._lock:
+            held = set(self._held)
+        if not held:
+            return None
+        a = np.zeros(contract.ACTION_DIM, np.float32)
+        for k in held:
+            axis, sign = KEY_AXES[k]
+            a[axis] += sign * self.speed
+        return np.clip(a, -1.0, 1.0)
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+
+
+class ScriptedHuman:
+    """The simulation's person: takes over with the scripted inserter while the peg tip is more
+    than ``distance`` metres (horizontally) from the hole, and stays on until it is within
+    ``distance / 2`` (so control does not flicker at the edge)."""
+
+    def __init__(self, task: Any, distance: float = 0.02, skill: float = 1.0, seed: int = 0) -> None:
+        from robot_env.scripted import ScriptedInserter, Skill
+
+        if distance <= 0:
+            raise ValueError("distance must be positive")
+        self.distance = float(distance)
+        self._inserter = ScriptedInserter(task, Skill.level(skill), seed)
+        self._slice = contract.state_slices()["tcp_pose"]
+        self._on = False
+
+    def command(self, obs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        xy = np.asarray(obs["state"][self._slice][:2], np.float64)  # target frame: the hole at 0
+        off = float(np.linalg.norm(xy))
+        self._on = off > (self.distance / 2 if self._on else self.distance)
+        action = self._inserter(obs)  # every step, so its state follows the episode
+        return action if self._on else None
+
+    def reset(self) -> None:
+        self._inserter.reset()
+        self._on = False
+
+    def close(self) -> None:
+        pass
+
+
+DEVICES = ("spacemouse", "keyboard", "scripted")
+
+
+def add_intervention_arguments(p: Any) -> None:
+    """``--intervene DEVICE`` and its settings, the same on every entry point that runs the env."""
+    p.add_argument(
+        "--intervene",
+        choices=DEVICES,
+        help="a person may take over: a SpaceMouse, the keyboard (pynput), or, in simulation, the scripted "
+        "inserter whenever the peg strays from the hole",
+    )
+    p.add_argument("--dead-zone", type=float, default=0.1, help="SpaceMouse: deflection read as none")
+    p.add_argument("--engage", choices=("motion", "button"), default="motion", help="SpaceMouse: what takes over")
+    p.add_argument(
+        "--intervene-distance", type=float, default=0.02, help="scripted: m from the hole beyond which it takes over"
+    )
+
+
+def with_interventions(env: Any, args: Any) -> Any:
+    """The env wrapped for ``--intervene`` (unchanged without it)."""
+    if not getattr(args, "intervene", None):
+        return env
+    from robot_env.contract import task_env
+    from robot_env.intervention import InterventionWrapper
+
+    if args.intervene == "spacemouse":
+        device: TeleopDevice = SpaceMouse(SpaceMouseConfig(dead_zone=args.dead_zone, engage=args.engage))
+    elif args.intervene == "keyboard":
+        device = KeyboardTeleop()
+    else:
+        device = ScriptedHuman(task_env(env).task, distance=args.intervene_distance, seed=getattr(args, "seed", 0))
+    return InterventionWrapper(env, device)
