@@ -27,6 +27,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from actor.keyboard import KeyboardError
+from actor.teleop import TeleopError, add_intervention_arguments, with_interventions
 from robot_env.contract import task_env
 from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import Policy, reset_policy
@@ -229,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         help="a reward classifier: its verdict is recorded beside the judge's, and its success ends episodes",
     )
     add_env_arguments(p)
+    add_intervention_arguments(p)  # a person may still take over for safety: that episode fails
     p.add_argument("--poses", type=int, nargs="+", help="pose indices (default: all fixed poses)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
@@ -256,6 +259,10 @@ def main(argv: list[str] | None = None) -> None:
         classifier,
         gripper=args.gripper,
     )
+    try:
+        env = with_interventions(env, args)
+    except (TeleopError, KeyboardError) as e:
+        p.error(str(e))
     keyboard, judge = None, None
     if args.judge == "keyboard":
         from actor.keyboard import Keyboard

@@ -258,6 +258,13 @@ def add_intervention_arguments(p: Any) -> None:
     p.add_argument("--dead-zone", type=float, default=0.1, help="SpaceMouse: deflection read as none")
     p.add_argument("--engage", choices=("motion", "button"), default="motion", help="SpaceMouse: what takes over")
     p.add_argument(
+        "--spacemouse-axes",
+        default="0,1,2,3,4,5",
+        help="SpaceMouse: the puck axis (x y z roll pitch yaw = 0..5) driving each action axis",
+    )
+    p.add_argument("--spacemouse-signs", default="1,1,1,1,1,1", help="SpaceMouse: the sign of each action axis")
+    p.add_argument("--spacemouse-scale", type=float, default=1.0, help="SpaceMouse: action units per deflection")
+    p.add_argument(
         "--intervene-distance", type=float, default=0.02, help="scripted: m from the hole beyond which it takes over"
     )
 
@@ -270,7 +277,20 @@ def with_interventions(env: Any, args: Any) -> Any:
     from robot_env.intervention import InterventionWrapper
 
     if args.intervene == "spacemouse":
-        device: TeleopDevice = SpaceMouse(SpaceMouseConfig(dead_zone=args.dead_zone, engage=args.engage))
+        try:
+            axes = tuple(int(a) for a in args.spacemouse_axes.split(","))
+            signs = tuple(float(a) for a in args.spacemouse_signs.split(","))
+            cfg = SpaceMouseConfig(
+                dead_zone=args.dead_zone,
+                engage=args.engage,
+                axes=axes,
+                signs=signs,
+                translation_scale=args.spacemouse_scale,
+                rotation_scale=args.spacemouse_scale,
+            )
+        except ValueError as e:
+            raise TeleopError(f"SpaceMouse settings: {e}") from None
+        device: TeleopDevice = SpaceMouse(cfg)
     elif args.intervene == "keyboard":
         device = KeyboardTeleop()
     else:

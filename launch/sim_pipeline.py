@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -154,6 +155,23 @@ def _training_success(actor_dir: Path, last: int = 20) -> float | None:
     return float(sum(r["success"] for r in rows[-last:]) / len(rows[-last:])) if rows else None
 
 
+def _interventions(actor_dir: Path, distance: float | None, ratio: float) -> dict[str, Any]:
+    """How much the (scripted) person did, from the actor's episode log."""
+    path = actor_dir / "metrics.jsonl"
+    rows = [r for r in read_jsonl(path) if "interventions" in r] if path.exists() else []
+    steps = sum(int(r.get("length", 0)) for r in rows)
+    done = sum(int(r["interventions"]) for r in rows)
+    return {
+        "scripted_human_distance_m": distance,
+        "intervention_ratio": ratio,
+        "training_episodes": len(rows),
+        "training_steps": steps,
+        "intervened_steps": done,
+        "intervened_fraction": done / max(steps, 1),
+        "episodes_with_interventions": sum(int(r["interventions"]) > 0 for r in rows),
+    }
+
+
 def run_online(
     out: Path,
     pretrained: Path,
@@ -163,6 +181,8 @@ def run_online(
     seed: int,
     progress: bool,
     reward_classifier: Path | None = None,
+    actor_extra: list[str] | None = None,
+    learner_extra: list[str] | None = None,
 ) -> dict[str, float]:
     """Runs the learner and actor to the end; returns the seconds to the end of warmup (start-up
     included) and of the online phase."""
@@ -195,6 +215,7 @@ def run_online(
     ]
     for o in overrides:
         learner_args += ["--set", o]
+    learner_args += learner_extra or []
     actor_args = [
         "actor.run",
         "--pretrained",
@@ -218,6 +239,7 @@ def run_online(
     ]
     if reward_classifier is not None:
         actor_args += ["--reward-classifier", str(reward_classifier)]
+    actor_args += actor_extra or []
     status_path = out / "learner" / "status.json"
     bar = tqdm(total=total, desc="[3/4] warmup + online", unit="step", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
@@ -323,6 +345,20 @@ def main(argv: list[str] | None = None) -> None:
         help="train on this reward classifier's reward (launch/train_reward_classifier.sh) instead of the "
         "simulation's ground truth, as on the robot; evaluation still uses ground truth",
     )
+    p.add_argument(
+        "--scripted-human",
+        type=float,
+        metavar="METRES",
+        help="a simulated person (the scripted inserter) takes over training episodes whenever the peg is "
+        "farther than this from the hole, as a person with a SpaceMouse would (evaluation stays the policy's)",
+    )
+    p.add_argument(
+        "--intervention-ratio",
+        type=float,
+        default=0.0,
+        help="share of each minibatch drawn from intervened transitions (HIL-SERL's demo buffer; 0: WSRL's "
+        "default, they are ordinary online data)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -374,8 +410,15 @@ def main(argv: list[str] | None = None) -> None:
             args.seed,
             not args.no_progress,
             classifier,
+            actor_extra=(
+                ["--intervene", "scripted", "--intervene-distance", str(args.scripted_human)]
+                if args.scripted_human
+                else []
+            ),
+            learner_extra=["--set", f"intervention_ratio={args.intervention_ratio}"],
         )
     )
+    interventions = _interventions(out / "actor", args.scripted_human, args.intervention_ratio)
 
     from shared.checkpoint import list_steps, load_checkpoint
 
@@ -407,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         "plot": str(plot_path),
         "wall_time_s": round(time.time() - t0, 1),
         "stage_times_s": stages,
+        "interventions": interventions,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(
@@ -415,6 +459,13 @@ def main(argv: list[str] | None = None) -> None:
         f"({summary['wall_time_s'] / 60:.1f} min; {out / 'summary.json'}, {plot_path})",
         flush=True,
     )
+    if args.scripted_human:
+        print(
+            f"interventions: {interventions['intervened_steps']} of {interventions['training_steps']} training "
+            f"steps ({interventions['intervened_fraction']:.1%}), in {interventions['episodes_with_interventions']} "
+            f"of {interventions['training_episodes']} episodes",
+            flush=True,
+        )
     print("stage times: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.0f} s" for k, v in stages.items()), flush=True)
 
 
