@@ -20,21 +20,23 @@ ENSEMBLE = "ensemble"  # name of the vmapped critic heads; their leaves carry a 
 
 
 class MLP(nn.Module):
-    """Dense layers, each followed by LayerNorm (optional) and ReLU."""
+    """Dense layers, each followed by LayerNorm (optional) and ReLU. ``dtype``: the matmuls'
+    input type (parameters stay float32; LayerNorm and the output are float32)."""
 
     hidden_dims: tuple[int, ...]
     use_layer_norm: bool = True
     activate_final: bool = True
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, width in enumerate(self.hidden_dims):
-            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(2**0.5))(x)
+            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(2**0.5), dtype=self.dtype)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 if self.use_layer_norm:
-                    x = nn.LayerNorm()(x)
+                    x = nn.LayerNorm(dtype=jnp.float32)(x)
                 x = nn.relu(x)
-        return x
+        return x.astype(jnp.float32)
 
 
 class MLPResNet(nn.Module):
@@ -43,16 +45,18 @@ class MLPResNet(nn.Module):
     num_blocks: int
     width: int
     use_layer_norm: bool = True
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(2**0.5))(x)
+        dense = functools.partial(nn.Dense, kernel_init=nn.initializers.orthogonal(2**0.5), dtype=self.dtype)
+        x = dense(self.width)(x).astype(jnp.float32)  # the residual stream stays float32
         for _ in range(self.num_blocks):
-            y = nn.LayerNorm()(x) if self.use_layer_norm else x
-            y = nn.Dense(self.width * 4, kernel_init=nn.initializers.orthogonal(2**0.5))(y)
+            y = nn.LayerNorm(dtype=jnp.float32)(x) if self.use_layer_norm else x
+            y = dense(self.width * 4)(y)
             y = nn.relu(y)
-            y = nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(2**0.5))(y)
-            x = x + y
+            y = dense(self.width)(y)
+            x = x + y.astype(jnp.float32)
         return nn.relu(x)
 
 
@@ -63,9 +67,10 @@ def forward(module: nn.Module, params: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def make_trunk(cfg: NetworkConfig) -> nn.Module:
+    dtype = jnp.dtype(cfg.matmul_dtype)
     if cfg.residual_blocks > 0:
-        return MLPResNet(cfg.residual_blocks, cfg.hidden_dims[0], cfg.use_layer_norm)
-    return MLP(cfg.hidden_dims, cfg.use_layer_norm)
+        return MLPResNet(cfg.residual_blocks, cfg.hidden_dims[0], cfg.use_layer_norm, dtype)
+    return MLP(cfg.hidden_dims, cfg.use_layer_norm, dtype=dtype)
 
 
 class QHead(nn.Module):

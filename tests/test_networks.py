@@ -136,3 +136,27 @@ def test_state_normalisation_from_dataset_statistics():
     np.testing.assert_allclose(out, [[2.0, 4.0, 0.5], [STATE_CLIP, 0.0, 0.0]], rtol=1e-5, atol=1e-5)
     raw = ObsEncoder(replace(cfg, state_mean=None, state_std=None)).apply({}, {"state": jnp.array([[3.0, 5.0, 0.025]])})
     np.testing.assert_allclose(raw, [[3.0, 5.0, 0.025]])
+
+
+def test_bf16_matmuls_keep_float32_parameters_and_outputs_and_stay_close():
+    from dataclasses import replace
+
+    from shared.agents import make_update
+    from shared.config import NetworkConfig
+
+    for net in (NetworkConfig(hidden_dims=(64, 64)), NetworkConfig(hidden_dims=(32,), residual_blocks=1)):
+        f32 = tiny_config(critic_net=net, actor_net=net)
+        bf16 = tiny_config(
+            critic_net=replace(net, matmul_dtype="bfloat16"), actor_net=replace(net, matmul_dtype="bfloat16")
+        )
+        a32, a16 = create_agent(f32, state_obs(), 2, seed=0), create_agent(bf16, state_obs(), 2, seed=0)
+        assert trees_equal(a32.critic.params, a16.critic.params)  # the same float32 parameters
+        batch = random_batch(state_obs(), 2, (16,))
+        q32 = a32.nets["critic"].apply({"params": a32.critic.params}, batch["observations"], batch["actions"])
+        q16 = a16.nets["critic"].apply({"params": a16.critic.params}, batch["observations"], batch["actions"])
+        assert q16.dtype == jnp.float32
+        np.testing.assert_allclose(q16, q32, rtol=0.05, atol=0.05)  # bf16 keeps 8 bits of mantissa
+        new, info = make_update(bf16, donate=False)(a16, random_batch(state_obs(), 2, (1, 16)))
+        leaves = jax.tree.leaves((new.critic, new.actor))
+        assert all(x.dtype in (jnp.float32, jnp.int32) for x in leaves)  # params and Adam moments
+        assert all(np.isfinite(float(v)) for v in info.values())
