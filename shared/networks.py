@@ -19,6 +19,19 @@ from shared.encoders import ObsEncoder
 ENSEMBLE = "ensemble"  # name of the vmapped critic heads; their leaves carry a leading [E] axis
 
 
+def _dense(width: int, dtype: Any) -> nn.Dense:
+    """A hidden layer: ``dtype`` inputs and weights into the matmul, float32 accumulation and
+    output (a bfloat16 output would be rounded, and cost a conversion before LayerNorm)."""
+    if jnp.dtype(dtype) == jnp.float32:
+        return nn.Dense(width, kernel_init=nn.initializers.orthogonal(2**0.5))
+    return nn.Dense(
+        width,
+        kernel_init=nn.initializers.orthogonal(2**0.5),
+        dtype=dtype,
+        dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32),
+    )
+
+
 class MLP(nn.Module):
     """Dense layers, each followed by LayerNorm (optional) and ReLU. ``dtype``: the matmuls'
     input type (parameters stay float32; LayerNorm and the output are float32)."""
@@ -31,7 +44,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, width in enumerate(self.hidden_dims):
-            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(2**0.5), dtype=self.dtype)(x)
+            x = _dense(width, self.dtype)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 if self.use_layer_norm:
                     x = nn.LayerNorm(dtype=jnp.float32)(x)
@@ -49,7 +62,9 @@ class MLPResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        dense = functools.partial(nn.Dense, kernel_init=nn.initializers.orthogonal(2**0.5), dtype=self.dtype)
+        def dense(width: int) -> nn.Dense:
+            return _dense(width, self.dtype)
+
         x = dense(self.width)(x).astype(jnp.float32)  # the residual stream stays float32
         for _ in range(self.num_blocks):
             y = nn.LayerNorm(dtype=jnp.float32)(x) if self.use_layer_norm else x
