@@ -167,19 +167,9 @@ def test_the_scripted_human_takes_over_far_from_the_hole_and_hands_back_near_it(
 
 
 def test_the_flag_survives_save_and_load_and_old_files_load_without_it(tmp_path):
-    buf = ReplayBuffer({"state": ((2,), "float32")}, 1, 20, 0.9)
+    buf = ReplayBuffer({"state": ((1,), "float32")}, 1, 20, 0.9)
     for i in range(6):
-        buf.insert(
-            {
-                "observations": {"state": np.full(2, i, np.float32)},
-                "actions": np.zeros(1, np.float32),
-                "rewards": -1.0,
-                "next_observations": {"state": np.full(2, i + 1, np.float32)},
-                "masks": 1.0,
-                "dones": i == 5,
-                "interventions": i in (1, 2),
-            }
-        )
+        buf.insert({**_t(i), "dones": i == 5, "interventions": i in (1, 2)})
     path = buf.save(tmp_path / "d.npz")
     back = ReplayBuffer.load(path)
     np.testing.assert_array_equal(back.interventions[back.valid], [0, 1, 1, 0, 0, 0])
@@ -193,17 +183,7 @@ def test_the_flag_survives_save_and_load_and_old_files_load_without_it(tmp_path)
 def test_the_demo_mix_gives_each_minibatch_its_share_of_intervened_transitions():
     buf = ReplayBuffer({"state": ((1,), "float32")}, 1, 2000, 0.9)
     for i in range(1000):
-        buf.insert(
-            {
-                "observations": {"state": np.full(1, i, np.float32)},
-                "actions": np.zeros(1, np.float32),
-                "rewards": -1.0,
-                "next_observations": {"state": np.full(1, i + 1, np.float32)},
-                "masks": 1.0,
-                "dones": False,
-                "interventions": i % 20 == 0,  # 5 %
-            }
-        )
+        buf.insert({**_t(i), "interventions": i % 20 == 0})  # 5 %
     rng = np.random.default_rng(0)
     plain = buf.sample(40, rng, leading=(4,))
     mixed = buf.sample(40, rng, leading=(4,), intervened_fraction=0.25)
@@ -220,6 +200,7 @@ def test_the_demo_mix_gives_each_minibatch_its_share_of_intervened_transitions()
 
 
 def _t(i):
+    """Transition i of one long episode of 1-D states i -> i + 1."""
     return {
         "observations": {"state": np.full(1, i, np.float32)},
         "actions": np.zeros(1, np.float32),
