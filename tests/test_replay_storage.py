@@ -225,3 +225,25 @@ def test_learner_checkpoints_are_incremental_rotate_their_files_and_restore_exac
     assert_same(ref, state.buffer)
     with pytest.raises(ValueError, match="resume with that capacity"):
         LearnerCheckpoints(tmp_path, keep=2).restore(CAPACITY * 2)
+
+
+def test_a_learner_killed_after_a_checkpoint_resumes_from_its_disk_frames_and_the_resent_rest(tmp_path):
+    """What a kill leaves: segments holding frames written after the last checkpoint (and a
+    process that never closed anything). The restored buffer equals the checkpoint's, and the
+    actors' resend of what came after makes it equal to a buffer that was never killed."""
+    traffic = _traffic(6, 200)
+    ref = ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0)
+    ckpts = LearnerCheckpoints(tmp_path, keep=2)
+    live = ckpts.new_buffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_on_disk=True)
+    for i in range(0, 120, 30):
+        _insert(live, traffic[i : i + 30])
+        _save(ckpts, live, i + 30, i)
+    _insert(ref, traffic[:120])
+    _insert(live, traffic[120:170])  # after the last checkpoint: frames on disk, no checkpoint
+    del live, ckpts  # killed: nothing closed, nothing flushed by us
+    state = LearnerCheckpoints(tmp_path, keep=2).restore(CAPACITY)
+    assert state.env_steps == 120
+    assert_same(ref, state.buffer)
+    _insert(ref, traffic[120:])
+    _insert(state.buffer, traffic[120:])  # the actors resend from the ledger
+    assert_same(ref, state.buffer)
