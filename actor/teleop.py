@@ -62,6 +62,7 @@ class SpaceMouseConfig:
     signs: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     engage: str = "motion"  # "motion": beyond the dead zone or button 0 held; "button": button 0 held
     stale_after: float = 0.5  # s without a reading: the device is treated as released
+    poll_s: float = 0.005  # between reads: pyspacemouse.read() returns at once, so an unpaced loop spins a core
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dead_zone < 1.0:
@@ -116,6 +117,7 @@ class SpaceMouse:
             with self._lock:
                 self._motion = np.where(np.isfinite(motion), motion, 0.0)
                 self._buttons, self._at = buttons, time.monotonic()
+            time.sleep(self.cfg.poll_s)
 
     def state(self) -> tuple[np.ndarray, tuple[int, ...], float]:
         with self._lock:

@@ -24,13 +24,11 @@ class InterventionWrapper(gym.Wrapper):
         super().__init__(env)
         self.device = device
         self._obs: Any = None
-        self.intervened_steps = 0  # this episode's
-        self.total_intervened = 0
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
         self.device.reset()
-        self._obs, self.intervened_steps = obs, 0
+        self._obs = obs
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -42,9 +40,6 @@ class InterventionWrapper(gym.Wrapper):
         info["intervened"] = human is not None
         if human is not None:
             info["intervene_action"] = action
-            self.intervened_steps += 1
-            self.total_intervened += 1
-        info["intervened_steps"] = self.intervened_steps
         self._obs = obs
         return obs, reward, terminated, truncated, info
 

@@ -72,16 +72,6 @@ class SegmentedFrames:
     def write(self, serial: int, frame: np.ndarray) -> None:
         self._segment(serial // self.length)[serial % self.length] = frame
 
-    def write_rows(self, first_serial: int, frames: np.ndarray) -> None:
-        """Consecutive serials from ``first_serial``, a segment slice at a time."""
-        done = 0
-        while done < len(frames):
-            s = first_serial + done
-            row = s % self.length
-            n = min(len(frames) - done, self.length - row)
-            self._segment(s // self.length)[row : row + n] = frames[done : done + n]
-            done += n
-
     def read(self, serials: np.ndarray) -> np.ndarray:
         serials = np.asarray(serials, np.int64)
         out = np.empty((*serials.shape, *self.shape), self.dtype)
@@ -118,6 +108,3 @@ class SegmentedFrames:
 
     def files(self, start: int, end: int) -> list[str]:
         return [self.path(g).name for g in self.segments(start, end)]
-
-    def close(self) -> None:
-        self._open.clear()

@@ -221,3 +221,20 @@ def test_teleoperated_collection_in_the_simulation_writes_a_flagged_dataset(tmp_
     buf = ReplayBuffer.load(out)
     assert buf.interventions[buf.valid].sum() == summary["intervened_steps"]
     assert len(buf) == summary["transitions"] and np.isfinite(buf.mc_returns[buf.valid]).all()
+
+
+def test_the_device_thread_paces_a_reader_that_always_answers():
+    """pyspacemouse.read() returns the current state at once, never None: the thread must not spin."""
+    calls = []
+
+    def always():
+        calls.append(1)
+        return puck(x=0.5)
+
+    mouse = SpaceMouse(SpaceMouseConfig(poll_s=0.005), reader=always)
+    try:
+        time.sleep(0.3)
+        assert mouse.command({}) is not None
+        assert 10 < len(calls) <= 0.3 / 0.005 + 5  # about 200 reads/s, not a busy loop
+    finally:
+        mouse.close()
