@@ -117,6 +117,11 @@ class ControlLoop:
         if lag_cap is None:
             return
         while not self.stop_event.is_set() and not self.sender.fatal:
+            if self.sender.warmup_steps is None:
+                # Until the learner's welcome names its schedule the lag is unknown; running on
+                # would let a fast simulated actor finish its steps before the learner starts.
+                time.sleep(0.002)
+                continue
             grad = self.sender.learner_grad_steps
             if self.receiver is not None and self.receiver.learner_grad_steps > grad:
                 grad = self.receiver.learner_grad_steps

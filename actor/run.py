@@ -123,8 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     def prepare(params):  # compile for the new weights here, not in the 10 Hz loop
         jax.block_until_ready(act_with_params(params, module, example, jax.random.PRNGKey(0), False))
 
-    prepare(pre.actor.params)
-    receiver = WeightsReceiver(args.learner_host, args.weights_port, pre.actor.params, fp, keys, prepare).start()
+    # Committed device arrays, like the receiver's: the frozen policy's compilation then serves
+    # the learner's weights too (uncommitted arrays would compile again on the first weights).
+    frozen = jax.device_put(pre.actor.params)
+    prepare(frozen)
+    receiver = WeightsReceiver(args.learner_host, args.weights_port, frozen, fp, keys, prepare).start()
     metrics = MetricsLogger(out, tensorboard=False)
     # A restarted actor must not replay its predecessor's random stream: mix in the session.
     seed = args.seed + int(sender.session[:7], 16)
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     loop = ControlLoop(
         env,
         module,
-        pre.actor.params,
+        frozen,
         sender,
         receiver,
         LoopConfig(

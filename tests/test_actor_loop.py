@@ -1,5 +1,6 @@
 """The actor's control loop against a real in-process ingest server (sockets on localhost)."""
 
+import threading
 import time
 
 import gymnasium as gym
@@ -84,6 +85,38 @@ def test_interventions_are_recorded_and_nan_actions_hold(tmp_path):
     # The learner's buffer holds the flag on exactly the steps the person took.
     np.testing.assert_array_equal(buf.interventions[buf.valid], taken_over)
     assert buf.stats()["intervened"] == 10
+
+
+def test_a_paced_simulated_actor_waits_for_the_learners_schedule(tmp_path):
+    # With --max-learner-lag the actor holds until the learner's welcome names its warmup and
+    # UTD; before this it ran on and could finish its steps before the learner started.
+    port = free_port()
+    sender = TransitionSender("127.0.0.1", port, "a", "fp", tmp_path / "spool").start()
+    agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
+    cfg = LoopConfig(hz=0, max_steps=20, max_learner_lag=4)
+    loop = ControlLoop(gym.make(robot_env.SIM_ENV_ID), agent.nets["actor"], agent.actor.params, sender, None, cfg)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(loop.run()))
+    thread.start()
+    socks = server = None
+    try:
+        time.sleep(1.0)
+        assert loop.steps == 0 and thread.is_alive()
+        socks = LearnerSockets("127.0.0.1", port, free_port(), None)
+        buf = ReplayBuffer({"state": ((19,), "float32")}, 6, 1000, 0.98)
+        info = {"run": "r", "grad_steps": 0, "warmup_steps": 10**6, "utd": 4, "weights_version": 0}
+        server = IngestServer(socks.data, buf, Ledger(), "fp", lambda: info).start()
+        thread.join(timeout=60)
+        assert result["steps"] == 20
+        assert sender.close(drain_timeout=20)
+        assert buf.transitions_inserted == 20
+    finally:
+        loop.stop_event.set()
+        thread.join(timeout=10)
+        if server is not None:
+            server.stop()
+        if socks is not None:
+            socks.close()
 
 
 def test_rate_keeper_keeps_deadlines_and_counts_overruns():
