@@ -45,11 +45,17 @@ def matmul_peak(dtype: str, seconds: float = 2.0) -> float:
     return 2 * 4096 * 256 * 256 * n / (time.perf_counter() - t0) / 1e9
 
 
-def child(seconds: float, overrides: list[str]) -> dict[str, float | str]:
+def child(seconds: float, overrides: list[str], tuned: bool) -> dict[str, float | str]:
+    if tuned:
+        from shared.xla_cpu import tune_process
+
+        tune_process()  # what the learner's entry points do
+    import resource
+
     import jax
     import numpy as np
 
-    from shared.agents import create_agent, make_update
+    from shared.agents import PHASES, actor_batch, create_agent, make_update
     from shared.config import apply_overrides, paper_sim_online
     from shared.replay_buffer import ReplayBuffer
 
@@ -75,9 +81,13 @@ def child(seconds: float, overrides: list[str]) -> dict[str, float | str]:
     agent, _ = update(agent, batches[0])
     jax.block_until_ready(agent)
     compile_s = time.perf_counter() - t
-    cost = update.lower(agent, batches[0]).compile().cost_analysis()  # type: ignore[attr-defined]
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops_per_call = float(cost.get("flops", 0.0))
+    # XLA's cost analysis counts a loop's body once, so the fused call's own figure would count
+    # one of its utd critic steps: add up the phases instead.
+    critic_phase, actor_phase = PHASES[cfg.algo]
+    one = jax.tree.map(lambda x: x[0], batches[0])
+    flops_per_call = cfg.utd * _flops(critic_phase, agent, one) + _flops(
+        actor_phase, agent, actor_batch(cfg, batches[0])
+    )
 
     def measure(feed) -> float:
         nonlocal agent
@@ -90,6 +100,12 @@ def child(seconds: float, overrides: list[str]) -> dict[str, float | str]:
             times.append(time.perf_counter() - t0)
         return cfg.utd / statistics.median(times)
 
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    calls = 20
+    for i in range(calls):
+        agent, _ = update(agent, batches[i % len(batches)])
+        jax.block_until_ready(agent.critic.params)
+    after = resource.getrusage(resource.RUSAGE_SELF)
     alone = measure(lambda i: batches[i % len(batches)])
     fed = measure(lambda i: buf.sample(cfg.batch_size, rng, leading=(cfg.utd,)))
     dtypes = {cfg.critic_net.matmul_dtype, "float32"}
@@ -100,6 +116,9 @@ def child(seconds: float, overrides: list[str]) -> dict[str, float | str]:
         "alone": alone,
         "fed": fed,
         "gflop_per_critic_update": flops_per_call / cfg.utd / 1e9,
+        "faults_per_call": (after.ru_minflt - before.ru_minflt) / calls,
+        "kernel_ms_per_call": 1e3 * (after.ru_stime - before.ru_stime) / calls,
+        "tuned": tuned,
         **{f"peak_{d}": v for d, v in peaks.items()},
         "matmul_dtype": cfg.critic_net.matmul_dtype,
         "config": (
@@ -110,21 +129,34 @@ def child(seconds: float, overrides: list[str]) -> dict[str, float | str]:
     }
 
 
+def _flops(fn, *args) -> float:
+    import jax
+
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=20.0, help="timed duration of each measurement")
     p.add_argument("--cores", nargs="+", default=["0", "all"], help="'0' (pinned to core 0) and/or 'all'")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="agent.PATH=VALUE")
+    p.add_argument(
+        "--untuned", action="store_true", help="without shared/xla_cpu.py's process settings (for before/after)"
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.seconds, args.overrides)), flush=True)
+        print(json.dumps(child(args.seconds, args.overrides, not args.untuned)), flush=True)
         return
     results = {}
     for cores in args.cores:
         cmd = [sys.executable, __file__, "--child", "--seconds", str(args.seconds)]
         for o in args.overrides:
             cmd += ["--set", o]
+        if args.untuned:
+            cmd.append("--untuned")
         cpus = None if cores == "all" else {int(c) for c in cores.split(",")}
         # Pinned before the process starts, so XLA sizes its thread pool for the cores it has.
         out = subprocess.run(
@@ -147,6 +179,10 @@ def main() -> None:
             f"  {r['gflop_per_critic_update']:.2f} GFLOP per critic update (XLA cost analysis, actor step "
             f"included); matmul peak {' / '.join(f'{k[5:]} {v:.0f}' for k, v in r.items() if k.startswith('peak_'))} "
             f"GFLOP/s; the update reaches {frac:.0%} of the {r['matmul_dtype']} peak"
+        )
+        print(
+            f"  process settings {'on' if r['tuned'] else 'off (--untuned)'}: {r['faults_per_call']:.0f} page "
+            f"faults and {r['kernel_ms_per_call']:.1f} ms of kernel time per call"
         )
     for cores, r in results.items():
         name = "critic_updates_per_s" if cores == "all" else "critic_updates_per_s_pinned"

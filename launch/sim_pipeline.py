@@ -33,6 +33,7 @@ from shared import defaults
 from shared.config import add_override_argument, apply_overrides, peg_sim_pretrain
 from shared.metrics import read_jsonl
 from shared.transport import free_port
+from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.sim_pipeline")
 ENV_ID, TASK = defaults.SIM_ENV_ID, defaults.TASK
@@ -321,6 +322,7 @@ def _quiet_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
     p.add_argument("--pretrained", help="a pre-trained checkpoint directory (default: make or reuse the cached one)")

@@ -50,6 +50,7 @@ from shared.policy_weights import FULL_EVERY, weights_message
 from shared.protocol import encode
 from shared.schedule import owed_updates
 from shared.transport import LearnerSockets, TransportError, fingerprint, learner_keys, policy_contract
+from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.learner")
 
@@ -353,6 +354,7 @@ def build_config(preset: str, overrides: list[str], warmup_steps: int | None) ->
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrained", help="pre-trained checkpoint directory (learner.pretrain's OUT/checkpoints)")
     p.add_argument("--out", required=True, help="run directory: logs, checkpoints/, replay/, status.json")

@@ -35,6 +35,7 @@ from shared.dataset import example_obs
 from shared.encoders import with_state_stats
 from shared.metrics import MetricsLogger, to_scalars
 from shared.replay_buffer import ReplayBuffer
+from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.pretrain")
 
@@ -166,6 +167,7 @@ def build_config(preset: str, algo: Algo | None, steps: int | None, overrides: l
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="dataset file (.npz, see shared/dataset.py)")
     p.add_argument("--out", help="output directory (logs, checkpoints/)")

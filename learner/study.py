@@ -50,6 +50,7 @@ from shared.diagnostics import chattering, diagnose
 from shared.methods import METHODS, method, mixed_batch, online_agent
 from shared.metrics import write_json_atomic
 from shared.replay_buffer import ReplayBuffer
+from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.study")
 
@@ -838,6 +839,7 @@ def dry_run(
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), default="smoke")
     p.add_argument("--out", help="study folder: data, pre-training, runs, results (not needed with --dry-run)")

@@ -38,6 +38,7 @@ from shared.labelled_images import LabelledImages, load_labelled_images
 from shared.metrics import MetricsLogger
 from shared.networks import forward
 from shared.reward_classifier import SuccessClassifier, binary_metrics, choose_threshold, init_params, save_classifier
+from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.classifier")
 EVAL_CHUNK = 128
@@ -263,6 +264,7 @@ def _plot(path: Path, curve: list[dict[str, float]], probs: np.ndarray, labels: 
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="labelled-image dataset folder(s)")
     p.add_argument("--out", required=True, help="output folder (checkpoints/, report.json, validation.png)")

@@ -21,6 +21,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from shared.config import EncoderConfig
+from shared.layer_norm import LayerNorm
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -130,7 +131,7 @@ class ObsEncoder(nn.Module):
                     feats = SmallConvTrunk(cfg.base_filters, name=f"trunk_{key}")(img)
                 x = SpatialLearnedEmbeddings(cfg.num_spatial_features, name=f"pool_{key}")(feats)
                 x = nn.Dense(cfg.bottleneck_dim, name=f"bottleneck_{key}")(x)
-                x = jnp.tanh(nn.LayerNorm(name=f"bottleneck_norm_{key}")(x))
+                x = jnp.tanh(LayerNorm(name=f"bottleneck_norm_{key}")(x))
                 parts.append(x)
         if cfg.kind == "state" or cfg.use_state:
             state = obs["state"].astype(jnp.float32)

@@ -7,6 +7,7 @@ actor and the critic are independent parameter trees (what the hand-off checks n
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 
 from shared.config import AgentConfig, NetworkConfig
 from shared.encoders import ObsEncoder
+from shared.layer_norm import LayerNorm
 
 ENSEMBLE = "ensemble"  # name of the vmapped critic heads; their leaves carry a leading [E] axis
 
@@ -46,9 +48,10 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden_dims):
             x = _dense(width, self.dtype)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
-                if self.use_layer_norm:
-                    x = nn.LayerNorm(dtype=jnp.float32)(x)
-                x = nn.relu(x)
+                if self.use_layer_norm:  # named as flax names nn.LayerNorm: checkpoints unchanged
+                    x = LayerNorm(relu=True, name=f"LayerNorm_{i}")(x)
+                else:
+                    x = nn.relu(x)
         return x.astype(jnp.float32)
 
 
@@ -66,8 +69,8 @@ class MLPResNet(nn.Module):
             return _dense(width, self.dtype)
 
         x = dense(self.width)(x).astype(jnp.float32)  # the residual stream stays float32
-        for _ in range(self.num_blocks):
-            y = nn.LayerNorm(dtype=jnp.float32)(x) if self.use_layer_norm else x
+        for i in range(self.num_blocks):
+            y = LayerNorm(name=f"LayerNorm_{i}")(x) if self.use_layer_norm else x
             y = dense(self.width * 4)(y)
             y = nn.relu(y)
             y = dense(self.width)(y)
@@ -188,7 +191,7 @@ class Scalar(nn.Module):
 
 # ------------------------------------------------------------------ tanh-Gaussian distribution
 
-_LOG_2PI = float(jnp.log(2 * jnp.pi))
+_LOG_2PI = math.log(2 * math.pi)  # not jnp: importing this module must not start the backend
 
 
 def _tanh_log_det(u: jax.Array) -> jax.Array:

@@ -21,6 +21,7 @@ import numpy as np
 from shared.checkpoint import CheckpointError, list_steps, merge_state, read_items, save_items
 from shared.config import ClassifierConfig, ClassifierTrainConfig, from_dict, to_dict
 from shared.encoders import ObsEncoder, load_pretrained_trunks
+from shared.layer_norm import LayerNorm
 from shared.networks import forward
 
 FORMAT = "wsrl-reward-classifier-v1"
@@ -36,7 +37,7 @@ class SuccessClassifier(nn.Module):
         cfg = self.config
         x = ObsEncoder(cfg.encoder, name="encoder")({k: obs[k] for k in cfg.encoder.image_keys})
         for i, width in enumerate(cfg.hidden_dims):
-            x = nn.relu(nn.LayerNorm(name=f"norm{i}")(nn.Dense(width, name=f"dense{i}")(x)))
+            x = LayerNorm(relu=True, name=f"norm{i}")(nn.Dense(width, name=f"dense{i}")(x))
             x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
         return nn.Dense(1, name="logit")(x)[..., 0]
 
