@@ -134,7 +134,7 @@ def _flops(fn, *args) -> float:
 
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0))
+    return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
 def main() -> None:
