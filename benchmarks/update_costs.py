@@ -26,9 +26,11 @@ from robot_env.contract import ACTION_DIM, STATE_DIM
 from shared.config import PRESETS, add_override_argument, apply_overrides
 from shared.dataset import ObsSpec
 from shared.methods import METHODS, online_config
+from shared.xla_cpu import tune_process
 
 
 def main() -> None:
+    tune_process()  # as the learner's entry points do
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="paper_sim")
     p.add_argument("--critics", type=int, default=None, help="ensemble size (default: the preset's)")

@@ -5,6 +5,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 # The learner's process settings (shared/xla_cpu.py), so tests run what production runs.
-from shared.xla_cpu import tune_process  # noqa: E402
+from shared.xla_cpu import tune_process
 
 tune_process()
