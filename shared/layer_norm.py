@@ -5,7 +5,8 @@ the same parameter names, so checkpoints are interchangeable). What differs is t
 pass: autodiff of flax's version leaves XLA:CPU a long chain of small reductions and
 broadcasts, which made LayerNorm's gradient about 3.7x slower than this closed form on a
 [10, 1024, 256] ensemble activation (30.8 vs 8.4 ms on one core; ``benchmarks/layer_norm.py``).
-In the critic ensemble that backward pass was most of a SAC update's time.
+In the paper setting's SAC update it cut the actor step (a backward pass through all 10 critics
+on 1,024 rows) from 104 to 77 ms on one core.
 
 The closed form, with x̂ = (x - mean) * rstd and dy the gradient at the normalised output
 (zeroed where a fused ReLU was off):
