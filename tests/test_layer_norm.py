@@ -61,17 +61,29 @@ def test_gradient_matches_finite_differences():
     check_grads(f, (x, scale, bias), order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
 
 
-def test_parameter_trees_are_flax_layer_norms():
-    # Checkpoints written with nn.LayerNorm load unchanged: same names, shapes, initial values.
-    x = jnp.ones((2, 7))
-    for module in (MLP((16, 16)), MLPResNet(2, 16)):
-        params = module.init(jax.random.PRNGKey(0), x)["params"]
-        norms = {k: v for k, v in params.items() if k.startswith("LayerNorm")}
-        assert sorted(norms) == ["LayerNorm_0", "LayerNorm_1"]
-        for p in norms.values():
-            assert set(p) == {"scale", "bias"}
-            np.testing.assert_array_equal(p["scale"], np.ones(16))
-            np.testing.assert_array_equal(p["bias"], np.zeros(16))
+class _FlaxMLP(nn.Module):
+    """The MLP trunk as it was written with flax's nn.LayerNorm (what older checkpoints hold)."""
+
+    @nn.compact
+    def __call__(self, x):
+        for width in (16, 16):
+            x = nn.relu(nn.LayerNorm()(nn.Dense(width)(x)))
+        return x
+
+
+def test_checkpoints_of_the_flax_layer_norm_trunk_load_and_compute_the_same():
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 7))
+    old = _FlaxMLP().init(jax.random.PRNGKey(0), x)["params"]
+    # trained-looking values, so that scale and bias matter
+    old = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.PRNGKey(2), v.shape), old)
+    new = MLP((16, 16)).init(jax.random.PRNGKey(0), x)["params"]
+    assert jax.tree.structure(new) == jax.tree.structure(old)
+    assert jax.tree.map(jnp.shape, new) == jax.tree.map(jnp.shape, old)
+    np.testing.assert_allclose(MLP((16, 16)).apply({"params": old}, x), _FlaxMLP().apply({"params": old}, x), atol=1e-5)
+    # the residual trunk keeps flax's names too
+    res = MLPResNet(2, 16).init(jax.random.PRNGKey(0), x)["params"]
+    assert {k for k in res if k.startswith("LayerNorm")} == {"LayerNorm_0", "LayerNorm_1"}
+    assert all(set(res[k]) == {"scale", "bias"} for k in ("LayerNorm_0", "LayerNorm_1"))
     flax_params = nn.LayerNorm().init(jax.random.PRNGKey(0), x)["params"]
     ours = LayerNorm().init(jax.random.PRNGKey(0), x)["params"]
     assert jax.tree.map(jnp.shape, flax_params) == jax.tree.map(jnp.shape, ours)
