@@ -7,8 +7,11 @@ to the sender (a queue append). Nothing here waits on the network.
 
 The loop keeps going through robot faults: a step the env reports as failed
 (``info["robot_error"]``) is not sent to the learner and is counted; a reset that fails (the
-robot server or a camera is down) is retried with a bounded backoff, logging each try, until it
-works or the actor is stopped.
+robot server or a camera is down, or a reset found the peg jammed) is retried with a bounded
+backoff, logging each try, until it works or the actor is stopped. After ``help_after_s`` without
+a working robot the actor asks for help: a plain log line (repeated every ``help_after_s``) and
+``status.json`` say what failed and what a person should check; it keeps waiting and goes on by
+itself once the robot answers.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -29,6 +33,7 @@ from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError, keeps_time, sanitize_action
 from shared.agents import act_with_params
 from shared.dataset import step_transition
+from shared.metrics import write_json_atomic
 from shared.rate import RateKeeper
 
 log = logging.getLogger("wsrl.actor")
@@ -44,6 +49,7 @@ class LoopConfig:
     max_learner_lag: float | None = None
     seed: int = 0
     reset_backoff: tuple[float, float] = (0.1, 1.0)  # first and longest wait between reset tries, s
+    help_after_s: float = 30.0  # without a working robot this long, the actor asks a person for help
 
 
 @dataclass
@@ -77,10 +83,12 @@ class ControlLoop:
         cfg: LoopConfig,
         on_episode: Callable[[int, dict[str, float]], None] | None = None,
         events: Callable[[], list[str]] | None = None,
+        status_file: Path | None = None,
     ) -> None:
         """``events()`` (e.g. ``actor.keyboard.Keyboard.events``) is polled once per step:
         ``end_episode`` ends the current episode after this step (truncated), ``pause`` stops
-        stepping until the next ``pause`` (the arm holds its last commanded pose)."""
+        stepping until the next ``pause`` (the arm holds its last commanded pose).
+        ``status_file``: where the actor says whether it runs or needs a person (JSON)."""
         self.env, self.module, self.frozen = env, module, frozen_params
         self.events = events
         self.paused = False
@@ -102,6 +110,8 @@ class ControlLoop:
         self.version = 0
         self.robot_errors = 0
         self.reset_failures = 0
+        self.status_file = status_file
+        self.needs_help: str | None = None  # what a person should look at, while the robot is down
 
     def _policy(self) -> tuple[Any, int, bool]:
         warmup = self.sender.warmup_steps if self.sender.warmup_steps is not None else self.cfg.warmup_steps
@@ -131,23 +141,55 @@ class ControlLoop:
 
     def _reset(self, seed: int | None = None) -> Any:
         """``env.reset()``, tried again (bounded backoff) while the robot or a camera is down;
-        None when the actor was stopped meanwhile."""
+        None when the actor was stopped meanwhile. Asks for help after ``help_after_s``."""
         wait, longest = self.cfg.reset_backoff
         tries = 0
+        t0 = time.monotonic()
+        asked = 0.0
         while not self.stop_event.is_set():
             try:
                 obs, _ = self.env.reset(seed=seed) if tries == 0 and seed is not None else self.env.reset()
             except RobotEnvError as e:
                 tries += 1
                 self.reset_failures += 1
+                down = time.monotonic() - t0
                 log.error("actor: reset failed (try %d): %s; trying again in %.1f s", tries, e, wait)
+                if down >= self.cfg.help_after_s and time.monotonic() - asked >= self.cfg.help_after_s:
+                    asked = time.monotonic()
+                    self._ask_for_help(down, tries, e)
                 self.stop_event.wait(wait)
                 wait = min(2 * wait, longest)
                 continue
             if tries:
                 log.info("actor: reset worked after %d failed tries; going on", tries)
+            if self.needs_help is not None:
+                log.warning("actor: the robot works again after %.0f s; going on", time.monotonic() - t0)
+                self.needs_help = None
+                self._write_status("running", None)
             return obs
         return None
+
+    def _ask_for_help(self, down: float, tries: int, error: Exception) -> None:
+        what = (
+            f"no working robot for {down:.0f} s ({tries} failed resets); the last error: {error}. Check that the "
+            "robot server runs and answers (launch/check_robot.sh), that the arm is not stopped (Desk, the "
+            "user stop, a reflex), the cameras' cables, and free a jammed peg by hand. The actor keeps waiting "
+            "and goes on by itself once a reset works."
+        )
+        log.error("actor: NEEDS HELP: %s", what)
+        self.needs_help = what
+        self._write_status("needs_help", what, down_s=round(down, 1), failed_resets=tries)
+        self.sender.send_stats({"robot_down_s": float(down), "failed_resets": float(tries)})
+
+    def _write_status(self, state: str, reason: str | None, **extra: Any) -> None:
+        if self.status_file is None:
+            return
+        try:
+            write_json_atomic(
+                self.status_file, {"state": state, "reason": reason, "time": time.time(), "steps": self.steps, **extra}
+            )
+        except OSError as e:  # a full disk must not stop the actor
+            log.warning("actor: cannot write %s: %s", self.status_file, e)
 
     def _wait_for_spool(self) -> None:
         """The spool's disk is full and its memory bound reached: taking more steps would lose
@@ -161,6 +203,7 @@ class ControlLoop:
             self.stop_event.wait(0.1)
 
     def run(self) -> dict[str, Any]:
+        self._write_status("running", None)
         obs = self._reset(seed=self.cfg.seed)
         ep = _Episode()
         while not self.stop_event.is_set():

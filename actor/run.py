@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--actor-id", default=socket.gethostname()[:32], help="stable name of this actor")
     add_env_arguments(p)
     p.add_argument("--hz", type=float, default=10.0, help="control rate; 0 runs as fast as possible (simulation)")
+    p.add_argument(
+        "--help-after-s",
+        type=float,
+        default=LoopConfig.help_after_s,
+        help="without a working robot this long, ask a person for help (log and OUT/status.json); keeps waiting",
+    )
     p.add_argument("--max-steps", type=int, help="stop after this many env steps")
     p.add_argument("--warmup-steps", type=int, default=5000, help="K until the learner tells its own")
     p.add_argument(
@@ -148,9 +154,11 @@ def main(argv: list[str] | None = None) -> None:
             warmup_steps=args.warmup_steps,
             max_learner_lag=args.max_learner_lag,
             seed=seed,
+            help_after_s=args.help_after_s,
         ),
         on_episode=lambda step, stats: metrics.log(step, stats),
         events=keyboard.events if keyboard else None,
+        status_file=out / "status.json",
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: loop.stop_event.set())

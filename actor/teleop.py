@@ -8,7 +8,12 @@ policy's. Three devices:
   read on its own thread so a slow USB read never holds up the 10 Hz loop. Each axis has a dead
   zone and a scale into the action space; a person takes over while the puck is moved beyond the
   dead zone, or (``engage="button"``) only while the left button is held (then the puck's motion
-  is the action, and holding the button with the puck at rest holds the robot still).
+  is the action, and holding the button with the puck at rest holds the robot still). By default
+  the puck moves the tool in the robot's **base** frame, as SERL's does (``spacemouse_expert.py``
+  reads ``[-y, x, z, -roll, -pitch, -yaw]``; ``relative_env.py`` turns that into the tool frame
+  with the measured orientation): lifting the puck lifts the tool whatever its yaw. A device
+  that stops sending events (a wireless puck out of range: ``pyspacemouse.read()`` keeps
+  returning its last state) is released after ``stale_after``.
 - ``KeyboardTeleop``: keys held on the robot PC's keyboard (pynput), for development and the
   simulation: w/s, a/d, r/f move along x, y, z; i/k, j/l, u/o turn about x, y, z.
 - ``ScriptedHuman``: the simulation's stand-in for a person, so the whole intervention path runs
@@ -32,6 +37,7 @@ import numpy as np
 
 from actor.keyboard import key_name, pynput_keyboard
 from robot_env import contract
+from robot_env import geometry as geo
 
 AXES = ("x", "y", "z", "roll", "pitch", "yaw")  # pyspacemouse's state fields, in action order
 
@@ -56,12 +62,16 @@ class SpaceMouseConfig:
     dead_zone: float = 0.1  # |axis| below this reads as 0 (the puck never rests at exactly 0)
     translation_scale: float = 1.0  # action units per unit of puck deflection
     rotation_scale: float = 1.0
-    # Which puck axis drives each action axis, and its sign: the puck sits in the operator's
-    # frame, the action is in the end effector's (see docs/robot.md for setting these up).
-    axes: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-    signs: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    # Which puck axis drives each action axis, and its sign. The default is SERL's reading of the
+    # puck in the robot's base frame (spacemouse_expert.py: [-y, x, z, -roll, -pitch, -yaw]) for an
+    # operator facing the robot; see docs/robot.md to set these for another stance.
+    axes: tuple[int, ...] = (1, 0, 2, 3, 4, 5)
+    signs: tuple[float, ...] = (-1.0, 1.0, 1.0, -1.0, -1.0, -1.0)
     engage: str = "motion"  # "motion": beyond the dead zone or button 0 held; "button": button 0 held
-    stale_after: float = 0.5  # s without a reading: the device is treated as released
+    # "base": the mapped puck is a motion in the robot's base frame, turned into the tool frame with
+    # the measured orientation; "tool": the mapped puck is the action itself
+    frame: str = "base"
+    stale_after: float = 0.5  # s without a new event: the device is treated as released
     poll_s: float = 0.005  # between reads: pyspacemouse.read() returns at once, so an unpaced loop spins a core
 
     def __post_init__(self) -> None:
@@ -71,6 +81,21 @@ class SpaceMouseConfig:
             raise ValueError("axes must be a permutation of 0..5 and signs six numbers")
         if self.engage not in ("motion", "button"):
             raise ValueError("engage must be 'motion' or 'button'")
+        if self.frame not in ("base", "tool"):
+            raise ValueError("frame must be 'base' or 'tool'")
+
+
+def base_to_tool(action: np.ndarray, obs: Mapping[str, np.ndarray], task: Any) -> np.ndarray:
+    """A base-frame motion (translation, rotation) as the contract's tool-frame action, with the
+    tool's orientation from the observation (``tcp_pose`` is in the task's target frame)."""
+    if "state" not in obs:
+        raise TeleopError("a base-frame SpaceMouse needs the observation's state (the tool's orientation)")
+    euler = np.asarray(obs["state"][contract.state_slices()["tcp_pose"]][3:6], np.float64)
+    _, target_rot = contract.target_frame(task)
+    rot = target_rot @ geo.euler_to_mat(euler)  # the tool in the base frame
+    a = np.asarray(action, np.float64)
+    out = np.concatenate([rot.T @ a[:3], rot.T @ a[3:]])
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
 def spacemouse_action(motion: np.ndarray, cfg: SpaceMouseConfig) -> np.ndarray:
@@ -88,8 +113,16 @@ def spacemouse_action(motion: np.ndarray, cfg: SpaceMouseConfig) -> np.ndarray:
 class SpaceMouse:
     """The latest puck state, read by a thread; ``command`` maps it."""
 
-    def __init__(self, cfg: SpaceMouseConfig = SpaceMouseConfig(), reader: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, cfg: SpaceMouseConfig = SpaceMouseConfig(), reader: Callable[[], Any] | None = None, task: Any = None
+    ) -> None:
+        """``task``: the task config, needed in the base frame (its target frame is the one the
+        observation's ``tcp_pose`` is expressed in)."""
+        if cfg.frame == "base" and task is None:
+            raise ValueError("a base-frame SpaceMouse needs the task (to turn base motions into the tool frame)")
         self.cfg = cfg
+        self.task = task
+        self._last_event: Any = None
         self._read = reader if reader is not None else _open_spacemouse()
         self._lock = threading.Lock()
         self._motion = np.zeros(6)
@@ -111,6 +144,13 @@ class SpaceMouse:
             if state is None:  # no new event
                 time.sleep(0.002)
                 continue
+            # pyspacemouse.read() returns its cached state when no report came: only a new event
+            # time (``t``) is news, so a silent device goes stale instead of holding its deflection
+            stamp = getattr(state, "t", None)
+            if stamp is not None and stamp == self._last_event:
+                time.sleep(self.cfg.poll_s)
+                continue
+            self._last_event = stamp
             motion = np.array([float(getattr(state, k, 0.0)) for k in AXES])
             raw = getattr(state, "buttons", None) or getattr(state, "button", None) or ()
             buttons = tuple(int(b) for b in raw)
@@ -131,7 +171,11 @@ class SpaceMouse:
         held = bool(buttons and buttons[0])
         moved = bool(np.any(action != 0.0))
         engaged = held if self.cfg.engage == "button" else held or moved
-        return action if engaged else None
+        if not engaged:
+            return None
+        if self.cfg.frame == "base":
+            return base_to_tool(action, obs or {}, self.task)
+        return action
 
     def reset(self) -> None:
         pass
@@ -261,10 +305,18 @@ def add_intervention_arguments(p: Any) -> None:
     p.add_argument("--engage", choices=("motion", "button"), default="motion", help="SpaceMouse: what takes over")
     p.add_argument(
         "--spacemouse-axes",
-        default="0,1,2,3,4,5",
-        help="SpaceMouse: the puck axis (x y z roll pitch yaw = 0..5) driving each action axis",
+        default="1,0,2,3,4,5",
+        help="SpaceMouse: the puck axis (x y z roll pitch yaw = 0..5) driving each action axis (default SERL's)",
     )
-    p.add_argument("--spacemouse-signs", default="1,1,1,1,1,1", help="SpaceMouse: the sign of each action axis")
+    p.add_argument(
+        "--spacemouse-signs", default="-1,1,1,-1,-1,-1", help="SpaceMouse: the sign of each action axis (SERL's)"
+    )
+    p.add_argument(
+        "--spacemouse-frame",
+        choices=("base", "tool"),
+        default="base",
+        help="SpaceMouse: the puck moves the tool in the robot's base frame (SERL's way) or in the tool frame",
+    )
     p.add_argument("--spacemouse-scale", type=float, default=1.0, help="SpaceMouse: action units per deflection")
     p.add_argument(
         "--intervene-distance", type=float, default=0.02, help="scripted: m from the hole beyond which it takes over"
@@ -289,10 +341,11 @@ def with_interventions(env: Any, args: Any) -> Any:
                 signs=signs,
                 translation_scale=args.spacemouse_scale,
                 rotation_scale=args.spacemouse_scale,
+                frame=args.spacemouse_frame,
             )
         except ValueError as e:
             raise TeleopError(f"SpaceMouse settings: {e}") from None
-        device: TeleopDevice = SpaceMouse(cfg)
+        device: TeleopDevice = SpaceMouse(cfg, task=task_env(env).task)
     elif args.intervene == "keyboard":
         device = KeyboardTeleop()
     else:

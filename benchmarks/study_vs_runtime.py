@@ -7,7 +7,7 @@ writes an overlay plot.
 
     bash launch/run_sim.sh --out runs/sim_demo
     bash launch/study.sh --suite sim_demo --methods wsrl --seeds 3 --out runs/study_demo \\
-        --pretrained checkpoints/peg_sim_calql/pretrain/checkpoints --offline checkpoints/peg_sim_calql/peg_sim.npz
+        --pretrained checkpoints/peg_sim_calql_obs2/pretrain/checkpoints --offline checkpoints/peg_sim_calql_obs2/peg_sim.npz
     .venv/bin/python benchmarks/study_vs_runtime.py runs/sim_demo runs/study_demo
 
 (With ``--critics N`` on run_sim.sh, give the study ``--set agent.num_critics=N``.)

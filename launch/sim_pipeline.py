@@ -1,7 +1,7 @@
 """The whole WSRL pipeline in simulation on one machine (``launch/run_sim.sh --out DIR``).
 
 1. A pre-trained Cal-QL checkpoint: ``--pretrained DIR``, else the cached one in
-   ``checkpoints/peg_sim_calql`` (made here on first use: scripted-controller dataset + Cal-QL).
+   ``checkpoints/peg_sim_calql_obs2`` (made here on first use: scripted-controller dataset + Cal-QL).
 2. "Before": the pre-trained policy on the task's 20 fixed evaluation poses.
 3. The learner and the actor as separate processes over localhost ZeroMQ: K warmup steps of the
    frozen policy, then online SAC at UTD 4 on online data only.
@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm
 
+from robot_env.contract import OBSERVATION_VERSION
 from shared import defaults
 from shared.config import add_override_argument, apply_overrides, peg_sim_pretrain
 from shared.metrics import read_jsonl
@@ -37,7 +38,7 @@ from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.sim_pipeline")
 ENV_ID, TASK = defaults.SIM_ENV_ID, defaults.TASK
-DEFAULT_CACHE = ROOT / "checkpoints" / "peg_sim_calql"
+DEFAULT_CACHE = ROOT / "checkpoints" / f"peg_sim_calql_obs{OBSERVATION_VERSION}"  # new data when observations change
 
 
 def agent_overrides(critics: int, extra: list[str], obs: str = "state", encoder: str = "small_conv") -> list[str]:

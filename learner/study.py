@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from robot_env.contract import task_env
+from robot_env.contract import OBSERVATION_VERSION, task_env
 from robot_env.make import make_env
 from robot_env.rollout import evaluate
 from shared import defaults
@@ -469,6 +469,7 @@ def data_key(task: StudyTask, transitions: int, seed: int) -> str:
         "skills": task.skill_range,
         "n": transitions,
         "seed": seed,
+        "observation_version": OBSERVATION_VERSION,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -5,7 +5,8 @@ the 19-D proprio vector, how an action becomes the next commanded pose, and the 
 
 Raw robot state (what the robot server's ``/getstate`` gives, gripper normalised 1 = open):
 ``pose`` (xyz + quaternion xyzw, base frame), ``vel`` (linear + angular, base frame),
-``force``/``torque`` (external wrench on the tool, TCP frame), ``gripper_pos``.
+``force``/``torque`` (the external wrench in the TCP frame with libfranka's sign for
+``K_F_ext_hat_K``: what the robot applies to the environment is positive), ``gripper_pos``.
 
 Observation ``state`` (float32, 19): the keys below flattened in sorted order. ``tcp_pose`` and
 ``tcp_vel`` are expressed in the task's target frame (the TCP pose at full insertion), so the
@@ -38,6 +39,9 @@ ACTION_DIM = 6
 OBS_MODES = ("state", "images")
 RESET_MODES = ("random", "eval")  # seeded random offsets, or the fixed evaluation poses in turn
 DEFAULT_IMAGE_SIZE = 128
+# Bumped when what an observation means changes, so cached simulated data and the policies trained
+# on it are made again. 2: the wrench in libfranka's sign (the robot's push on the world is positive).
+OBSERVATION_VERSION = 2
 
 
 class RobotEnvError(RuntimeError):

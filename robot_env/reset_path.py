@@ -6,9 +6,11 @@ legs, each cut into commands no further apart than the task's maximum step (posi
    least ``reset_lift`` above where the tool is, and no lower than the goal;
 2. across at that height, turning to the goal's orientation;
 3. straight down to the goal.
-Every command is clipped to the task's safety box (the robot is never sent a pose outside it).
-When the arm starts outside the box (after a joint reset, say), the first command is the box's
-nearest point: the reset compliance's force limit then bounds how hard the arm is pulled in.
+Every command of these legs is clipped to the task's safety box (the robot is never sent a pose
+outside it). When the arm starts outside the box (after a joint reset: SERL's home joints put the
+hand about 20 cm above a typical box), ``approach_waypoints`` brings it in first, along the
+straight line from where it is to the box's nearest point, in the same small steps: each command
+lies between the measured pose and the box, never further out than the arm already is.
 """
 
 from __future__ import annotations
@@ -69,3 +71,14 @@ def transfer_waypoints(task: TaskConfig, here6: np.ndarray, goal6: np.ndarray) -
     if goal[2] < z:
         path += interpolate(above, goal, real.reset_max_step, real.reset_max_rot_step)
     return [clip_to_box(p, task.safety_box) for p in path]
+
+
+def approach_waypoints(task: TaskConfig, here6: np.ndarray) -> list[np.ndarray]:
+    """From outside the box to its nearest point, in reset-sized steps along the straight line (every
+    pose between where the arm is and the box); nothing when the arm is inside already."""
+    here6 = np.asarray(here6, np.float64)
+    entry = clip_to_box(here6, task.safety_box)
+    if np.allclose(entry, here6):
+        return []
+    real = task.real_section
+    return interpolate(here6, entry, real.reset_max_step, real.reset_max_rot_step)

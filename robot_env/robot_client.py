@@ -162,6 +162,23 @@ class RobotClient:
     def close_gripper(self) -> None:
         self.post("close_gripper")
 
+    def activate_gripper(self) -> None:
+        """A Robotiq takes no command until this has been called once since the server started
+        (SERL's and HIL-SERL's ``robotiq_gripper_server.py``); it opens the gripper."""
+        self.post("activate_gripper")
+
+    def get_pose_euler(self) -> np.ndarray:
+        """HIL-SERL's ``/getpos_euler``: the TCP as xyz and extrinsic xyz Euler angles, the task
+        file's convention (SERL's older server lacks it: use ``get_state``'s quaternion)."""
+        raw = self.post("getpos_euler")
+        try:
+            pose = np.asarray(json.loads(raw)["pose"], np.float64).reshape(-1)
+            if pose.shape != (6,) or not np.all(np.isfinite(pose)):
+                raise ValueError(f"'pose' must be 6 finite numbers, got {pose.tolist()}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise RobotServerError(f"robot server getpos_euler: malformed answer ({type(e).__name__}: {e})") from None
+        return pose
+
     def open_gripper(self) -> None:
         self.post("open_gripper")
 

@@ -5,15 +5,28 @@ at ``http://127.0.0.1:PORT/`` (all POST, same payloads). Physics runs in real ti
 simulation thread owns MuJoCo (models and GL contexts are not thread-safe), steps it to keep up
 with the wall clock, and executes the HTTP threads' requests between steps.
 
-It behaves like the real servers where that matters for safety and for keeping a session going:
-- **Reflexes**: a Franka that hits a limit stops and ignores pose commands (still answered
-  "Moved") until ``/clearerr``. ``/_faults {"reflex": 1}`` makes the next ``/pose`` trigger one.
+It behaves like the real servers and the real arm where that matters for safety and for keeping a
+session going (each behaviour cites its source):
+- **The controller** (``robot_env/sim/franka_controller.py``): the 0.2 s target filter, state
+  published at 30 Hz, reflexes above franka_ros's 20 N / 25 Nm collision thresholds (in resets
+  too) after which ``/pose`` is answered "Moved" but lost until ``/clearerr``, and the external
+  wrench with libfranka's sign. ``controller=None`` gives the ideal controller instead.
+- **A board the peg can jam in** (``/_faults {"jam": N}``: dry friction of N newtons holds the
+  peg along the hole once it is in) and **an unmodelled payload** (``payload_kg``; HIL-SERL's
+  ``/set_load`` compensates it, as libfranka's ``setLoad`` does).
+- **The Robotiq** (SERL's ``robotiq_gripper_server.py``): it ignores every command until
+  ``/activate_gripper`` has been called since the server started (the server's command message
+  starts with ``rACT = 0``); such a command even resets a gripper that was active, which then
+  lets go (``gripper_hw_active=True`` models a server restarted under an active gripper).
+  Activation opens it. The Franka hand (``serl_franka``) needs no activation.
 - **Joint reset** blocks while the arm moves to the home pose (``home_pose6``: where SERL's
   home joints put a Panda's hand, far above a typical task box) over ``joint_reset_s``.
 - **Gripper units** of each server flavour (``robot_env/gripper.py``): ``/getstate`` reports
   ``gripper_pos`` in that flavour's units, and ``/move_gripper`` takes ``int()`` of what it is sent.
 - **Errors look like Flask's**: an unhandled exception is an HTML 500 page; for its first
   ``startup_s`` seconds the server has no robot state yet and answers every call so.
+- HIL-SERL's ``/getpos_euler`` (the pose as xyz and extrinsic xyz Euler angles, the task file's
+  convention).
 
 Where it cannot be the real server, it says so instead of pretending:
 - no arm joints: ``/getstate`` has no ``q``, ``dq`` or ``jacobian``;
@@ -21,8 +34,9 @@ Where it cannot be the real server, it says so instead of pretending:
   peg's width) but the peg stays in the hand;
 - a side channel ``/cameras`` (``{"size": N}``) returns the wrist cameras as an ``.npz``;
 - ``/_faults`` sets injected faults (``latency_s``, ``error_rate``, ``drop_rate``,
-  ``html_errors``, ``reflex``) for tests and dry runs; ``--latency``, ``--error-rate`` and
-  ``--drop-rate`` set them at start.
+  ``html_errors``, ``reflex``, ``jam``, ``payload_kg``, ``force_sign``: -1 serves the wrench with
+  the opposite sign, as a server built on another convention would); ``--latency``,
+  ``--error-rate``, ``--drop-rate`` and ``--payload-kg`` set them at start.
 - ``/_log`` returns what was commanded: each ``/pose`` with the measured pose before it and
   whether a reflex ignored it, and the measured pose at each joint reset.
 """
@@ -48,12 +62,14 @@ import numpy as np
 from robot_env import contract
 from robot_env import geometry as geo
 from robot_env.gripper import GRIPPER_FLAVOURS, GripperUnits
+from robot_env.sim.franka_controller import ControllerModel
 from robot_env.task_config import TaskConfig, load_task
 from shared import defaults
 
 log = logging.getLogger("wsrl.sim_server")
 
 MAX_BODY = 1 << 16
+FRANKA = ControllerModel()  # the real controller, as its sources describe it
 # Where SERL's home joints [0, 0, 0, -1.9, 0, 2, 0] put a Panda's hand (forward kinematics),
 # pointing down: far above a typical task's safety box.
 PANDA_HOME_POSE6 = (0.581, 0.0, 0.402, np.pi, 0.0, 0.0)
@@ -73,6 +89,9 @@ class Faults:
     drop_rate: float = 0.0  # fraction of calls whose connection is closed without an answer
     html_errors: float = 0.0  # 1: injected 500s are Flask's HTML page (else plain text)
     reflex: float = 0.0  # 1: the next /pose triggers a reflex (consumed by it)
+    jam: float = 0.0  # N of dry friction holding the peg along the hole once it is in (0: none)
+    payload_kg: float = 0.0  # mass in the hand that the robot's model does not know of
+    force_sign: float = 1.0  # -1: the wrench is served with the opposite sign (another convention)
 
 
 class BadRequest(ValueError):
@@ -91,28 +110,37 @@ class SimRobotServer:
         seed: int = 0,
         home_pose6: tuple[float, ...] = PANDA_HOME_POSE6,
         startup_s: float = 0.0,
+        controller: ControllerModel | None = FRANKA,
+        gripper_hw_active: bool = False,
     ) -> None:
-        """``gripper``: the flavour of units to speak (default: the task file's)."""
+        """``gripper``: the flavour of units to speak (default: the task file's). ``controller``:
+        the real controller's model (None: the ideal one). ``gripper_hw_active``: the Robotiq was
+        active before this server started (a restarted server)."""
         from robot_env.sim.robot import SimRobot
 
         self.task = load_task(task) if isinstance(task, str) else task
         real = self.task.real
         self.gripper = GripperUnits(gripper or (real.gripper if real is not None else "normalised"))
+        self.needs_activation = self.gripper.flavour != "serl_franka"  # a Robotiq; the Franka hand does not
         self.joint_reset_s = joint_reset_s
         self.home_pose6 = np.asarray(home_pose6, np.float64)
         self.startup_s = startup_s
         self.faults = faults or Faults()
         self._rng = random.Random(seed)
-        self.robot = SimRobot(self.task)
+        self.robot = SimRobot(self.task, controller)
         self.robot.teleport(geo.pose6_to_pose7(contract.reset_pose6(self.task, np.zeros(3))))
+        self.robot.payload_kg = self.faults.payload_kg
         self.held_opening = float(self.robot.get_state()["gripper_pos"])  # the peg's width
-        self.gripper_opening = self.held_opening
-        self.in_reflex = False
+        # A Robotiq reads open until it is activated and closed; the Franka hand holds the peg.
+        self.gripper_activated = False  # /activate_gripper called since this server started
+        self.gripper_hw_active = gripper_hw_active or not self.needs_activation
+        self.gripper_opening = 1.0 if self.needs_activation else self.held_opening
         self.pose_log: list[dict[str, Any]] = []  # every /pose: command, measured pose before, ignored
         self.joint_resets: list[list[float]] = []  # the measured pose at each /jointreset
         self._started = 0.0
         self.impedance_on = True
         self.load: dict[str, Any] | None = None
+        self.gripper_commands_ignored = 0
         self.calls: dict[str, int] = {}
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -180,27 +208,29 @@ class SimRobotServer:
         if path == "getstate":
             state = self.in_sim(lambda r: r.get_state())
             out = {k: np.asarray(v).tolist() for k, v in state.items() if k != "gripper_pos"}
+            for k in ("force", "torque"):
+                out[k] = (self.faults.force_sign * np.asarray(state[k])).tolist()
             out["gripper_pos"] = self.gripper.reading(self.gripper_opening)
             return 200, json.dumps(out).encode(), "application/json"
+        if path == "getpos_euler":  # HIL-SERL's franka_server.py: xyz + scipy's "xyz" (extrinsic) Euler
+            pose = self.in_sim(lambda r: r.get_state()["pose"])
+            return 200, json.dumps({"pose": geo.pose7_to_pose6(pose).tolist()}).encode(), "application/json"
         if path == "pose":
             arr = np.asarray(body.get("arr", []), np.float64)
             if arr.shape != (7,) or not np.all(np.isfinite(arr)):
                 raise BadRequest(f"'arr' must be 7 finite numbers (x y z qx qy qz qw), got {body.get('arr')!r}")
             here = self.in_sim(lambda r: r.get_state()["pose"])
-            if self.faults.reflex and not self.in_reflex:
+            if self.faults.reflex and not self.robot.in_reflex:
                 self.faults.reflex = 0.0
-                self.in_reflex = True
-                self.in_sim(lambda r: r.command_pose(here))  # the arm stops where it is
-                log.warning("sim robot server: reflex (pose commands ignored until /clearerr)")
-            ignored = self.in_reflex or not self.impedance_on
+                self.in_sim(lambda r: r.trigger_reflex())  # the arm stops where it is
+                log.warning("sim robot server: injected reflex (pose commands lost until /clearerr)")
+            followed = self.impedance_on and bool(self.in_sim(lambda r: r.command_pose(arr)))
             self.pose_log.append(
-                {"t": time.monotonic(), "cmd": arr.tolist(), "here": np.asarray(here).tolist(), "ignored": ignored}
+                {"t": time.monotonic(), "cmd": arr.tolist(), "here": np.asarray(here).tolist(), "ignored": not followed}
             )
-            if not ignored:
-                self.in_sim(lambda r: r.command_pose(arr))
-            return 200, b"Moved", text
+            return 200, b"Moved", text  # the real server answers so whatever the arm does
         if path == "clearerr":
-            self.in_reflex = False
+            self.in_sim(lambda r: r.clear_error())
             return 200, b"Clear", text
         if path in ("startimp", "stopimp"):
             self.impedance_on = path == "startimp"
@@ -211,22 +241,32 @@ class SimRobotServer:
         if path == "update_param":
             self.in_sim(lambda r: r.set_compliance(**self._compliance(body)))
             return 200, b"Updated compliance parameters", text
+        if path in ("activate_gripper", "reset_gripper"):
+            if self.needs_activation:  # the activation message has rPR = 0: the Robotiq opens
+                self.gripper_activated = self.gripper_hw_active = True
+                self.gripper_opening = 1.0
+            return 200, b"Activated" if path == "activate_gripper" else b"Reset", text
         if path == "close_gripper":
-            self.gripper_opening = self.held_opening
+            if self._gripper_listens():
+                self.gripper_opening = self.held_opening
             return 200, b"Closed", text
         if path == "open_gripper":
-            self.gripper_opening = 1.0
+            if self._gripper_listens():
+                self.gripper_opening = 1.0
             return 200, b"Opened", text
         if path == "move_gripper":
             n = int(np.clip(int(body["gripper_pos"]), 0, 255))  # the real servers take int() too
-            self.gripper_opening = max(self.gripper.commanded_opening(n), self.held_opening)
+            if self._gripper_listens():
+                self.gripper_opening = max(self.gripper.commanded_opening(n), self.held_opening)
             return 200, b"Moved Gripper", text
         if path == "get_gripper":
             return 200, json.dumps({"gripper": self.gripper.reading(self.gripper_opening)}).encode(), "application/json"
         if path == "set_load":
             if not {"mass", "F_x_center_load", "load_inertia"} <= set(body):
                 raise BadRequest("set_load needs mass, F_x_center_load and load_inertia")
-            self.load = body  # the simulated hand is gravity-compensated: kept, not simulated
+            self.load = body
+            mass = float(body["mass"])
+            self.in_sim(lambda r: setattr(r, "modelled_load_kg", mass))  # the controller compensates it
             return 200, b"Set load", text
         if path == "cameras":
             size = int(body.get("size", contract.DEFAULT_IMAGE_SIZE))
@@ -248,15 +288,37 @@ class SimRobotServer:
                 raise BadRequest(f"unknown fault settings {sorted(unknown)}")
             for k, v in body.items():
                 setattr(self.faults, k, float(v))
+            jam, payload = self.faults.jam, self.faults.payload_kg
+
+            def apply(r: Any) -> None:
+                r.jam_force, r.payload_kg = jam, payload
+
+            self.in_sim(apply)
             return 200, json.dumps(asdict(self.faults)).encode(), "application/json"
         return 404, f"no endpoint /{path}".encode(), text
+
+    @property
+    def in_reflex(self) -> bool:
+        return bool(self.robot.in_reflex)
+
+    def _gripper_listens(self) -> bool:
+        """Whether a gripper command acts. Before activation SERL's Robotiq server sends its
+        command message with ``rACT = 0``: ignored, and a reset of a gripper that was active."""
+        if self.gripper_activated or not self.needs_activation:
+            return True
+        self.gripper_commands_ignored += 1
+        if self.gripper_hw_active:
+            self.gripper_hw_active = False
+            self.gripper_opening = 1.0  # reset: it lets go
+            log.warning("sim robot server: gripper command before /activate_gripper reset the active Robotiq")
+        return False
 
     def _joint_reset(self) -> None:
         """Like the real server: clear errors, then block while a joint controller takes the arm
         home (here: the equilibrium glides there over ``joint_reset_s``), then impedance again."""
         here = np.asarray(self.in_sim(lambda r: r.get_state()["pose"]))
         self.joint_resets.append(here.tolist())
-        self.in_reflex = False
+        self.in_sim(lambda r: r.clear_error())
         start6, home6 = geo.pose7_to_pose6(here), self.home_pose6
         n = max(1, int(self.joint_reset_s / 0.05))
         for k in range(1, n + 1):
@@ -272,9 +334,8 @@ class SimRobotServer:
         self.in_sim(lambda r: r.command_pose(pose7))
 
     def _compliance(self, body: dict[str, Any]) -> dict[str, Any]:
-        """SERL's impedance parameters -> the simulation's stiffness, damping and force limits.
-        The controller clips the pose error per axis; with one limit per group here, the force
-        limit is stiffness x the largest clip."""
+        """SERL's impedance parameters -> the simulation's stiffness, damping and force limits
+        (per base axis for translation; the largest rotational clip for rotation)."""
         known = {
             "translational_stiffness",
             "translational_damping",
@@ -298,10 +359,23 @@ class SimRobotServer:
             float(body.get("rotational_damping", cur.damping[1])),
         )
         out: dict[str, Any] = {"stiffness": k, "damping": d}
-        for group, key, i in (("translational", "force_limit", 0), ("rotational", "torque_limit", 1)):
-            clips = [float(v) for name, v in body.items() if name.startswith(f"{group}_clip_")]
-            if clips:
-                out[key] = k[i] * max(clips)
+        # serl_franka_controllers clips the pose error (measured - target, base frame) per axis to
+        # [-clip_neg, clip]; the spring force -K * error is then within [-K * clip, K * clip_neg].
+        clip = {n: float(v) for n, v in body.items() if "_clip_" in n}
+        if any(n.startswith("translational_clip_") for n in clip):
+            big = 1e3  # an axis without a clip: unbounded
+            out["force_range"] = np.array(
+                [
+                    [
+                        -k[0] * clip.get(f"translational_clip_{a}", big),
+                        k[0] * clip.get(f"translational_clip_neg_{a}", big),
+                    ]
+                    for a in "xyz"
+                ]
+            )
+        rot = [v for n, v in clip.items() if n.startswith("rotational_clip_")]
+        if rot:  # the hinges are Euler angles, not base axes: one limit for all
+            out["torque_limit"] = k[1] * max(rot)
         return out
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

@@ -19,6 +19,9 @@ from robot_env.gripper import GRIPPER_FLAVOURS
 from shared.config import from_dict
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+# Share of the collision threshold a compliance may push with: an impact or the damping term
+# adds to the spring's push, and at the threshold itself every press ends in a reflex.
+CONTACT_MARGIN = 0.8
 
 
 class TaskConfigError(ValueError):
@@ -87,7 +90,7 @@ class RealTaskConfig:
     success_tolerance: tuple[float, float]
     joint_reset_every: int  # episodes between joint resets; 0 never (the paper's robot code)
     reset_lift: float  # metres straight up, at least, before any sideways reset motion
-    reset_settle_s: float  # wait at the end of each reset leg
+    reset_settle_s: float  # the longest wait for the arm to settle at the end of each reset leg
     gripper: str = "serl_robotiq"  # the robot server's gripper units (robot_env/gripper.py)
     reset_clearance: float = 0.03  # height above target_pose that is out of the hole: insertion depth + margin
     reset_max_step: float = 0.01  # metres between consecutive reset commands
@@ -98,8 +101,26 @@ class RealTaskConfig:
     clear_errors: str = "every_step"  # "every_step" (SERL's habit) or "on_stall" (only when the arm stopped)
     stall_min_command: float = 0.004  # metres: a shorter command cannot reveal a stall
     stall_contact_force: float = 5.0  # N against the motion: contact, not a stall
-    stall_steps: int = 1  # consecutive stalled steps that count as a reflex
+    stall_steps: int = 2  # consecutive stalled steps that count as a reflex (the controller lags one)
     on_reflex: str = "end"  # "end" the episode at the last good observation, or "continue"
+    # N per force axis above which the arm stops with a reflex: franka_ros's
+    # franka_control/config/franka_control_node.yaml (lower = upper thresholds). Every compliance
+    # here must push below CONTACT_MARGIN of it, or pressing on the board trips the reflex.
+    collision_force: float = 20.0
+    reset_tolerance: tuple[float, float] = (0.005, 0.05)  # a reset must end this close (m, rad) to its goal
+    # A zero action holds the last commanded pose while the arm is within this (m, rad) of it: a
+    # payload or the controller's lag must not walk the target down (measured + delta would).
+    hold_window: tuple[float, float] = (0.0075, 0.03)
+    gripper_settle_s: float = 0.6  # after a gripper command (SERL's GRIPPER_SLEEP)
+    gripper_activation_s: float = 2.0  # a Robotiq's activation cycle (it opens and closes once)
+    touch_offset: tuple[float, float] = (0.03, 0.0)  # check_robot touches the board here (m from target, base x y)
+
+    def push_limit(self, params: dict[str, float]) -> float:
+        """The most the controller pushes with under these compliance parameters (N): translational
+        stiffness x the largest translational clip (serl_franka_controllers clips the pose error)."""
+        k = float(params.get("translational_stiffness", 0.0))
+        clips = [float(v) for n, v in params.items() if n.startswith("translational_clip_")]
+        return k * max(clips) if clips else float("inf")
 
     @property
     def limited_reset_compliance(self) -> dict[str, float]:
@@ -189,8 +210,16 @@ class TaskConfig:
                 r.stall_min_command,
                 r.reset_clearance,
                 *r.success_tolerance,
+                r.collision_force,
+                *r.reset_tolerance,
+                *r.hold_window,
             )
-            if min(positive) <= 0 or min(r.joint_reset_every, r.reset_lift, r.reset_settle_s) < 0 or r.stall_steps < 1:
+            if (
+                min(positive) <= 0
+                or min(r.joint_reset_every, r.reset_lift, r.reset_settle_s, r.gripper_settle_s, r.gripper_activation_s)
+                < 0
+                or r.stall_steps < 1
+            ):
                 raise TaskConfigError(f"task {self.name}: real section has a negative or zero setting")
             for name, value, allowed in (
                 ("gripper", r.gripper, GRIPPER_FLAVOURS),
@@ -203,6 +232,14 @@ class TaskConfig:
             ):
                 if value not in allowed:
                     raise TaskConfigError(f"task {self.name}: real.{name} must be one of {allowed}, got {value!r}")
+            cap = CONTACT_MARGIN * r.collision_force
+            for what, params in (("compliance", r.compliance), ("reset compliance", r.limited_reset_compliance)):
+                if r.push_limit(params) > cap + 1e-9:
+                    raise TaskConfigError(
+                        f"task {self.name}: the {what} pushes with up to {r.push_limit(params):.1f} N (stiffness x "
+                        f"largest translational clip), above {CONTACT_MARGIN:.0%} of the {r.collision_force:g} N "
+                        "collision threshold: every press would end in a reflex; lower the clips"
+                    )
             if self.safety_box.high[2] < self.target_pose[2] + r.reset_clearance:
                 raise TaskConfigError(
                     f"task {self.name}: the safety box's top ({self.safety_box.high[2]}) is below the height that is "

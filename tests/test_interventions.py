@@ -18,6 +18,8 @@ from robot_env.rollout import run_episode
 from shared.dataset import load_arrays, save_arrays
 from shared.replay_buffer import ReplayBuffer
 
+TOOL_AXES = (0, 1, 2, 3, 4, 5)  # the puck's axes as the action's, in the tool frame
+
 
 def puck(x=0.0, y=0.0, z=0.0, roll=0.0, pitch=0.0, yaw=0.0, buttons=(0, 0)):
     """pyspacemouse's state object (its attributes)."""
@@ -50,7 +52,7 @@ class ScriptedReader:
 
 
 def test_the_dead_zone_and_scaling_by_hand():
-    cfg = SpaceMouseConfig(dead_zone=0.1, translation_scale=0.5, rotation_scale=2.0)
+    cfg = SpaceMouseConfig(dead_zone=0.1, translation_scale=0.5, rotation_scale=2.0, axes=TOOL_AXES, signs=(1,) * 6)
     # |0.05| is inside the dead zone; 0.55 -> (0.55 - 0.1) / 0.9 = 0.5, times 0.5; -1 -> -1 * 0.5;
     # rotations: 0.28 -> 0.2 * 2 = 0.4; -0.1 (the edge) -> 0; 1.0 -> 1 * 2 clipped to 1.
     a = spacemouse_action(np.array([0.05, 0.55, -1.0, 0.28, -0.1, 1.0]), cfg)
@@ -64,7 +66,7 @@ def test_the_dead_zone_and_scaling_by_hand():
 
 def test_the_device_thread_turns_an_event_stream_into_actions():
     reader = ScriptedReader()
-    mouse = SpaceMouse(SpaceMouseConfig(dead_zone=0.1), reader=reader)
+    mouse = SpaceMouse(SpaceMouseConfig(dead_zone=0.1, axes=TOOL_AXES, signs=(1,) * 6, frame="tool"), reader=reader)
     try:
         assert mouse.command({}) is None  # nothing heard yet
         reader.send(mouse, puck(x=0.05, yaw=-0.08))  # resting in the dead zone: no takeover
@@ -78,11 +80,13 @@ def test_the_device_thread_turns_an_event_stream_into_actions():
         reader.send(mouse, puck(y=0.55))
         time.sleep(0.35)
         assert mouse.command({}) is not None
-        mouse.cfg = SpaceMouseConfig(dead_zone=0.1, stale_after=0.3)
+        mouse.cfg = SpaceMouseConfig(dead_zone=0.1, axes=TOOL_AXES, signs=(1,) * 6, frame="tool", stale_after=0.3)
         assert mouse.command({}) is None  # no reading for 0.35 s > stale_after: released
     finally:
         mouse.close()
-    button_mode = SpaceMouse(SpaceMouseConfig(engage="button"), reader=(r := ScriptedReader()))
+    button_mode = SpaceMouse(
+        SpaceMouseConfig(engage="button", axes=TOOL_AXES, signs=(1,) * 6, frame="tool"), reader=(r := ScriptedReader())
+    )
     try:
         r.send(button_mode, puck(x=0.9))  # moving without the button: the policy keeps control
         assert button_mode.command({}) is None
@@ -92,11 +96,26 @@ def test_the_device_thread_turns_an_event_stream_into_actions():
         button_mode.close()
 
 
+def test_a_silent_wireless_puck_is_released_though_its_last_state_is_read_again():
+    """pyspacemouse.read() returns its cached state (same event time ``t``) when no report came: a
+    puck that goes out of range must not keep driving the arm with its last deflection."""
+    last = puck(x=0.9)  # the last report before the puck went silent
+
+    mouse = SpaceMouse(SpaceMouseConfig(frame="tool", stale_after=0.2), reader=lambda: last)
+    try:
+        time.sleep(0.05)
+        assert mouse.command({}) is not None  # fresh: it drives
+        time.sleep(0.3)
+        assert mouse.command({}) is None  # nothing new for 0.3 s: released
+    finally:
+        mouse.close()
+
+
 def test_an_unplugged_spacemouse_reads_as_released():
     def broken():
         raise OSError("device disconnected")
 
-    mouse = SpaceMouse(reader=broken)
+    mouse = SpaceMouse(SpaceMouseConfig(frame="tool"), reader=broken)
     try:
         time.sleep(0.05)
         assert mouse.command({}) is None and "disconnected" in mouse.error
@@ -231,7 +250,7 @@ def test_the_device_thread_paces_a_reader_that_always_answers():
         calls.append(1)
         return puck(x=0.5)
 
-    mouse = SpaceMouse(SpaceMouseConfig(poll_s=0.005), reader=always)
+    mouse = SpaceMouse(SpaceMouseConfig(poll_s=0.005, frame="tool"), reader=always)
     try:
         time.sleep(0.3)
         assert mouse.command({}) is not None

@@ -1,6 +1,9 @@
 """A simulated Franka-like robot with the robot server's verbs: read the state, command an
-impedance equilibrium pose, let time pass. The gym env drives it, and the simulated robot
-server (for the real env's client) can serve it.
+impedance equilibrium pose, let time pass. The gym env drives it with an ideal controller (the
+equilibrium follows each command at once); the simulated robot server serves it through the real
+controller's model (``robot_env/sim/franka_controller.py``: target filter, 30 Hz state,
+reflexes). Both report the external wrench as libfranka does: forces the robot applies to the
+environment are positive.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import numpy as np
 
 from robot_env import geometry as geo
 from robot_env.sim import scene
+from robot_env.sim.franka_controller import ControllerModel
 from robot_env.task_config import TaskConfig
 
 _JOINTS = ("x", "y", "z", "yaw", "pitch", "roll")
 # the TCP body is turned pi about x from the hinge chain: tcp roll = chain roll + pi
 _TCP_FLIP = geo.euler_to_mat([np.pi, 0.0, 0.0])
+GRAVITY = 9.81
+JAM_MIN_DEPTH = 0.001  # metres down the hole before a jammed peg sticks
 
 
 def _renderer(model: Any, size: int) -> Any:
@@ -34,7 +40,9 @@ def _renderer(model: Any, size: int) -> Any:
 class SimRobot:
     """MuJoCo physics of the peg task behind a robot-server-like interface."""
 
-    def __init__(self, task: TaskConfig):
+    def __init__(self, task: TaskConfig, controller: ControllerModel | None = None):
+        """``controller``: the real controller's model (the robot server's stand-in); None is the
+        ideal controller of the simulation env."""
         if task.sim is None:
             raise ValueError(f"task {task.name} has no 'sim' section")
         self.task = task
@@ -52,6 +60,19 @@ class SimRobot:
         self._renderers: dict[tuple[int, int], Any] = {}
         self._contact_buf = np.zeros(6)
         self._vel_buf = np.zeros(6)
+        self._tcp_body = self.model.body("tcp").id
+        self.controller = controller
+        self._command = np.zeros(6)  # the commanded joint target (the controller's position_d_target_)
+        self.in_reflex = False
+        self.reflexes = 0  # reflexes since the start, injected or tripped
+        self.reflex_wrench: np.ndarray | None = None  # the estimate that tripped the last reflex
+        self.payload_kg = 0.0  # mass in the hand the robot's model does not know of
+        self.payload_com = np.zeros(3)  # its centre of mass in the TCP frame
+        self.modelled_load_kg = 0.0  # what /set_load told the controller
+        self.jam_force = 0.0  # N of dry friction holding the peg along the hole once it is in
+        self._published: dict[str, Any] | None = None
+        self._wrench_estimate = np.zeros(6)  # the controller model's filtered external wrench
+        self._next_publish = 0.0
         mujoco.mj_forward(self.model, self.data)
 
     # ----- poses <-> joints -----
@@ -68,13 +89,21 @@ class SimRobot:
 
     # ----- the robot server's verbs -----
     def get_state(self) -> dict[str, Any]:
-        """``pose`` (7, base frame), ``vel`` (6), ``force``/``torque`` (external wrench on the
-        tool in the TCP frame), ``gripper_pos`` (normalised, 1 = open)."""
+        """``pose`` (7, base frame), ``vel`` (6), ``force``/``torque`` (the external wrench in the
+        TCP frame, libfranka's sign: what the robot applies to the environment), ``gripper_pos``
+        (normalised, 1 = open). With a controller model this is the newest *published* state
+        (``state_rate_hz``), as the robot server sees it."""
+        if self.controller is not None and self._published is not None:
+            return self._published
+        return self._measure()
+
+    def _measure(self) -> dict[str, Any]:
         d = self.data
         pos = d.site_xpos[self._tcp].copy()
         rot = d.site_xmat[self._tcp].reshape(3, 3).copy()
         mujoco.mj_objectVelocity(self.model, d, mujoco.mjtObj.mjOBJ_SITE, self._tcp, self._vel_buf, 0)
-        force, torque = self._external_wrench(pos, rot)
+        on_robot, about_tcp = self._external_wrench(pos, rot)
+        force, torque = -on_robot, -about_tcp  # libfranka: the robot's push on the world is positive
         return {
             "pose": geo.mat_to_pose7(pos, rot),
             "vel": np.concatenate([self._vel_buf[3:], self._vel_buf[:3]]),
@@ -83,17 +112,94 @@ class SimRobot:
             "gripper_pos": self._gripper,
         }
 
-    def command_pose(self, pose7: np.ndarray) -> None:
-        """Set the impedance controller's equilibrium pose (the robot server's ``/pose``)."""
+    def command_pose(self, pose7: np.ndarray) -> bool:
+        """Set the impedance controller's target pose (the robot server's ``/pose``); False when
+        a reflex lost it. With the ideal controller the equilibrium jumps there at once; with the
+        controller model it is approached through the target filter."""
         pose7 = np.asarray(pose7, np.float64)
         if pose7.shape != (7,) or not np.all(np.isfinite(pose7)):
             raise ValueError(f"pose must be 7 finite numbers, got {pose7}")
-        self.data.ctrl[self._act] = self._pose_to_joints(pose7, self._joints())
+        if self.in_reflex:
+            return False
+        q = self._pose_to_joints(pose7, self._joints())
+        self._command = q
+        if self.controller is None or self.controller.target_filter_tau_s == 0:
+            self.data.ctrl[self._act] = q
+        return True
+
+    def clear_error(self) -> None:
+        """Error recovery: after a reflex the controller starts again holding the measured pose
+        (serl_franka_controllers ``starting()``); without one it changes nothing."""
+        if self.in_reflex:
+            self.in_reflex = False
+            self._hold_here()
+
+    def trigger_reflex(self, wrench: np.ndarray | None = None) -> None:
+        """The arm stops where it is and ignores commands until ``clear_error``."""
+        self.in_reflex = True
+        self.reflexes += 1
+        self.reflex_wrench = None if wrench is None else np.asarray(wrench, np.float64)
+        self._hold_here()
+
+    def _hold_here(self) -> None:
+        q = self._joints()
+        self._command = q
+        self.data.ctrl[self._act] = q
 
     def advance(self, seconds: float | None = None) -> None:
         """Let simulated time pass (one control period by default); no wall-clock sleeping."""
         n = self._substeps if seconds is None else max(1, round(seconds / self.model.opt.timestep))
-        mujoco.mj_step(self.model, self.data, nstep=n)
+        if self.controller is None and not self.jam_force and not self.payload_kg:
+            mujoco.mj_step(self.model, self.data, nstep=n)
+            return
+        for _ in range(n):
+            self._physics_step()
+
+    def _physics_step(self) -> None:
+        """One physics step through the controller model: filter the target, apply the payload
+        and a jam, step, then check the collision thresholds and publish the state on time."""
+        m, d, c = self.model, self.data, self.controller
+        dt = m.opt.timestep
+        if c is not None and c.target_filter_tau_s > 0 and not self.in_reflex:
+            alpha = 1.0 - np.exp(-dt / c.target_filter_tau_s)
+            q_d = d.ctrl[self._act]
+            d.ctrl[self._act] = q_d + alpha * self._joint_delta(self._command, q_d)
+        self._apply_payload()
+        z_dof = self._dadr[2]
+        m.dof_frictionloss[z_dof] = self.jam_force if self.insertion_depth() > JAM_MIN_DEPTH else 0.0
+        mujoco.mj_step(m, d)
+        if c is None:
+            return
+        state = self._measure()
+        raw = np.concatenate([state["force"], state["torque"]])
+        self._wrench_estimate += (1.0 - np.exp(-dt / c.estimate_tau_s)) * (raw - self._wrench_estimate)
+        w = self._wrench_estimate
+        if not self.in_reflex and (
+            np.any(np.abs(w[:3]) > c.force_threshold_n) or np.any(np.abs(w[3:]) > c.torque_threshold_nm)
+        ):
+            self.trigger_reflex(w.copy())
+        if d.time >= self._next_publish:
+            self._published = {**state, "force": w[:3].copy(), "torque": w[3:].copy()}
+            self._next_publish = d.time + 1.0 / c.state_rate_hz
+
+    @staticmethod
+    def _joint_delta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+        out[3:] = geo.wrap_angle(out[3:])
+        return out
+
+    def _apply_payload(self) -> None:
+        """The unmodelled part of the payload as a force at its centre of mass (world frame)."""
+        mass = self.payload_kg - self.modelled_load_kg
+        body = self._tcp_body
+        if mass == 0.0:
+            self.data.xfrc_applied[body] = 0.0
+            return
+        pos, rot = self.data.site_xpos[self._tcp], self.data.site_xmat[self._tcp].reshape(3, 3)
+        f = np.array([0.0, 0.0, -mass * GRAVITY])
+        at = pos + rot @ self.payload_com
+        self.data.xfrc_applied[body, :3] = f
+        self.data.xfrc_applied[body, 3:] = np.cross(at - self.data.xipos[body], f)
 
     def teleport(self, pose7: np.ndarray) -> None:
         """Put the hand at ``pose7`` at rest, with the controller holding it there."""
@@ -101,7 +207,12 @@ class SimRobot:
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[self._qadr] = q
         self.data.ctrl[self._act] = q
+        self._command = q
+        self.in_reflex = False
+        self._next_publish = 0.0
+        self._wrench_estimate[:] = 0.0
         mujoco.mj_forward(self.model, self.data)
+        self._published = self._measure()
 
     def set_compliance(
         self,
@@ -109,8 +220,11 @@ class SimRobot:
         damping: tuple[float, float] | None = None,
         force_limit: float | None = None,
         torque_limit: float | None = None,
+        force_range: np.ndarray | None = None,
     ) -> None:
-        """Reconfigure the impedance controller (the robot server's ``/update_param``)."""
+        """Reconfigure the impedance controller (the robot server's ``/update_param``).
+        ``force_range``: (3, 2) per base axis, the push the controller may make (lowest, highest);
+        otherwise ``force_limit`` on every axis."""
         m = self.model
         for group, ids in ((0, self._act[:3]), (1, self._act[3:])):
             if stiffness is not None:
@@ -122,6 +236,8 @@ class SimRobot:
         for lim, ids in ((force_limit, self._act[:3]), (torque_limit, self._act[3:])):
             if lim is not None:
                 m.actuator_forcerange[ids] = [-float(lim), float(lim)]
+        if force_range is not None:
+            m.actuator_forcerange[self._act[:3]] = np.asarray(force_range, np.float64).reshape(3, 2)
 
     # ----- ground truth only the simulation has -----
     def insertion_depth(self) -> float:
@@ -159,10 +275,20 @@ class SimRobot:
 
     # ----- internals -----
     def _external_wrench(self, pos: np.ndarray, rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sum of contact forces the world exerts on the hand and peg, with the torque about the
-        TCP, both in the TCP frame (what the Franka's external-wrench estimate reports)."""
+        """What the world exerts on the hand and peg (contacts, a jam's friction, the unmodelled
+        payload), with the torque about the TCP, both in the TCP frame."""
         d = self.data
         force, torque = np.zeros(3), np.zeros(3)
+        if self.jam_force:
+            z_dof = self._dadr[2]
+            for i in range(d.nefc):
+                if d.efc_type[i] == mujoco.mjtConstraint.mjCNSTR_FRICTION_DOF and d.efc_id[i] == z_dof:
+                    force[2] += d.efc_force[i]  # the z slide's row is a unit vector: a world-frame force
+        mass = self.payload_kg - self.modelled_load_kg
+        if mass:
+            f = np.array([0.0, 0.0, -mass * GRAVITY])
+            force += f
+            torque += np.cross(rot @ self.payload_com, f)
         for i in range(d.ncon):
             con = d.contact[i]
             g1, g2 = con.geom1, con.geom2
