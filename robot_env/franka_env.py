@@ -14,12 +14,12 @@ A step that failed is never handed on as a normal transition: ``info["robot_erro
 and the actor does not send it to the learner.
 - A robot-server or camera failure ends the episode (truncated) at the last good observation.
   The arm keeps its last commanded pose, which is inside the box.
-- An arm that stood still for ``stall_steps`` steps in a row while commanded away (``stalled``:
-  it pushed along the command with less than ``stall_contact_force``: a reflex, or the controller
-  stopped) has *stalled*; the env clears errors, reports
+- An arm that stood still for ``stall_steps`` steps in a row while commanded away with nothing
+  touching it (``stalled``: a reflex, or the controller stopped) has *stalled*; the env clears errors, reports
   ``info["reflex"]`` and, as the task file's ``on_reflex`` says, ends the episode or goes on.
   Success is judged first: an inserted peg is never a stall. The force is libfranka's
-  ``K_F_ext_hat_K``: what the robot applies to the environment is positive.
+  ``K_F_ext_hat_K``: what the robot applies to the environment is positive (only its size matters
+  here; the sign matters to the policy, which reads it).
 
 Resets (``robot_env/reset_path.py``) lift the tool straight out of the hole, then move across and
 down in small steps under a force-limited reset compliance, clearing errors before every command
@@ -88,23 +88,21 @@ class CameraSet(Protocol):
 def stalled(
     before7: np.ndarray, target7: np.ndarray, after: dict[str, Any], min_command: float, contact_force: float
 ) -> bool:
-    """Whether the arm stood still while commanded away with nothing in the way: over the step it
+    """Whether the arm stood still while commanded away with nothing touching it: over the step it
     moved less than a tenth of the commanded distance (in any direction), it ends the step at
-    under 1 cm/s, and it pushes along the command with less than ``contact_force`` (pressing on
-    the board is not a stall). A reflex stops the arm dead; the controller's 0.2 s target filter
-    and 30 Hz state make a following arm look slow in a step (as little as 2 % of the command
-    along it when it turns), never still. The force is libfranka's ``K_F_ext_hat_K`` in the tool
-    frame: what the robot applies to the environment is positive."""
+    under 1 cm/s, and the external force is under ``contact_force``. A reflex stops the arm dead
+    and its hold relaxes any push; the controller's 0.2 s target filter and 30 Hz state make a
+    following arm slow in a step (2 % of the command along it when it turns), never still, and
+    in contact a lagging target can hold the arm still against a board or a wall (pressed
+    against the command's direction): contact is never a stall."""
     command = np.asarray(target7[:3]) - np.asarray(before7[:3])
     dist = float(np.linalg.norm(command))
     if dist < min_command:
         return False
-    u = command / dist
     moved = float(np.linalg.norm(np.asarray(after["pose"][:3]) - np.asarray(before7[:3])))
     speed = float(np.linalg.norm(np.asarray(after["vel"][:3])))
-    force_base = geo.quat_to_mat(np.asarray(after["pose"][3:])) @ np.asarray(after["force"])
-    pushing = float(np.dot(force_base, u))
-    return moved < STILL_FRACTION * dist and speed < STILL_SPEED and pushing < contact_force
+    touching = float(np.linalg.norm(after["force"])) >= contact_force
+    return moved < STILL_FRACTION * dist and speed < STILL_SPEED and not touching
 
 
 def hold_base(measured7: np.ndarray, commanded7: np.ndarray | None, window: tuple[float, float]) -> np.ndarray:

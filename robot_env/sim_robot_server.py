@@ -11,8 +11,8 @@ session going (each behaviour cites its source):
   published at 30 Hz, reflexes above franka_ros's 20 N / 25 Nm collision thresholds (in resets
   too) after which ``/pose`` is answered "Moved" but lost until ``/clearerr``, and the external
   wrench with libfranka's sign. ``controller=None`` gives the ideal controller instead.
-- **A board the peg can jam in** (``/_faults {"jam": N}``: dry friction of N newtons holds the
-  peg along the hole once it is in) and **an unmodelled payload** (``payload_kg``; HIL-SERL's
+- **A board the peg can jam in** (``/_faults {"jam": 1}``: a peg that goes into the hole is
+  wedged there: it cannot come back up, whatever the arm pulls with, until the jam is cleared) and **an unmodelled payload** (``payload_kg``; HIL-SERL's
   ``/set_load`` compensates it, as libfranka's ``setLoad`` does).
 - **The Robotiq** (SERL's ``robotiq_gripper_server.py``): it ignores every command until
   ``/activate_gripper`` has been called since the server started (the server's command message
@@ -89,7 +89,7 @@ class Faults:
     drop_rate: float = 0.0  # fraction of calls whose connection is closed without an answer
     html_errors: float = 0.0  # 1: injected 500s are Flask's HTML page (else plain text)
     reflex: float = 0.0  # 1: the next /pose triggers a reflex (consumed by it)
-    jam: float = 0.0  # N of dry friction holding the peg along the hole once it is in (0: none)
+    jam: float = 0.0  # 1: a peg in the hole is wedged there until this is set back to 0
     payload_kg: float = 0.0  # mass in the hand that the robot's model does not know of
     force_sign: float = 1.0  # -1: the wrench is served with the opposite sign (another convention)
 
@@ -291,7 +291,7 @@ class SimRobotServer:
             jam, payload = self.faults.jam, self.faults.payload_kg
 
             def apply(r: Any) -> None:
-                r.jam_force, r.payload_kg = jam, payload
+                r.jam, r.payload_kg = bool(jam), payload
 
             self.in_sim(apply)
             return 200, json.dumps(asdict(self.faults)).encode(), "application/json"

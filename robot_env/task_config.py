@@ -100,7 +100,7 @@ class RealTaskConfig:
     joint_reset_timeout_s: float = 60.0  # the real server blocks up to ~43 s
     clear_errors: str = "every_step"  # "every_step" (SERL's habit) or "on_stall" (only when the arm stopped)
     stall_min_command: float = 0.004  # metres: a shorter command cannot reveal a stall
-    stall_contact_force: float = 5.0  # N against the motion: contact, not a stall
+    stall_contact_force: float = 5.0  # N of external force: the arm touches something, not a stall
     stall_steps: int = 2  # consecutive stalled steps that count as a reflex (the controller lags one)
     on_reflex: str = "end"  # "end" the episode at the last good observation, or "continue"
     # N per force axis above which the arm stops with a reflex: franka_ros's

@@ -24,6 +24,7 @@ _JOINTS = ("x", "y", "z", "yaw", "pitch", "roll")
 _TCP_FLIP = geo.euler_to_mat([np.pi, 0.0, 0.0])
 GRAVITY = 9.81
 JAM_MIN_DEPTH = 0.001  # metres down the hole before a jammed peg sticks
+JAM_FLOOR = -10.0  # a jammed peg may still go deeper: the joint limit is only upwards
 
 
 def _renderer(model: Any, size: int) -> Any:
@@ -69,7 +70,9 @@ class SimRobot:
         self.payload_kg = 0.0  # mass in the hand the robot's model does not know of
         self.payload_com = np.zeros(3)  # its centre of mass in the TCP frame
         self.modelled_load_kg = 0.0  # what /set_load told the controller
-        self.jam_force = 0.0  # N of dry friction holding the peg along the hole once it is in
+        self.jam = False  # a peg that goes into the hole sticks there: it cannot come back up
+        self._jam_z: float | None = None  # where it stuck
+        self._z_joint = self.model.joint("z").id
         self._published: dict[str, Any] | None = None
         self._wrench_estimate = np.zeros(6)  # the controller model's filtered external wrench
         self._next_publish = 0.0
@@ -149,7 +152,7 @@ class SimRobot:
     def advance(self, seconds: float | None = None) -> None:
         """Let simulated time pass (one control period by default); no wall-clock sleeping."""
         n = self._substeps if seconds is None else max(1, round(seconds / self.model.opt.timestep))
-        if self.controller is None and not self.jam_force and not self.payload_kg:
+        if self.controller is None and not self.jam and not self.payload_kg:
             mujoco.mj_step(self.model, self.data, nstep=n)
             return
         for _ in range(n):
@@ -165,8 +168,7 @@ class SimRobot:
             q_d = d.ctrl[self._act]
             d.ctrl[self._act] = q_d + alpha * self._joint_delta(self._command, q_d)
         self._apply_payload()
-        z_dof = self._dadr[2]
-        m.dof_frictionloss[z_dof] = self.jam_force if self.insertion_depth() > JAM_MIN_DEPTH else 0.0
+        self._update_jam()
         mujoco.mj_step(m, d)
         if c is None:
             return
@@ -181,6 +183,18 @@ class SimRobot:
         if d.time >= self._next_publish:
             self._published = {**state, "force": w[:3].copy(), "torque": w[3:].copy()}
             self._next_publish = d.time + 1.0 / c.state_rate_hz
+
+    def _update_jam(self) -> None:
+        """A jammed peg: once in the hole, the z slide gets an upper limit where it is (a wedged peg
+        holds whatever the arm pulls with); released when the jam is."""
+        m, j = self.model, self._z_joint
+        if self.jam and self._jam_z is None and self.insertion_depth() > JAM_MIN_DEPTH:
+            self._jam_z = float(self.data.qpos[self._qadr[2]])
+            m.jnt_range[j] = [JAM_FLOOR, self._jam_z]
+            m.jnt_limited[j] = True
+        elif not self.jam and self._jam_z is not None:
+            self._jam_z = None
+            m.jnt_limited[j] = False
 
     @staticmethod
     def _joint_delta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -275,15 +289,10 @@ class SimRobot:
 
     # ----- internals -----
     def _external_wrench(self, pos: np.ndarray, rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What the world exerts on the hand and peg (contacts, a jam's friction, the unmodelled
-        payload), with the torque about the TCP, both in the TCP frame."""
+        """What the world exerts on the hand and peg (contacts, a jam, the unmodelled payload),
+        with the torque about the TCP, both in the TCP frame."""
         d = self.data
         force, torque = np.zeros(3), np.zeros(3)
-        if self.jam_force:
-            z_dof = self._dadr[2]
-            for i in range(d.nefc):
-                if d.efc_type[i] == mujoco.mjtConstraint.mjCNSTR_FRICTION_DOF and d.efc_id[i] == z_dof:
-                    force[2] += d.efc_force[i]  # the z slide's row is a unit vector: a world-frame force
         mass = self.payload_kg - self.modelled_load_kg
         if mass:
             f = np.array([0.0, 0.0, -mass * GRAVITY])
@@ -302,4 +311,8 @@ class SimRobot:
                 f_world = -f_world
             force += f_world
             torque += np.cross(con.pos - pos, f_world)
+        if self._jam_z is not None:
+            # the z slide's generalized constraint force is a world z force; less the contacts' share
+            contacts_z = force[2] - (-mass * GRAVITY if mass else 0.0)
+            force[2] += float(d.qfrc_constraint[self._dadr[2]]) - contacts_z
         return rot.T @ force, rot.T @ torque
