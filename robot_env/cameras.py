@@ -172,12 +172,19 @@ class CameraRig:
 # ------------------------------------------------------------------------------- sources
 
 
+EXPOSURE_UNIT_US = {"stereo": 1.0, "rgb": 100.0}  # what one unit of rs.option.exposure is, per sensor
+
+
 class RealSenseSource:
     """One Intel RealSense colour stream, selected by serial number (pyrealsense2, robot PC only).
 
     Every failure of the library (``RuntimeError`` from librealsense) becomes a ``CameraError``
     naming the camera. Exposure is set on the sensor that makes the colour image: on a D405 that
-    is the stereo module (its colour comes from the depth imagers), on a D435 the RGB camera."""
+    is the stereo module (its colour comes from the depth imagers), on a D415/D435 the RGB camera.
+    The task file gives it in microseconds; the sensors count differently (librealsense: the
+    stereo module in microseconds, range 1..165,000 on a D435, issue #6384; the RGB camera in
+    100 us units, range 1..10,000, PR #1052 and issue #8243), so it is converted per sensor and
+    checked against the range the sensor reports before it is set."""
 
     def __init__(self, cfg: CameraConfig, rs: Any = None) -> None:
         """``rs``: the pyrealsense2 module (imported here when not given)."""
@@ -213,12 +220,26 @@ class RealSenseSource:
             ) from None
         try:
             device = profile.get_device()
-            sensor = self._exposure_sensor(device)
+            sensor, which = self._exposure_sensor(device)
             if cfg.exposure > 0:
+                value = float(cfg.exposure) / EXPOSURE_UNIT_US[which]
+                rng = sensor.get_option_range(rs.option.exposure)
+                if not float(rng.min) <= value <= float(rng.max):
+                    with contextlib.suppress(RuntimeError):
+                        self.pipeline.stop()
+                    unit = EXPOSURE_UNIT_US[which]
+                    raise CameraError(
+                        f"camera {cfg.name}: exposure {cfg.exposure:g} us is out of range for the "
+                        f"{device.get_info(rs.camera_info.name)}'s {which} sensor: it takes "
+                        f"{float(rng.min) * unit:g}..{float(rng.max) * unit:g} us (in units of {unit:g} us); "
+                        "set real.cameras[].exposure in the task file (microseconds), or 0 for auto exposure"
+                    )
                 sensor.set_option(rs.option.enable_auto_exposure, 0)
-                sensor.set_option(rs.option.exposure, float(cfg.exposure))
+                sensor.set_option(rs.option.exposure, value)
             else:
                 sensor.set_option(rs.option.enable_auto_exposure, 1)
+        except CameraError:
+            raise
         except RuntimeError as e:
             with contextlib.suppress(RuntimeError):
                 self.pipeline.stop()
@@ -226,12 +247,12 @@ class RealSenseSource:
                 f"camera {cfg.name}: cannot set exposure ({cfg.exposure}) on RealSense {cfg.serial}: {e}"
             ) from None
 
-    def _exposure_sensor(self, device: Any) -> Any:
+    def _exposure_sensor(self, device: Any) -> tuple[Any, str]:
         which = self.cfg.exposure_sensor
         if which == "auto":
             name = str(device.get_info(self.rs.camera_info.name))
             which = "stereo" if "D405" in name else "rgb"
-        return device.first_depth_sensor() if which == "stereo" else device.first_color_sensor()
+        return (device.first_depth_sensor() if which == "stereo" else device.first_color_sensor()), which
 
     def read(self, timeout: float) -> np.ndarray:
         try:

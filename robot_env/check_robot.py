@@ -5,16 +5,25 @@ prints a checklist, one PASS/FAIL line per item, and exits non-zero on any failu
 1. the robot server answers ``/getstate`` within the control period;
 2. the state is sane (finite, a unit quaternion, modest force and velocity: an arm at rest);
 3. the tool is inside the task's safety box;
-4. the gripper reading fits the configured server flavour (and, for a task that holds its
-   object, reads closed after ``/close_gripper``);
-5. each camera delivers fresh frames at its rate;
-6. a gentle test move: up a little and back, in small steps under the reset compliance; the arm
-   must follow. Skipped when an earlier check failed, so nothing moves on a doubtful setup.
+4. no unmodelled load: at rest, touching nothing, the external force is small (a payload Desk
+   does not know of reads as its weight, and sags the arm under the impedance controller);
+5. the gripper reading fits the configured server flavour and, for a task that holds its object,
+   closes on ``/close_gripper``; one that does not move at all is a Robotiq that was never
+   activated (``--activate-gripper`` activates it: it opens, so hold the object);
+6. each camera opens with its exposure in the sensor's range and delivers fresh frames;
+7. a gentle test move: up a little and back, in small steps under the reset compliance; the arm
+   must follow;
+8. the force sign: the tool goes down slowly beside the target (``real.touch_offset``) until it
+   touches the board, and pressing down must read as libfranka's sign (what the robot applies to
+   the environment is positive). ``--no-touch`` skips it.
+Moves (7, 8) run only when every earlier check passed, so nothing moves on a doubtful setup.
+``--pose`` prints the tool's pose as the task file writes poses (for ``target_pose``) and exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +33,7 @@ import numpy as np
 
 from robot_env import geometry as geo
 from robot_env.cameras import CameraError
+from robot_env.contract import clip_to_box
 from robot_env.gripper import GRIPPER_FLAVOURS, GripperUnits
 from robot_env.make import CAMERA_SOURCES, camera_rig
 from robot_env.reset_path import interpolate
@@ -33,8 +43,15 @@ from shared import defaults
 
 MAX_REST_FORCE_N = 60.0
 MAX_REST_SPEED = 0.2  # m/s
+# A Franka's external force estimate at rest stays within a few newtons; more, with nothing
+# touching, is mass the robot's model does not know (0.4 kg reads as 4 N).
+MAX_UNMODELLED_N = 4.0
+GRAVITY = 9.81
 TEST_MOVE_M = 0.01
 FOLLOW_TOLERANCE_M = 0.004
+TOUCH_STEP_M = 0.002  # the descent onto the board, per command
+TOUCH_FORCE_N = 3.0  # what counts as touching
+GRIPPER_OPEN = 0.9  # an opening above this reads open
 
 
 @dataclass
@@ -86,8 +103,31 @@ def check_box(task: TaskConfig, state: dict) -> Check:
     return Check("pose inside the safety box", inside, detail)
 
 
-def check_gripper(client: RobotClient, task: TaskConfig) -> Check:
+def check_load(task: TaskConfig, state: dict) -> Check:
+    """At rest and touching nothing, the external force is what the robot's model misses: a
+    payload Desk does not know of (the robot holds its weight up)."""
+    force_base = geo.quat_to_mat(np.asarray(state["pose"][3:])) @ np.asarray(state["force"])
+    f = float(np.linalg.norm(force_base))
+    if f <= MAX_UNMODELLED_N:
+        return Check("no unmodelled load", True, f"external force at rest {f:.1f} N")
+    stiffness = float(task.real_section.compliance.get("translational_stiffness", 0.0))
+    sag = f"; it sags the arm about {1e3 * f / stiffness:.0f} mm under the episode's compliance" if stiffness else ""
+    return Check(
+        "no unmodelled load",
+        False,
+        f"the arm reads {f:.1f} N of external force at rest (about {f / GRAVITY:.2f} kg) with nothing touching: an "
+        f"unmodelled payload{sag}. Enter the gripper and object in Desk (Settings > End effector: mass, centre of "
+        "mass), or set them with HIL-SERL's /set_load; or the arm is touching something",
+    )
+
+
+def check_gripper(client: RobotClient, task: TaskConfig, activate: bool, settle_s: float | None = None) -> Check:
+    real = task.real_section
+    settle = real.gripper_settle_s if settle_s is None else settle_s
     units = client.gripper
+    if activate:
+        client.activate_gripper()
+        time.sleep(real.gripper_activation_s)
     raw = client.get_gripper_raw()
     lo, hi = units.reading_range
     if not lo <= raw <= hi:
@@ -100,17 +140,25 @@ def check_gripper(client: RobotClient, task: TaskConfig) -> Check:
     detail = f"{units.flavour}: raw {raw:.4g} = opening {units.opening(raw):.2f}"
     if task.gripper_closed:
         client.close_gripper()
-        time.sleep(1.0)
-        raw = client.get_gripper_raw()
-        opening = units.opening(raw)
-        if opening > 0.5:
+        time.sleep(settle)
+        after = client.get_gripper_raw()
+        opening = units.opening(after)
+        if opening > GRIPPER_OPEN and after == raw and units.flavour != "serl_franka":
             return Check(
                 "gripper reading",
                 False,
-                f"after /close_gripper it reads raw {raw:.4g} = opening "
+                f"the gripper did not move on /close_gripper (raw {raw:.4g} before and after, open): a Robotiq "
+                "takes no command until it is activated once per robot-server start. Hold the object, then run "
+                "this check with --activate-gripper (or POST /activate_gripper): it opens the gripper",
+            )
+        if opening > GRIPPER_OPEN:
+            return Check(
+                "gripper reading",
+                False,
+                f"after /close_gripper it reads raw {after:.4g} = opening "
                 f"{opening:.2f} (open): the server's units are not {units.flavour}'s",
             )
-        detail += f"; closed on the object: raw {raw:.4g} = opening {opening:.2f}"
+        detail += f"; closed on the object: raw {after:.4g} = opening {opening:.2f}"
     return Check("gripper reading", True, detail)
 
 
@@ -161,9 +209,78 @@ def check_test_move(client: RobotClient, task: TaskConfig) -> Check:
     )
 
 
-def run_checks(client: RobotClient, task: TaskConfig, rig: object | None, report: Callable[[Check], None]) -> bool:
-    """Every check in order; ``report`` gets each result as it comes. True when all passed."""
-    results: list[Check] = []
+def _go(client: RobotClient, task: TaskConfig, waypoints: list[np.ndarray]) -> None:
+    for p in waypoints:
+        client.clear_error()
+        client.command_pose(geo.pose6_to_pose7(p))
+        time.sleep(1.0 / task.control_hz)
+
+
+def check_force_sign(client: RobotClient, task: TaskConfig) -> Check:
+    """Touch the board beside the target, slowly, and read which way the press points: libfranka's
+    ``K_F_ext_hat_K`` counts what the robot applies to the environment as positive, so pressing
+    down reads as a downward force in the base frame (a server on the other convention reads up)."""
+    real = task.real_section
+    step, rot = real.reset_max_step, real.reset_max_rot_step
+    start = geo.pose7_to_pose6(client.get_state()["pose"])
+    above = np.asarray(task.target_pose, np.float64).copy()
+    above[:2] += np.asarray(real.touch_offset)
+    above[2] = task.target_pose[2] + real.reset_clearance
+    above = clip_to_box(above, task.safety_box)
+    lifted = start.copy()
+    lifted[2] = max(start[2], above[2])
+    client.update_params(real.limited_reset_compliance)
+    touched: dict | None = None
+    try:
+        _go(client, task, interpolate(start, lifted, step, rot) + interpolate(lifted, above, step, rot))
+        time.sleep(real.reset_settle_s)
+        p = above.copy()
+        while p[2] > task.safety_box.low[2] + 1e-9:
+            p[2] = max(p[2] - TOUCH_STEP_M, task.safety_box.low[2])
+            _go(client, task, [p])
+            state = client.get_state()
+            if float(np.linalg.norm(state["force"])) > TOUCH_FORCE_N:
+                touched = state
+                break
+        here = geo.pose7_to_pose6(client.get_state()["pose"])
+        _go(client, task, interpolate(here, above, step, rot))
+        _go(client, task, interpolate(above, lifted, step, rot) + interpolate(lifted, start, step, rot))
+        time.sleep(real.reset_settle_s)
+    finally:
+        client.update_params(real.compliance)
+    if touched is None:
+        return Check(
+            "force sign",
+            False,
+            f"went down to the safety box's floor at {np.round(above[:2], 3).tolist()} and touched nothing: is the "
+            "board under real.touch_offset from the target? (--no-touch skips this check)",
+        )
+    down = float((geo.quat_to_mat(np.asarray(touched["pose"][3:])) @ np.asarray(touched["force"]))[2])
+    if down < -TOUCH_FORCE_N / 2:
+        return Check(
+            "force sign", True, f"pressing on the board reads {down:.1f} N along the base's z (down: libfranka's)"
+        )
+    return Check(
+        "force sign",
+        False,
+        f"pressing down on the board reads {down:+.1f} N along the base's z: the server reports the environment's "
+        "push on the robot, not libfranka's K_F_ext_hat_K (what the robot applies is positive). Policies trained in "
+        "our simulation read the arm's sign: fix the server (force = K_F_ext_hat_K[:3], as SERL's franka_server.py)",
+    )
+
+
+def run_checks(
+    client: RobotClient,
+    task: TaskConfig,
+    rig: object | None,
+    report: Callable[[Check], None],
+    activate_gripper: bool = False,
+    touch: bool = True,
+    earlier: list[Check] | None = None,
+) -> bool:
+    """Every check in order; ``report`` gets each result as it comes. True when all passed.
+    ``earlier``: checks already made and reported (the cameras' opening), which gate the moves."""
+    results: list[Check] = list(earlier or [])
 
     def add(c: Check) -> None:
         results.append(c)
@@ -178,8 +295,9 @@ def run_checks(client: RobotClient, task: TaskConfig, rig: object | None, report
         return False
     add(check_state(state))
     add(check_box(task, state))
+    add(check_load(task, state))
     try:
-        add(check_gripper(client, task))
+        add(check_gripper(client, task, activate_gripper))
     except RobotServerError as e:
         add(Check("gripper reading", False, str(e)))
     if rig is not None:
@@ -188,14 +306,28 @@ def run_checks(client: RobotClient, task: TaskConfig, rig: object | None, report
         fps = {c.name: float(c.fps) for c in real.cameras}
         for c in check_cameras(rig, names, {n: fps.get(n, 30.0) for n in names}):
             add(c)
-    if all(c.ok for c in results):
+    moves = [("test move and back", lambda: check_test_move(client, task))]
+    if touch:
+        moves.append(("force sign", lambda: check_force_sign(client, task)))
+    for name, run in moves:
+        if not all(c.ok for c in results):
+            add(Check(name, False, "not run: fix the failures above first (nothing was moved)"))
+            continue
         try:
-            add(check_test_move(client, task))
+            add(run())
         except RobotServerError as e:
-            add(Check("test move and back", False, str(e)))
-    else:
-        add(Check("test move and back", False, "not run: fix the failures above first (nothing was moved)"))
+            add(Check(name, False, str(e)))
     return all(c.ok for c in results)
+
+
+def current_pose6(client: RobotClient) -> np.ndarray:
+    """The tool's pose as ``[x, y, z, roll, pitch, yaw]`` (extrinsic xyz Euler, the task file's
+    convention): HIL-SERL's ``/getpos_euler`` where the server has it, else from ``/getstate``'s
+    quaternion (SERL's server)."""
+    try:
+        return client.get_pose_euler()
+    except RobotServerError:
+        return geo.pose7_to_pose6(client.get_state()["pose"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,24 +341,46 @@ def main(argv: list[str] | None = None) -> None:
         default="realsense",
         help="check the wrist cameras: RealSense (serials in the task file), the simulated server's, or none",
     )
+    p.add_argument(
+        "--activate-gripper",
+        action="store_true",
+        help="activate the Robotiq first (needed once per robot-server start; it opens the gripper: hold the object)",
+    )
+    p.add_argument("--no-touch", action="store_true", help="skip the force-sign check (it touches the board)")
+    p.add_argument(
+        "--pose",
+        action="store_true",
+        help="print the tool's pose as the task file writes poses ([x, y, z, roll, pitch, yaw]) and exit",
+    )
     args = p.parse_args(argv)
     task = load_task(args.task)
     real = task.real_section
     client = RobotClient(args.robot_url, gripper=GripperUnits(args.gripper or real.gripper))
+    if args.pose:
+        print(json.dumps([round(float(v), 5) for v in current_pose6(client)]))
+        return
     print(
         f"check_robot: {args.robot_url}, task {task.name}, gripper {client.gripper.flavour}, cameras {args.cameras}",
         flush=True,
     )
     rig = None
-    ok = True
+    earlier: list[Check] = []
     try:
         if args.cameras != "none":
             try:
                 rig = camera_rig(args.cameras, args.task, args.robot_url, 64)
             except (CameraError, ValueError) as e:
-                print(Check("cameras", False, str(e)).line(), flush=True)
-                ok = False
-        ok = run_checks(client, task, rig, lambda c: print(c.line(), flush=True)) and ok
+                earlier.append(Check("cameras", False, str(e)))
+                print(earlier[-1].line(), flush=True)
+        ok = run_checks(
+            client,
+            task,
+            rig,
+            lambda c: print(c.line(), flush=True),
+            activate_gripper=args.activate_gripper,
+            touch=not args.no_touch,
+            earlier=earlier,
+        )
     finally:
         if rig is not None:
             rig.close()

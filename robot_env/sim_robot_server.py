@@ -140,6 +140,10 @@ class SimRobotServer:
         self._started = 0.0
         self.impedance_on = True
         self.load: dict[str, Any] | None = None
+        # the controller's compliance parameters; an /update_param changes only those it names
+        self.compliance: dict[str, float] = dict(real.compliance) if real is not None else {}
+        if self.compliance:  # as if the task's compliance had been set once
+            self.robot.set_compliance(**self._compliance(self.compliance))
         self.gripper_commands_ignored = 0
         self.calls: dict[str, int] = {}
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -239,7 +243,10 @@ class SimRobotServer:
             self._joint_reset()
             return 200, b"Reset Joint", text
         if path == "update_param":
-            self.in_sim(lambda r: r.set_compliance(**self._compliance(body)))
+            self._check_compliance_keys(body)
+            self.compliance.update({k: float(v) for k, v in body.items()})  # dynamic_reconfigure keeps the rest
+            settings = self._compliance(self.compliance)
+            self.in_sim(lambda r: r.set_compliance(**settings))
             return 200, b"Updated compliance parameters", text
         if path in ("activate_gripper", "reset_gripper"):
             if self.needs_activation:  # the activation message has rPR = 0: the Robotiq opens
@@ -333,9 +340,8 @@ class SimRobotServer:
     def _command(self, pose7: np.ndarray) -> None:
         self.in_sim(lambda r: r.command_pose(pose7))
 
-    def _compliance(self, body: dict[str, Any]) -> dict[str, Any]:
-        """SERL's impedance parameters -> the simulation's stiffness, damping and force limits
-        (per base axis for translation; the largest rotational clip for rotation)."""
+    @staticmethod
+    def _check_compliance_keys(body: dict[str, Any]) -> None:
         known = {
             "translational_stiffness",
             "translational_damping",
@@ -349,6 +355,10 @@ class SimRobotServer:
         unknown = set(body) - known
         if unknown:
             raise BadRequest(f"unknown compliance parameters {sorted(unknown)}")
+
+    def _compliance(self, body: dict[str, Any]) -> dict[str, Any]:
+        """SERL's impedance parameters -> the simulation's stiffness, damping and force limits
+        (per base axis for translation; the largest rotational clip for rotation)."""
         cur = self.task.sim_section
         k = (
             float(body.get("translational_stiffness", cur.stiffness[0])),

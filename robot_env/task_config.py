@@ -70,7 +70,7 @@ class CameraConfig:
     width: int = 640
     height: int = 480
     fps: int = 30
-    exposure: float = 0.0  # microseconds; 0 leaves auto exposure on
+    exposure: float = 0.0  # microseconds (converted to each sensor's units); 0 leaves auto exposure on
     crop: tuple[int, int, int, int] | None = None  # [top, bottom, left, right] pixel rows/columns kept
     square: bool = True  # then the centre square of what is left, so resizing does not squash it
     # Which sensor's exposure to set: the one that makes the colour image. "auto": the stereo

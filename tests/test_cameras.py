@@ -2,6 +2,7 @@
 
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -177,6 +178,11 @@ class FakeRealSense:
                     raise RuntimeError("object doesn't support option #66")
                 rs.calls.append((self.which, opt, value))
 
+            def get_option_range(self, opt):
+                # librealsense's ranges for rs.option.exposure: the stereo module in us (issue
+                # #6384: 1-165000 on a D435), the RGB camera in 100 us units (issue #8243: 1-10000)
+                return SimpleNamespace(min=1.0, max=165000.0 if self.which == "stereo" else 10000.0, step=1.0)
+
         class Device:
             def get_info(self, what):
                 return f"Intel RealSense {rs.model}" if what == "name" else "123"
@@ -217,14 +223,23 @@ class FakeRealSense:
         self.pipeline, self.config, self.context = Pipeline, Config, Context
 
 
-@pytest.mark.parametrize(("model", "sensor"), [("D405", "stereo"), ("D435", "rgb")])
-def test_exposure_is_set_on_the_sensor_that_makes_the_colour_image(model, sensor):
+@pytest.mark.parametrize(("model", "sensor", "units"), [("D405", "stereo", 10500.0), ("D435", "rgb", 105.0)])
+def test_exposure_is_set_on_the_sensor_that_makes_the_colour_image_in_its_units(model, sensor, units):
+    """10,500 us: the stereo module counts microseconds, the RGB camera 100 us units."""
     rs = FakeRealSense(model)
     RealSenseSource(CameraConfig(name="wrist_1", serial="123", exposure=10500), rs=rs)
-    assert rs.calls == [(sensor, "enable_auto_exposure", 0), (sensor, "exposure", 10500.0)]
+    assert rs.calls == [(sensor, "enable_auto_exposure", 0), (sensor, "exposure", units)]
     rs = FakeRealSense(model)
     RealSenseSource(CameraConfig(name="wrist_1", serial="123", exposure=10500, exposure_sensor="rgb"), rs=rs)
     assert {c[0] for c in rs.calls} == {"rgb"}  # the task file can say which
+
+
+@pytest.mark.parametrize(("model", "exposure"), [("D405", 200_000), ("D435", 2_000_000)])
+def test_an_exposure_out_of_the_sensors_range_is_refused_with_the_range(model, exposure):
+    rs = FakeRealSense(model)
+    with pytest.raises(CameraError, match=r"wrist_1: exposure .* out of range .* takes (1\.\.165000|100\.\.1e\+06) us"):
+        RealSenseSource(CameraConfig(name="wrist_1", serial="123", exposure=exposure), rs=rs)
+    assert rs.calls == []  # nothing was set
 
 
 @pytest.mark.parametrize("fail", ["start", "set_option"])

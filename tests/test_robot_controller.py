@@ -19,9 +19,8 @@ from robot_env.intervention import InterventionWrapper
 from robot_env.peg_sim_env import PegInsertionSimEnv
 from robot_env.robot_client import RobotClient
 from robot_env.scripted import ScriptedInserter, Skill
-from robot_env.sim.franka_controller import ControllerModel
 from robot_env.sim.robot import SimRobot
-from robot_env.sim_robot_server import SimRobotServer
+from robot_env.sim_robot_server import FRANKA, SimRobotServer
 from robot_env.task_config import TaskConfigError, load_task
 from shared.transport import free_port
 
@@ -29,7 +28,7 @@ TASK = load_task("peg_insertion")
 DOWN = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # the tool's z points down the hole
 
 
-def robot_at(offset=(0.0, 0.0, 0.0), controller=ControllerModel()):
+def robot_at(offset=(0.0, 0.0, 0.0), controller=FRANKA):
     r = SimRobot(TASK, controller)
     r.teleport(geo.pose6_to_pose7(contract.reset_pose6(TASK, np.asarray(offset))))
     return r
@@ -48,7 +47,7 @@ def test_the_target_filter_applies_39_percent_of_a_command_in_one_100_ms_step():
     r.command_pose(geo.pose6_to_pose7(goal))
     r.advance(0.1)
     assert (r.data.ctrl[r._act][0] - start) / 0.01 == pytest.approx(1 - math.exp(-0.5), abs=2e-3)
-    assert 1 - 0.995**100 == pytest.approx(1 - math.exp(-0.5), abs=2e-3)
+    assert pytest.approx(1 - math.exp(-0.5), abs=2e-3) == 1 - 0.995**100
     # The ideal controller (the simulation env's) jumps there at once.
     ideal = robot_at(controller=None)
     ideal.command_pose(geo.pose6_to_pose7(goal))
@@ -219,7 +218,9 @@ def test_a_reflex_during_a_reset_is_cleared_and_the_reset_still_arrives(server):
     assert sum(p["ignored"] for p in poses) == 1  # one lost command, then cleared
 
 
-@pytest.mark.parametrize(("flavour", "restarted"), [("serl_robotiq", False), ("normalised", False), ("serl_robotiq", True)])
+@pytest.mark.parametrize(
+    ("flavour", "restarted"), [("serl_robotiq", False), ("normalised", False), ("serl_robotiq", True)]
+)
 def test_the_gripper_closes_on_a_fresh_server(flavour, restarted):
     """SERL's Robotiq ignores commands until /activate_gripper; on a restarted server (the gripper
     still active) the first close even resets it. Either way the env activates once and holds."""
@@ -267,7 +268,9 @@ def test_lifting_the_puck_lifts_the_tool_at_any_yaw(server, yaw):
     state = {"motion": {}}
 
     def reader():
-        return SimpleNamespace(t=np.random.rand(), buttons=[0, 0], **{**dict.fromkeys(SPACEMOUSE, 0.0), **state["motion"]})
+        return SimpleNamespace(
+            t=np.random.rand(), buttons=[0, 0], **{**dict.fromkeys(SPACEMOUSE, 0.0), **state["motion"]}
+        )
 
     env = FrankaEnv(TASK, robot_url=server.url)
     mouse = SpaceMouse(SpaceMouseConfig(), reader=reader, task=TASK)

@@ -28,14 +28,17 @@ def client(server):
     yield RobotClient(server.url, timeout=1.0, gripper=server.gripper)
     RobotClient(server.url).post("_faults", NO_FAULTS)
     RobotClient(server.url).post("clearerr")
+    RobotClient(server.url).post("startimp")
 
 
 def to_reset_pose(client, server):
     client.command_pose(geo.pose6_to_pose7(contract.reset_pose6(server.task, np.zeros(3))))
-    time.sleep(0.5)
+    time.sleep(1.5)  # the 0.2 s target filter and the arm: settled
 
 
 def test_state_has_the_contract_fields_and_a_joint_reset_goes_home(client, server):
+    client.activate_gripper()
+    client.close_gripper()
     client.joint_reset()
     state = client.get_state()
     assert set(state) == {"pose", "vel", "force", "torque", "gripper_pos", "gripper_raw"}
@@ -53,7 +56,10 @@ def test_pose_command_moves_the_arm_in_real_time(client, server):
     target = start.copy()
     target[1] += 0.02
     client.command_pose(target)
-    time.sleep(0.5)  # the simulation runs on the wall clock, like the arm
+    time.sleep(0.1)  # the simulation runs on the wall clock, like the arm, behind the 0.2 s target filter
+    moved = client.get_state()["pose"][1] - start[1]
+    assert 0.1 * 0.02 < moved < 0.5 * 0.02  # part of the way after one control period
+    time.sleep(1.2)
     np.testing.assert_allclose(client.get_state()["pose"][:3], target[:3], atol=3e-3)
     with pytest.raises(ValueError, match="finite"):
         client.command_pose(np.full(7, np.nan))  # refused before anything is sent
@@ -76,10 +82,13 @@ def test_stopped_impedance_ignores_poses_and_compliance_is_reconfigured(client, 
         }
     )
     limits = server.in_sim(lambda r: r.model.actuator_forcerange[r._act[0]].copy())
-    np.testing.assert_allclose(limits, [-10.0, 10.0])
+    np.testing.assert_allclose(limits, [-10.0, 1000 * server.compliance["translational_clip_neg_x"]])
+    client.update_params({"translational_clip_neg_x": 0.002})  # the others keep their values (dynamic_reconfigure)
+    limits = server.in_sim(lambda r: r.model.actuator_forcerange[r._act[0]].copy())
+    np.testing.assert_allclose(limits, [-10.0, 2.0])  # the controller clips the error to [-0.002, 0.01]
     with pytest.raises(RobotServerError, match="HTTP 400.*unknown compliance"):
         client.update_params({"stiffnes": 1})
-    client.update_params({"translational_stiffness": 2000, "translational_clip_x": 0.01})
+    client.update_params(server.task.real.compliance)
 
 
 @pytest.mark.parametrize("flavour", GRIPPER_FLAVOURS)
@@ -91,7 +100,13 @@ def test_each_gripper_flavour_reads_and_moves_in_its_own_units(flavour):
         state = c.get_state()
         lo, hi = units.reading_range
         assert lo <= state["gripper_raw"] <= hi
-        assert state["gripper_pos"] == pytest.approx(s.held_opening, abs=0.01)  # closed on the 20 mm peg
+        if flavour == "serl_franka":  # the Franka hand: no activation, closed on the 20 mm peg
+            assert state["gripper_pos"] == pytest.approx(s.held_opening, abs=0.01)
+        else:  # a Robotiq on a fresh server: open, and deaf until activated
+            assert state["gripper_pos"] == pytest.approx(1.0)
+            c.close_gripper()
+            assert c.get_state()["gripper_pos"] == pytest.approx(1.0) and s.gripper_commands_ignored == 1
+            c.activate_gripper()
         c.move_gripper(1.0)
         assert c.get_state()["gripper_pos"] == pytest.approx(1.0, abs=0.01)
         c.move_gripper(0.5)
@@ -130,7 +145,7 @@ def test_a_reflex_ignores_poses_until_errors_are_cleared(client, server):
     assert server.pose_log[-1]["ignored"]
     client.clear_error()
     client.command_pose(start + np.array([0, 0.02, 0, 0, 0, 0, 0]))
-    time.sleep(0.5)
+    time.sleep(1.2)
     assert client.get_state()["pose"][1] == pytest.approx(start[1] + 0.02, abs=3e-3)
 
 
