@@ -44,9 +44,23 @@ if [[ "${WSRL_SKIP_SYSTEM_PACKAGES:-0}" != "1" ]] && ! render_libs_present; then
   fi
 fi
 
+# One install at a time: launchers started together (the dry run's server, learner and actor)
+# would otherwise build the same .venv at once.
+mkdir -p "$VENV"
+exec 9>"$VENV/.install-lock"
+flock 9
+
 stamp="$VENV/.wsrl-installed"
-want="$PROFILE $(cat "$LOCK" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+lock_hash() { cat "$ROOT/requirements/$1.lock" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16; }
+want="$PROFILE $(lock_hash "$PROFILE")"
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [[ "$have" == "$want" ]]; then
+  exit 0
+fi
+# The robot profile has all of cpu's but the study's maze (gymnasium-robotics), which never runs
+# on the robot PC: a cpu launcher there (the simulated server, a dry-run learner, evaluation)
+# keeps the robot venv instead of switching the shared .venv back and forth.
+if [[ "$PROFILE" == "cpu" && "$have" == "robot $(lock_hash robot)" ]]; then
   exit 0
 fi
 
