@@ -454,6 +454,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency", type=float, default=0.0, help="injected delay per call, s")
     p.add_argument("--error-rate", type=float, default=0.0, help="fraction of calls answered with HTTP 500")
     p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of calls dropped without an answer")
+    p.add_argument("--payload-kg", type=float, default=0.0, help="mass in the hand the robot's model does not know")
+    p.add_argument(
+        "--ideal-controller",
+        action="store_true",
+        help="the simulation env's ideal controller instead of the real one's model (no filter, no reflexes)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     server = SimRobotServer(
@@ -462,8 +468,9 @@ def main(argv: list[str] | None = None) -> None:
         args.port,
         args.gripper,
         args.joint_reset_s,
-        Faults(args.latency, args.error_rate, args.drop_rate),
+        Faults(args.latency, args.error_rate, args.drop_rate, payload_kg=args.payload_kg),
         startup_s=args.startup_s,
+        controller=None if args.ideal_controller else FRANKA,
     ).start()
     print(f"simulated robot server for task '{server.task.name}' at {server.url}/ (Ctrl-C stops)", flush=True)
     try:

@@ -1,5 +1,6 @@
 """The actor's control loop against a real in-process ingest server (sockets on localhost)."""
 
+import json
 import threading
 import time
 
@@ -260,3 +261,43 @@ def test_intervention_actions_are_recorded_as_executed_clipped_or_held(tmp_path)
     np.testing.assert_array_equal(actions[0], np.ones(6))
     np.testing.assert_array_equal(actions[1], np.zeros(6))  # non-finite: the env held the pose
     np.testing.assert_array_equal(actions[2], [0.5, -1, 0, 0, 0, 1])
+
+
+class DeadRobot(gym.Wrapper):
+    """A robot server that is down for ``down_s`` seconds from the first reset, then comes back;
+    it notes what the actor's status file said at each failed try."""
+
+    def __init__(self, env, down_s, status_file):
+        super().__init__(env)
+        self.down_s, self.status_file = down_s, status_file
+        self.t0 = None
+        self.seen = []
+
+    def reset(self, **kw):
+        self.t0 = self.t0 or time.monotonic()
+        if self.status_file.exists():
+            self.seen.append(json.loads(self.status_file.read_text())["state"])
+        if time.monotonic() - self.t0 < self.down_s:
+            raise RobotEnvError("robot server getstate at http://robot: ConnectionRefusedError")
+        return self.env.reset(**kw)
+
+
+def test_an_actor_without_a_robot_asks_for_help_and_goes_on_when_it_is_back(tmp_path, caplog):
+    status = tmp_path / "status.json"
+    env = DeadRobot(gym.make(robot_env.SIM_ENV_ID), down_s=1.5, status_file=status)
+    socks, _, server, sender = _serve(tmp_path)
+    agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
+    cfg = LoopConfig(hz=0, max_steps=5, help_after_s=0.5, reset_backoff=(0.05, 0.1))
+    loop = ControlLoop(env, agent.nets["actor"], agent.actor.params, sender, None, cfg, status_file=status)
+    try:
+        with caplog.at_level("ERROR", logger="wsrl.actor"):
+            summary = loop.run()
+        assert sender.close(drain_timeout=20)
+    finally:
+        server.stop()
+        socks.close()
+    assert summary["steps"] == 5 and summary["reset_failures"] >= 5
+    assert "running" in env.seen and "needs_help" in env.seen  # said while it waited
+    helps = [r.getMessage() for r in caplog.records if "NEEDS HELP" in r.getMessage()]
+    assert 1 <= len(helps) <= 3 and "ConnectionRefusedError" in helps[0] and "check_robot" in helps[0]
+    assert json.loads(status.read_text())["state"] == "running"  # and took it back once the robot answered
