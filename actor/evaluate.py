@@ -29,7 +29,7 @@ import numpy as np
 
 from actor.keyboard import KeyboardError
 from actor.teleop import TeleopError, add_intervention_arguments, with_interventions
-from robot_env.contract import task_env
+from robot_env.contract import RobotEnvError, task_env
 from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import Policy, reset_policy
 from shared import defaults
@@ -70,6 +70,25 @@ class KeyboardJudge:
             self.waiting = False
 
 
+def _reset_until_it_works(env: gym.Env, pose: int, wait_s: float = 2.0) -> Any:
+    """The reset to a fixed pose, tried again while the robot fails (a server down, a jammed
+    peg): a person is at the robot during evaluation, so say what failed and wait for them."""
+    tries = 0
+    while True:
+        try:
+            return env.reset(options={"eval_pose": pose})[0]
+        except RobotEnvError as e:
+            tries += 1
+            log.error(
+                "evaluate: the reset to pose %d failed (try %d): %s; fix it, trying again in %.0f s",
+                pose,
+                tries,
+                e,
+                wait_s,
+            )
+            time.sleep(wait_s)
+
+
 def evaluate_poses(
     env: gym.Env,
     policy: Policy,
@@ -91,7 +110,7 @@ def evaluate_poses(
     dt = task_env(env).task.control_dt
     results = []
     for i in poses:
-        obs, _ = env.reset(options={"eval_pose": i})
+        obs = _reset_until_it_works(env, i)
         reset_policy(policy)
         if keyboard is not None:
             keyboard.events()  # keys pressed before the episode do not count

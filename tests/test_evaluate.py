@@ -91,3 +91,28 @@ def test_evaluate_command_writes_the_report(tmp_path):
     for p in report["poses"]:
         assert set(p) >= {"pose_index", "success", "intervened", "time_to_success_s"}
     assert json.loads(r.stdout.strip().splitlines()[-1])["episodes"] == 2
+
+
+class JammedOnce(gym.Wrapper):
+    """The first reset finds the peg jammed (a person frees it); the next works."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.resets = 0
+
+    def reset(self, **kw):
+        self.resets += 1
+        if self.resets == 1:
+            from robot_env.franka_env import ResetJammed
+
+            raise ResetJammed("the peg is stuck in the hole: free it by hand")
+        return self.env.reset(**kw)
+
+
+def test_a_reset_that_fails_is_tried_again_for_the_same_pose(caplog):
+    env = JammedOnce(gym.make(robot_env.SIM_ENV_ID))
+    policy = ScriptedInserter(env.unwrapped.task, Skill.level(1.0), seed=0)
+    with caplog.at_level("ERROR", logger="wsrl.evaluate"):
+        results = evaluate_poses(env, policy, [4], "ground_truth")
+    assert [r.pose_index for r in results] == [4] and results[0].success and env.resets == 2
+    assert any("pose 4 failed" in r.getMessage() and "stuck" in r.getMessage() for r in caplog.records)
