@@ -9,7 +9,7 @@ x-axes count) and the same evaluation poses.
 Usage: ``launch/study.sh --suite smoke|sim_demo|core --out DIR [--tasks ...] [--methods ...]
 [--seeds N] [--dry-run] [--report-only]`` (``python -m learner.study --help``; docs/study.md). A
 run writes ``DIR/runs/<task>/<method>/seed_<s>/metrics.jsonl`` and ``summary.json``; the study
-writes ``DIR/results.json``, ``DIR/results.md`` (tables with bootstrap intervals, the claims)
+writes ``DIR/results.json``, ``DIR/results.md`` (tables with t-intervals, the claims)
 and figures ``DIR/results_<task>*.png``.
 """
 
@@ -107,7 +107,9 @@ def run_method(
     k = m.k(run.warmup_steps)
     if m.warmup == "dataset":
         _seed_from_offline(buffer, offline, k, rng)
-    env_warmup = k if m.warmup in ("policy", "random") else 0
+    # no update during these env steps (the warmup, and the official min_steps_to_update)
+    env_warmup = m.no_update_steps(run.warmup_steps, cfg.utd, cfg.batch_size)
+    window_actor = m.window_actor()
     frozen = pretrained.agent
     fraction = m.offline_fraction
     log_path = out / "metrics.jsonl"
@@ -132,9 +134,9 @@ def run_method(
         for step in range(1, run.env_steps + 1):
             key, sub = jax.random.split(key)
             batch_obs = {name: np.asarray(v)[None] for name, v in obs.items()}
-            if step <= env_warmup and m.warmup == "random":
+            if step <= env_warmup and window_actor == "random":
                 action = rng.uniform(-1.0, 1.0, agent.action_dim).astype(np.float32)
-            elif step <= env_warmup or guide_left > 0:  # the frozen pre-trained policy, sampled
+            elif (step <= env_warmup and window_actor == "pretrained") or guide_left > 0:  # frozen, sampled
                 action = act(frozen, batch_obs, sub)[0]
                 if guide_left > 0:
                     guide_left -= 1
@@ -155,7 +157,9 @@ def run_method(
             else:
                 obs = next_obs
             if step > env_warmup:  # one update of UTD critic steps per env step: exact UTD
-                batch = mixed_batch(buffer, offline, fraction, cfg.batch_size, rng, leading=(cfg.utd,))
+                batch = mixed_batch(
+                    buffer, offline, fraction, cfg.batch_size, rng, leading=(cfg.utd,), layout=m.batch_layout
+                )
                 agent, info = update(agent, batch)
             if step % run.eval_every == 0 or step == run.env_steps:
                 taken: list[Transition] = []
@@ -215,6 +219,7 @@ def run_method(
         "seed": run.seed,
         "env_steps": run.env_steps,
         "warmup_steps": k,
+        "no_update_steps": env_warmup,
         "curve": curve,
         "final_success_rate": rates[-1] if rates else 0.0,
         "mean_success_rate": float(np.mean(rates)) if rates else 0.0,  # area under the curve / length
@@ -402,7 +407,8 @@ SUITES = {
         eval_every=120,
         eval_episodes=4,
         overrides=_TINY,
-        online_overrides=("agent.utd=2",),
+        # a small batch, so that the official min_steps_to_update (utd x batch) fits the budget
+        online_overrides=("agent.utd=2", "agent.batch_size=16"),
     ),
     # run_sim.sh's settings (its default data, 3,000 Cal-QL steps with a single-action backup, K =
     # 5,000 then 5,000 online steps at UTD 4, 20 fixed poses): to compare this runner's WSRL with
@@ -655,10 +661,14 @@ def claims(task: str, weak_task: str | None = "peg_noexpert", tag: str = "") -> 
     fixed before any study ran; C14 when ``weak_task`` (``task`` with a weaker pre-training) is
     given. ``tag`` marks the claims' ids (a second task). Claims on diagnostics (C2, C3, C6) are
     shown as figures, not tested."""
-    from learner.study_results import Claim, Comparison
+    from learner.study_results import NONINFERIORITY_MARGIN, Claim, Comparison
 
     def beats(a: str, b: str, metric: str = "auc") -> Comparison:
         return Comparison(a, b, task, metric)  # type: ignore[arg-type]
+
+    def matches(a: str, b: str, metric: str = "auc") -> Comparison:
+        """Matches or beats: non-inferiority within the margin fixed in study_results."""
+        return Comparison(a, b, task, metric, "noninferior", NONINFERIORITY_MARGIN)  # type: ignore[arg-type]
 
     found = [
         Claim(
@@ -678,7 +688,7 @@ def claims(task: str, weak_task: str | None = "peg_noexpert", tag: str = "") -> 
             "C7/C11",
             "WSRL without retention matches or beats methods that keep the data (RLPD; Table 1 at equal env steps)",
             "Fig. 9, Table 1",
-            (beats("wsrl", "rlpd"), beats("wsrl", "rlpd", "final"), beats("wsrl", "calql_retain")),
+            (matches("wsrl", "rlpd"), matches("wsrl", "rlpd", "final"), matches("wsrl", "calql_retain")),
         ),
         Claim("C8", "warmup is critical", "Figs 10, 19", (beats("wsrl", "wsrl_no_warmup"),)),
         Claim(
@@ -739,14 +749,14 @@ FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
 def _plot_task(
     results: dict[str, Any], task: str, path: Path, methods: list[str] | None = None, title: str = ""
 ) -> Path:
-    """Success (mean and bootstrap band over seeds), and on the held-out offline probe Q and TD
+    """Success (mean and t-interval band over seeds), and on the held-out offline probe Q and TD
     error (the "downward spiral") and KL(pi_pre || pi): the paper's Figs 7, 4/11 and 8 for one task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from learner.study_results import bootstrap_ci
+    from learner.study_results import mean_ci
 
     panels = [
         ("success_rate", "success rate"),
@@ -762,7 +772,7 @@ def _plot_task(
             curves = [s["curve"] for s in seeds.values()]
             x = [c["env_steps"] for c in curves[0]]
             ys = [[c.get(key, np.nan) for c in curve] for curve in curves]
-            stats = [bootstrap_ci(col) if not np.isnan(col).any() else (np.nan,) * 3 for col in np.array(ys).T]
+            stats = [mean_ci(col) if not np.isnan(col).any() else (np.nan,) * 3 for col in np.array(ys).T]
             mean, lo, hi = (np.array(v) for v in zip(*stats))
             (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
@@ -771,7 +781,7 @@ def _plot_task(
         if "kl" in key:  # one method's KL can be orders of magnitude above the rest
             ax.set_yscale("symlog", linthresh=1.0)
     axes.flat[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{task}{': ' + title if title else ''}; mean over seeds, 95% bootstrap band")
+    fig.suptitle(f"{task}{': ' + title if title else ''}; mean over seeds, 95% t-interval band")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -814,8 +824,7 @@ def dry_run(
         kind = f"{update_kind(m, cell_online, pre_algo)}@utd{cfg.utd}"
         if f"{task}:{kind}" not in costs:
             costs[f"{task}:{kind}"] = time_update(cfg, spec, action_dim, m.offline_fraction, seconds).median_s
-        env_warmup = m.k(suite.warmup_steps) if m.warmup in ("policy", "random") else 0
-        updates = suite.env_steps - env_warmup
+        updates = max(suite.env_steps - m.no_update_steps(suite.warmup_steps, cfg.utd, cfg.batch_size), 0)
         evals = -(-suite.env_steps // suite.eval_every)
         # env steps and evaluation episodes at about 2 ms per step (policy call + physics), 60 steps an episode
         other = 0.002 * (suite.env_steps + evals * (suite.eval_episodes + suite.random_eval_episodes) * 60)

@@ -4,8 +4,9 @@ A method is four choices, applied to a pre-trained checkpoint and an offline dat
 - ``init``: what the online agent takes from pre-training: policy and Q (WSRL), the policy only,
   the Q-function only, or nothing (from scratch);
 - ``warmup``: what fills the first ``warmup_steps`` env steps, with no update: the frozen
-  pre-trained policy (WSRL), uniform random actions, transitions sampled from the offline data
-  (no env steps), or nothing;
+  pre-trained policy (WSRL), uniform random actions, the method's own policy (``"own"``: the
+  official code's ``--warmup_steps`` for RLPD, whose policy is untrained), transitions sampled
+  from the offline data (no env steps), or nothing;
 - ``online_algo``: the loss online: SAC (WSRL), or the pre-trained agent's own offline loss
   continued online (``"pretrained"``: Cal-QL, CQL or IQL, with what it needs, e.g. IQL's value
   network or CQL's alpha, kept), or Cal-QL with a fresh SAC hand-off (pessimistic online);
@@ -15,12 +16,26 @@ And JSRL's roll-in (``jsrl_anneal``): at the start of each episode, with a proba
 linearly from 1 to 0 over that fraction of the budget, the pre-trained policy acts for a random
 prefix of the episode before the learner's policy takes over.
 
+Two rules follow the official code (``zhouzypaul/wsrl``, ``finetune.py``) unless a method says
+otherwise:
+- **No update before** ``max(K, utd x batch x (1 - offline_fraction))`` env steps
+  (``min_steps_to_update``; the launch scripts pass ``--batch_size 1024 --utd 4``, i.e. 4 x 256):
+  "no warmup" still waits 1,024 steps of the unchanged pre-trained policy. ``eager`` methods
+  update from the step after their warmup (ours before; kept as named variants).
+- **The batch layout** (``batch_layout="concatenated"``): the official update concatenates the
+  online and the offline rows of the whole UTD x batch and cuts it into UTD minibatches in order
+  (``update_high_utd``), so with half offline data the first critic steps see online rows only
+  and the last ones offline rows only; ``"per_minibatch"`` mixes each minibatch (ours before).
+  The official schedule counts one more step of no update than ours (its ``<=``); we keep the
+  runtime's (``shared.schedule``).
+
 No method has its own update code: the update is ``shared.agents.make_update`` of the resulting
 agent config, and the batch is mixed by ``mixed_batch``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -32,7 +47,8 @@ from shared.config import AgentConfig, Algo
 from shared.replay_buffer import ReplayBuffer
 
 Init = Literal["policy_and_q", "policy", "q", "none"]
-Warmup = Literal["policy", "random", "dataset", "none"]
+Warmup = Literal["policy", "random", "dataset", "own", "none"]
+BatchLayout = Literal["concatenated", "per_minibatch"]
 OnlineAlgo = Literal["sac", "pretrained", "calql"]
 
 
@@ -45,6 +61,8 @@ class MethodConfig:
     offline_fraction: float = 0.0
     jsrl_anneal: float | None = None  # JSRL: the guide's probability reaches 0 at this fraction of the budget
     pretrain_algo: Algo = "calql"  # the offline algorithm of the checkpoint the method starts from
+    eager: bool = False  # update from the step after the warmup, without the official min_steps_to_update
+    batch_layout: BatchLayout = "concatenated"  # how online and offline rows fill the UTD minibatches
 
     def __post_init__(self) -> None:
         if self.jsrl_anneal is not None and self.jsrl_anneal <= 0:
@@ -66,11 +84,27 @@ class MethodConfig:
             return 0
         return default if self.warmup_steps is None else int(self.warmup_steps)
 
+    def no_update_steps(self, default_k: int, utd: int, batch_size: int) -> int:
+        """Env steps before the first update: the warmup (K env steps; none for the dataset
+        warmup, which fills the buffer without any), and, unless ``eager``, at least the official
+        ``min_steps_to_update`` = utd x batch x (1 - offline_fraction)."""
+        window = 0 if self.warmup == "dataset" else self.k(default_k)
+        if self.eager:
+            return window
+        return max(window, math.ceil(utd * batch_size * (1.0 - self.offline_fraction)))
+
+    def window_actor(self) -> str:
+        """Who acts before the first update: the frozen pre-trained policy, uniform random
+        actions, or the method's own agent (unchanged, since nothing updates it yet)."""
+        return {"policy": "pretrained", "random": "random"}.get(self.warmup, "agent")
+
 
 METHODS: dict[str, MethodConfig] = {
     # WSRL and its ablations
+    # (the official file and flags each reproduces: docs/study.md, "The methods")
     "wsrl": MethodConfig(),
-    "wsrl_no_warmup": MethodConfig(warmup="none"),
+    "wsrl_no_warmup": MethodConfig(warmup="none"),  # still 1,024 steps of the pre-trained policy
+    "wsrl_no_warmup_eager": MethodConfig(warmup="none", eager=True),  # updates from env step 1
     "wsrl_random_warmup": MethodConfig(warmup="random"),
     "wsrl_dataset_warmup": MethodConfig(warmup="dataset"),
     "wsrl_k500": MethodConfig(warmup_steps=500),  # shorter warmups (the paper's Fig. 19)
@@ -80,9 +114,14 @@ METHODS: dict[str, MethodConfig] = {
     "wsrl_q_only": MethodConfig(init="q"),
     "wsrl_no_init": MethodConfig(init="none"),
     "wsrl_calql_online": MethodConfig(online_algo="calql"),
-    # from scratch: SAC on online data, and RLPD (the SERL learner) with the offline data
-    "sac_fast": MethodConfig(init="none", warmup="random"),
-    "rlpd": MethodConfig(init="none", warmup="none", offline_fraction=0.5),
+    # from scratch: SAC on online data, and RLPD (the SERL learner) with the offline data; both
+    # wait K env steps with their own (untrained) policy acting, as launch_rlpd.sh's --warmup_steps
+    "sac_fast": MethodConfig(init="none", warmup="own"),
+    "sac_fast_random": MethodConfig(init="none", warmup="random", eager=True, batch_layout="per_minibatch"),
+    "rlpd": MethodConfig(init="none", warmup="own", offline_fraction=0.5),
+    "rlpd_eager": MethodConfig(
+        init="none", warmup="none", offline_fraction=0.5, eager=True, batch_layout="per_minibatch"
+    ),
     # JSRL: the pre-trained policy rolls in for a random prefix, less and less often
     "jsrl": MethodConfig(warmup="none", jsrl_anneal=1.0),
     # the offline methods continued online with their own loss, without and with the offline data
@@ -142,9 +181,16 @@ def mixed_batch(
     batch_size: int,
     rng: np.random.Generator,
     leading: tuple[int, ...] = (),
+    layout: BatchLayout = "per_minibatch",
 ) -> dict[str, Any]:
-    """A batch with ``fraction`` of its rows from ``offline`` and the rest from ``online``
-    (concatenated along the batch axis, so the update sees one batch of ``batch_size``)."""
+    """A batch with ``fraction`` of its rows from ``offline`` and the rest from ``online``.
+    ``per_minibatch``: every minibatch of the ``leading`` axes has that share (concatenated along
+    the batch axis). ``concatenated``: the official layout: ``fraction`` of all the rows, online
+    rows first, cut into the leading minibatches in order."""
+    if layout == "concatenated" and leading and offline is not None and fraction > 0:
+        total = int(np.prod(leading)) * batch_size
+        flat = mixed_batch(online, offline, fraction, total, rng)
+        return _reshape(flat, (*leading, batch_size))
     n_off = round(fraction * batch_size) if offline is not None else 0
     if n_off == 0:
         return online.sample(batch_size, rng, leading)
@@ -160,3 +206,9 @@ def mixed_batch(
         return np.concatenate([x, y], axis=axis)
 
     return cat(a, b)
+
+
+def _reshape(tree: Any, shape: tuple[int, ...]) -> Any:
+    if isinstance(tree, dict):
+        return {k: _reshape(v, shape) for k, v in tree.items()}
+    return np.reshape(tree, (*shape, *np.shape(tree)[1:]))

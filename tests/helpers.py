@@ -79,3 +79,21 @@ def save_tiny_policy(path, hidden=16):
     ck.save(create_agent(cfg.agent, obs, 6), obs, cfg)
     ck.close()
     return path
+
+
+def insert_peg(env, press_steps=5):
+    """The scripted expert puts the peg in the hole (then presses on towards the floor), so that
+    the next reset starts inside it; returns the tool's height above the target pose."""
+    from robot_env.scripted import ScriptedInserter, Skill
+
+    obs, _ = env.reset(options={"eval_pose": 0})
+    policy = ScriptedInserter(env.task, Skill.level(1.0), seed=0)
+    policy.reset()
+    for _ in range(60):
+        obs, _, terminated, truncated, _ = env.step(policy(obs))
+        if terminated or truncated:
+            break
+    assert terminated, "the expert did not insert the peg"
+    for _ in range(press_steps):
+        env.step(np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]))  # the tool's z points down the hole
+    return env.raw_state["pose"][2] - env.task.target_pose[2]

@@ -14,6 +14,7 @@ from robot_env.scripted import ScriptedInserter, Skill
 from robot_env.sim_robot_server import SimRobotServer
 from robot_env.task_config import in_box, load_task
 from shared.transport import free_port
+from tests.helpers import insert_peg
 
 
 def fast_task(**real):
@@ -148,18 +149,7 @@ def test_the_label_recorder_on_franka_keeps_going_after_success(server, tmp_path
 
 
 def _insert(env):
-    """The scripted expert puts the peg in the hole, so the next reset starts inside it."""
-    obs, _ = env.reset(options={"eval_pose": 0})
-    policy = ScriptedInserter(env.task, Skill.level(1.0), seed=0)
-    policy.reset()
-    for _ in range(60):
-        obs, _, terminated, truncated, _ = env.step(policy(obs))
-        if terminated or truncated:
-            break
-    assert terminated, "the expert did not insert the peg"
-    for _ in range(5):  # on down to the hole's floor
-        env.step(np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]))
-    return env.raw_state["pose"][2] - env.task.target_pose[2]
+    return insert_peg(env)
 
 
 def _log(server):

@@ -23,6 +23,7 @@ from robot_env.sim.robot import SimRobot
 from robot_env.sim_robot_server import FRANKA, SimRobotServer
 from robot_env.task_config import TaskConfigError, load_task
 from shared.transport import free_port
+from tests.helpers import insert_peg
 
 TASK = load_task("peg_insertion")
 DOWN = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # the tool's z points down the hole
@@ -169,16 +170,7 @@ def test_no_episode_is_ended_by_a_false_stall_over_contact_rich_rollouts(server,
 
 
 def insert(env):
-    obs, _ = env.reset(options={"eval_pose": 0})
-    policy = ScriptedInserter(env.task, Skill.level(1.0), seed=0)
-    policy.reset()
-    for _ in range(60):
-        obs, _, terminated, truncated, _ = env.step(policy(obs))
-        if terminated or truncated:
-            break
-    assert terminated
-    for _ in range(3):
-        env.step(DOWN)
+    insert_peg(env, press_steps=3)
     return env
 
 

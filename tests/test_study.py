@@ -81,6 +81,41 @@ def test_a_mixed_batch_takes_its_fraction_from_the_offline_data():
     assert np.all((batch["rewards"] == 5.0).sum(axis=1) == 32)  # RLPD's symmetric sampling, per minibatch
     assert np.all(mixed_batch(online, offline, 0.0, 64, rng)["rewards"] == -1.0)  # WSRL: online only
     assert np.all(mixed_batch(online, None, 0.5, 64, rng)["rewards"] == -1.0)
+    # the official layout (finetune.py + update_high_utd): half of all 4 x 64 rows offline, online
+    # rows first, cut into the 4 minibatches in order: two all-online critic steps, two all-offline
+    official = mixed_batch(online, offline, 0.5, 64, rng, leading=(4,), layout="concatenated")
+    assert official["rewards"].shape == (4, 64) and official["observations"]["state"].shape == (4, 64, 3)
+    assert (official["rewards"] == 5.0).sum(axis=1).tolist() == [0, 0, 64, 64]
+
+
+# Env steps without an update in the smoke suite (K = 80, UTD 2, batch 16, 240 env steps), counted
+# by hand from the official finetune.py: max(K, utd x batch x (1 - offline fraction)), except the
+# eager variants (ours before), which update right after their warmup.
+SMOKE_NO_UPDATE = {
+    "wsrl": 80,  # K
+    "wsrl_no_warmup": 32,  # no warmup, but 2 x 16 steps before the first update
+    "wsrl_no_warmup_eager": 0,
+    "wsrl_random_warmup": 80,
+    "wsrl_dataset_warmup": 32,  # K offline transitions, no env steps, then the 32 of the rule
+    "wsrl_k500": 240,  # K beyond the budget: never updates
+    "wsrl_k1000": 240,
+    "wsrl_retain": 80,
+    "wsrl_policy_only": 80,
+    "wsrl_q_only": 80,
+    "wsrl_no_init": 80,
+    "wsrl_calql_online": 80,
+    "sac_fast": 80,  # its own untrained policy for K steps
+    "sac_fast_random": 80,
+    "rlpd": 80,  # launch_rlpd.sh's --warmup_steps: K of its own policy
+    "rlpd_eager": 0,
+    "jsrl": 32,
+    "calql": 32,
+    "cql": 32,
+    "iql": 32,
+    "calql_retain": 16,  # 2 x 16 x (1 - 0.5)
+    "cql_retain": 16,
+    "iql_retain": 16,
+}
 
 
 def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_path):
@@ -88,13 +123,13 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
     suite = SUITES["smoke"]
     utd = 2  # the smoke suite's online UTD
     runs = results["tasks"]["peg"]
-    assert set(runs) == set(METHODS)
+    assert set(runs) == set(METHODS) == set(SMOKE_NO_UPDATE)
     for name, seeds in runs.items():
         curve = seeds["0"]["curve"]
         assert [c["env_steps"] for c in curve] == [suite.eval_every, suite.env_steps], name
         m = METHODS[name]
-        # a method's own K (wsrl_k500, wsrl_k1000) may outlast the smoke budget: then it never updates
-        env_warmup = min(m.k(suite.warmup_steps), suite.env_steps) if m.warmup in ("policy", "random") else 0
+        env_warmup = min(SMOKE_NO_UPDATE[name], suite.env_steps)
+        assert min(m.no_update_steps(suite.warmup_steps, utd, 16), suite.env_steps) == env_warmup, name
         # exact UTD: one update of utd critic steps per env step after the env warmup, none before
         expected = utd * max(0, suite.eval_every - env_warmup)
         assert curve[0]["grad_steps"] == expected, (name, curve[0]["grad_steps"], expected)
@@ -196,7 +231,8 @@ def test_a_dry_run_prices_every_cell_from_the_measured_update_costs():
     kinds = {c["method"]: c["kind"] for c in plan["cells"]}
     assert kinds == {"wsrl": "sac@utd2", "calql": "calql@utd2", "rlpd": "sac+mix@utd2"}
     updates = {c["method"]: c["updates"] for c in plan["cells"]}
-    assert updates == {"wsrl": suite.env_steps - suite.warmup_steps, "calql": suite.env_steps, "rlpd": suite.env_steps}
+    # the official schedules (SMOKE_NO_UPDATE): calql waits 2 x 16 steps, RLPD its K
+    assert updates == {m: suite.env_steps - SMOKE_NO_UPDATE[m] for m in ("wsrl", "calql", "rlpd")}
     for c in plan["cells"]:  # the updates at the measured cost, plus env steps and evaluations
         assert c["predicted_s"] >= c["updates"] * plan["update_s"][f"{c['task']}:{c['kind']}"] - 0.1
     assert plan["total_s"] >= sum(c["predicted_s"] for c in plan["cells"]) + plan["pretrain_s"] - 0.5
@@ -237,7 +273,7 @@ def test_results_test_the_claims_on_each_task_and_draw_the_weak_pretraining(tmp_
         return {"curve": curve, "final_success_rate": rates[-1]}
 
     good, bad = [0.0, 0.5, 1.0], [0.0, 0.0, 0.0]
-    seeds = lambda rates: {str(s): run(rates) for s in range(3)}
+    seeds = lambda rates: {str(s): run(rates) for s in range(5)}
     results = {
         "tasks": {
             "peg_hard": {"wsrl": seeds(good), "wsrl_no_warmup": seeds(bad), "wsrl_k500": seeds(good)},
@@ -249,10 +285,10 @@ def test_results_test_the_claims_on_each_task_and_draw_the_weak_pretraining(tmp_
     md = (tmp_path / "results.md").read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| C")}
     # C8 on each task: wsrl minus no warmup, AUC 0.5 in every pair; not run on the maze
-    assert "+0.50 [+0.50, +0.50] | 3 | holds | reproduced" in rows["C8: warmup is critical"]
+    assert "+0.50 [+0.50, +0.50] | 5 | holds | reproduced" in rows["C8: warmup is critical"]
     assert "not run" in rows["C8 (maze): warmup is critical"]
     # C14 on peg_hard only (its weak variant is peg_noexpert): final 0 on the weak task against 1
-    assert "-1.00 [-1.00, -1.00] | 3 | holds | reproduced" in rows["C14: WSRL cannot rescue a failed pre-training"]
+    assert "-1.00 [-1.00, -1.00] | 5 | holds | reproduced" in rows["C14: WSRL cannot rescue a failed pre-training"]
     assert not any(k.startswith("C14 (maze)") for k in rows)
     assert (tmp_path / "results_peg_noexpert_vs_peg_hard.png").stat().st_size > 0
     assert (tmp_path / "results_peg_hard_k.png").exists() and not (tmp_path / "results_maze_k.png").exists()

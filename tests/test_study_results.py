@@ -7,9 +7,9 @@ from learner.study_results import (
     Claim,
     Comparison,
     auc,
-    bootstrap_ci,
     evaluate_claim,
     judge,
+    mean_ci,
     paired_difference,
     results_markdown,
     verdict,
@@ -26,14 +26,19 @@ def test_auc_is_the_mean_success_over_evaluations():
     assert auc([]) == 0.0
 
 
-def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_agreement():
-    mean, lo, hi = bootstrap_ci([0.2, 0.4, 0.6, 0.8, 1.0])
-    assert mean == pytest.approx(0.6) and 0.2 <= lo < mean < hi <= 1.0
-    # the bootstrap of the mean of 5 values has sd close to the sample sd / sqrt(5) (~0.14 here):
-    # a 95% interval about +-1.96 of that wide, within resampling noise
-    assert hi - lo == pytest.approx(2 * 1.96 * np.std([0.2, 0.4, 0.6, 0.8, 1.0]) / np.sqrt(5), rel=0.15)
-    assert bootstrap_ci([0.7, 0.7, 0.7]) == (pytest.approx(0.7), pytest.approx(0.7), pytest.approx(0.7))
-    assert bootstrap_ci([0.3]) == (0.3, 0.3, 0.3)  # one seed: no spread to estimate
+def test_the_t_interval_by_hand():
+    # 0.2 .. 1.0: mean 0.6, sd (n - 1) 0.31623, se 0.14142; t(0.975, 4 df) = 2.77645 -> +-0.39265
+    mean, lo, hi = mean_ci([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert (mean, lo, hi) == (pytest.approx(0.6), pytest.approx(0.20735, abs=1e-5), pytest.approx(0.99265, abs=1e-5))
+    # three seeds: t(0.975, 2 df) = 4.30265, far wider than the min-max range a bootstrap gives
+    mean, lo, hi = mean_ci([0.5, 0.6, 0.7])
+    assert (lo, hi) == (
+        pytest.approx(0.6 - 4.30265 * 0.1 / np.sqrt(3), abs=1e-5),
+        pytest.approx(0.6 + 0.248414, abs=1e-5),
+    )
+    assert mean_ci([0.5, 0.6, 0.7], bounds=(0.0, 0.75))[2] == 0.75  # a success rate stays in its range
+    assert mean_ci([0.7, 0.7, 0.7]) == (pytest.approx(0.7), pytest.approx(0.7), pytest.approx(0.7))
+    assert mean_ci([0.3]) == (0.3, 0.3, 0.3)  # one seed: no spread to estimate
 
 
 def test_paired_difference_uses_only_common_seeds():
@@ -60,7 +65,11 @@ def test_the_rules_for_each_direction():
         "unclear",
         "contradicted",
     ]
+    ni = Comparison("a", "b", "t", direction="noninferior", margin=0.05)  # "matches or beats"
+    assert [judge(ni, -0.04, 0.2), judge(ni, -0.2, 0.1), judge(ni, -0.3, -0.06)] == ["holds", "unclear", "contradicted"]
+    assert judge(ni, 0.0, 0.0) == "holds"  # a 30/30 tie matches (it was "unclear" as "strictly better")
     assert verdict(["holds", "holds"]) == "reproduced"
+    assert verdict(["too few pairs"]) == "inconclusive"
     assert verdict(["holds", "unclear"]) == "partial"
     assert verdict(["holds", "contradicted"]) == "not reproduced"
     assert verdict(["unclear", "unclear"]) == "inconclusive"
@@ -70,8 +79,8 @@ def test_a_claim_from_results_and_its_markdown():
     results = {
         "tasks": {
             "peg": {
-                "wsrl": {str(s): _summary([0.2, 0.9 + 0.02 * s]) for s in range(3)},
-                "cql": {str(s): _summary([0.2, 0.1 * s]) for s in range(3)},
+                "wsrl": {str(s): _summary([0.2, 0.9 + 0.02 * s]) for s in range(5)},
+                "cql": {str(s): _summary([0.2, 0.1 * s]) for s in range(5)},
             }
         }
     }
@@ -83,10 +92,13 @@ def test_a_claim_from_results_and_its_markdown():
     )
     res = evaluate_claim(claim, results)
     first, missing = res["tests"]
-    # final differences per seed: 0.9 - 0, 0.92 - 0.1, 0.94 - 0.2 -> mean 0.82
-    assert first["difference"] == pytest.approx(0.82) and first["pairs"] == 3 and first["outcome"] == "holds"
+    # final differences per seed: 0.9 - 0, 0.92 - 0.1, ..., 0.98 - 0.4 -> mean 0.74
+    assert first["difference"] == pytest.approx(0.74) and first["pairs"] == 5 and first["outcome"] == "holds"
     assert missing["missing"] and missing["outcome"] == "unclear"
     assert res["verdict"] == "partial"
     md = results_markdown(results, [claim], "# study")
-    assert "| peg | `wsrl` | 3 | 0.92 [0.90, 0.94] |" in md
-    assert "+0.82 [" in md and "| not run |" in md and "partial" in md
+    # final 0.90 .. 0.98: mean 0.94, sd 0.031623, t(0.975, 4) 2.77645 -> +-0.03927
+    assert "| peg | `wsrl` | 5 | 0.94 [0.90, 0.98] |" in md
+    assert "+0.74 [" in md and "| not run |" in md and "partial" in md
+    three = {"tasks": {"peg": {m: dict(list(v.items())[:3]) for m, v in results["tasks"]["peg"].items()}}}
+    assert evaluate_claim(claim, three)["tests"][0]["outcome"] == "too few pairs"  # 3 pairs never hold
