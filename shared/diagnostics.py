@@ -5,6 +5,9 @@ On a fixed probe batch (offline transitions held out from training, or the first
   "downward spiral" shows as Q falling on the offline probe after fine-tuning starts);
 - ``td_error``: mean |Q(s, a) - target| with the agent's own TD target;
 - ``kl_policy``: KL(pi_pre || pi), Monte-Carlo over actions sampled from the pre-trained policy;
+- ``kl_means``: the KL between the two policies' Gaussians (before the tanh) with their means and
+  a fixed unit covariance: 0.5 |mu_pre - mu|^2. Unlike ``kl_policy`` it does not grow as the
+  online policy's entropy shrinks (SAC's temperature falling), only as its actions move;
 - ``kl_q_softmax``: KL between the softmax over sampled actions of the pre-trained Q and of the
   current Q (how far the Q-function's preferences moved).
 And on rollouts: ``chattering``, the mean size of the change between consecutive actions.
@@ -46,6 +49,13 @@ def policy_kl(pre: Agent, agent: Agent, obs: Any, key: jax.Array, samples: int =
     return float((logp_pre - logp).mean())
 
 
+def mean_kl(pre: Agent, agent: Agent, obs: Any) -> float:
+    """KL(N(mu_pre, I) || N(mu, I)) = 0.5 |mu_pre - mu|^2 at the probe's states, averaged."""
+    mean_p, _ = forward(pre.nets["actor"], pre.actor.params, obs)
+    mean, _ = forward(agent.nets["actor"], agent.actor.params, obs)
+    return float(0.5 * jnp.square(mean_p - mean).sum(-1).mean())
+
+
 def q_softmax_kl(pre: Agent, agent: Agent, obs: Any, key: jax.Array, samples: int = 16) -> float:
     """KL(softmax Q_pre || softmax Q) over uniformly sampled actions at the probe's states."""
     b = jax.tree.leaves(obs)[0].shape[0]
@@ -73,5 +83,6 @@ def diagnose(pre: Agent, agent: Agent, probes: dict[str, Batch], key: jax.Array)
         for measure, value in probe_values(agent, probe, k1).items():
             out[f"{name}/{measure}"] = value
         out[f"{name}/kl_policy"] = policy_kl(pre, agent, probe["observations"], k2)
+        out[f"{name}/kl_means"] = mean_kl(pre, agent, probe["observations"])
         out[f"{name}/kl_q_softmax"] = q_softmax_kl(pre, agent, probe["observations"], k3)
     return out

@@ -137,7 +137,7 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
         assert 0.0 <= seeds["0"]["final_success_rate"] <= 1.0
         last = json.loads((tmp_path / "runs" / "peg" / name / "seed_0" / "metrics.jsonl").read_text().splitlines()[-1])
         for probe in ("offline_probe", "online_probe"):
-            for measure in ("q", "td_error", "kl_policy", "kl_q_softmax"):
+            for measure in ("q", "td_error", "kl_policy", "kl_means", "kl_q_softmax"):
                 assert np.isfinite(last[f"diag/{probe}/{measure}"]), (name, probe, measure)
         assert last["chattering"] >= 0.0
         assert last["train_episodes"] >= 0 and "train_success_rate" in last
@@ -184,7 +184,7 @@ def test_a_run_is_determined_by_its_seed(tmp_path):
 
 
 def test_diagnostics_against_hand_computed_values(pretrained):
-    from shared.diagnostics import chattering, policy_kl, probe_values, q_softmax_kl
+    from shared.diagnostics import chattering, mean_kl, policy_kl, probe_values, q_softmax_kl
     from shared.networks import forward
 
     agent = pretrained.agent
@@ -205,6 +205,12 @@ def test_diagnostics_against_hand_computed_values(pretrained):
     assert vals["q"] == pytest.approx(float(np.mean(q)), rel=1e-5) and vals["td_error"] >= 0.0
     other = online_agent(MethodConfig(init="none"), pretrained, apply_overrides(peg_sim_online(), TINY).agent)
     assert policy_kl(agent, other, probe["observations"], key) > 0.0
+    # 0.5 |mu_pre - mu|^2 by hand from the two actors' means
+    mu_a, _ = forward(agent.nets["actor"], agent.actor.params, probe["observations"])
+    mu_b, _ = forward(other.nets["actor"], other.actor.params, probe["observations"])
+    by_hand = 0.5 * np.mean(np.sum((np.asarray(mu_a) - np.asarray(mu_b)) ** 2, axis=-1))
+    assert mean_kl(agent, other, probe["observations"]) == pytest.approx(by_hand, rel=1e-5)
+    assert mean_kl(agent, agent, probe["observations"]) == 0.0
     # |(3,4) - (0,0)| = 5, then 0; the step across the episode boundary does not count
     assert chattering(
         [np.zeros(2), np.array([3.0, 4.0]), np.array([3.0, 4.0]), np.zeros(2)], [False, False, True, False]
