@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -213,8 +214,7 @@ class FrankaEnv(gym.Env):
         c.update_params(real.limited_reset_compliance)
         if self.task.gripper_closed:
             c.close_gripper()  # the object stays held, whatever happened before; checked at the end
-        here = self._measured6()
-        self._follow(lift_waypoints(self.task, here, goal), "lift")
+        self._follow(lambda here: lift_waypoints(self.task, here, goal), "lift")
         self._episodes += 1
         if real.joint_reset_every and self._episodes > 1 and (self._episodes - 1) % real.joint_reset_every == 0:
             log.info(
@@ -232,9 +232,8 @@ class FrankaEnv(gym.Env):
                 "line to the box's nearest point, in reset-sized steps",
                 np.round(here[:3], 3).tolist(),
             )
-            self._follow(approach_waypoints(self.task, here), "approach")
-            here = self._measured6()
-        self._follow(transfer_waypoints(self.task, here, goal), "transfer")
+            self._follow(lambda here: approach_waypoints(self.task, here), "approach")
+        self._follow(lambda here: transfer_waypoints(self.task, here, goal), "transfer")
         if self.task.gripper_closed:
             self._check_gripper_closed()
         c.update_params(real.compliance)
@@ -322,16 +321,21 @@ class FrankaEnv(gym.Env):
     def _measured6(self) -> np.ndarray:
         return geo.pose7_to_pose6(self.client.get_state()["pose"])
 
-    def _follow(self, waypoints: list[np.ndarray], leg: str) -> None:
-        """Send a reset leg's waypoints one control period apart, clearing errors before each (a
+    def _follow(self, leg_from: Callable[[np.ndarray], list[np.ndarray]], leg: str) -> None:
+        """Send a reset leg's waypoints (``leg_from(measured pose)``, planned from where the arm is
+        just before the first command) one control period apart, clearing errors before each (a
         reflex loses every command until then), let the arm settle, and check it arrived; a leg
         that did not is sent again from where the arm is, then raises."""
+        real = self.task.real_section
+        prev = self._measured6()
+        waypoints = leg_from(prev)
         if not waypoints:
             return
-        real = self.task.real_section
         goal = waypoints[-1]
         for attempt in range(LEG_RETRIES + 1):
-            prev = self._measured6()
+            if attempt:
+                prev = self._measured6()
+                waypoints = interpolate(prev, goal, real.reset_max_step, real.reset_max_rot_step)
             for p in waypoints:
                 self._reset_commands.append(float(np.linalg.norm(p[:3] - prev[:3])))
                 self.client.clear_error()
@@ -352,7 +356,6 @@ class FrankaEnv(gym.Env):
                 attempt + 1,
                 LEG_RETRIES,
             )
-            waypoints = interpolate(here, goal, real.reset_max_step, real.reset_max_rot_step)
         out_of_hole = self.task.target_pose[2] + real.reset_clearance
         where = f"the tool is at {np.round(here[:3], 4).tolist()} m, {1e3 * pos_err:.1f} mm from the {leg} goal"
         if leg == "lift" and here[2] < out_of_hole - real.reset_tolerance[0]:

@@ -107,7 +107,7 @@ class RealTaskConfig:
     # franka_control/config/franka_control_node.yaml (lower = upper thresholds). Every compliance
     # here must push below CONTACT_MARGIN of it, or pressing on the board trips the reflex.
     collision_force: float = 20.0
-    reset_tolerance: tuple[float, float] = (0.005, 0.05)  # a reset must end this close (m, rad) to its goal
+    reset_tolerance: tuple[float, float] = (0.01, 0.05)  # a reset leg must end this close (m, rad) to its goal
     # A zero action holds the last commanded pose while the arm is within this (m, rad) of it: a
     # payload or the controller's lag must not walk the target down (measured + delta would).
     hold_window: tuple[float, float] = (0.0075, 0.03)
