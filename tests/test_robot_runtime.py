@@ -23,7 +23,6 @@ def _short_episode_task(path):
     """The peg task with 20-step episodes, so that faults land in resets too."""
     data = json.loads((TASKS_DIR / "peg_insertion.json").read_text())
     data["episode_length"] = 20
-    data["real"]["reset_settle_s"] = 0.1
     path.write_text(json.dumps(data))
     return str(path)
 
