@@ -193,17 +193,13 @@ class IngestServer:
         actor = check_id(msg.get("actor"), "actor")
         session = check_id(msg.get("session"), "session")
         self.counters["hellos"] += 1
-        if key:
-            bound = self.ledger.key_of(actor)
-            if bound is not None and bound != key:
-                self.counters["refused"] += 1
-                reason = f"actor id {actor!r} belongs to another CURVE key; each actor needs its own id"
-                log.error("ingest: refused a HELLO as %r from key %s...: %s", actor, key[:8], reason)
-                self._reply(peer, make_message(MessageType.ERROR, code="identity", reason=reason))
-                return
-            if bound is None:
-                with self.lock:
-                    self.ledger.bind(actor, key)
+        bound = self.ledger.key_of(actor) if key else None
+        if key and bound is not None and bound != key:
+            self.counters["refused"] += 1
+            reason = f"actor id {actor!r} belongs to another CURVE key; each actor needs its own id"
+            log.error("ingest: refused a HELLO as %r from key %s...: %s", actor, key[:8], reason)
+            self._reply(peer, make_message(MessageType.ERROR, code="identity", reason=reason))
+            return
         if session not in self.ledger.sessions(actor) and not self._room_for_session(actor):
             self.counters["refused"] += 1
             reason = f"actor {actor!r} has {MAX_SESSIONS_PER_ACTOR} sessions with data not yet checkpointed"
@@ -222,6 +218,11 @@ class IngestServer:
             log.error("ingest: refused actor %r: %s", actor, reason)
             self._reply(peer, make_message(MessageType.ERROR, code="fingerprint", reason=reason))
             return
+        if key and bound is None:
+            # Bound only once every check passed: a misconfigured robot PC (wrong checkpoint, a
+            # copied --actor-id) that is refused must not claim the id for the right one.
+            with self.lock:
+                self.ledger.bind(actor, key)
         self._peers[peer] = actor
         log.info(
             "ingest: actor %r (session %s) connected; it has %d transitions here",

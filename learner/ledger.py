@@ -43,6 +43,15 @@ class Ledger:
         rec = self._actors.setdefault(actor, {"sessions": {}, "transitions": 0, "key": None})
         rec["key"] = key
 
+    def release(self, actor: str) -> bool:
+        """Unbind an actor id from its CURVE key (the learner's ``--release-actor``): the next
+        actor that passes every check of a HELLO under this id binds it. True if it was bound."""
+        rec = self._actors.get(actor)
+        if rec is None or rec.get("key") is None:
+            return False
+        rec["key"] = None
+        return True
+
     def drop_session(self, actor: str, session: str) -> None:
         self._actors.get(actor, {}).get("sessions", {}).pop(session, None)
 

@@ -70,7 +70,10 @@ class Learner:
         max_env_steps: int | None = None,
         tensorboard: bool = True,
         wandb_project: str | None = None,
+        release_actors: tuple[str, ...] = (),
     ) -> None:
+        """``release_actors``: actor ids whose binding to a CURVE key is dropped at start (an id
+        bound to the wrong robot PC's key, or a PC whose keys were replaced)."""
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.checkpoints = LearnerCheckpoints(self.out, keep=cfg.keep_checkpoints)
@@ -104,6 +107,13 @@ class Learner:
             ):
                 log.warning("resuming with the checkpoint's config, not the one given")
             cfg, agent, buffer, ledger = state.config, state.agent, state.buffer, state.ledger
+            for actor in release_actors:
+                if ledger.release(actor):
+                    log.warning(
+                        "released actor id %r from its CURVE key: the next actor that passes HELLO binds it", actor
+                    )
+                else:
+                    log.warning("--release-actor %r: that id is not bound to a key here", actor)
             task = state.meta.task if state.meta.task is not None else task
             self.version = state.meta.weights_version
             run_id = state.meta.run
@@ -359,6 +369,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pretrained", help="pre-trained checkpoint directory (learner.pretrain's OUT/checkpoints)")
     p.add_argument("--out", required=True, help="run directory: logs, checkpoints/, replay/, status.json")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument(
+        "--release-actor",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="with --resume: unbind this actor id from the CURVE key it was bound to (repeatable)",
+    )
     p.add_argument("--preset", default="peg_sim", help=f"online config preset: {sorted(PRESETS)}")
     add_override_argument(p, "config override, e.g. --set agent.utd=4 (repeatable)", "PATH=VALUE")
     p.add_argument("--warmup-steps", type=int, help="K: env steps of the frozen policy before updates")
@@ -398,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
                 max_env_steps=args.max_env_steps,
                 tensorboard=not args.no_tensorboard,
                 wandb_project=args.wandb,
+                release_actors=tuple(args.release_actor),
             )
         except (CheckpointError, FileExistsError, ValueError) as e:  # a refusal to start, not a crash
             print(f"learner: {e}", file=sys.stderr, flush=True)

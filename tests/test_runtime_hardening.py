@@ -300,6 +300,29 @@ def test_a_listed_key_cannot_speak_for_another_actor(tmp_path):
         s.close()
 
 
+def test_a_refused_hello_claims_no_id_and_an_id_can_be_released(tmp_path):
+    """A wrongly configured robot PC (another checkpoint: a different fingerprint) under the
+    right actor's id is refused without binding the id to its key; and a learner started with
+    --release-actor unbinds an id that was bound to the wrong key."""
+    make_keys(tmp_path, ("alpha", "beta"))
+    s = Learnerish(keys=learner_keys(tmp_path))
+    ctx = zmq.Context()
+    try:
+        wrong = dealer(ctx, s.port, actor_keys(tmp_path, "beta"))
+        wrong.send(encode(make_message(MessageType.HELLO, actor="robot", session="sw", fingerprint="other")))
+        assert reply(wrong)["code"] == "fingerprint"
+        assert s.ingest.ledger.key_of("robot") is None  # nothing claimed
+        right = dealer(ctx, s.port, actor_keys(tmp_path, "alpha"))
+        assert hello(right, "robot", "sa")["type"] == "welcome"  # the right actor is not an impostor
+        bound = s.ingest.ledger.key_of("robot")
+        assert bound is not None and hello(wrong, "robot", "sw2")["code"] == "identity"
+    finally:
+        ctx.destroy(0)
+        s.close()
+    ledger = Ledger({"robot": {"sessions": {}, "transitions": 0, "key": bound}})
+    assert ledger.release("robot") and ledger.key_of("robot") is None and not ledger.release("robot")
+
+
 # ------------------------------------------------------------------- 7. bounded peers
 
 
