@@ -25,6 +25,7 @@ Layout of a learner's ``--out``::
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -51,6 +52,8 @@ from shared.metrics import write_json_atomic
 from shared.replay_buffer import ReplayBuffer
 from shared.replay_delta import ReplayDelta
 
+# OSErrors that say the read failed, not that the files are bad: never a reason to quarantine
+TRANSIENT_ERRNOS = {errno.EIO, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE}
 log = logging.getLogger("wsrl.learner")
 STEP_FILES = (("buffer", "npz"), ("chain", "json"), ("delta", "npz"))  # replay/<kind>_<step>.<ext>
 
@@ -228,7 +231,17 @@ class LearnerCheckpoints:
                 ledger = Ledger(buffer.info["ledger"])
                 self._chain = chain
                 return LearnerState(ck.agent, config, buffer, ledger, meta, step)
-            except (CorruptCheckpointError, DatasetError, KeyError, OSError) as e:
+            except OSError as e:
+                if e.errno in TRANSIENT_ERRNOS:
+                    # A read that failed (EIO, a permission, a full disk, a network mount) says
+                    # nothing about the files: move nothing, and let the operator try again.
+                    raise CheckpointError(
+                        f"{self.ckpt_dir}: reading checkpoint {step} failed ({type(e).__name__}: {e}); nothing "
+                        "was moved: fix the cause and --resume again"
+                    ) from e
+                errors.append(f"step {step}: {e}")
+                quarantine(self.ckpt_dir, step, f"{type(e).__name__}: {e}", also=own)
+            except (CorruptCheckpointError, DatasetError, KeyError) as e:
                 errors.append(f"step {step}: {e}")
                 quarantine(self.ckpt_dir, step, f"{type(e).__name__}: {e}", also=own)
             except CheckpointError as e:

@@ -71,9 +71,12 @@ class Learner:
         tensorboard: bool = True,
         wandb_project: str | None = None,
         release_actors: tuple[str, ...] = (),
+        restart: bool = False,
     ) -> None:
         """``release_actors``: actor ids whose binding to a CURVE key is dropped at start (an id
-        bound to the wrong robot PC's key, or a PC whose keys were replaced)."""
+        bound to the wrong robot PC's key, or a PC whose keys were replaced). ``restart``: with
+        ``resume``, start the run again from the pre-trained agent even though its checkpoints
+        were all quarantined (otherwise that is refused: it would drop all training and data)."""
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.checkpoints = LearnerCheckpoints(self.out, keep=cfg.keep_checkpoints)
@@ -87,6 +90,15 @@ class Learner:
         if (self.checkpoints.exist() or started) and not resume:
             raise FileExistsError(f"{self.out} holds a learner run already; pass --resume or another --out")
         if resume and not self.checkpoints.exist():
+            lost = sorted(p.name for p in (self.out / "quarantine").glob("checkpoints-*")) if started else []
+            if lost and not restart:
+                raise CheckpointError(
+                    f"resume: every checkpoint of run {started['run'] if started else '?'} in {self.out} was "
+                    f"quarantined as unusable ({', '.join(lost)}; the reasons are in {self.out / 'quarantine'}). "
+                    "Starting over would drop all its training and every checkpointed transition: keep the "
+                    "quarantine for inspection, and pass --restart to start the run again from the pre-trained "
+                    "agent (the actors resend what they still journal)"
+                )
             if started:
                 # Killed before its first checkpoint: start again from the pre-trained agent, but as
                 # the same run, so the actors resend everything they journaled for it.
@@ -370,6 +382,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="run directory: logs, checkpoints/, replay/, status.json")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument(
+        "--restart",
+        action="store_true",
+        help="with --resume: start again from the pre-trained agent although every checkpoint was quarantined",
+    )
+    p.add_argument(
         "--release-actor",
         action="append",
         default=[],
@@ -416,6 +433,7 @@ def main(argv: list[str] | None = None) -> None:
                 tensorboard=not args.no_tensorboard,
                 wandb_project=args.wandb,
                 release_actors=tuple(args.release_actor),
+                restart=args.restart,
             )
         except (CheckpointError, FileExistsError, ValueError) as e:  # a refusal to start, not a crash
             print(f"learner: {e}", file=sys.stderr, flush=True)

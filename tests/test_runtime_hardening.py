@@ -275,6 +275,57 @@ def test_a_damaged_newest_learner_checkpoint_is_quarantined_and_saving_goes_on(t
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 12]
 
 
+def test_a_failed_read_quarantines_nothing(tmp_path, monkeypatch):
+    """An EIO (a failing disk, a network mount) while restoring says nothing about the files: the
+    checkpoints stay where they are and the error says to try again."""
+    import errno
+
+    import learner.checkpoint as lc
+    from shared.checkpoint import CheckpointError
+
+    ckpts = LearnerCheckpoints(tmp_path, keep=2)
+    for n in (5, 10):
+        cfg, agent, buf, ledger = _learner_state(tmp_path, n)
+        ckpts.save(agent, cfg, buf, ledger, threading.Lock(), 0, "run", None, 0)
+    ckpts.close()
+
+    def failing(*a, **kw):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(lc, "load_checkpoint", failing)
+    with pytest.raises(CheckpointError, match="nothing was moved"):
+        LearnerCheckpoints(tmp_path, keep=2).restore(100)
+    assert not (tmp_path / "quarantine").exists()
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [5, 10]
+
+
+def test_a_resume_whose_checkpoints_were_all_quarantined_refuses_to_start_over(pretrained, tmp_path):
+    """One flipped bit in the delta every checkpoint shares quarantines them all; the next
+    --resume must not silently start the run over under the same id: it refuses, naming the
+    quarantine, until --restart is spelled out."""
+    import sys
+
+    run = tmp_path / "learner"
+    ckpts = LearnerCheckpoints(run, keep=3)
+    cfg, agent, buf, ledger = _learner_state(run, 0)
+    for k, t in enumerate(transitions(15)):  # one growing buffer: incremental deltas on the first one
+        buf.insert(t)
+        ledger.add("robot", "s", k, 1)
+        if (k + 1) % 5 == 0:
+            ckpts.save(agent, cfg, buf, ledger, threading.Lock(), 0, "run", None, 0)
+    ckpts.close()
+    (run / "run.json").write_text(json.dumps({"run": "run", "pretrained": str(pretrained), "created": 0}))
+    first = min((run / "replay").glob("delta_*.npz"))
+    _flip_bits(first)
+    with pytest.raises(Exception, match="no usable learner checkpoint"):
+        LearnerCheckpoints(run, keep=3).restore(100)
+    assert not any(p.name.isdigit() for p in (run / "checkpoints").iterdir())
+    cmd = [sys.executable, "-m", *learner_cmd(pretrained, run, ports(), warmup=10, max_env_steps=20, resume=True)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--restart" in r.stderr and "quarantine" in r.stderr, r.stderr[-2000:]
+    assert (run / "quarantine").exists() and not (run / "status.json").exists()  # nothing started
+
+
 # ---------------------------------------------------------------- 5. identity bound to the key
 
 
