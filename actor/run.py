@@ -17,8 +17,10 @@ import logging
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -160,8 +162,16 @@ def main(argv: list[str] | None = None) -> None:
         events=keyboard.events if keyboard else None,
         status_file=out / "status.json",
     )
+    give_up = threading.Event()
+
+    def on_signal(*_: Any) -> None:
+        # the first stops the loop (and waits for what is not yet safe); a second gives up waiting
+        if loop.stop_event.is_set():
+            give_up.set()
+        loop.stop_event.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: loop.stop_event.set())
+        signal.signal(sig, on_signal)
     print(
         f"actor '{args.actor_id}': {args.env} ({args.task}) at {args.hz or 'max'} Hz -> learner "
         f"{args.learner_host}:{args.data_port}/{args.weights_port}, CURVE {'on' if keys else 'off'}, reward "
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         log.error("%s", e)
         summary, code = {"error": str(e)}, 3
     finally:
-        delivered = sender.close(args.drain_timeout)
+        delivered = sender.close(args.drain_timeout, give_up=give_up)
         receiver.close()
         metrics.close()
         if keyboard is not None:

@@ -166,22 +166,53 @@ class TransitionSender:
             **self.counters,
         }
 
-    def close(self, drain_timeout: float = 5.0) -> bool:
+    def close(
+        self, drain_timeout: float = 5.0, unwritten_timeout: float = 60.0, give_up: threading.Event | None = None
+    ) -> bool:
         """Send what is queued and wait up to ``drain_timeout`` s for acks. Returns True when
-        everything was acknowledged; what was not stays in the spool for the next run."""
+        everything was acknowledged; what was written to the spool stays there for the next run.
+        Transitions that could not be written (the spool's disk is full) live in memory only: for
+        them the wait goes on up to ``unwritten_timeout`` s, for an ack or for disk space, unless
+        ``give_up`` is set (the operator's second Ctrl-C); what is left then is reported as lost."""
         self._drain.set()
         deadline = time.monotonic() + drain_timeout
         while self._thread.is_alive() and time.monotonic() < deadline and not self.fatal:
             if self._queue.empty() and self.unacked_transitions == 0:
                 break
             time.sleep(0.01)
+        if self.spool.memory_only_transitions and self._thread.is_alive() and not self.fatal:
+            log.error(
+                "sender: %d transitions are in memory only (the spool's disk %s is full) and not acknowledged: "
+                "waiting up to %.0f s for the learner or for disk space; Ctrl-C again gives up and loses them",
+                self.spool.memory_only_transitions,
+                self.spool.directory,
+                unwritten_timeout,
+            )
+            until = time.monotonic() + unwritten_timeout
+            said = time.monotonic()
+            while self.spool.memory_only_transitions and time.monotonic() < until and not self.fatal:
+                if give_up is not None and give_up.is_set():
+                    break
+                if time.monotonic() - said >= 5.0:
+                    said = time.monotonic()
+                    log.error("sender: still %d transitions in memory only", self.spool.memory_only_transitions)
+                time.sleep(0.05)
         self._stop.set()
         self._thread.join(timeout=5.0)
-        done = self.unacked_transitions == 0
-        if not done:
+        lost = self.spool.memory_only_transitions
+        kept = self.unacked_transitions - lost
+        if kept:
             log.warning(
                 "sender: %d transitions not acknowledged yet; they stay in %s for the next run",
-                self.unacked_transitions,
+                kept,
+                self.spool.directory,
+            )
+        if lost:
+            self.counters["lost_unwritten"] = lost
+            log.error(
+                "sender: %d transitions were never written to %s (its disk was full) and were not acknowledged: "
+                "they are LOST with this process",
+                lost,
                 self.spool.directory,
             )
         if self.archived_transitions:
@@ -189,7 +220,7 @@ class TransitionSender:
                 "sender: %d transitions journaled for an earlier learner run were archived, not delivered",
                 self.archived_transitions,
             )
-        return done and self.archived_transitions == 0
+        return self.unacked_transitions == 0 and self.archived_transitions == 0
 
     @property
     def saturated(self) -> bool:

@@ -149,6 +149,13 @@ class Spool:
         self._evict()
 
     @property
+    def memory_only_transitions(self) -> int:
+        """Unacknowledged transitions whose chunk could not be written to disk (a full disk): they
+        live in this process's memory only, and are lost if it exits before they are acked."""
+        entries = [self._entries.get(k) for k in list(self._unacked)]  # the sender thread may be acking
+        return sum(e.n for e in entries if e is not None and not e.path.exists())
+
+    @property
     def saturated(self) -> bool:
         """The disk is full and the memory bound is reached: take nothing more for now."""
         return self.disk_full and self._in_memory > self.memory_bytes

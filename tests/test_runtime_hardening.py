@@ -513,6 +513,50 @@ def test_a_full_spool_disk_does_not_stop_the_actor_or_lose_a_transition(tmp_path
         subprocess.run(["umount", str(spool)], capture_output=True)
 
 
+@pytest.mark.parametrize("learner_comes", [True, False])
+def test_ctrl_c_with_a_full_spool_disk_waits_for_the_learner_and_never_claims_memory_is_disk(
+    tmp_path, caplog, learner_comes
+):
+    """What could not be written to the full spool lives in memory only: on close the sender waits
+    for an ack (here the learner comes up during the wait) instead of exiting and losing it; given
+    up (a second Ctrl-C), it says how many are lost, and claims only the written ones as spooled."""
+    spool = tmp_path / "spool"
+    _mount_tmpfs(spool, "64k")
+    port = free_port()
+    n = 3000
+    learner: list = []
+    try:
+        sender = TransitionSender("127.0.0.1", port, "robot", "fp", spool, None, SenderConfig(chunk_transitions=100))
+        sender.start()
+        for t in transitions(n, seed=1):
+            sender.put(t)
+        wait_until(lambda: sender.spool.unacked_transitions == n, timeout=20, what="everything taken")
+        memory_only = sender.spool.memory_only_transitions
+        assert sender.spool.disk_full and memory_only > 0
+        give_up = threading.Event()
+
+        def come_up():
+            time.sleep(1.0)
+            socks = LearnerSockets("127.0.0.1", port, free_port(), None)
+            buf = ReplayBuffer(SPEC, ACT, 10_000, 0.99, -1.0)
+            learner.extend([socks, buf, IngestServer(socks.data, buf, Ledger(), "fp", lambda: INFO).start()])
+
+        threading.Thread(target=come_up).start() if learner_comes else threading.Timer(1.0, give_up.set).start()
+        with caplog.at_level("WARNING", logger="wsrl.actor.sender"):
+            delivered = sender.close(drain_timeout=0.2, unwritten_timeout=30, give_up=give_up)
+        if learner_comes:
+            assert delivered and len(learner[1]) == n  # nothing lost to the full disk
+        else:
+            assert not delivered and sender.counters["lost_unwritten"] == memory_only
+            assert f"{memory_only} transitions were never written" in caplog.text and "LOST" in caplog.text
+            assert f"{n - memory_only} transitions not acknowledged yet; they stay in" in caplog.text
+    finally:
+        if learner:
+            learner[2].stop()
+            learner[0].close()
+        subprocess.run(["umount", str(spool)], capture_output=True)
+
+
 def test_a_spool_at_its_memory_bound_on_a_full_disk_holds_the_loop(tmp_path):
     from actor.spool import Spool
 
