@@ -162,6 +162,7 @@ class TransitionSender:
             "unacked_transitions": self.unacked_transitions,
             "spool_chunks": len(self.spool),
             "spilled": self.spool.spilled,
+            "rejected_transitions": self.spool.rejected_transitions,
             "learner_env_steps": self.learner_env_steps,
             **self.counters,
         }
@@ -220,7 +221,13 @@ class TransitionSender:
                 "sender: %d transitions journaled for an earlier learner run were archived, not delivered",
                 self.archived_transitions,
             )
-        return self.unacked_transitions == 0 and self.archived_transitions == 0
+        if self.spool.rejected_transitions:
+            log.error(
+                "sender: the learner refused %d transitions (kept in %s): they were not delivered",
+                self.spool.rejected_transitions,
+                self.spool.directory / "rejected",
+            )
+        return not (self.unacked_transitions or self.archived_transitions or self.spool.rejected_transitions)
 
     @property
     def saturated(self) -> bool:

@@ -76,6 +76,7 @@ class Spool:
         self._unacked_transitions = 0
         self._in_memory = 0
         self.spilled = 0  # chunks that had to live on disk only
+        self.rejected_transitions = 0  # in chunks the learner refused (kept in rejected/, not delivered)
         self.disk_full = False  # the last write failed; chunks wait in memory for the disk
         for p in sorted(self.directory.glob("*.chunk")):
             m = _NAME.match(p.name)
@@ -260,6 +261,7 @@ class Spool:
         if e is None:
             return
         self._forget((session, seq), e)
+        self.rejected_transitions += e.n
         dest = self.directory / "rejected"
         dest.mkdir(exist_ok=True)
         if e.path.exists():

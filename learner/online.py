@@ -177,6 +177,8 @@ class Learner:
         self._published_at = 0.0
         self._frozen_digest: str | None = None  # of the frozen image trunks, once published
         self._last_ckpt = (ledger.transitions(), self.grad_steps)
+        # A resumed checkpoint was just read back and checked: durable. A new run has nothing durable.
+        self._held_by_previous = ledger.copy() if resume and self.checkpoints.exist() else Ledger()
         self._rates: dict[str, float] = {"ingest_per_s": 0.0, "updates_per_s": 0.0}
 
     # --------------------------------------------------------------------------- counters
@@ -223,8 +225,12 @@ class Learner:
 
     # ------------------------------------------------------------------------ checkpoints
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, final: bool = False) -> None:
+        """Save one checkpoint. ``final``: the last of a clean stop, written whole with nothing
+        after it; it is committed at once, so that actors finishing with it keep no journal."""
         if (self.ingest.env_steps, self.grad_steps) == self._last_ckpt and self.checkpoints.exist():
+            if final:
+                self.ingest.set_committed(self._held_by_previous)
             return
         # A large buffer takes seconds to save: say so rather than let status.json look frozen.
         self._status("checkpointing", self._rates)
@@ -239,7 +245,11 @@ class Learner:
             self.task,
             self.version,
         )
-        self.ingest.set_committed(committed)
+        # Durable, and so forgettable by the actors, is what two checkpoints hold: if this newest one
+        # turns out damaged, --resume falls back to the previous one, and the actors still journal
+        # everything after it (they resend it). The first checkpoint makes nothing durable yet.
+        self.ingest.set_committed(committed if final else self._held_by_previous)
+        self._held_by_previous = committed
         self._last_ckpt = (committed.transitions(), self.grad_steps)
         log.info(
             "checkpoint %d: %d env steps, %d critic steps, weights v%d",
@@ -346,7 +356,7 @@ class Learner:
                     self.checkpoint()
         finally:
             try:
-                self.checkpoint()
+                self.checkpoint(final=True)
                 if self.version:
                     self.publish(republish=True)
             finally:  # whatever failed above, the ingest thread stops before its socket closes

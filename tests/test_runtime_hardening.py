@@ -134,7 +134,8 @@ def test_a_poisoned_chunk_is_refused_kept_by_the_actor_and_resume_works_after(le
         for t in batch:
             sender.put(t)
         time.sleep(0.05)  # one chunk each
-    sender.close(drain_timeout=10)
+    assert not sender.close(drain_timeout=10)  # refused chunks were not delivered, and it says so
+    assert sender.status()["rejected_transitions"] == 25
     assert len(learner.buffer) == 10 and learner.ingest.counters["rejected"] == 5
     rejected = sorted((tmp_path / "spool" / "rejected").glob("*.chunk"))
     reasons = " ".join(p.with_suffix(".chunk.reason").read_text() for p in rejected)
@@ -444,6 +445,38 @@ def test_an_actor_never_reports_delivery_of_what_it_archived(learner, tmp_path):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     return save_pretrained(tmp_path_factory.mktemp("pretrained") / "checkpoints")
+
+
+def test_a_fallback_to_an_older_checkpoint_with_the_actor_connected_loses_nothing(pretrained, tmp_path):
+    """The newest checkpoint is damaged when the killed learner resumes: it falls back one step.
+    The actors were told as durable only what two checkpoints held, so they still journal what
+    only the damaged one had, resend it, and the ledger has no hole: every transition, once."""
+    from shared.checkpoint import list_steps
+
+    pts = ports()
+    run = tmp_path / "learner"
+    learner = Proc(learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600), tmp_path / "learner1.log")
+    actor = Proc(actor_cmd(pretrained, tmp_path / "actor", pts, hz=100, max_steps=600), tmp_path / "actor.log")
+    try:
+        wait_until(
+            lambda: status(run).get("env_steps", 0) >= 200 and len(list_steps(run / "checkpoints")) >= 3,
+            what="three checkpoints",
+        )
+        learner.kill()
+        newest = max(list_steps(run / "checkpoints"))
+        _damage(run / "checkpoints" / str(newest), "bit-flipped")
+        learner = Proc(
+            learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600, resume=True), tmp_path / "learner2.log"
+        )
+        assert learner.wait() == 0, learner.log()[-3000:]
+        assert actor.wait() == 0, actor.log()[-3000:]
+    finally:
+        learner.kill()
+        actor.kill()
+    assert "quarantined checkpoint" in learner.log()
+    summary = actor.summary()
+    assert summary["steps"] == 600 and summary["delivered"] and summary["rejected_transitions"] == 0
+    assert_exactly_once(run, 600)
 
 
 def test_a_learner_killed_before_its_first_checkpoint_resumes_with_everything(pretrained, tmp_path):
