@@ -163,7 +163,8 @@ def test_a_run_is_determined_by_its_seed(tmp_path):
     suite = SUITES["smoke"]
     pretrained, offline, probe = prepare(suite, tmp_path)
     online = apply_overrides(peg_sim_online(), [*suite.overrides, *suite.online_overrides])
-    run = RunConfig("rlpd", 60, suite.warmup_steps, 30, 2, seed=5)
+    # K = 10: RLPD waits max(K, 2 x 16 x 0.5) = 16 env steps, then updates on the official layout
+    run = RunConfig("rlpd", 60, 10, 30, 2, seed=5)
     a = run_method(run, online, pretrained, offline, tmp_path / "a", probe)
     b = run_method(run, online, pretrained, offline, tmp_path / "b", probe)
     # the same evaluations and the same training figures (losses, Q) at every evaluation
