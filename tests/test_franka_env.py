@@ -202,10 +202,13 @@ def test_no_reset_command_moves_more_than_the_tasks_maximum_step(server):
     prev = geo.pose7_to_pose6(np.asarray(poses[0]["here"]))
     for p in poses:
         cmd = geo.pose7_to_pose6(np.asarray(p["cmd"]))
+        slack = 1e-6
         if np.linalg.norm(cmd[:3] - prev[:3]) > real.reset_max_step + 1e-6:
-            # a new reset's first command starts from where the arm is
+            # a leg's first command starts from where the arm was measured when it was planned; the
+            # server logs the state it publishes at 30 Hz, and a settling arm moves in between
             prev = geo.pose7_to_pose6(np.asarray(p["here"]))
-        assert np.linalg.norm(cmd[:3] - prev[:3]) <= real.reset_max_step + 1e-6
+            slack = 1e-3
+        assert np.linalg.norm(cmd[:3] - prev[:3]) <= real.reset_max_step + slack
         assert np.max(np.abs(geo.wrap_angle(cmd[3:] - prev[3:]))) <= real.reset_max_rot_step + 1e-6
         prev = cmd
 
