@@ -657,7 +657,7 @@ def write_results(results: dict[str, Any], out: Path, suite_name: str) -> None:
 
 
 def claims(task: str, weak_task: str | None = "peg_noexpert", tag: str = "") -> list[Any]:
-    """The paper's claims (``../shared/reference/paper_claims.md``) as paired tests on ``task``,
+    """The paper's claims (its numbered findings C1-C16, one line each in ``claims()`` below) as paired tests on ``task``,
     fixed before any study ran; C14 when ``weak_task`` (``task`` with a weaker pre-training) is
     given. ``tag`` marks the claims' ids (a second task). Claims on diagnostics (C2, C3, C6) are
     shown as figures, not tested."""
