@@ -657,8 +657,8 @@ def write_results(results: dict[str, Any], out: Path, suite_name: str) -> None:
 
 
 def claims(task: str, weak_task: str | None = "peg_noexpert", tag: str = "") -> list[Any]:
-    """The paper's claims (its numbered findings C1-C16, one line each in ``claims()`` below) as paired tests on ``task``,
-    fixed before any study ran; C14 when ``weak_task`` (``task`` with a weaker pre-training) is
+    """The paper's claims (its findings C1-C16, each written out below with the figure it rests on)
+    as paired tests on ``task``, fixed before any study ran; C14 when ``weak_task`` (``task`` with a weaker pre-training) is
     given. ``tag`` marks the claims' ids (a second task). Claims on diagnostics (C2, C3, C6) are
     shown as figures, not tested."""
     from learner.study_results import NONINFERIORITY_MARGIN, Claim, Comparison
