@@ -160,3 +160,26 @@ def save_pretrained(path):
     ck.save(agent, obs, cfg)
     ck.close()
     return path
+
+
+def kill_and_resume_learner(pretrained, tmp_path, steps, ready, what, between=None, extra=()):
+    """A learner and an actor (``steps`` env steps at 100 Hz) on localhost; once ``ready(run)``,
+    the learner is SIGKILLed (no final checkpoint), ``between(run)`` runs (the actor keeps
+    stepping), and a learner resumes to the end. Returns (the resumed learner's log, the actor's
+    summary), both processes having exited 0."""
+    pts = ports()
+    run = tmp_path / "learner"
+    learner = Proc(learner_cmd(pretrained, run, pts, 300, steps, extra=extra), tmp_path / "learner1.log")
+    actor = Proc(actor_cmd(pretrained, tmp_path / "actor", pts, hz=100, max_steps=steps), tmp_path / "actor.log")
+    try:
+        wait_until(lambda: ready(run), what=what)
+        learner.kill()
+        if between is not None:
+            between(run)
+        learner = Proc(learner_cmd(pretrained, run, pts, 300, steps, True, extra), tmp_path / "learner2.log")
+        assert learner.wait() == 0, learner.log()[-3000:]
+        assert actor.wait() == 0, actor.log()[-3000:]
+    finally:
+        learner.kill()
+        actor.kill()
+    return learner.log(), actor.summary()

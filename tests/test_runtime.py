@@ -36,6 +36,7 @@ from tests.processes import (
     actor_cmd,
     assert_exactly_once,
     final_state,
+    kill_and_resume_learner,
     learner_cmd,
     ports,
     save_pretrained,
@@ -117,29 +118,17 @@ def _leaves(tree):
 
 
 def test_learner_killed_and_resumed_loses_and_duplicates_nothing(pretrained, tmp_path):
-    pts = ports()
-    run = tmp_path / "learner"
-    learner = Proc(learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600), tmp_path / "learner1.log")
-    actor = Proc(actor_cmd(pretrained, tmp_path / "actor", pts, hz=100, max_steps=600), tmp_path / "actor.log")
-    try:
-        wait_until(
-            lambda: status(run).get("env_steps", 0) >= 150 and list_steps(run / "checkpoints"),
-            what="the learner to ingest 150 steps",
-        )
-        learner.kill()  # SIGKILL: no final checkpoint, no goodbye
-        time.sleep(1.5)  # the actor keeps stepping through the outage
-        learner = Proc(
-            learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600, resume=True), tmp_path / "learner2.log"
-        )
-        assert learner.wait() == 0, learner.log()[-3000:]
-        assert actor.wait() == 0, actor.log()[-3000:]
-    finally:
-        learner.kill()
-        actor.kill()
-    assert "resumed:" in learner.log()
-    summary = actor.summary()
+    log, summary = kill_and_resume_learner(
+        pretrained,
+        tmp_path,
+        600,
+        lambda run: status(run).get("env_steps", 0) >= 150 and list_steps(run / "checkpoints"),
+        "the learner to ingest 150 steps",
+        between=lambda run: time.sleep(1.5),  # the actor keeps stepping through the outage
+    )
+    assert "resumed:" in log
     assert summary["steps"] == 600 and summary["delivered"] and summary["learner_restarts"] >= 1
-    assert_exactly_once(run, 600)
+    assert_exactly_once(tmp_path / "learner", 600)
 
 
 def test_actor_killed_and_restarted_loses_and_duplicates_nothing(pretrained, tmp_path):

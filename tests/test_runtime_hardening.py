@@ -18,7 +18,7 @@ from learner.checkpoint import LearnerCheckpoints
 from learner.ingest import MAX_SEQ_AHEAD, MAX_SESSIONS_PER_ACTOR, STATS_BURST, STATS_PER_S, IngestServer
 from learner.ledger import Ledger
 from shared.agents import create_agent
-from shared.checkpoint import Checkpointer, CorruptCheckpointError, load_checkpoint
+from shared.checkpoint import Checkpointer, CorruptCheckpointError, list_steps, load_checkpoint
 from shared.chunks import ChunkBuilder
 from shared.config import OnlineConfig, PretrainConfig
 from shared.dataset import ValueLimits
@@ -27,9 +27,8 @@ from shared.replay_buffer import ReplayBuffer
 from shared.transport import LearnerSockets, actor_keys, free_port, learner_keys, make_keys
 from tests.helpers import state_obs, tiny_config
 from tests.processes import (
-    Proc,
-    actor_cmd,
     assert_exactly_once,
+    kill_and_resume_learner,
     learner_cmd,
     ports,
     save_pretrained,
@@ -451,58 +450,42 @@ def test_a_fallback_to_an_older_checkpoint_with_the_actor_connected_loses_nothin
     """The newest checkpoint is damaged when the killed learner resumes: it falls back one step.
     The actors were told as durable only what two checkpoints held, so they still journal what
     only the damaged one had, resend it, and the ledger has no hole: every transition, once."""
-    from shared.checkpoint import list_steps
 
-    pts = ports()
     run = tmp_path / "learner"
-    learner = Proc(learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600), tmp_path / "learner1.log")
-    actor = Proc(actor_cmd(pretrained, tmp_path / "actor", pts, hz=100, max_steps=600), tmp_path / "actor.log")
-    try:
-        wait_until(
-            lambda: status(run).get("env_steps", 0) >= 200 and len(list_steps(run / "checkpoints")) >= 3,
-            what="three checkpoints",
-        )
-        learner.kill()
-        newest = max(list_steps(run / "checkpoints"))
-        _damage(run / "checkpoints" / str(newest), "bit-flipped")
-        learner = Proc(
-            learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=600, resume=True), tmp_path / "learner2.log"
-        )
-        assert learner.wait() == 0, learner.log()[-3000:]
-        assert actor.wait() == 0, actor.log()[-3000:]
-    finally:
-        learner.kill()
-        actor.kill()
-    assert "quarantined checkpoint" in learner.log()
-    summary = actor.summary()
+
+    def damage_the_newest(run):
+        _damage(run / "checkpoints" / str(max(list_steps(run / "checkpoints"))), "bit-flipped")
+
+    log, summary = kill_and_resume_learner(
+        pretrained,
+        tmp_path,
+        600,
+        lambda run: status(run).get("env_steps", 0) >= 200 and len(list_steps(run / "checkpoints")) >= 3,
+        "three checkpoints",
+        between=damage_the_newest,
+    )
+    assert "quarantined checkpoint" in log
     assert summary["steps"] == 600 and summary["delivered"] and summary["rejected_transitions"] == 0
     assert_exactly_once(run, 600)
 
 
 def test_a_learner_killed_before_its_first_checkpoint_resumes_with_everything(pretrained, tmp_path):
-    pts = ports()
-    run, act = tmp_path / "learner", tmp_path / "actor"
-    no_ckpt = ["--set", "checkpoint_every=1000000"]
-    learner = Proc(
-        learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=500, extra=no_ckpt), tmp_path / "learner1.log"
-    )
-    actor = Proc(actor_cmd(pretrained, act, pts, hz=100, max_steps=500), tmp_path / "actor.log")
-    try:
-        wait_until(lambda: status(run).get("env_steps", 0) >= 150, what="150 transitions")
+    run = tmp_path / "learner"
+
+    def no_checkpoint_yet(run):
         assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
-        learner.kill()  # SIGKILL before any checkpoint
         time.sleep(1.0)
-        learner = Proc(
-            learner_cmd(pretrained, run, pts, warmup=300, max_env_steps=500, resume=True, extra=no_ckpt),
-            tmp_path / "learner2.log",
-        )
-        assert learner.wait() == 0, learner.log()[-3000:]
-        assert actor.wait() == 0, actor.log()[-3000:]
-    finally:
-        learner.kill()
-        actor.kill()
-    assert "no checkpoint yet" in learner.log()
-    summary = actor.summary()
+
+    log, summary = kill_and_resume_learner(
+        pretrained,
+        tmp_path,
+        500,
+        lambda run: status(run).get("env_steps", 0) >= 150,
+        "150 transitions",
+        between=no_checkpoint_yet,
+        extra=["--set", "checkpoint_every=1000000"],
+    )
+    assert "no checkpoint yet" in log
     assert summary["steps"] == 500 and summary["delivered"]
     assert_exactly_once(run, 500)  # the transitions delivered before the kill came again
 
