@@ -121,9 +121,8 @@ def check_load(task: TaskConfig, state: dict) -> Check:
     )
 
 
-def check_gripper(client: RobotClient, task: TaskConfig, activate: bool, settle_s: float | None = None) -> Check:
+def check_gripper(client: RobotClient, task: TaskConfig, activate: bool) -> Check:
     real = task.real_section
-    settle = real.gripper_settle_s if settle_s is None else settle_s
     units = client.gripper
     if activate:
         client.activate_gripper()
@@ -140,7 +139,7 @@ def check_gripper(client: RobotClient, task: TaskConfig, activate: bool, settle_
     detail = f"{units.flavour}: raw {raw:.4g} = opening {units.opening(raw):.2f}"
     if task.gripper_closed:
         client.close_gripper()
-        time.sleep(settle)
+        time.sleep(real.gripper_settle_s)
         after = client.get_gripper_raw()
         opening = units.opening(after)
         if opening > GRIPPER_OPEN and after == raw and units.flavour != "serl_franka":
