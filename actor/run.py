@@ -33,7 +33,7 @@ from robot_env.contract import RobotEnvError
 from robot_env.make import add_env_arguments, make_env
 from shared import defaults
 from shared.agents import act_with_params
-from shared.checkpoint import load_checkpoint
+from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.dataset import example_obs
 from shared.metrics import MetricsLogger
 from shared.transport import actor_keys, fingerprint, policy_contract
@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
 
-    ckpt = load_checkpoint(args.pretrained)
+    try:
+        ckpt = load_checkpoint(args.pretrained)
+    except (CheckpointError, OSError) as e:  # a missing or damaged checkpoint: one line, as the learner says it
+        print(f"actor: cannot use the pre-trained checkpoint {args.pretrained}: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
     pre, obs_spec = ckpt.agent, ckpt.obs_spec
     contract = policy_contract(pre.config, obs_spec, pre.action_dim, ckpt.reward, args.task)
     fp = fingerprint(contract)

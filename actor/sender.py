@@ -113,6 +113,7 @@ class TransitionSender:
             "send_failures": 0,
             "errors": 0,
             "learner_restarts": 0,
+            "learner_lost_chunks": 0,  # the learner gave these up as never arrived (its ledger)
         }
         if len(self.spool):
             log.info(
@@ -227,7 +228,12 @@ class TransitionSender:
                 self.spool.rejected_transitions,
                 self.spool.directory / "rejected",
             )
-        return not (self.unacked_transitions or self.archived_transitions or self.spool.rejected_transitions)
+        return not (
+            self.unacked_transitions
+            or self.archived_transitions
+            or self.spool.rejected_transitions
+            or self.counters["learner_lost_chunks"]
+        )
 
     @property
     def saturated(self) -> bool:
@@ -380,6 +386,7 @@ class TransitionSender:
                 self._lost_learner("an ack from a different learner session")
                 return
             self._learner_info(msg)
+            self._learner_lost(msg.get("lost_chunks"))
             n = self.spool.ack(str(msg.get("session")), int(msg.get("seq", -1)))
             self.counters["acks"] += 1
             self._apply_commits(msg.get("committed"))
@@ -389,6 +396,15 @@ class TransitionSender:
             self._error(msg)
         else:
             log.warning("sender: unexpected %s message from the learner", kind)
+
+    def _learner_lost(self, lost: Any) -> None:
+        if isinstance(lost, int) and not isinstance(lost, bool) and lost > self.counters["learner_lost_chunks"]:
+            log.error(
+                "sender: the learner counts %d chunk(s) of this actor as LOST (they never reached it and no "
+                "journal held them any more); see its log",
+                lost,
+            )
+            self.counters["learner_lost_chunks"] = lost
 
     def _welcome(self, msg: Mapping[str, Any]) -> None:
         learner = msg.get("learner")

@@ -8,7 +8,10 @@ transitions and times the second checkpoint, three ways:
 
 - ``disk``: frames on disk (``replay_frames_on_disk``), incremental checkpoint (today's robot preset);
 - ``ram``: frames in RAM, incremental checkpoint (the delta carries the new frames);
-- ``snapshot``: frames in RAM, the whole buffer written under the ingest lock (before issue 17).
+- ``snapshot``: frames in RAM, the whole buffer written under the ingest lock (before issue 17);
+- ``disk_full``: frames on disk, the timed checkpoint is the third, which starts a new chain with
+  a full cut (``keep_checkpoints`` 3: no file is shared by every kept checkpoint); its frames'
+  CRCs come from the earlier seals, so it writes the small arrays of the whole ring only.
 
 During each timed checkpoint a thread inserts 32-transition chunks under the ingest lock every
 10 ms, as the learner's ingest thread does; the figures are how long the checkpoint held the
@@ -120,7 +123,7 @@ def run(kind: str, size: int, root: Path) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
     ckpts = LearnerCheckpoints(out, keep=3)
     capacity = size + 2_000
-    buf = ckpts.new_buffer(SPEC, 6, capacity, 0.98, -1.0, frames_on_disk=kind == "disk")
+    buf = ckpts.new_buffer(SPEC, 6, capacity, 0.98, -1.0, frames_on_disk=kind in ("disk", "disk_full"))
     lock, traffic = TimedLock(), Traffic()
     small = NetworkConfig(hidden_dims=(32, 32))
     cfg = OnlineConfig(agent=AgentConfig(num_critics=2, critic_net=small, actor_net=small), buffer_capacity=capacity)
@@ -137,6 +140,10 @@ def run(kind: str, size: int, root: Path) -> dict[str, float]:
     _fill(buf, traffic, size, lock)
     ledger.add("robot", "s", 0, size)
     checkpoint(size)
+    if kind == "disk_full":  # a second, incremental one: the chain is then as long as keep - 1
+        _fill(buf, traffic, NEW, lock)
+        ledger.add("robot", "s", 2, NEW)
+        checkpoint(size + NEW)
     _fill(buf, traffic, NEW, lock)
     ledger.add("robot", "s", 1, NEW)
     waits: list[float] = []
@@ -200,7 +207,7 @@ def bytes_per_transition() -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[2_000, 8_000, 32_000])
-    p.add_argument("--kinds", nargs="+", default=["disk", "ram", "snapshot"])
+    p.add_argument("--kinds", nargs="+", default=["disk", "disk_full", "ram", "snapshot"])
     p.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary directory)")
     args = p.parse_args()
     bytes_per_transition()

@@ -9,6 +9,13 @@ the buffer (those not yet wholly overwritten in the ring). The delta is cut, wit
 ledger, under the ingest lock (a copy of the new rows: the buffer, the ledger and the counters
 always agree); writing it happens after the lock is released, so acks are not held up.
 
+No single file is shared by every kept checkpoint: a chain holds at most ``keep - 1`` deltas
+before the next checkpoint starts a new one with a full cut, so the oldest kept checkpoint never
+needs a file the newest needs. What a damaged file can cost is bounded too: the newest
+checkpoint that shares no file with the newest one (the last one before its chain began) is
+what survives any single damaged file, and that is what actors may forget (``save``'s third
+result). Each delta is read back and checked after it is written.
+
 ``--resume`` restores the newest step whose agent and chain both read back and check out. A
 damaged step (unreadable, truncated, deleted, a checksum that does not match) is moved to
 ``quarantine/`` with the reason and its own delta: the resumed learner will reach that step's id
@@ -29,6 +36,7 @@ import errno
 import json
 import logging
 import shutil
+import zlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +121,10 @@ class LearnerCheckpoints:
         # The deltas of the last checkpoint saved or restored: the next one extends it. None: the
         # next checkpoint starts a chain with a full cut (first save, or after a failed one).
         self._chain: list[dict[str, Any]] | None = None
+        # The ledgers of the newest checkpoint, and of the newest one before its chain began
+        # (shares no file with it): what survives any one damaged file.
+        self.last_ledger = Ledger()
+        self._before_chain = Ledger()
         self._remove_orphans()
 
     def _remove_orphans(self) -> None:
@@ -149,26 +161,33 @@ class LearnerCheckpoints:
         run: str,
         task: str | None,
         weights_version: int,
-    ) -> tuple[int, Ledger]:
-        """Write one checkpoint; returns its id and the ledger it holds (what is now committed).
+        full: bool = False,
+    ) -> tuple[int, Ledger, Ledger]:
+        """Write one checkpoint; returns its id, the ledger it holds, and the ledger that
+        survives any one of its files being damaged (what actors may forget). ``full``: start a
+        new chain whatever the current one's length (a clean stop's last checkpoint).
 
         ``lock`` is the ingest lock: held only while the ledger is copied and the buffer's new
         rows are cut, so no chunk is half-inserted and the two agree."""
+        full = full or self._chain is None or len(self._chain) >= max(1, self.keep - 1)
         with lock:
             committed = ledger.copy()
             env_steps = committed.transitions()
             step = env_steps + grad_steps  # grows with either counter: a unique, ordered id
-            delta = buffer.cut(full=self._chain is None, info={"ledger": committed.to_json(), "env_steps": env_steps})
+            delta = buffer.cut(full=full, info={"ledger": committed.to_json(), "env_steps": env_steps})
         chain, self._chain = self._chain, None  # until this save completes, the next must be full
         buffer.seal(delta)
         name = f"delta_{step:012d}.npz"
         delta.save(self.replay_dir / name)
+        check = ReplayDelta.load(self.replay_dir / name)  # a write the disk got wrong fails here, not at resume
+        if (check.start, check.end) != (delta.start, delta.end):
+            raise DatasetError(f"{self.replay_dir / name}: read back as rows {check.start}..{check.end}")
         entry = {"name": name, "start": delta.start, "end": delta.end, "files": delta.files()}
         # Deltas whose rows are all overwritten in the ring are no longer needed to rebuild it.
         before = [] if delta.state["full"] else chain or []
         new_chain = [e for e in before if e["end"] > delta.end - buffer.capacity] + [entry]
         chain_name = f"chain_{step:012d}.json"
-        write_json_atomic(self.replay_dir / chain_name, {"deltas": new_chain})
+        write_json_atomic(self.replay_dir / chain_name, {"deltas": new_chain, "crc32": _crc(new_chain)})
         if self._writer is None:
             self._writer = Checkpointer(self.ckpt_dir, keep=self.keep, async_save=False)
         meta = LearnerMeta(run, task, weights_version, chain_name)
@@ -181,8 +200,11 @@ class LearnerCheckpoints:
         )
         self._writer.manager.wait_until_finished()
         self._chain = new_chain
+        if delta.state["full"]:
+            self._before_chain = self.last_ledger
+        self.last_ledger = committed
         self._rotate(buffer)
-        return step, committed
+        return step, committed, self._before_chain
 
     def _rotate(self, buffer: ReplayBuffer) -> None:
         """Delete replay files no kept checkpoint needs (and, for frames, the live ring neither)."""
@@ -225,11 +247,13 @@ class LearnerCheckpoints:
                 config = ck.phase_config(OnlineConfig)
                 if meta.buffer.endswith(".npz"):  # an older version's whole-buffer snapshot
                     buffer = ReplayBuffer.load(self.replay_dir / meta.buffer, capacity=capacity)
-                    chain = None
                 else:
-                    buffer, chain = self._rebuild(self.replay_dir / meta.buffer, capacity)
+                    buffer = self._rebuild(self.replay_dir / meta.buffer, capacity)
                 ledger = Ledger(buffer.info["ledger"])
-                self._chain = chain
+                # Just read back and checked: durable. The next save starts a chain of its own,
+                # so a file this step shares with older ones never holds anything newer.
+                self._chain = None
+                self.last_ledger = ledger.copy()
                 return LearnerState(ck.agent, config, buffer, ledger, meta, step)
             except OSError as e:
                 if e.errno in TRANSIENT_ERRNOS:
@@ -249,11 +273,15 @@ class LearnerCheckpoints:
                 log.warning("learner checkpoint %d is unusable (%s); trying an older one", step, e)
         raise CheckpointError(f"{self.ckpt_dir}: no usable learner checkpoint:\n  " + "\n  ".join(errors))
 
-    def _rebuild(self, chain_file: Path, capacity: int | None) -> tuple[ReplayBuffer, list[dict[str, Any]]]:
+    def _rebuild(self, chain_file: Path, capacity: int | None) -> ReplayBuffer:
         try:
-            entries = list(json.loads(chain_file.read_text())["deltas"])
+            data = json.loads(chain_file.read_text())
+            entries = list(data["deltas"])
         except ValueError as e:
             raise DatasetError(f"{chain_file}: unreadable ({e})") from e
+        # A flipped digit in a name or a serial can still be valid JSON (older chains have no crc32).
+        if "crc32" in data and data["crc32"] != _crc(entries):
+            raise DatasetError(f"{chain_file}: fails its checksum (damaged)")
         if not entries:
             raise DatasetError(f"{chain_file}: lists no deltas")
         buffer: ReplayBuffer | None = None
@@ -280,8 +308,12 @@ class LearnerCheckpoints:
         first = entries[0]
         if first["start"] > max(0, entries[-1]["end"] - buffer.capacity):
             raise DatasetError(f"{chain_file}: its deltas begin at serial {first['start']}: older rows are missing")
-        return buffer, entries
+        return buffer
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _crc(entries: list[dict[str, Any]]) -> int:
+    return zlib.crc32(json.dumps(entries, sort_keys=True).encode())

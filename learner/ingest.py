@@ -11,7 +11,9 @@ Per message from an actor's DEALER:
   and not inserted; a new one is validated whole, inserted, recorded and acknowledged; a bad one
   gets ERROR ``rejected``.
 - STATS: queued for the main thread's logs, at most a few per second per actor; no reply.
-- Bounded: a chunk far beyond its session's watermark is refused; an actor id holds at most
+- Bounded: a chunk far beyond the highest seq its session delivered is refused; a hole that
+  stays open while ``MAX_SEQ_AHEAD`` later chunks arrive is given up and reported as lost
+  (``lost_chunks`` in the counters and in each ACK); an actor id holds at most
   ``MAX_SESSIONS_PER_ACTOR`` sessions (fully checkpointed old ones are forgotten first).
 Anything malformed is logged (rate-limited) and answered with ERROR; the thread keeps serving.
 Inserting a chunk and recording it in the ledger happen under ``lock``, which the learner also
@@ -108,6 +110,7 @@ class IngestServer:
             "stats": 0,
             "stats_dropped": 0,
             "interventions": 0,
+            "lost_chunks": 0,  # holes given up (``Ledger.close_holes``)
         }
 
     @property
@@ -247,19 +250,22 @@ class IngestServer:
             if session not in self.ledger.sessions(actor) and not self._room_for_session(actor):
                 self._reply(peer, make_message(MessageType.ERROR, code="hello_first", reason="too many sessions"))
                 return
+            # Measured from the highest seq in, not the watermark: a hole below it (a chunk that
+            # nobody holds any more) must never turn into the refusal of every later chunk.
+            ahead_of = self.ledger.highest(actor, session)
             try:
-                if seq > self.ledger.upto(actor, session) + MAX_SEQ_AHEAD:
+                if seq > ahead_of + MAX_SEQ_AHEAD:
                     raise ProtocolError(
-                        f"seq {seq} is more than {MAX_SEQ_AHEAD} beyond what this session delivered "
-                        f"({self.ledger.upto(actor, session)})"
+                        f"seq {seq} is more than {MAX_SEQ_AHEAD} beyond what this session delivered ({ahead_of})"
                     )
                 chunk = unpack_chunk(msg, self.buffer.obs_spec, self.buffer.action_dim, self.limits)
             except ProtocolError as e:
                 self.counters["rejected"] += 1
                 log.error("ingest: rejected chunk %s/%d from %r: %s", session, seq, actor, e)
-                if seq <= self.ledger.upto(actor, session) + MAX_SEQ_AHEAD:
+                if seq <= ahead_of + MAX_SEQ_AHEAD:
                     with self.lock:  # consumed, with nothing inserted: the watermark moves past it
                         self.ledger.add(actor, session, seq, 0)
+                        self._close_holes(actor, session)
                 self._reply(
                     peer,
                     make_message(MessageType.ERROR, code="rejected", session=session, seq=seq, reason=str(e)[:500]),
@@ -269,6 +275,7 @@ class IngestServer:
             with self.lock:
                 self.buffer.insert_chunk(**chunk.arrays(), stream=stream)
                 self.ledger.add(actor, session, seq, len(chunk))
+                self._close_holes(actor, session)
             self.counters["chunks"] += 1
             self.counters["interventions"] += int(chunk.interventions.sum())
             with self.data_arrived:
@@ -276,9 +283,31 @@ class IngestServer:
         self._reply(
             peer,
             make_message(
-                MessageType.ACK, session=session, seq=seq, committed=self.committed.marks(actor), **self._counters()
+                MessageType.ACK,
+                session=session,
+                seq=seq,
+                committed=self.committed.marks(actor),
+                lost_chunks=self.ledger.lost(actor),
+                **self._counters(),
             ),
         )
+
+    def _close_holes(self, actor: str, session: str) -> None:
+        """Seqs that stayed missing while MAX_SEQ_AHEAD later ones arrived are lost: said loudly
+        (log, the counters in status.json, every ACK to that actor), and ingest goes on."""
+        missing = self.ledger.close_holes(actor, session, MAX_SEQ_AHEAD)
+        if missing:
+            self.counters["lost_chunks"] += len(missing)
+            log.error(
+                "ingest: %d chunk(s) of %r session %s never arrived while %d later ones did (seqs %d..%d): "
+                "counted as LOST; ingest goes on",
+                len(missing),
+                actor,
+                session,
+                MAX_SEQ_AHEAD,
+                missing[0],
+                missing[-1],
+            )
 
     def _stats(self, peer: bytes, msg: Mapping[str, Any]) -> None:
         actor = self._peers.get(peer)

@@ -3,6 +3,11 @@
 For each (actor, session) it keeps a watermark (every seq <= ``upto`` is in) plus the few seqs
 above it that arrived out of order, so it stays small however long a run lasts. It is saved
 inside each replay-buffer snapshot, so a resumed learner knows exactly what its buffer holds.
+
+A hole below those extras is normally filled by the actor's resend within seconds. One that
+outlives ``close_holes``'s bound is a chunk nobody holds any more: the watermark moves past it
+and the seqs are counted as lost (``lost``), so the loss is reported, never turned into the
+refusal of every later chunk.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class Ledger:
                 "sessions": sessions,
                 "transitions": int(rec["transitions"]),
                 "key": rec.get("key"),
+                "lost": int(rec.get("lost", 0)),
             }
 
     def has(self, actor: str, session: str, seq: int) -> bool:
@@ -32,6 +38,30 @@ class Ledger:
         mark = self._actors.get(actor, {}).get("sessions", {}).get(session)
         return -1 if mark is None else int(mark[0])
 
+    def highest(self, actor: str, session: str) -> int:
+        """The highest seq of this session that is in (-1: none yet)."""
+        mark = self._actors.get(actor, {}).get("sessions", {}).get(session)
+        return -1 if mark is None else max([int(mark[0]), *mark[1]])
+
+    def lost(self, actor: str) -> int:
+        """Chunks of this actor that never arrived and were given up (``close_holes``)."""
+        return int(self._actors.get(actor, {}).get("lost", 0))
+
+    def close_holes(self, actor: str, session: str, max_extras: int) -> list[int]:
+        """If more than ``max_extras`` seqs wait above a hole, give the holes up: the watermark
+        moves to the highest seq and the missing ones are counted as lost. Returns them."""
+        rec = self._actors.get(actor)
+        if rec is None:
+            return []
+        mark = rec["sessions"].get(session)
+        if mark is None or len(mark[1]) <= max_extras:
+            return []
+        top = max(mark[1])
+        missing = [s for s in range(mark[0] + 1, top) if s not in mark[1]]
+        mark[0], mark[1] = top, set()
+        rec["lost"] = int(rec.get("lost", 0)) + len(missing)
+        return missing
+
     def sessions(self, actor: str) -> list[str]:
         return list(self._actors.get(actor, {}).get("sessions", {}))
 
@@ -40,7 +70,7 @@ class Ledger:
         return self._actors.get(actor, {}).get("key")
 
     def bind(self, actor: str, key: str) -> None:
-        rec = self._actors.setdefault(actor, {"sessions": {}, "transitions": 0, "key": None})
+        rec = self._actors.setdefault(actor, {"sessions": {}, "transitions": 0, "key": None, "lost": 0})
         rec["key"] = key
 
     def release(self, actor: str) -> bool:
@@ -56,7 +86,7 @@ class Ledger:
         self._actors.get(actor, {}).get("sessions", {}).pop(session, None)
 
     def add(self, actor: str, session: str, seq: int, transitions: int) -> None:
-        rec = self._actors.setdefault(actor, {"sessions": {}, "transitions": 0, "key": None})
+        rec = self._actors.setdefault(actor, {"sessions": {}, "transitions": 0, "key": None, "lost": 0})
         mark = rec["sessions"].setdefault(session, [-1, set()])
         mark[1].add(seq)
         while mark[0] + 1 in mark[1]:
@@ -76,7 +106,12 @@ class Ledger:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            a: {"sessions": self.marks(a), "transitions": r["transitions"], "key": r.get("key")}
+            a: {
+                "sessions": self.marks(a),
+                "transitions": r["transitions"],
+                "key": r.get("key"),
+                "lost": r.get("lost", 0),
+            }
             for a, r in self._actors.items()
         }
 

@@ -177,8 +177,6 @@ class Learner:
         self._published_at = 0.0
         self._frozen_digest: str | None = None  # of the frozen image trunks, once published
         self._last_ckpt = (ledger.transitions(), self.grad_steps)
-        # A resumed checkpoint was just read back and checked: durable. A new run has nothing durable.
-        self._held_by_previous = ledger.copy() if resume and self.checkpoints.exist() else Ledger()
         self._rates: dict[str, float] = {"ingest_per_s": 0.0, "updates_per_s": 0.0}
 
     # --------------------------------------------------------------------------- counters
@@ -230,11 +228,11 @@ class Learner:
         after it; it is committed at once, so that actors finishing with it keep no journal."""
         if (self.ingest.env_steps, self.grad_steps) == self._last_ckpt and self.checkpoints.exist():
             if final:
-                self.ingest.set_committed(self._held_by_previous)
+                self.ingest.set_committed(self.checkpoints.last_ledger)
             return
         # A large buffer takes seconds to save: say so rather than let status.json look frozen.
         self._status("checkpointing", self._rates)
-        step, committed = self.checkpoints.save(
+        step, committed, durable = self.checkpoints.save(
             self.agent,
             self.cfg,
             self.buffer,
@@ -244,12 +242,12 @@ class Learner:
             self.run_id,
             self.task,
             self.version,
+            full=final,
         )
-        # Durable, and so forgettable by the actors, is what two checkpoints hold: if this newest one
-        # turns out damaged, --resume falls back to the previous one, and the actors still journal
-        # everything after it (they resend it). The first checkpoint makes nothing durable yet.
-        self.ingest.set_committed(committed if final else self._held_by_previous)
-        self._held_by_previous = committed
+        # Forgettable by the actors is what survives any one damaged file: the newest checkpoint
+        # sharing no file with this one (--resume falls back to it; the actors still journal
+        # everything after it and resend it). The first checkpoint makes nothing durable yet.
+        self.ingest.set_committed(committed if final else durable)
         self._last_ckpt = (committed.transitions(), self.grad_steps)
         log.info(
             "checkpoint %d: %d env steps, %d critic steps, weights v%d",
@@ -273,6 +271,7 @@ class Learner:
                 "warmup_steps": self.cfg.warmup_steps,
                 "max_env_steps": self.max_env_steps,
                 "done": done,
+                "ingest": dict(self.ingest.counters),  # rejected, lost_chunks, refused: what did not get in
                 "time": time.time(),
                 **rates,
             },

@@ -124,6 +124,20 @@ def test_ledger_watermark_and_out_of_order():
     assert snap.marks("a") == {"s": [3, [5]]} and led.marks("a") == {"s": [5, []]}
 
 
+def test_a_ledger_hole_that_outlives_its_bound_is_counted_lost_not_kept_open():
+    led = Ledger()
+    for seq in (0, 2, 3, 5):  # 1 and 4 missing
+        led.add("a", "s", seq, 10)
+    assert led.highest("a", "s") == 5 and led.highest("a", "other") == -1
+    assert led.close_holes("a", "s", max_extras=3) == []  # 3 waiting: within the bound
+    led.add("a", "s", 6, 10)
+    assert led.close_holes("a", "s", max_extras=3) == [1, 4]  # 4 waiting: both holes given up
+    assert led.marks("a") == {"s": [6, []]} and led.lost("a") == 2 and led.transitions("a") == 50
+    assert Ledger(led.to_json()).lost("a") == 2  # kept in every checkpoint
+    led.add("a", "s", 7, 10)
+    assert led.marks("a") == {"s": [7, []]}
+
+
 def test_spool_journal_ack_commit_and_restart(tmp_path):
     sp = Spool(tmp_path, memory_bytes=250)
     for seq in range(4):

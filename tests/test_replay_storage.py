@@ -158,6 +158,32 @@ def test_the_chain_can_drop_deltas_the_ring_has_overwritten(tmp_path):
     assert_same(ref, rebuilt)
 
 
+def test_a_full_cut_reads_only_the_frames_no_earlier_cut_checksummed(tmp_path, monkeypatch):
+    """A learner checkpoint starts a new chain with a full cut every few saves: with frames on
+    disk it must not read the whole frame store again (20 GB at the robot's scale). It reuses
+    the CRCs of earlier seals and reads only the frames of a range the ring cut in two."""
+    from shared.frame_store import SegmentedFrames
+
+    read = []
+    real = SegmentedFrames.checksum
+    monkeypatch.setattr(SegmentedFrames, "checksum", lambda self, s, e: read.append(e - s) or real(self, s, e))
+    buf = ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_dir=tmp_path / "frames")
+    traffic = _traffic(3, 100)
+    for i in range(0, 100, 20):
+        _insert(buf, traffic[i : i + 20])
+        buf.seal(buf.cut())
+    read.clear()
+    full = buf.cut(full=True)
+    buf.seal(full)
+    assert full.rows == CAPACITY
+    (ranges,) = [d["ranges"] for d in full.disk.values()]
+    # The ring's oldest live range was cut in two by the ring: only its live part is read again.
+    assert sum(read) == ranges[0][1] - ranges[0][0] < CAPACITY and len(ranges) > 1
+    rebuilt = ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_dir=tmp_path / "frames")
+    rebuilt.apply(full)
+    assert_same(buf, rebuilt)
+
+
 def test_a_damaged_frame_segment_or_a_gap_is_refused(tmp_path):
     live = ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_dir=tmp_path)
     _insert(live, _traffic(3, 20))
@@ -192,24 +218,26 @@ def _save(ckpts, buf, n_env, grad_steps):
 
 
 def test_learner_checkpoints_are_incremental_rotate_their_files_and_restore_exactly(tmp_path):
-    ckpts = LearnerCheckpoints(tmp_path, keep=2)
+    ckpts = LearnerCheckpoints(tmp_path, keep=4)
     live = ckpts.new_buffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_on_disk=True)
     ref = ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0)
     traffic = _traffic(5, 240)
     written = 0
-    for i in range(0, 240, 24):
+    for j, i in enumerate(range(0, 240, 24)):
         _insert(ref, traffic[i : i + 24])
         _insert(live, traffic[i : i + 24])
-        step, _ = _save(ckpts, live, i + 24, i)
+        step, _, _ = _save(ckpts, live, i + 24, i)
         delta = ReplayDelta.load(tmp_path / "replay" / f"delta_{step:012d}.npz")
-        # Only what arrived: 24 transitions and their episodes' reset frames.
-        assert delta.rows == live.slots_written - written <= 24 * 2
+        # Only what arrived: 24 transitions and their episodes' reset frames. No full cut after the
+        # first: the ring overwrites a delta within two saves, so a chain never grows to keep - 1.
+        assert delta.state["full"] == (j == 0) and delta.rows == live.slots_written - written <= 24 * 2
         written = live.slots_written
     ckpts.close()
     replay = tmp_path / "replay"
-    # Two checkpoints kept; their chains need only the deltas the ring has not overwritten.
-    assert len(list(replay.glob("chain_*.json"))) == 2
-    assert len(list(replay.glob("delta_*.npz"))) <= CAPACITY // 24 + 3
+    # Four checkpoints kept; their chains need only the deltas the ring has not overwritten.
+    chains = [json.loads(c.read_text())["deltas"] for c in sorted(replay.glob("chain_*.json"))]
+    assert len(chains) == 4 and not set.intersection(*({e["name"] for e in c} for c in chains))
+    assert len(list(replay.glob("delta_*.npz"))) <= CAPACITY // 24 + 1 + 4  # the oldest's ring, one per save
     segments = {f.name for f in replay.glob("frames/wrist_*.npy")}
     listed = set()
     for chain in replay.glob("chain_*.json"):
@@ -219,7 +247,9 @@ def test_learner_checkpoints_are_incremental_rotate_their_files_and_restore_exac
         f"wrist_{g:08d}.npy" for g in range((live.slots_written - CAPACITY) // 8, live.slots_written // 8 + 1)
     }
     assert segments == listed | live_segments  # what the kept chains or the ring need, nothing else
-    assert len(segments) < live.slots_written // 8 / 2  # far fewer than all ever written
+    # Far fewer than all ever written (37): those from the oldest row a kept chain holds on.
+    oldest = min(e["start"] for c in chains for e in c)
+    assert len(segments) == live.slots_written // 8 - oldest // 8 + 1 < live.slots_written // 8
     state = LearnerCheckpoints(tmp_path, keep=2).restore(CAPACITY)
     assert state.env_steps == 240
     assert_same(ref, state.buffer)

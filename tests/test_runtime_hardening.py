@@ -27,6 +27,7 @@ from shared.replay_buffer import ReplayBuffer
 from shared.transport import LearnerSockets, actor_keys, free_port, learner_keys, make_keys
 from tests.helpers import state_obs, tiny_config
 from tests.processes import (
+    actor_cmd,
     assert_exactly_once,
     kill_and_resume_learner,
     learner_cmd,
@@ -275,6 +276,41 @@ def test_a_damaged_newest_learner_checkpoint_is_quarantined_and_saving_goes_on(t
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 12]
 
 
+def test_one_damaged_file_never_costs_what_the_actors_were_told_to_forget(tmp_path):
+    """Six checkpoints of one growing buffer (keep 3). Before, every checkpoint's chain began
+    with the first full delta: one flipped bit there quarantined all of them. Now no file is
+    needed by every kept checkpoint, and for every single file damaged in turn the resume finds
+    a checkpoint holding at least what the last save called durable (what actors forget)."""
+    import shutil
+
+    run = tmp_path / "run"
+    ckpts = LearnerCheckpoints(run, keep=3)
+    cfg, agent, _, _ = _learner_state(tmp_path, 1)
+    buf, ledger, lock = ReplayBuffer(SPEC, ACT, 1000, 0.99, -1.0), Ledger(), threading.Lock()
+    durable = []
+    for seq in range(6):
+        for t in transitions(7, seed=seq):
+            buf.insert(t)
+        ledger.add("robot", "s", seq, 7)
+        durable.append(ckpts.save(agent, cfg, buf, ledger, lock, 0, "run", None, 0)[2].transitions())
+    ckpts.close()
+    assert durable == [0, 0, 14, 14, 28, 28]  # the checkpoint before the newest one's chain
+    kept = list_steps(run / "checkpoints")
+    assert kept == [28, 35, 42]
+    chains = [json.loads((run / "replay" / f"chain_{k:012d}.json").read_text())["deltas"] for k in kept]
+    uses = [{e["name"][len("delta_") : -len(".npz")].lstrip("0") for e in chain} for chain in chains]
+    assert uses == [{"21", "28"}, {"35"}, {"35", "42"}]  # full cuts at 21 and 35: none shared by all
+    files = sorted((run / "replay").iterdir()) + [run / "checkpoints" / str(k) / "agent" for k in kept]
+    assert len(files) == 3 + 4 + 3  # the chains, the deltas and the agents
+    for i, f in enumerate(files):
+        copy = tmp_path / f"copy{i}"
+        shutil.copytree(run, copy)
+        _damage(copy / f.relative_to(run), "bit-flipped")
+        state = LearnerCheckpoints(copy, keep=3).restore(1000)
+        assert state.ledger.transitions() >= durable[-1], f.name
+        assert state.buffer.transitions_inserted == state.ledger.transitions() == state.step
+
+
 def test_a_failed_read_quarantines_nothing(tmp_path, monkeypatch):
     """An EIO (a failing disk, a network mount) while restoring says nothing about the files: the
     checkpoints stay where they are and the error says to try again."""
@@ -300,7 +336,7 @@ def test_a_failed_read_quarantines_nothing(tmp_path, monkeypatch):
 
 
 def test_a_resume_whose_checkpoints_were_all_quarantined_refuses_to_start_over(pretrained, tmp_path):
-    """One flipped bit in the delta every checkpoint shares quarantines them all; the next
+    """Flipped bits in every delta (a failing disk) quarantine every checkpoint; the next
     --resume must not silently start the run over under the same id: it refuses, naming the
     quarantine, until --restart is spelled out."""
     import sys
@@ -308,15 +344,15 @@ def test_a_resume_whose_checkpoints_were_all_quarantined_refuses_to_start_over(p
     run = tmp_path / "learner"
     ckpts = LearnerCheckpoints(run, keep=3)
     cfg, agent, buf, ledger = _learner_state(run, 0)
-    for k, t in enumerate(transitions(15)):  # one growing buffer: incremental deltas on the first one
+    for k, t in enumerate(transitions(15)):  # one growing buffer
         buf.insert(t)
         ledger.add("robot", "s", k, 1)
         if (k + 1) % 5 == 0:
             ckpts.save(agent, cfg, buf, ledger, threading.Lock(), 0, "run", None, 0)
     ckpts.close()
     (run / "run.json").write_text(json.dumps({"run": "run", "pretrained": str(pretrained), "created": 0}))
-    first = min((run / "replay").glob("delta_*.npz"))
-    _flip_bits(first)
+    for delta in (run / "replay").glob("delta_*.npz"):
+        _flip_bits(delta)
     with pytest.raises(Exception, match="no usable learner checkpoint"):
         LearnerCheckpoints(run, keep=3).restore(100)
     assert not any(p.name.isdigit() for p in (run / "checkpoints").iterdir())
@@ -324,6 +360,19 @@ def test_a_resume_whose_checkpoints_were_all_quarantined_refuses_to_start_over(p
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--restart" in r.stderr and "quarantine" in r.stderr, r.stderr[-2000:]
     assert (run / "quarantine").exists() and not (run / "status.json").exists()  # nothing started
+
+
+def test_an_actor_given_a_damaged_pretrained_checkpoint_says_so_in_one_line(tmp_path):
+    import sys
+
+    bad = tmp_path / "pretrained"
+    _save_steps(bad, steps=(1,))
+    _flip_bits(_largest_file(bad / "1" / "agent"))
+    for where in (bad, tmp_path / "nowhere"):
+        cmd = [sys.executable, "-m", *actor_cmd(where, tmp_path / "actor", ports(), max_steps=5)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert f"actor: cannot use the pre-trained checkpoint {where}" in r.stderr
 
 
 # ---------------------------------------------------------------- 5. identity bound to the key
@@ -417,6 +466,26 @@ def test_far_future_seqs_stats_floods_and_session_floods_stay_bounded(learner):
             assert reply(d)["type"] == "ack"
         assert len(learner.ingest.ledger.sessions("robot")) <= MAX_SESSIONS_PER_ACTOR
         assert len(learner.buffer._streams) <= MAX_SESSIONS_PER_ACTOR
+    finally:
+        ctx.destroy(0)
+
+
+def test_a_chunk_that_never_comes_is_reported_lost_and_later_chunks_are_still_taken(learner):
+    """A hole in a session (seq 1 never arrives: nobody holds it any more) used to turn, after
+    MAX_SEQ_AHEAD later chunks, into the refusal of every chunk after it. Now the hole is given
+    up and counted (log, counters, each ACK) and ingest goes on: nothing after it is refused."""
+    ctx = zmq.Context()
+    try:
+        d = dealer(ctx, learner.port)
+        assert hello(d, "robot", "s0")["type"] == "welcome"
+        sent = [0, *range(2, MAX_SEQ_AHEAD + 200)]  # more than MAX_SEQ_AHEAD chunks past the hole
+        for seq in sent:
+            d.send_multipart(chunk("robot", "s0", seq, n=1, seed=seq))
+            r = reply(d)
+            assert r["type"] == "ack", r
+        assert learner.ingest.counters["rejected"] == 0
+        assert learner.ingest.counters["lost_chunks"] == 1 and r["lost_chunks"] == 1
+        assert len(learner.buffer) == len(sent) and learner.ingest.ledger.marks("robot") == {"s0": [sent[-1], []]}
     finally:
         ctx.destroy(0)
 
