@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import zmq
 
@@ -282,11 +283,29 @@ class Learner:
             _actor, _, stats = self.ingest.stats.get()
             self.metrics.log(int(stats.get("global_env_steps", self.ingest.env_steps)), stats, prefix="actor/")
 
+    def _compile(self, update: Any) -> None:
+        """A learner resumed past its warmup compiles its update before it takes data: otherwise
+        the first update's compile (tens of seconds for a 10-critic ensemble) runs while the
+        actors' resent backlog arrives, and no checkpoint commits it meanwhile (a second kill
+        then finds nothing new). The actors journal while they wait. The result is discarded."""
+        t0 = time.monotonic()
+        batch = self.buffer.sample(
+            self.cfg.agent.batch_size,
+            np.random.default_rng(0),
+            leading=(self.cfg.agent.utd,),
+            intervened_fraction=self.cfg.intervention_ratio,
+        )
+        scratch = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, self.agent)  # may be donated
+        jax.block_until_ready(update(scratch, batch))
+        log.info("compiled the update in %.1f s before taking data", time.monotonic() - t0)
+
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         utd = cfg.agent.utd
         update = make_update(cfg.agent)
         rng = np.random.default_rng(cfg.seed + self.grad_steps + self.ingest.env_steps)
+        if self.ingest.env_steps >= cfg.warmup_steps and len(self.buffer) > 0:
+            self._compile(update)
         self.ingest.start()
         log.info(
             "learner ready: fingerprint %s, warmup %d env steps, UTD %d, buffer %s",

@@ -27,6 +27,7 @@ from shared.replay_buffer import ReplayBuffer
 from shared.transport import LearnerSockets, actor_keys, free_port, learner_keys, make_keys
 from tests.helpers import state_obs, tiny_config
 from tests.processes import (
+    Proc,
     actor_cmd,
     assert_exactly_once,
     kill_and_resume_learner,
@@ -536,6 +537,31 @@ def test_a_fallback_to_an_older_checkpoint_with_the_actor_connected_loses_nothin
     assert "quarantined checkpoint" in log
     assert summary["steps"] == 600 and summary["delivered"] and summary["rejected_transitions"] == 0
     assert_exactly_once(run, 600)
+
+
+def test_a_learner_resumed_past_its_warmup_compiles_before_it_takes_data(pretrained, tmp_path):
+    """Before, the first update's compile ran while the actors' resent backlog arrived, and no
+    checkpoint could commit that backlog until it finished. Now a learner resumed past its
+    warmup compiles first (the actors journal meanwhile), then takes data."""
+    pts, run = ports(), tmp_path / "learner"
+    procs = [
+        Proc(learner_cmd(pretrained, run, pts, 20, 60), tmp_path / "learner1.log"),
+        Proc(actor_cmd(pretrained, tmp_path / "actor", pts, hz=100, max_steps=60), tmp_path / "actor1.log"),
+    ]
+    try:
+        assert [p.wait() for p in procs] == [0, 0], procs[0].log()[-3000:]
+        procs = [
+            Proc(learner_cmd(pretrained, run, pts, 20, 120, resume=True), tmp_path / "learner2.log"),
+            Proc(actor_cmd(pretrained, tmp_path / "actor", pts, hz=100, max_steps=60), tmp_path / "actor2.log"),
+        ]
+        assert [p.wait() for p in procs] == [0, 0], procs[0].log()[-3000:]
+    finally:
+        for p in procs:
+            p.kill()
+    log = procs[0].log()
+    assert "resumed: 60 env steps" in log
+    assert log.index("compiled the update") < log.index("connected")
+    assert_exactly_once(run, 120)
 
 
 def test_a_learner_killed_before_its_first_checkpoint_resumes_with_everything(pretrained, tmp_path):
