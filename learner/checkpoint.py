@@ -53,6 +53,8 @@ from shared.checkpoint import (
     list_steps,
     load_checkpoint,
     quarantine,
+    verify_file_manifest,
+    write_file_manifest,
 )
 from shared.config import OnlineConfig
 from shared.dataset import DatasetError, example_obs, spec_from_json
@@ -199,6 +201,7 @@ class LearnerCheckpoints:
             extra=meta.to_json(),
         )
         self._writer.manager.wait_until_finished()
+        write_file_manifest(self.ckpt_dir / str(step))
         self._chain = new_chain
         if delta.state["full"]:
             self._before_chain = self.last_ledger
@@ -242,6 +245,7 @@ class LearnerCheckpoints:
             # The step's own replay files (shared deltas of older steps stay: those steps may be fine).
             own = tuple(self.replay_dir / f"{k}_{step:012d}.{x}" for k, x in STEP_FILES)
             try:
+                verify_file_manifest(self.ckpt_dir / str(step))
                 ck = load_checkpoint(self.ckpt_dir, step)
                 meta = LearnerMeta.from_json(ck.meta.extra, str(ck.path))
                 config = ck.phase_config(OnlineConfig)

@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -261,6 +262,45 @@ def read_items(directory: str | Path, step: int, tree_name: str, json_names: tup
         return dict(mgr.restore(step, args=ocp.args.Composite(**args)))
     finally:
         mgr.close()
+
+
+FILES_MANIFEST = "files.crc32.json"  # in a step's directory: every file's size and CRC32
+
+
+def write_file_manifest(step_dir: str | Path) -> None:
+    """Record the size and CRC32 of every file of a finished step (``verify_file_manifest``)."""
+    step_dir = Path(step_dir)
+    files = {
+        str(f.relative_to(step_dir)): [f.stat().st_size, zlib.crc32(f.read_bytes())]
+        for f in sorted(step_dir.rglob("*"))
+        if f.is_file() and f.name != FILES_MANIFEST
+    }
+    tmp = step_dir / f"{FILES_MANIFEST}.tmp"
+    tmp.write_text(json.dumps(files))
+    tmp.replace(step_dir / FILES_MANIFEST)
+
+
+def verify_file_manifest(step_dir: str | Path) -> None:
+    """Check a step's files against its manifest before orbax reads any of them: a damaged file
+    is named here, and orbax never starts a read that fails half-way (its aborted asynchronous
+    reads print dozens of "Event loop is closed" tracebacks that would hide real errors). A
+    step without a manifest (older versions, or a step saved asynchronously) is not checked."""
+    step_dir = Path(step_dir)
+    manifest = step_dir / FILES_MANIFEST
+    if not manifest.exists():
+        return
+    try:
+        files = json.loads(manifest.read_text())
+        expected = {str(k): (int(v[0]), int(v[1])) for k, v in files.items()}
+    except (ValueError, TypeError, IndexError, AttributeError) as e:
+        raise CorruptCheckpointError(f"{manifest}: unreadable ({type(e).__name__}: {e})") from None
+    for name, (size, crc) in expected.items():
+        f = step_dir / name
+        if not f.is_file():
+            raise CorruptCheckpointError(f"{f}: missing")
+        data = f.read_bytes()
+        if len(data) != size or zlib.crc32(data) != crc:
+            raise CorruptCheckpointError(f"{f}: does not match its size and CRC32 (damaged on disk?)")
 
 
 def list_steps(directory: str | Path) -> list[int]:
