@@ -137,6 +137,13 @@ class Learner:
                 self.version,
                 len(buffer),
             )
+            if buffer.damaged_transitions:
+                log.error(
+                    "resume: %d transitions were LOST with damaged or missing frame segments in %s "
+                    "(the rest of the buffer is intact; see the replay log lines above)",
+                    buffer.damaged_transitions,
+                    self.checkpoints.frames_dir,
+                )
         else:
             if pretrained is None:
                 raise ValueError("a pre-trained checkpoint is needed (WSRL starts from one)")
@@ -273,6 +280,7 @@ class Learner:
                 "max_env_steps": self.max_env_steps,
                 "done": done,
                 "ingest": dict(self.ingest.counters),  # rejected, lost_chunks, refused: what did not get in
+                "replay_damaged_transitions": self.buffer.damaged_transitions,  # lost on resume
                 "time": time.time(),
                 **rates,
             },

@@ -16,6 +16,7 @@ of cuts rebuilds the buffer exactly, which is how the learner checkpoints increm
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -37,6 +38,7 @@ from shared.frame_store import SegmentedFrames, segment_length
 from shared.replay_delta import ReplayDelta
 from shared.returns import mc_return_to_go
 
+log = logging.getLogger("wsrl.replay")
 MAX_STREAMS = 1024  # sources whose open episodes are tracked (actor sessions); the oldest is ended beyond
 
 
@@ -99,6 +101,8 @@ class ReplayBuffer:
         # Disk frames' CRC32 per sealed serial range [s, e), per key: a full cut reuses them rather
         # than reading every frame on disk again (20 GB at the robot preset's 200k transitions).
         self._frame_crcs: dict[str, list[tuple[int, int, int]]] = {}
+        self._damaged = np.zeros(c, bool)  # slots whose disk frame failed its checksum on restore
+        self.damaged_transitions = 0  # transitions dropped on restore for a damaged frame
 
     # ------------------------------------------------------------------------------ writing
 
@@ -130,6 +134,7 @@ class ReplayBuffer:
             if self._written % store.length == 0:
                 store.release_below(self._written - self.capacity)
         self._serial[slot] = self._written
+        self._damaged[slot] = False
         self.mc_returns[slot] = -np.inf
         self._written += 1
         return slot
@@ -529,10 +534,11 @@ class ReplayBuffer:
         # a whole ring needs nothing before it; otherwise rows must follow on.
         if 0 < self._written < delta.start and delta.rows < self.capacity:
             raise DatasetError(f"{where}: starts at serial {delta.start}, the buffer holds {self._written}: a gap")
+        # Frames of a range whose checksum fails (or whose segment is gone) are lost, not the
+        # whole chain: the transitions reading them are dropped and counted (``damaged_transitions``).
+        damaged: list[tuple[int, int]] = []
         for k, d in self.disk_frames.items():
-            missing = [f for f in delta.disk[k]["files"] if not (d.directory / f).exists()]
-            if missing:
-                raise DatasetError(f"{where}: frame segments {missing} are missing from {d.directory}")
+            missing = {f for f in delta.disk[k]["files"] if not (d.directory / f).exists()}
             if d.length != int(delta.disk[k]["length"]):
                 raise DatasetError(f"{where}: '{k}' segments of {delta.disk[k]['length']} frames, expected {d.length}")
             if "ranges" in delta.disk[k]:
@@ -544,10 +550,29 @@ class ReplayBuffer:
             bounds = [delta.start] + [x for s, e, _ in ranges for x in (s, e)] + [delta.end]
             if (delta.rows and not ranges) or any(bounds[i] != bounds[i + 1] for i in range(0, len(bounds), 2)):
                 raise DatasetError(f"{where}: the checksums of '{k}' do not cover the delta's frames")
+            good = []
             for s, e, c in ranges:
-                if d.checksum(s, e) != c:
-                    raise DatasetError(f"{where}: the frames of '{k}' on disk fail their checksum (damaged segment)")
-            self._remember_crcs(k, ranges)
+                if {d.path(g).name for g in d.segments(s, e)} & missing:
+                    damaged.append((s, e))  # reading would create the segment afresh: never touched
+                    continue
+                try:
+                    ok = d.checksum(s, e) == c
+                except (OSError, ValueError):  # a truncated or rewritten segment file
+                    ok = False
+                if ok:
+                    good.append((s, e, c))
+                else:
+                    damaged.append((s, e))
+            self._remember_crcs(k, good)
+        if damaged:
+            log.error(
+                "%s: frames on disk of serials %s are damaged or missing; their transitions are dropped",
+                where,
+                ", ".join(f"{s}..{e - 1}" for s, e in sorted(set(damaged))),
+            )
+        lost = np.zeros(delta.rows, bool)
+        for s, e in damaged:
+            lost[max(s - delta.start, 0) : max(e - delta.start, 0)] = True
         a = delta.arrays
         with self._lock:
             for i in range(delta.rows):
@@ -560,9 +585,13 @@ class ReplayBuffer:
                     self._successor[slot] = -1
                 self._serial[slot] = serial
                 self.obs_slot[slot] = a["obs_slot"][i]
+                self._damaged[slot] = lost[i]
                 if a["transition"][i]:
-                    self.valid[slot] = True
-                    self._successor[a["obs_slot"][i]] = slot
+                    if lost[i] or self._damaged[a["obs_slot"][i]]:
+                        self.damaged_transitions += 1
+                    else:
+                        self.valid[slot] = True
+                        self._successor[a["obs_slot"][i]] = slot
             slots = np.arange(delta.start, delta.end, dtype=np.int64) % self.capacity
             for k, f in self.frames.items():
                 f[slots] = a[f"obs/{k}"]

@@ -184,7 +184,10 @@ def test_a_full_cut_reads_only_the_frames_no_earlier_cut_checksummed(tmp_path, m
     assert_same(buf, rebuilt)
 
 
-def test_a_damaged_frame_segment_or_a_gap_is_refused(tmp_path):
+def test_a_damaged_or_missing_frame_segment_costs_its_transitions_only_and_a_gap_is_refused(tmp_path, caplog):
+    """Frame segments are shared by every checkpoint whose ring holds them: one flipped bit used
+    to make every checkpoint unusable. Now the checksummed range that fails loses its frames'
+    transitions (and those reading them as observations), counted and logged; the rest stays."""
     live = ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_dir=tmp_path)
     _insert(live, _traffic(3, 20))
     first = live.cut()
@@ -202,8 +205,20 @@ def test_a_damaged_frame_segment_or_a_gap_is_refused(tmp_path):
     raw = bytearray(seg.read_bytes())
     raw[-(4 * 4 * 3 * 8) + 5] ^= 0xFF  # a pixel of the first segment's frames
     seg.write_bytes(bytes(raw))
-    with pytest.raises(DatasetError, match="fail their checksum"):
-        ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_dir=tmp_path).apply(first)
+    hurt = ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_dir=tmp_path)
+    hurt.apply(first)
+    assert len(hurt) == 0 and hurt.damaged_transitions == 20  # the range is the first cut's 20
+    assert "damaged or missing; their transitions are dropped" in caplog.text
+    hurt.apply(later[0])
+    assert len(hurt) + hurt.damaged_transitions == 30 and len(hurt) >= 9  # counted, or kept
+    # what is kept reads no damaged frame, as its own or as its observation
+    assert (hurt._serial[hurt.valid] >= first.end).all()
+    assert (hurt._serial[hurt.obs_slot[hurt.valid]] >= first.end).all()
+    # a segment deleted: its ranges' transitions are lost the same way, and it is not recreated
+    (tmp_path / "wrist_00000001.npy").unlink()
+    gone = ReplayBuffer(SPEC, 2, CAPACITY, 0.9, -1.0, frames_dir=tmp_path)
+    gone.apply(first)
+    assert gone.damaged_transitions == 20 and not (tmp_path / "wrist_00000001.npy").exists()
     other = ReplayBuffer(SPEC, 2, CAPACITY + 1, 0.9, -1.0, frames_dir=tmp_path)
     with pytest.raises(DatasetError, match="capacity 37"):
         other.apply(first)
