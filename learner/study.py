@@ -46,7 +46,7 @@ from shared.config import (
     to_json,
 )
 from shared.dataset import ObsSpec, Transition, step_transition
-from shared.diagnostics import chattering, diagnose
+from shared.diagnostics import chattering, diagnose, q_minus_return
 from shared.methods import METHODS, method, mixed_batch, online_agent
 from shared.metrics import write_json_atomic
 from shared.replay_buffer import ReplayBuffer
@@ -194,6 +194,9 @@ def run_method(
                     probes["online_probe"] = online_probe
                 key, k_diag = jax.random.split(key)
                 res.update({f"diag/{k_}": v for k_, v in diagnose(frozen, agent, probes, k_diag).items()})
+                # C3 as a bias: Q of the evaluation's actions against the return that followed them
+                evaluated = q_minus_return(agent, _as_batch(taken), pretrained.reward.negative)
+                res.update({f"diag/eval/{k_}": v for k_, v in evaluated.items()})
                 row = {
                     "env_steps": step,
                     "grad_steps": int(agent.grad_steps),
@@ -242,6 +245,7 @@ def _as_batch(transitions: list[Transition]) -> dict[str, Any]:
         "actions": np.stack([np.asarray(t["actions"], np.float32) for t in transitions]),
         "rewards": np.asarray([t["rewards"] for t in transitions], np.float32),
         "masks": np.asarray([t["masks"] for t in transitions], np.float32),
+        "dones": np.asarray([t["dones"] for t in transitions], bool),
     }
 
 
@@ -280,6 +284,14 @@ class StudyTask:
     # Pre-training steps as a multiple of the suite's: a sparse reward over a longer horizon takes
     # more steps to propagate back to the start.
     pretrain_factor: float = 1.0
+    # How the offline data is made: "scripted" (the controllers at ``skill_range``) or "guided"
+    # (learner/guided_data.py: a guided RLPD run's buffer, the paper's robot data), the latter in
+    # ``collect_task``'s reset box with ``collector`` agent overrides.
+    collect_kind: str = "scripted"
+    collect_task: str | None = None
+    collector: tuple[str, ...] = ()
+    demos: int = 20
+    intervene_distance: float = 0.02
 
     def pretrain_steps(self, suite_steps: int) -> int:
         return max(1, round(suite_steps * self.pretrain_factor))
@@ -289,14 +301,23 @@ class StudyTask:
         return self.env_id == defaults.MAZE_ENV_ID
 
     def settings(self) -> dict[str, Any]:
-        """Every number of the task file (what its data depends on)."""
+        """Every number of the task file, and of how its data is collected (what the data depends on)."""
         if self.is_maze:
             from robot_env.point_maze import load_maze_task
 
             return dataclasses.asdict(load_maze_task(self.task))
         from robot_env.task_config import load_task
 
-        return dataclasses.asdict(load_task(self.task))
+        settings = dataclasses.asdict(load_task(self.task))
+        if self.collect_kind != "scripted":
+            settings["collect"] = {
+                "kind": self.collect_kind,
+                "task": dataclasses.asdict(load_task(self.collect_task or self.task)),
+                "collector": list(self.collector),
+                "demos": self.demos,
+                "intervene_distance": self.intervene_distance,
+            }
+        return settings
 
     def collect(self, out: Path, transitions: int, seed: int, progress: bool) -> None:
         """The task's offline data: the peg's scripted controllers at ``skill_range``, or the
@@ -305,6 +326,21 @@ class StudyTask:
             from robot_env.point_maze import collect_maze
 
             collect_maze(out, transitions, self.task, seed=seed, progress=progress)
+            return
+        if self.collect_kind == "guided":
+            from learner.guided_data import collect_guided
+
+            agent = apply_overrides(peg_sim_online(), list(self.collector)).agent
+            collect_guided(
+                out,
+                self.collect_task or self.task,
+                agent,
+                transitions,
+                self.demos,
+                self.intervene_distance,
+                seed=seed,
+                progress=progress,
+            )
             return
         from robot_env.collect import collect
 
@@ -335,6 +371,22 @@ TASKS = {
         skill_range=(0.0, 0.5),
         description="peg_hard pre-trained on data without the expert half of the controllers",
         weak_of="peg_hard",
+    ),
+    # The paper's Table 1 (Franka peg insertion, Appendix J) in simulation: the offline data is a
+    # guided RLPD run's buffer (20 demonstrations, the scripted person intervening) collected in a
+    # larger reset box (peg_insertion_wide); online runs and evaluations use peg_insertion's.
+    "peg_table1": StudyTask(
+        defaults.TASK,
+        description="peg, offline data from a guided RLPD run in a wider reset box (the paper's robot data)",
+        collect_kind="guided",
+        collect_task="peg_insertion_wide",
+        # the collector: a small SAC ensemble at UTD 1 (its data, not its speed, is what matters)
+        collector=(
+            "agent.critic_net.hidden_dims=[128,128]",
+            "agent.actor_net.hidden_dims=[128,128]",
+            "agent.num_critics=2",
+            "agent.utd=1",
+        ),
     ),
     # The antmaze analogue: sparse reward, diverse data that must be stitched; a longer horizon.
     "maze": StudyTask(
@@ -369,6 +421,19 @@ class Suite:
     # online one: the paper's main comparisons (Fig. 7) run them with their own settings, UTD 1.
     continued_utd: int | None = None
     task_methods: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a task's methods instead of ``methods``
+    # How seeds combine: online seed s runs on offline data collected with seed s % data_seeds and
+    # on the pre-training of that data with the same seed, so the intervals cover the data and the
+    # pre-training as well as the online run, and methods compared at seed s share all three.
+    data_seeds: int = 1
+    # Pre-training stops where the paper's did, by score: every ``pretrain_select_every`` steps
+    # the checkpoint's deterministic policy is scored on the task's fixed poses, and the earliest
+    # whose successes fall in ``pretrain_select`` (inclusive) is used; if none does, the one
+    # closest to the range's middle (the choice and every score are written to select.json).
+    pretrain_select: tuple[int, int] | None = None
+    pretrain_select_every: int = 5_000
+
+    def data_seed(self, seed: int) -> int:
+        return seed % max(self.data_seeds, 1)
 
     def methods_for(self, task: str, methods: list[str] | None = None) -> list[str]:
         """The methods run on ``task``: ``methods`` if given, else the suite's for that task."""
@@ -442,8 +507,50 @@ SUITES = {
         random_eval_episodes=10,
         overrides=_CORE,
         continued_utd=1,
+        data_seeds=3,  # the headline's 5 seeds run on data and pre-training seeds 0, 1, 2, 0, 1
     ),
 }
+# The paper's Table 1 replayed in simulation (state observations): a guided RLPD run's buffer
+# of about 17k transitions from a wider reset box; Cal-QL (alpha 5) pre-trained up to 40k steps,
+# stopped where its deterministic policy scores 8-14 of the 20 fixed poses (the paper's 13/20);
+# then WSRL (K = 5,000) and RLPD given that buffer (waiting K as the official code does, and
+# eagerly), 20,000 env steps, UTD 4, 10 critics, 20 poses every 2,000 steps; 5 seeds on 3 data
+# seeds. The paper's prediction, written before any run: WSRL 20/20 about 3,000 steps after its
+# warmup; RLPD 0/20 after 20,000 steps (docs/study.md).
+SUITES["table1"] = Suite(
+    tasks=("peg_table1",),
+    methods=("wsrl", "rlpd", "rlpd_eager"),
+    seeds=5,
+    data_seeds=3,
+    dataset_transitions=17_000,
+    pretrain_steps=40_000,
+    env_steps=20_000,
+    warmup_steps=5_000,
+    eval_every=2_000,
+    eval_episodes=20,
+    # core's networks (10 critics of 128x128, the penalty on 2): at the paper's 256x256 a Cal-QL
+    # step costs 0.50 s here, 40k steps 5.5 h per data seed (--dry-run)
+    overrides=(*_CORE, "agent.cql.alpha=5.0"),
+    online_overrides=("agent.utd=4", "agent.num_critics=10"),
+    pretrain_select=(8, 14),
+    pretrain_select_every=5_000,
+)
+# The same protocol at a size the tests can run (tiny networks, a few hundred steps).
+SUITES["table1_smoke"] = replace(
+    SUITES["table1"],
+    seeds=2,
+    data_seeds=2,
+    dataset_transitions=300,
+    pretrain_steps=60,
+    env_steps=120,
+    warmup_steps=40,
+    eval_every=60,
+    eval_episodes=4,
+    overrides=(*_TINY, "agent.cql.alpha=5.0"),
+    online_overrides=("agent.utd=2", "agent.batch_size=16"),
+    pretrain_select=(1, 4),
+    pretrain_select_every=20,
+)
 # core's settings with every other method on peg_hard (ablations, retention, JSRL, shorter
 # warmups), the weak pre-training (peg_noexpert) and the maze; scales with --seeds.
 SUITES["full"] = replace(
@@ -491,7 +598,42 @@ def pretrain_config(
         peg_sim_pretrain(), [*TASKS[task].overrides, *suite.overrides, *overrides, f"agent.algo={algo}"]
     )
     steps = TASKS[task].pretrain_steps(suite.pretrain_steps)
+    if suite.pretrain_select is not None:  # every candidate checkpoint kept, to be scored
+        every = min(suite.pretrain_select_every, steps)
+        return replace(cfg, steps=steps, seed=seed, checkpoint_every=every, keep_checkpoints=-(-steps // every) + 1)
     return replace(cfg, steps=steps, seed=seed, checkpoint_every=steps)
+
+
+def select_pretrained(suite: Suite, task: str, run_dir: Path) -> int:
+    """The pre-training checkpoint a suite with ``pretrain_select`` uses (see ``Suite``): scored
+    once, the scores and the choice kept in ``run_dir/select.json``."""
+    from shared.checkpoint import list_steps
+
+    record = run_dir / "select.json"
+    if record.exists():
+        return int(json.loads(record.read_text())["selected"])
+    assert suite.pretrain_select is not None
+    lo, hi = suite.pretrain_select
+    scores: dict[int, int] = {}
+    for step in list_steps(run_dir / "checkpoints"):
+        ck = load_checkpoint(run_dir / "checkpoints", step=step)
+        env = make_env(TASKS[task].env_id, TASKS[task].task, ck.reward, ck.obs_spec, 0)
+        scores[step] = int(evaluate(env, policy_fn(ck.agent, seed=0), suite.eval_episodes)["successes"])
+        env.close()
+    in_range = [s for s, n in scores.items() if lo <= n <= hi]
+    selected = min(in_range) if in_range else min(scores, key=lambda s: (abs(scores[s] - (lo + hi) / 2), s))
+    write_json_atomic(
+        record,
+        {
+            "range": [lo, hi],
+            "of": suite.eval_episodes,
+            "scores": scores,
+            "selected": selected,
+            "in_range": bool(in_range),
+        },
+    )
+    log.info("pre-training checkpoint %d selected (scores %s, range %d-%d)", selected, scores, lo, hi)
+    return selected
 
 
 def pretrain_folder(cfg: PretrainConfig) -> str:
@@ -527,6 +669,7 @@ def prepare(
         spec.collect(data, suite.dataset_transitions, seed, progress)
     if not held_out.exists():
         spec.collect(held_out, PROBE_SIZE, seed + 10_000, False)
+    step = None
     if pretrained_dir is None:
         cfg = pretrain_config(suite, overrides, algo, seed, task)
         run_dir = folder / pretrain_folder(cfg)
@@ -534,7 +677,9 @@ def prepare(
             pretrain(cfg, data, run_dir, resume=True, progress=progress, tensorboard=False)
             (run_dir / "done").touch()
         pretrained_dir = run_dir / "checkpoints"
-    pretrained = load_checkpoint(pretrained_dir)
+        if suite.pretrain_select is not None:
+            step = select_pretrained(suite, task, run_dir)
+    pretrained = load_checkpoint(pretrained_dir, step=step)
     gamma = pretrained.agent.config.gamma
     offline = ReplayBuffer.load(data, gamma=gamma)
     probe = ReplayBuffer.load(held_out, gamma=gamma).sample(PROBE_SIZE, np.random.default_rng(seed))
@@ -586,14 +731,16 @@ def run_study(
     results: dict[str, Any] = {"suite": suite_name, "overrides": list(overrides), "tasks": {}}
     cells = _cells(suite, tasks, methods, seeds)
     bar = tqdm(cells, desc="study", unit="run", disable=not progress, dynamic_ncols=True)
-    prepared: dict[tuple[str, str], tuple[AgentCheckpoint, ReplayBuffer, dict[str, Any]]] = {}
+    prepared: dict[tuple[str, str, int], tuple[AgentCheckpoint, ReplayBuffer, dict[str, Any]]] = {}
     for task, name, seed in bar:
         bar.set_postfix(task=task, method=name, seed=seed)
         algo = method(name).pretrain_algo
+        data_seed = 0 if pretrained_dir is not None else suite.data_seed(seed)
+        pre_cfg = pretrain_config(suite, overrides, algo, data_seed, task)
         source = (
             f"{pretrained_dir.absolute()}"
             if pretrained_dir is not None
-            else f"{data_folder(suite, task)}/{pretrain_folder(pretrain_config(suite, overrides, algo, task=task))}"
+            else f"{data_folder(suite, task, data_seed)}/{pretrain_folder(pre_cfg)}"
         )
         run = RunConfig(
             name,
@@ -612,11 +759,11 @@ def run_study(
         if summary is None and report_only:
             continue
         if summary is None:
-            if (task, algo) not in prepared:
-                prepared[(task, algo)] = prepare(
-                    suite, out, 0, progress, pretrained_dir, offline_data, overrides, task, algo, cache
+            if (task, algo, data_seed) not in prepared:
+                prepared[(task, algo, data_seed)] = prepare(
+                    suite, out, data_seed, progress, pretrained_dir, offline_data, overrides, task, algo, cache
                 )
-            pretrained, offline, probe = prepared[(task, algo)]
+            pretrained, offline, probe = prepared[(task, algo, data_seed)]
             cfg = online_config_for(suite, task, overrides)
             if method(name).online_algo == "pretrained" and suite.continued_utd is not None:
                 cfg = replace(cfg, agent=replace(cfg.agent, utd=suite.continued_utd))
@@ -714,6 +861,15 @@ def claims(task: str, weak_task: str | None = "peg_noexpert", tag: str = "") -> 
             ),
         ),
     ]
+    if TASKS[task].collect_kind == "guided":
+        found.append(
+            Claim(
+                "T1",
+                "with the same guided-run buffer, WSRL (no data kept) ends above RLPD (the data kept)",
+                "Table 1",
+                (beats("wsrl", "rlpd", "final"), beats("wsrl", "rlpd_eager", "final")),
+            )
+        )
     if weak_task is not None:
         found.append(
             Claim(
@@ -749,8 +905,10 @@ FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
 def _plot_task(
     results: dict[str, Any], task: str, path: Path, methods: list[str] | None = None, title: str = ""
 ) -> Path:
-    """Success (mean and t-interval band over seeds), and on the held-out offline probe Q and TD
-    error (the "downward spiral") and KL(pi_pre || pi): the paper's Figs 7, 4/11 and 8 for one task."""
+    """Success (mean and t-interval band over seeds) against env steps and against critic steps
+    (the paper's Figs 7 and Table 1), Q minus the return that followed on the evaluation rollouts
+    (C3 as a bias), Q and TD error on the held-out offline probe (Figs 4/11), and the policy's
+    distance from the pre-trained one, KL(pi_pre || pi) and the entropy-free KL of the means (Fig. 8)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -759,25 +917,30 @@ def _plot_task(
     from learner.study_results import mean_ci
 
     panels = [
-        ("success_rate", "success rate"),
-        ("diag/offline_probe/q", "Q on held-out offline data"),
-        ("diag/offline_probe/td_error", "TD error on held-out offline data"),
-        ("diag/online_probe/kl_policy", "KL(pi_pre || pi) on early online states"),
+        ("success_rate", "success rate", "env_steps"),
+        ("success_rate", "success rate against critic steps", "grad_steps"),
+        ("diag/eval/q_minus_return", "Q minus the return that followed (evaluation)", "env_steps"),
+        ("diag/offline_probe/q", "Q on held-out offline data", "env_steps"),
+        ("diag/offline_probe/td_error", "TD error on held-out offline data", "env_steps"),
+        ("diag/online_probe/kl_policy", "KL(pi_pre || pi) on early online states", "env_steps"),
+        ("diag/online_probe/kl_means", "KL of the means (unit covariance), early online states", "env_steps"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    for ax, (key, panel_title) in zip(axes.flat, panels):
+    fig, axes = plt.subplots(2, 4, figsize=(22, 8))
+    axes.flat[-1].axis("off")
+    for ax, (key, panel_title, x_key) in zip(axes.flat, panels):
         for name, seeds in results["tasks"][task].items():
             if methods is not None and name not in methods:
                 continue
             curves = [s["curve"] for s in seeds.values()]
-            x = [c["env_steps"] for c in curves[0]]
+            # critic steps differ between seeds only if a schedule does: the first seed's are drawn
+            x = [c.get(x_key, np.nan) for c in curves[0]]
             ys = [[c.get(key, np.nan) for c in curve] for curve in curves]
             stats = [mean_ci(col) if not np.isnan(col).any() else (np.nan,) * 3 for col in np.array(ys).T]
             mean, lo, hi = (np.array(v) for v in zip(*stats))
             (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
         ax.set_title(panel_title, fontsize=9)
-        ax.set_xlabel("env steps (warmup included)")
+        ax.set_xlabel("env steps (warmup included)" if x_key == "env_steps" else "critic steps")
         if "kl" in key:  # one method's KL can be orders of magnitude above the rest
             ax.set_yscale("symlog", linthresh=1.0)
     axes.flat[0].legend(fontsize=7, ncol=2)
@@ -811,7 +974,9 @@ def dry_run(
         for algo in sorted({method(m).pretrain_algo for m in suite.methods_for(task, methods)}):
             cfg = pretrain_config(suite, overrides, algo, task=task).agent
             costs[f"{task}:pretrain:{algo}"] = time_update(cfg, spec, action_dim, seconds=seconds).median_s
-            pretrain_s += costs[f"{task}:pretrain:{algo}"] * TASKS[task].pretrain_steps(suite.pretrain_steps)
+            data_seeds = min(suite.data_seeds, max(suite.seeds_for(m, seeds) for m in suite.methods_for(task, methods)))
+            steps = TASKS[task].pretrain_steps(suite.pretrain_steps)
+            pretrain_s += costs[f"{task}:pretrain:{algo}"] * steps * data_seeds
     cell_costs: list[dict[str, Any]] = []
     for task, name, seed in _cells(suite, tasks, methods, seeds):
         spec, action_dim = spaces[task]

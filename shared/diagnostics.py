@@ -10,7 +10,14 @@ On a fixed probe batch (offline transitions held out from training, or the first
   online policy's entropy shrinks (SAC's temperature falling), only as its actions move;
 - ``kl_q_softmax``: KL between the softmax over sampled actions of the pre-trained Q and of the
   current Q (how far the Q-function's preferences moved).
-And on rollouts: ``chattering``, the mean size of the change between consecutive actions.
+And on rollouts: ``chattering``, the mean size of the change between consecutive actions, and
+``q_minus_return``: the ensemble's mean Q of the actions taken minus the discounted return that
+followed them in the same episode (``shared.returns.mc_return_to_go``, whose convention gives an
+episode that never succeeds the value of failing forever). This is the paper's C3 as a bias: a
+pessimistic Q sits below what its policy actually earns, an over-optimistic one above; Q merely
+falling (on the offline probe, to -1/(1 - gamma) for a policy that never succeeds) is not it.
+On evaluation rollouts the actions are the policy's means, so the return is that of the
+deterministic policy, which Q (of the sampled policy) slightly under-values.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np
 from shared.agents import Agent
 from shared.agents.sac import compute_target
 from shared.networks import forward, sample_tanh_gaussian, tanh_gaussian_log_prob
+from shared.returns import mc_return_to_go
 
 Batch = dict[str, Any]
 
@@ -73,6 +81,26 @@ def chattering(actions: list[np.ndarray], dones: list[bool]) -> float:
         if not dones[i - 1]
     ]
     return float(np.mean(deltas)) if deltas else 0.0
+
+
+def episode_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float, r_neg: float | None) -> np.ndarray:
+    """The discounted return-to-go of each step of consecutive whole episodes (``dones`` ends each)."""
+    rewards, dones = np.asarray(rewards, np.float64), np.asarray(dones, bool)
+    if rewards.size and not dones[-1]:
+        raise ValueError("the last episode does not end: its returns are unknown")
+    out = np.empty(rewards.shape, np.float32)
+    start = 0
+    for end in (np.flatnonzero(dones) + 1).tolist():
+        out[start:end] = mc_return_to_go(rewards[start:end], gamma, r_neg)
+        start = end
+    return out
+
+
+def q_minus_return(agent: Agent, rollout: Batch, r_neg: float | None) -> dict[str, float]:
+    """Mean Q of the actions taken, the mean return that followed them, and their difference."""
+    returns = episode_returns(rollout["rewards"], rollout["dones"], agent.config.gamma, r_neg)
+    q = np.asarray(_q(agent, rollout["observations"], rollout["actions"]), np.float64)
+    return {"q": float(q.mean()), "return": float(returns.mean()), "q_minus_return": float((q - returns).mean())}
 
 
 def diagnose(pre: Agent, agent: Agent, probes: dict[str, Batch], key: jax.Array) -> dict[str, float]:

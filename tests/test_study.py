@@ -1,14 +1,15 @@
 """The paper's methods as configurations, and the seeded single-process study runner."""
 
 import json
+from dataclasses import replace
 
 import jax
 import numpy as np
 import pytest
 
-from learner.study import SUITES, RunConfig, prepare, run_method, run_study
+from learner.study import SUITES, RunConfig, data_folder, prepare, run_method, run_study
 from shared.checkpoint import Checkpointer, load_checkpoint
-from shared.config import apply_overrides, peg_sim_online, peg_sim_pretrain
+from shared.config import PretrainConfig, apply_overrides, peg_sim_online, peg_sim_pretrain
 from shared.methods import METHODS, MethodConfig, mixed_batch, online_agent
 from shared.replay_buffer import ReplayBuffer
 from tests.helpers import trees_equal
@@ -140,6 +141,7 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
             for measure in ("q", "td_error", "kl_policy", "kl_means", "kl_q_softmax"):
                 assert np.isfinite(last[f"diag/{probe}/{measure}"]), (name, probe, measure)
         assert last["chattering"] >= 0.0
+        assert np.isfinite(last["diag/eval/q_minus_return"]) and last["diag/eval/return"] <= 0.0
         assert last["train_episodes"] >= 0 and "train_success_rate" in last
     # each continued offline method started from its own pre-training (CQL and IQL made too)
     assert {p.name.split("-")[1] for p in (tmp_path / "cache").glob("peg-*/pretrain-*")} == {"calql", "cql", "iql"}
@@ -184,8 +186,64 @@ def test_a_run_is_determined_by_its_seed(tmp_path):
         prepare(suite, tmp_path / "ext2", pretrained_dir=ckpt)
 
 
+def test_online_seeds_run_on_the_data_and_pretraining_their_suite_gives_them(tmp_path, monkeypatch):
+    """With data_seeds 2, seeds 0 and 2 share data seed 0 and seed 1 has its own: two datasets,
+    two pre-trainings, each run's source naming its own."""
+    from learner import study
+
+    monkeypatch.setitem(study.SUITES, "smoke_data", replace(SUITES["smoke"], data_seeds=2))
+    results = run_study("smoke_data", tmp_path, ["wsrl"], seeds=3, progress=False)
+    sources = {s: r["run"]["source"] for s, r in results["tasks"]["peg"]["wsrl"].items()}
+    assert sources["0"] == sources["2"] != sources["1"]
+    folders = {d: data_folder(SUITES["smoke"], "peg", d) for d in (0, 1)}
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(folders.values())
+    for d, folder in folders.items():
+        (pre,) = (tmp_path / "cache" / folder).glob("pretrain-calql-*")
+        assert load_checkpoint(pre / "checkpoints").phase_config(PretrainConfig).seed == d
+        assert sources[str(d)] == f"{folder}/{pre.name}"
+
+
+@pytest.mark.slow
+def test_the_table1_protocol_runs_end_to_end_at_smoke_size(tmp_path):
+    """The Table-1 analogue at smoke size: data from a guided RLPD run (demonstrations, the
+    scripted person's interventions) in the wide reset box, per data seed; Cal-QL pre-training
+    checkpoints scored and the earliest in range used; WSRL and RLPD on it; the T1 claim."""
+    from shared.checkpoint import list_steps
+    from shared.dataset import load_arrays
+
+    results = run_study("table1_smoke", tmp_path, progress=False)
+    suite = SUITES["table1_smoke"]
+    runs = results["tasks"]["peg_table1"]
+    assert set(runs) == {"wsrl", "rlpd", "rlpd_eager"} and all(set(v) == {"0", "1"} for v in runs.values())
+    for d in (0, 1):
+        folder = tmp_path / "cache" / data_folder(suite, "peg_table1", d)
+        summary = json.loads((folder / "offline.summary.json").read_text())
+        assert summary["source"] == "guided_rlpd" and summary["task"] == "peg_insertion_wide"
+        assert summary["demos"] == 20 and summary["rlpd_transitions"] == 300 and summary["seed"] == d
+        assert 0.0 < summary["intervened_fraction"] < 1.0
+        arrays, _ = load_arrays(folder / "offline.npz")
+        assert arrays["interventions"].any() and not arrays["interventions"].all()
+        (pre,) = folder.glob("pretrain-calql-*")
+        select = json.loads((pre / "select.json").read_text())
+        assert [int(k) for k in select["scores"]] == list_steps(pre / "checkpoints") == [20, 40, 60]
+        lo, hi = select["range"]
+        in_range = [int(k) for k, n in select["scores"].items() if lo <= n <= hi]
+        assert select["selected"] == (min(in_range) if in_range else select["selected"])
+        assert select["in_range"] == bool(in_range)
+    md = (tmp_path / "results.md").read_text()
+    assert "T1: with the same guided-run buffer" in md
+
+
 def test_diagnostics_against_hand_computed_values(pretrained):
-    from shared.diagnostics import chattering, mean_kl, policy_kl, probe_values, q_softmax_kl
+    from shared.diagnostics import (
+        chattering,
+        episode_returns,
+        mean_kl,
+        policy_kl,
+        probe_values,
+        q_minus_return,
+        q_softmax_kl,
+    )
     from shared.networks import forward
 
     agent = pretrained.agent
@@ -212,6 +270,23 @@ def test_diagnostics_against_hand_computed_values(pretrained):
     by_hand = 0.5 * np.mean(np.sum((np.asarray(mu_a) - np.asarray(mu_b)) ** 2, axis=-1))
     assert mean_kl(agent, other, probe["observations"]) == pytest.approx(by_hand, rel=1e-5)
     assert mean_kl(agent, agent, probe["observations"]) == 0.0
+    # Q minus the return that followed, gamma 0.98 and r_neg -1: an episode [-1, -1, 0] (success)
+    # has returns [-1.98, -1, 0]; one that never succeeds [-1, -1] is worth -1/(1 - 0.98) = -50
+    rollout = {
+        "observations": {"state": probe["observations"]["state"][:5]},
+        "actions": probe["actions"][:5],
+        "rewards": np.array([-1.0, -1.0, 0.0, -1.0, -1.0], np.float32),
+        "dones": np.array([False, False, True, False, True]),
+    }
+    returns = [-1.98, -1.0, 0.0, -50.0, -50.0]
+    assert agent.config.gamma == 0.98
+    assert episode_returns(rollout["rewards"], rollout["dones"], 0.98, -1.0) == pytest.approx(returns, rel=1e-6)
+    q5 = np.asarray(q).mean(axis=0)[:5]
+    got = q_minus_return(agent, rollout, -1.0)
+    assert got["q_minus_return"] == pytest.approx(float(np.mean(q5 - np.array(returns))), rel=1e-5)
+    assert got["return"] == pytest.approx(np.mean(returns), rel=1e-6)
+    with pytest.raises(ValueError, match="does not end"):
+        episode_returns(np.zeros(2), np.array([True, False]), 0.99, -1.0)
     # |(3,4) - (0,0)| = 5, then 0; the step across the episode boundary does not count
     assert chattering(
         [np.zeros(2), np.array([3.0, 4.0]), np.array([3.0, 4.0]), np.zeros(2)], [False, False, True, False]
