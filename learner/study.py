@@ -1029,6 +1029,11 @@ def main(argv: list[str] | None = None) -> None:
     add_override_argument(p, "agent setting after the suite's, for pre-training and online alike (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="time each update kind and predict every run's cost")
     p.add_argument("--report-only", action="store_true", help="write results.md from the runs already finished")
+    p.add_argument(
+        "--results",
+        help="with --report-only: a study's results.json (e.g. a committed bundle in docs/study_results/) "
+        "to write results.md and the figures from, into --out, instead of the runs",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
@@ -1054,6 +1059,18 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--out is required (except with --dry-run)")
     if (args.pretrained is None) != (args.offline is None):
         p.error("--pretrained and --offline go together (the checkpoint and the data it was trained on)")
+    if args.results:
+        if not args.report_only:
+            p.error("--results goes with --report-only")
+        try:
+            bundle = json.loads(Path(args.results).read_text())
+            suite_name = str(bundle["suite"])
+        except (OSError, ValueError, KeyError) as e:
+            p.error(f"{args.results}: not a study's results.json ({e})")
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_results(bundle, Path(args.out), suite_name)
+        print(json.dumps({"results": str(Path(args.out) / "results.md")}), flush=True)
+        return
     results = run_study(
         args.suite,
         Path(args.out),

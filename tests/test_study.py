@@ -154,6 +154,13 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
     assert json.loads((tmp_path / "results.json").read_text())["suite"] == "smoke"
     md = (tmp_path / "results.md").read_text()
     assert "| peg | `wsrl` | 1 |" in md and "C8: warmup is critical" in md
+    # a committed bundle (results.json) alone gives back the same tables and the figures
+    from learner.study import main as study_main
+
+    study_main(["--report-only", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "again")])
+    assert (tmp_path / "again" / "results.md").read_text() == md
+    figures = sorted(f.name for f in tmp_path.glob("results_*.png"))
+    assert sorted(f.name for f in (tmp_path / "again").glob("results_*.png")) == figures and len(figures) >= 6
     # resuming a finished study reruns nothing: every summary is kept as it was
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("**/summary.json")}
     again = run_study("smoke", tmp_path, ["wsrl", "rlpd"], progress=False)
