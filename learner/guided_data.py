@@ -53,8 +53,8 @@ def collect_guided(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write the dataset (demonstrations + the guided RLPD run's ``transitions`` env steps) to
-    ``out``; returns its summary. ``training_starts``: env steps before the first update
+    """Write the dataset (demonstrations + the guided RLPD run's first ``transitions`` env steps,
+    and the rest of the episode then open) to ``out``; returns its summary. ``training_starts``: env steps before the first update
     (SERL's ``training_starts``)."""
     if transitions < 1 or demos < 1:
         raise ValueError("transitions and demos must be positive")
@@ -92,12 +92,14 @@ def collect_guided(
     update = make_update(cfg, donate=False)
     person = ScriptedHuman(base.task, distance=intervene_distance, seed=seed)
     guided = InterventionWrapper(env, person)
-    online = ReplayBuffer(spec, ACTION_DIM, transitions + 2 * horizon, cfg.gamma, reward.negative)
+    online = ReplayBuffer(spec, ACTION_DIM, 2 * (transitions + 2 * horizon), cfg.gamma, reward.negative)
     key = jax.random.PRNGKey(seed)
     obs, _ = guided.reset(seed=int(rng.integers(2**31)))
     episodes = successes = intervened = 0
     bar = tqdm(total=transitions, unit="step", desc="guided RLPD run", disable=not progress, mininterval=1.0)
-    for step in range(1, transitions + 1):
+    step = 0
+    while True:  # whole episodes: Cal-QL needs every episode's return
+        step += 1
         key, sub = jax.random.split(key)
         action = act(learner, {k: np.asarray(v)[None] for k, v in obs.items()}, sub)[0]
         next_obs, r, terminated, truncated, info = guided.step(action)
@@ -111,6 +113,9 @@ def collect_guided(
         if terminated or truncated:
             episodes += 1
             successes += int(bool(info.get("success", False)))
+            if step >= transitions:
+                bar.update(1)
+                break
             obs, _ = guided.reset(seed=int(rng.integers(2**31)))
         else:
             obs = next_obs
@@ -128,10 +133,10 @@ def collect_guided(
         "demos": demos,
         "demo_attempts": attempts,
         "transitions": data.transitions_inserted,
-        "rlpd_transitions": transitions,
+        "rlpd_transitions": step,
         "rlpd_episodes": episodes,
         "rlpd_success_rate": successes / max(episodes, 1),
-        "intervened_fraction": intervened / transitions,
+        "intervened_fraction": intervened / step,
         "intervene_distance": intervene_distance,
         "agent": {"critics": cfg.num_critics, "hidden": list(cfg.critic_net.hidden_dims), "utd": cfg.utd},
         "seed": seed,

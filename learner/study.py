@@ -540,7 +540,7 @@ SUITES["table1_smoke"] = replace(
     SUITES["table1"],
     seeds=2,
     data_seeds=2,
-    dataset_transitions=300,
+    dataset_transitions=250,  # mid-episode: the guided run finishes the episode it is in
     pretrain_steps=60,
     env_steps=120,
     warmup_steps=40,

@@ -226,7 +226,8 @@ def test_the_table1_protocol_runs_end_to_end_at_smoke_size(tmp_path):
         folder = tmp_path / "cache" / data_folder(suite, "peg_table1", d)
         summary = json.loads((folder / "offline.summary.json").read_text())
         assert summary["source"] == "guided_rlpd" and summary["task"] == "peg_insertion_wide"
-        assert summary["demos"] == 20 and summary["rlpd_transitions"] == 300 and summary["seed"] == d
+        assert summary["demos"] == 20 and summary["seed"] == d
+        assert 250 <= summary["rlpd_transitions"] < 250 + 100  # whole episodes: the last one finished
         assert 0.0 < summary["intervened_fraction"] < 1.0
         arrays, _ = load_arrays(folder / "offline.npz")
         assert arrays["interventions"].any() and not arrays["interventions"].all()
