@@ -567,6 +567,71 @@ def test_a_fallback_to_an_older_checkpoint_with_the_actor_connected_loses_nothin
     assert_exactly_once(run, 600)
 
 
+def test_a_fallback_with_the_actor_connected_and_over_1024_chunks_after_it_loses_nothing(tmp_path):
+    """Item 1 at its full length: the newest checkpoint is damaged, the learner falls back one
+    step with the actor connected, and 1,100 more chunks follow (before, a hole left by the
+    fallback turned every chunk past the 1,024th into a refusal). The learner side runs in this
+    process (its real ingest thread, ledger, buffer and checkpoints), so the actor's chunks can be
+    single transitions."""
+    data_port, weights_port = free_port(), free_port()
+    run = tmp_path / "learner"
+    cfg, agent, _, _ = _learner_state(tmp_path, 1)
+
+    def learner_side(resume):
+        ckpts = LearnerCheckpoints(run, keep=3)
+        if resume:
+            state = ckpts.restore(5000)
+            buf, ledger = state.buffer, state.ledger
+        else:
+            buf, ledger = ReplayBuffer(SPEC, ACT, 5000, 0.99, -1.0), Ledger()
+        socks = LearnerSockets("127.0.0.1", data_port, weights_port, None)
+        return ckpts, socks, IngestServer(socks.data, buf, ledger, "fp", lambda: INFO).start()
+
+    def feed(sender, ingest, n, seed):
+        for t in transitions(n, seed=seed):
+            sender.put(t)
+        total = ingest.ledger.transitions() + n
+        wait_until(lambda: ingest.ledger.transitions() >= total, timeout=120, what=f"{total} transitions in")
+
+    def checkpoint(ckpts, ingest, final=False):
+        _, committed, durable = ckpts.save(agent, cfg, ingest.buffer, ingest.ledger, ingest.lock, 0, "r", None, 0)
+        ingest.set_committed(committed if final else durable)
+
+    ckpts, socks, ingest = learner_side(resume=False)
+    sender = TransitionSender(
+        "127.0.0.1",
+        data_port,
+        "robot",
+        "fp",
+        tmp_path / "spool",
+        None,
+        SenderConfig(chunk_transitions=1, flush_interval=0.005, resend_after=0.5),
+    ).start()
+    try:
+        for seed in range(3):
+            feed(sender, ingest, 300, seed)
+            checkpoint(ckpts, ingest)
+        ckpts.close()
+        ingest.stop()  # killed: no final checkpoint
+        socks.close()
+        _damage(run / "checkpoints" / str(max(list_steps(run / "checkpoints"))), "bit-flipped")
+        ckpts, socks, ingest = learner_side(resume=True)
+        assert ingest.ledger.transitions() == 600  # the fallback: one step back
+        feed(sender, ingest, 1100, seed=3)
+        wait_until(lambda: ingest.ledger.transitions() == 2000, timeout=120, what="the resent 300")
+        assert ingest.counters["rejected"] == 0 and ingest.counters["lost_chunks"] == 0
+        checkpoint(ckpts, ingest, final=True)
+        assert sender.close(drain_timeout=10)  # delivered, and said so
+    finally:
+        ckpts.close()
+        ingest.stop()
+        socks.close()
+    buf = ingest.buffer
+    actions = buf.actions[buf.valid]
+    assert len(actions) == len(np.unique(actions, axis=0)) == buf.transitions_inserted == 2000  # each once
+    assert sender.counters["learner_lost_chunks"] == 0
+
+
 def test_a_learner_resumed_past_its_warmup_compiles_before_it_takes_data(pretrained, tmp_path):
     """Before, the first update's compile ran while the actors' resent backlog arrived, and no
     checkpoint could commit that backlog until it finished. Now a learner resumed past its
