@@ -499,7 +499,7 @@ def test_far_future_seqs_stats_floods_and_session_floods_stay_bounded(learner):
         ctx.destroy(0)
 
 
-def test_a_chunk_that_never_comes_is_reported_lost_and_later_chunks_are_still_taken(learner):
+def test_a_chunk_that_never_comes_is_reported_lost_and_later_chunks_are_still_taken(learner, tmp_path):
     """A hole in a session (seq 1 never arrives: nobody holds it any more) used to turn, after
     MAX_SEQ_AHEAD later chunks, into the refusal of every chunk after it. Now the hole is given
     up and counted (log, counters, each ACK) and ingest goes on: nothing after it is refused."""
@@ -517,6 +517,15 @@ def test_a_chunk_that_never_comes_is_reported_lost_and_later_chunks_are_still_ta
         assert len(learner.buffer) == len(sent) and learner.ingest.ledger.marks("robot") == {"s0": [sent[-1], []]}
     finally:
         ctx.destroy(0)
+    # the actor is told: its summary counts the loss and never says "delivered"
+    sender = TransitionSender(
+        "127.0.0.1", learner.port, "robot", "fp", tmp_path / "spool", None, SenderConfig(flush_interval=0.01)
+    ).start()
+    for t in transitions(5):
+        sender.put(t)
+    wait_until(lambda: sender.counters["learner_lost_chunks"] == 1, timeout=10, what="the loss reported")
+    assert not sender.close(drain_timeout=5) and sender.status()["learner_lost_chunks"] == 1
+    assert sender.unacked_transitions == 0  # its own 5 arrived: "not delivered" is for the lost chunk
 
 
 # ----------------------------------------------------- 2. killed before the first checkpoint
