@@ -16,8 +16,9 @@ policy's. Three devices:
   returning its last state) is released after ``stale_after``.
 - ``KeyboardTeleop``: keys held on the robot PC's keyboard (pynput), for development and the
   simulation: w/s, a/d, r/f move along x, y, z; i/k, j/l, u/o turn about x, y, z.
-- ``ScriptedHuman``: the simulation's stand-in for a person, so the whole intervention path runs
-  unattended: the scripted inserter takes over while the peg is farther than a distance from the
+- ``ScriptedHuman`` (in ``robot_env.scripted``, beside the inserter it drives, so the study's
+  guided data collection uses it too): the simulation's stand-in for a person, so the whole
+  intervention path runs unattended: the scripted inserter takes over while the peg is farther than a distance from the
   hole, and gives control back once it is within.
 
 ``pyspacemouse`` and ``pynput`` are imported only when such a device is made (the actor's
@@ -38,6 +39,7 @@ import numpy as np
 from actor.keyboard import key_name, pynput_keyboard
 from robot_env import contract
 from robot_env import geometry as geo
+from robot_env.scripted import ScriptedHuman
 
 AXES = ("x", "y", "z", "roll", "pitch", "yaw")  # pyspacemouse's state fields, in action order
 
@@ -258,36 +260,6 @@ class KeyboardTeleop:
     def close(self) -> None:
         if self._listener is not None:
             self._listener.stop()
-
-
-class ScriptedHuman:
-    """The simulation's person: takes over with the scripted inserter while the peg tip is more
-    than ``distance`` metres (horizontally) from the hole, and stays on until it is within
-    ``distance / 2`` (so control does not flicker at the edge)."""
-
-    def __init__(self, task: Any, distance: float = 0.02, skill: float = 1.0, seed: int = 0) -> None:
-        from robot_env.scripted import ScriptedInserter, Skill
-
-        if distance <= 0:
-            raise ValueError("distance must be positive")
-        self.distance = float(distance)
-        self._inserter = ScriptedInserter(task, Skill.level(skill), seed)
-        self._slice = contract.state_slices()["tcp_pose"]
-        self._on = False
-
-    def command(self, obs: Mapping[str, np.ndarray]) -> np.ndarray | None:
-        xy = np.asarray(obs["state"][self._slice][:2], np.float64)  # target frame: the hole at 0
-        off = float(np.linalg.norm(xy))
-        self._on = off > (self.distance / 2 if self._on else self.distance)
-        action = self._inserter(obs)  # every step, so its state follows the episode
-        return action if self._on else None
-
-    def reset(self) -> None:
-        self._inserter.reset()
-        self._on = False
-
-    def close(self) -> None:
-        pass
 
 
 DEVICES = ("spacemouse", "keyboard", "scripted")

@@ -9,7 +9,7 @@ interventions, successes. ``collect_guided`` makes the simulated analogue:
 1. ``demos`` successful episodes of the scripted inserter at full skill (the demonstrations);
 2. an RLPD agent from scratch (SAC; each batch half demonstrations, half its own buffer, as
    SERL samples its demo buffer) acting in the task's env wrapped with the scripted person
-   (``actor.teleop.ScriptedHuman``: it takes over while the peg is farther than
+   (``robot_env.scripted.ScriptedHuman``: it takes over while the peg is farther than
    ``intervene_distance`` from the hole), with the task file's resets (the wide box's);
 3. the dataset: the demonstrations and every transition of that run, the interventions marked.
 
@@ -28,12 +28,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from actor.teleop import ScriptedHuman
 from robot_env.contract import ACTION_DIM, STATE_DIM, task_env
 from robot_env.intervention import InterventionWrapper
 from robot_env.make import make_env
 from robot_env.rollout import run_episode
-from robot_env.scripted import ScriptedInserter, Skill
+from robot_env.scripted import ScriptedHuman, ScriptedInserter, Skill
 from shared import defaults
 from shared.agents import act, create_agent, make_update
 from shared.config import AgentConfig, RewardConfig

@@ -124,3 +124,31 @@ class ScriptedInserter:
         else:
             p = (-ring + 1 + (i - 3 * side), -ring)
         return np.asarray(p, np.float64) * self.skill.search_step
+
+
+class ScriptedHuman:
+    """The simulation's person: takes over with the scripted inserter while the peg tip is more
+    than ``distance`` metres (horizontally) from the hole, and stays on until it is within
+    ``distance / 2`` (so control does not flicker at the edge)."""
+
+    def __init__(self, task: TaskConfig, distance: float = 0.02, skill: float = 1.0, seed: int = 0) -> None:
+        if distance <= 0:
+            raise ValueError("distance must be positive")
+        self.distance = float(distance)
+        self._inserter = ScriptedInserter(task, Skill.level(skill), seed)
+        self._slice = contract.state_slices()["tcp_pose"]
+        self._on = False
+
+    def command(self, obs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        xy = np.asarray(obs["state"][self._slice][:2], np.float64)  # target frame: the hole at 0
+        off = float(np.linalg.norm(xy))
+        self._on = off > (self.distance / 2 if self._on else self.distance)
+        action = self._inserter(obs)  # every step, so its state follows the episode
+        return action if self._on else None
+
+    def reset(self) -> None:
+        self._inserter.reset()
+        self._on = False
+
+    def close(self) -> None:
+        pass

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import robot_env
-from actor.teleop import KeyboardTeleop, ScriptedHuman, SpaceMouse, SpaceMouseConfig, spacemouse_action
+from actor.teleop import KeyboardTeleop, SpaceMouse, SpaceMouseConfig, spacemouse_action
 from robot_env.contract import state_slices, task_env
 from robot_env.intervention import InterventionWrapper
 from robot_env.rollout import run_episode
+from robot_env.scripted import ScriptedHuman
 from shared.dataset import load_arrays, save_arrays
 from shared.replay_buffer import ReplayBuffer
 

@@ -119,3 +119,30 @@ def test_a_pretraining_checkpoint_is_not_a_learner_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no usable learner checkpoint") as e:
         LearnerCheckpoints(tmp_path, keep=2).restore(capacity=64)
     assert "not a learner checkpoint" in str(e.value)
+
+
+def test_imports_point_one_way():
+    """shared/ imports none of the others; robot_env/ only shared/; actor/ and learner/ never
+    each other (a module-level or a lazy import alike): docs/architecture.md's rule."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    allowed = {
+        "shared": {"shared"},
+        "robot_env": {"shared", "robot_env"},
+        "actor": {"shared", "robot_env", "actor"},
+        "learner": {"shared", "robot_env", "learner"},
+    }
+    wrong = []
+    for package, ok in allowed.items():
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in allowed and top not in ok:
+                        wrong.append(f"{path.relative_to(root)} imports {name}")
+    assert not wrong, wrong
