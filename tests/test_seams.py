@@ -98,11 +98,12 @@ def test_learner_checkpoint_round_trip(tmp_path):
     ledger.add("robot", "s1", 0, 7)
     ckpts = LearnerCheckpoints(tmp_path, keep=2)
     assert not ckpts.exist()
-    step, committed = ckpts.save(
+    step, committed, durable = ckpts.save(
         agent, cfg, buf, ledger, threading.Lock(), grad_steps=12, run="run1", task="t", weights_version=3
     )
     ckpts.close()
     assert step == 7 + 12 and committed.to_json() == ledger.to_json() and ckpts.exist()
+    assert durable.transitions() == 0  # a first checkpoint: nothing survives its damage
     state = LearnerCheckpoints(tmp_path, keep=2).restore(capacity=64)
     assert state.step == step and state.env_steps == 7 and state.config == cfg
     assert (state.meta.run, state.meta.task, state.meta.weights_version) == ("run1", "t", 3)

@@ -155,9 +155,12 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
     md = (tmp_path / "results.md").read_text()
     assert "| peg | `wsrl` | 1 |" in md and "C8: warmup is critical" in md
     # a committed bundle (results.json) alone gives back the same tables and the figures
-    from learner.study import main as study_main
+    import subprocess
+    import sys
 
-    study_main(["--report-only", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "again")])
+    cmd = ["-m", "learner.study", "--report-only", "--results", str(tmp_path / "results.json")]
+    r = subprocess.run([sys.executable, *cmd, "--out", str(tmp_path / "again")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "again" / "results.md").read_text() == md
     figures = sorted(f.name for f in tmp_path.glob("results_*.png"))
     assert sorted(f.name for f in (tmp_path / "again").glob("results_*.png")) == figures and len(figures) >= 6
