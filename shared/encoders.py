@@ -111,8 +111,23 @@ def with_state_stats(cfg: EncoderConfig, states: np.ndarray) -> EncoderConfig:
     return replace(cfg, state_mean=tuple(float(x) for x in states.mean(axis=0)), state_std=tuple(float(x) for x in std))
 
 
+def feature_key(image_key: str) -> str:
+    """The observation key under which an image key's frozen-trunk features travel (cached)."""
+    return f"{image_key}@trunk"
+
+
+def caches_features(cfg: EncoderConfig) -> bool:
+    """A frozen ResNet-10 trunk's output for a stored frame never changes: it can be computed
+    once per frame and the heads trained on it (``trunk_features``)."""
+    return cfg.kind == "resnet10" and cfg.freeze_trunk
+
+
 class ObsEncoder(nn.Module):
-    """Dict observation -> flat features. ``state`` passes through; images are encoded."""
+    """Dict observation -> flat features. ``state`` passes through; images are encoded.
+
+    With a frozen ResNet-10 trunk, an observation may carry the trunk's output for an image key
+    instead of the image (``feature_key``, computed by ``trunk_features``): the same function,
+    without running the trunk again."""
 
     config: EncoderConfig
 
@@ -122,13 +137,18 @@ class ObsEncoder(nn.Module):
         parts = []
         if cfg.kind != "state":
             for key in cfg.image_keys:
-                img = obs[key]
-                if cfg.kind == "resnet10":
-                    feats = ResNet10Trunk(cfg.base_filters, name=f"trunk_{key}")(img)
+                if feature_key(key) in obs:
+                    if not caches_features(cfg):
+                        raise ValueError(
+                            f"'{feature_key(key)}' given, but only a frozen ResNet-10 trunk caches features"
+                        )
+                    feats = jax.lax.stop_gradient(obs[feature_key(key)].astype(jnp.float32))
+                elif cfg.kind == "resnet10":
+                    feats = ResNet10Trunk(cfg.base_filters, name=f"trunk_{key}")(obs[key])
                     if cfg.freeze_trunk:
                         feats = jax.lax.stop_gradient(feats)
                 else:
-                    feats = SmallConvTrunk(cfg.base_filters, name=f"trunk_{key}")(img)
+                    feats = SmallConvTrunk(cfg.base_filters, name=f"trunk_{key}")(obs[key])
                 x = SpatialLearnedEmbeddings(cfg.num_spatial_features, name=f"pool_{key}")(feats)
                 x = nn.Dense(cfg.bottleneck_dim, name=f"bottleneck_{key}")(x)
                 x = jnp.tanh(LayerNorm(name=f"bottleneck_norm_{key}")(x))
@@ -141,6 +161,20 @@ class ObsEncoder(nn.Module):
                 state = jnp.clip((state - mean) / std, -STATE_CLIP, STATE_CLIP)
             parts.append(state)
         return jnp.concatenate(parts, axis=-1)
+
+
+def trunk_features(cfg: EncoderConfig, encoder_params: Any, images: dict[str, Any]) -> dict[str, jax.Array]:
+    """The frozen trunk's output for each image key in ``images`` ([..., H, W, 3] uint8), under
+    ``feature_key``: what ``ObsEncoder`` computes from those images before its heads.
+    ``encoder_params``: an encoder's parameters (every network's frozen trunk is the same one)."""
+    if not caches_features(cfg):
+        raise ValueError("only a frozen ResNet-10 trunk's features can be cached")
+    out: dict[str, jax.Array] = {}
+    for key, img in images.items():
+        trunk = ResNet10Trunk(cfg.base_filters)
+        feats = trunk.apply({"params": encoder_params[f"trunk_{key}"]}, jnp.asarray(img))
+        out[feature_key(key)] = jnp.asarray(feats)
+    return out
 
 
 # ------------------------------------------------------------------- pretrained trunk weights

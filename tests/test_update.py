@@ -186,3 +186,62 @@ def test_a_shared_encoder_is_trained_by_the_critic_alone_and_the_actor_carries_i
     own = create_agent(replace(cfg, encoder=replace(cfg.encoder, share_encoder=False)), image_obs(16), 2, seed=1)
     moved, _ = jax.jit(PHASES[algo][1])(own, jax.tree.map(lambda x: x[0], batch))
     assert not trees_equal(moved.actor.params["encoder"], own.actor.params["encoder"])
+
+
+def test_an_update_on_cached_trunk_features_is_the_update_on_the_images():
+    """A frozen ResNet-10 trunk's output for a frame never changes: computed once
+    (``trunk_features``) and given in place of the images, the update is the same function
+    (augmentation off): the same losses and the same new parameters, to float rounding."""
+    from shared.config import AgentConfig, EncoderConfig
+    from shared.encoders import feature_key, trunk_features
+
+    keys = ("wrist_1", "wrist_2")
+    enc = EncoderConfig(
+        kind="resnet10", image_keys=keys, base_filters=8, bottleneck_dim=16, num_spatial_features=2, augment_pad=0
+    )
+    cfg = AgentConfig(algo="sac", encoder=enc, num_critics=2, batch_size=8, utd=2)
+    rng = np.random.default_rng(0)
+
+    def observations(n):
+        images = {k: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for k in keys}
+        return {**images, "state": rng.normal(size=(n, 19)).astype(np.float32)}
+
+    agent = create_agent(cfg, {k: v[0] for k, v in observations(1).items()}, 6)
+    # one frozen trunk for every network: the actor's is the critic's
+    for k in keys:
+        assert trees_equal(agent.actor.params["encoder"][f"trunk_{k}"], agent.critic.params["encoder"][f"trunk_{k}"])
+
+    def cached(obs):
+        feats = trunk_features(enc, agent.critic.params["encoder"], {k: obs[k] for k in keys})
+        assert feats[feature_key("wrist_1")].shape == (16, 1, 1, 64)  # 32 px / 32, 8 x 8 filters
+        return {"state": obs["state"], **feats}
+
+    obs, next_obs = observations(16), observations(16)
+    batch = {
+        "observations": obs,
+        "next_observations": next_obs,
+        "actions": rng.uniform(-1, 1, (16, 6)).astype(np.float32),
+        "rewards": -np.ones(16, np.float32),
+        "masks": np.ones(16, np.float32),
+        "dones": np.zeros(16, np.float32),
+    }
+    with_features = {**batch, "observations": cached(obs), "next_observations": cached(next_obs)}
+    as_utd = lambda b: jax.tree.map(lambda x: x.reshape(2, 8, *x.shape[1:]), b)
+    update = make_update(cfg, donate=False)
+    a_images, info_images = update(agent, as_utd(batch))
+    a_features, info_features = update(agent, as_utd(with_features))
+    for name in ("critic_loss", "q", "target_q", "actor_loss", "entropy"):
+        np.testing.assert_allclose(np.asarray(info_features[name]), np.asarray(info_images[name]), rtol=1e-5)
+    for part in ("critic", "actor"):
+        a, b = getattr(a_images, part).params, getattr(a_features, part).params
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-5), a, b)
+    # a trunk that trains cannot take cached features
+    from shared.networks import forward
+
+    small = create_agent(
+        AgentConfig(algo="sac", encoder=EncoderConfig(kind="small_conv", image_keys=keys, base_filters=4)),
+        {k: v[0] for k, v in observations(1).items()},
+        6,
+    )
+    with pytest.raises(ValueError, match="only a frozen ResNet-10 trunk"):
+        forward(small.nets["actor"], small.actor.params, with_features["observations"])

@@ -19,7 +19,7 @@ import optax
 from flax import struct
 
 from shared.config import AgentConfig
-from shared.encoders import load_pretrained_trunks
+from shared.encoders import caches_features, load_pretrained_trunks
 from shared.networks import build_networks, forward, sample_tanh_gaussian
 
 Params = Any
@@ -91,6 +91,13 @@ def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_di
         for name in ("actor", "critic", "value"):
             if name in params:
                 params[name] = load_pretrained_trunks(params[name], cfg.encoder.pretrained_path, f"{name}/")
+    if caches_features(cfg.encoder):
+        # One frozen trunk for every network (as SERL's one pretrained ResNet): a frame's features
+        # are then the same for the actor and the critics, and can be computed once.
+        trunks = {k: v for k, v in params["critic"]["encoder"].items() if k.startswith("trunk_")}
+        for name in ("actor", "value"):
+            if name in params:
+                params[name] = {**params[name], "encoder": {**params[name]["encoder"], **trunks}}
     if cfg.encoder.share_encoder:
         params["actor"] = {**params["actor"], "encoder": params["critic"]["encoder"]}
     tx = _optimizers(cfg)
