@@ -597,9 +597,9 @@ def test_a_fallback_with_the_actor_connected_and_over_1024_chunks_after_it_loses
         return ckpts, socks, IngestServer(socks.data, buf, ledger, "fp", lambda: INFO).start()
 
     def feed(sender, ingest, n, seed):
+        total = ingest.ledger.transitions() + n  # before the puts: some arrive while they are made
         for t in transitions(n, seed=seed):
             sender.put(t)
-        total = ingest.ledger.transitions() + n
         wait_until(lambda: ingest.ledger.transitions() >= total, timeout=120, what=f"{total} transitions in")
 
     def checkpoint(ckpts, ingest, final=False):
