@@ -53,8 +53,8 @@ def collect_guided(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the dataset (demonstrations + the guided RLPD run's first ``transitions`` env steps,
-    and the rest of the episode then open) to ``out``; returns its summary. ``training_starts``: env steps before the first update
-    (SERL's ``training_starts``)."""
+    and the rest of the episode then open) to ``out``; returns its summary.
+    ``training_starts``: env steps before the first update (SERL's ``training_starts``)."""
     if transitions < 1 or demos < 1:
         raise ValueError("transitions and demos must be positive")
     reward = RewardConfig()
@@ -103,7 +103,7 @@ def collect_guided(
         action = act(learner, {k: np.asarray(v)[None] for k, v in obs.items()}, sub)[0]
         next_obs, r, terminated, truncated, info = guided.step(action)
         took = bool(info.get("intervened", False))
-        executed = np.asarray(info["intervene_action"], np.float32) if took else action
+        executed = np.asarray(info.get("intervene_action", action), np.float32)  # what the arm did
         t = step_transition(obs, executed, r, next_obs, terminated, truncated)
         t["interventions"] = took
         online.insert(t)
@@ -134,7 +134,7 @@ def collect_guided(
         "transitions": data.transitions_inserted,
         "rlpd_transitions": step,
         "rlpd_episodes": episodes,
-        "rlpd_success_rate": successes / max(episodes, 1),
+        "guided_success_rate": successes / max(episodes, 1),  # the person's help included
         "intervened_fraction": intervened / step,
         "intervene_distance": intervene_distance,
         "agent": {"critics": cfg.num_critics, "hidden": list(cfg.critic_net.hidden_dims), "utd": cfg.utd},

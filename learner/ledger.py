@@ -29,6 +29,9 @@ class Ledger:
                 "lost": int(rec.get("lost", 0)),
             }
 
+    def _record(self, actor: str) -> dict[str, Any]:
+        return self._actors.setdefault(actor, {"sessions": {}, "transitions": 0, "key": None, "lost": 0})
+
     def has(self, actor: str, session: str, seq: int) -> bool:
         mark = self._actors.get(actor, {}).get("sessions", {}).get(session)
         return mark is not None and (seq <= mark[0] or seq in mark[1])
@@ -70,7 +73,7 @@ class Ledger:
         return self._actors.get(actor, {}).get("key")
 
     def bind(self, actor: str, key: str) -> None:
-        rec = self._actors.setdefault(actor, {"sessions": {}, "transitions": 0, "key": None, "lost": 0})
+        rec = self._record(actor)
         rec["key"] = key
 
     def release(self, actor: str) -> bool:
@@ -86,7 +89,7 @@ class Ledger:
         self._actors.get(actor, {}).get("sessions", {}).pop(session, None)
 
     def add(self, actor: str, session: str, seq: int, transitions: int) -> None:
-        rec = self._actors.setdefault(actor, {"sessions": {}, "transitions": 0, "key": None, "lost": 0})
+        rec = self._record(actor)
         mark = rec["sessions"].setdefault(session, [-1, set()])
         mark[1].add(seq)
         while mark[0] + 1 in mark[1]:

@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import numpy as np
@@ -287,7 +287,7 @@ class StudyTask:
     # How the offline data is made: "scripted" (the controllers at ``skill_range``) or "guided"
     # (learner/guided_data.py: a guided RLPD run's buffer, the paper's robot data), the latter in
     # ``collect_task``'s reset box with ``collector`` agent overrides.
-    collect_kind: str = "scripted"
+    collect_kind: Literal["scripted", "guided"] = "scripted"
     collect_task: str | None = None
     collector: tuple[str, ...] = ()
     demos: int = 20

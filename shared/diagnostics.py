@@ -12,7 +12,7 @@ On a fixed probe batch (offline transitions held out from training, or the first
   current Q (how far the Q-function's preferences moved).
 And on rollouts: ``chattering``, the mean size of the change between consecutive actions, and
 ``q_minus_return``: the ensemble's mean Q of the actions taken minus the discounted return that
-followed them in the same episode (``shared.returns.mc_return_to_go``, whose convention gives an
+followed them in the same episode (``shared.returns.episode_returns``, whose convention gives an
 episode that never succeeds the value of failing forever). This is the paper's C3 as a bias: a
 pessimistic Q sits below what its policy actually earns, an over-optimistic one above; Q merely
 falling (on the offline probe, to -1/(1 - gamma) for a policy that never succeeds) is not it.
@@ -31,7 +31,7 @@ import numpy as np
 from shared.agents import Agent
 from shared.agents.sac import compute_target
 from shared.networks import forward, sample_tanh_gaussian, tanh_gaussian_log_prob
-from shared.returns import mc_return_to_go
+from shared.returns import episode_returns
 
 Batch = dict[str, Any]
 
@@ -81,19 +81,6 @@ def chattering(actions: list[np.ndarray], dones: list[bool]) -> float:
         if not dones[i - 1]
     ]
     return float(np.mean(deltas)) if deltas else 0.0
-
-
-def episode_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float, r_neg: float | None) -> np.ndarray:
-    """The discounted return-to-go of each step of consecutive whole episodes (``dones`` ends each)."""
-    rewards, dones = np.asarray(rewards, np.float64), np.asarray(dones, bool)
-    if rewards.size and not dones[-1]:
-        raise ValueError("the last episode does not end: its returns are unknown")
-    out = np.empty(rewards.shape, np.float32)
-    start = 0
-    for end in (np.flatnonzero(dones) + 1).tolist():
-        out[start:end] = mc_return_to_go(rewards[start:end], gamma, r_neg)
-        start = end
-    return out
 
 
 def q_minus_return(agent: Agent, rollout: Batch, r_neg: float | None) -> dict[str, float]:

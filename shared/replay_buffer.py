@@ -487,36 +487,30 @@ class ReplayBuffer:
         range: ranges sealed (or verified) before are reused, only new frames are read."""
         for k, d in self.disk_frames.items():
             d.flush(delta.start, delta.end)
+            # Known ranges (sorted, disjoint) inside the delta are reused; the gaps are read.
             ranges: list[tuple[int, int, int]] = []
             at = delta.start
             for s, e, crc in self._frame_crcs.get(k, []):
-                if e <= at or s >= delta.end:
+                if s < at or e > delta.end:
                     continue
-                if s < at or e > delta.end:  # partly overwritten in the ring: its CRC no longer applies
-                    continue
+                if at < s:
+                    ranges.append((at, s, d.checksum(at, s)))
                 ranges.append((s, e, crc))
                 at = e
-            covered = {(s, e) for s, e, _ in ranges}
-            fresh: list[tuple[int, int, int]] = []
-            at = delta.start
-            for s, e in sorted(covered) + [(delta.end, delta.end)]:
-                if at < s:
-                    fresh.append((at, s, d.checksum(at, s)))
-                at = max(at, e)
-            ranges = sorted(ranges + fresh)
+            if at < delta.end:
+                ranges.append((at, delta.end, d.checksum(at, delta.end)))
             delta.disk[k]["ranges"] = [list(r) for r in ranges]
             self._remember_crcs(k, ranges)
 
     def _remember_crcs(self, key: str, ranges: list[tuple[int, int, int]]) -> None:
+        # Sorted and disjoint; a range the ring has begun to overwrite can never lie inside a
+        # later cut, so it is dropped.
         live_from = self._written - self.capacity
-        known = {(s, e): c for s, e, c in self._frame_crcs.get(key, []) if e > live_from}
-        known.update({(s, e): c for s, e, c in ranges})
-        # Keep disjoint ranges only, the newest cut of each serial winning.
+        merged = {(s, e): c for s, e, c in [*self._frame_crcs.get(key, []), *ranges] if s >= live_from}
         kept: list[tuple[int, int, int]] = []
-        for (s, e), c in sorted(known.items(), key=lambda x: (x[0][0], -x[0][1])):
-            if kept and s < kept[-1][1]:
-                continue
-            kept.append((s, e, c))
+        for (s, e), c in sorted(merged.items()):
+            if not kept or s >= kept[-1][1]:
+                kept.append((s, e, c))
         self._frame_crcs[key] = kept
 
     def apply(self, delta: ReplayDelta, where: str = "replay delta") -> None:
@@ -547,6 +541,7 @@ class ReplayBuffer:
                 ranges = [(delta.start, delta.end, int(delta.disk[k]["crc"]))]
             else:
                 ranges = []
+            # contiguous: start = s0, each e = the next s, the last e = end
             bounds = [delta.start] + [x for s, e, _ in ranges for x in (s, e)] + [delta.end]
             if (delta.rows and not ranges) or any(bounds[i] != bounds[i + 1] for i in range(0, len(bounds), 2)):
                 raise DatasetError(f"{where}: the checksums of '{k}' do not cover the delta's frames")

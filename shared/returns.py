@@ -21,3 +21,16 @@ def mc_return_to_go(rewards: np.ndarray, gamma: float, r_neg: float | None) -> n
         running = rewards[t] + gamma * running
         out[t] = running
     return out.astype(np.float32)
+
+
+def episode_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float, r_neg: float | None) -> np.ndarray:
+    """The discounted return-to-go of each step of consecutive whole episodes (``dones`` ends each)."""
+    rewards, dones = np.asarray(rewards, np.float64), np.asarray(dones, bool)
+    if rewards.size and not dones[-1]:
+        raise ValueError("the last episode does not end: its returns are unknown")
+    out = np.empty(rewards.shape, np.float32)
+    start = 0
+    for end in (np.flatnonzero(dones) + 1).tolist():
+        out[start:end] = mc_return_to_go(rewards[start:end], gamma, r_neg)
+        start = end
+    return out

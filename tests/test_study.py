@@ -218,6 +218,7 @@ def test_the_table1_protocol_runs_end_to_end_at_smoke_size(tmp_path):
     """The Table-1 analogue at smoke size: data from a guided RLPD run (demonstrations, the
     scripted person's interventions) in the wide reset box, per data seed; Cal-QL pre-training
     checkpoints scored and the earliest in range used; WSRL and RLPD on it; the T1 claim."""
+    from robot_env import contract
     from shared.checkpoint import list_steps
     from shared.dataset import load_arrays
 
@@ -234,6 +235,12 @@ def test_the_table1_protocol_runs_end_to_end_at_smoke_size(tmp_path):
         assert 0.0 < summary["intervened_fraction"] < 1.0
         arrays, _ = load_arrays(folder / "offline.npz")
         assert arrays["interventions"].any() and not arrays["interventions"].all()
+        # the episodes start in peg_insertion_wide's reset box (+-8 cm a side, its task file), and
+        # some beyond peg_insertion's +-5 cm, where the online runs and evaluations start
+        data = ReplayBuffer.load(folder / "offline.npz")
+        starts = np.setdiff1d(data.obs_slot[data.valid], np.flatnonzero(data.valid))  # reset frames
+        xy = data.frames["state"][starts][:, contract.state_slices()["tcp_pose"]][:, :2]
+        assert np.abs(xy).max() <= 0.08 + 0.005 and (np.abs(xy) > 0.05 + 0.005).any()
         (pre,) = folder.glob("pretrain-calql-*")
         select = json.loads((pre / "select.json").read_text())
         scored = [int(k) for k in select["scores"]]
@@ -250,16 +257,9 @@ def test_the_table1_protocol_runs_end_to_end_at_smoke_size(tmp_path):
 
 
 def test_diagnostics_against_hand_computed_values(pretrained):
-    from shared.diagnostics import (
-        chattering,
-        episode_returns,
-        mean_kl,
-        policy_kl,
-        probe_values,
-        q_minus_return,
-        q_softmax_kl,
-    )
+    from shared.diagnostics import chattering, mean_kl, policy_kl, probe_values, q_minus_return, q_softmax_kl
     from shared.networks import forward
+    from shared.returns import episode_returns
 
     agent = pretrained.agent
     rng = np.random.default_rng(0)
