@@ -4,10 +4,16 @@ The ``robot`` preset (ResNet-10 per camera, trunk frozen, ensemble 10, 2-block M
 batch 256, UTD 4) on random uint8 frames already on the device; each call is one env step's
 worth of learning (UTD critic updates and one actor update). Sizes can be cut for a CPU.
 
+With ``--cached`` the batch carries the frozen trunk's features (``shared.encoders.feature_key``)
+instead of the frames, as the learner's feature cache gives them: the heads, critics and actor
+train without running the trunk; the time to compute one env step's features (one new frame per
+camera) is printed beside it.
+
 Usage: .venv/bin/python benchmarks/image_learner.py [--size 128] [--encoder resnet10] [--filters 64]
-    [--critics 10] [--batch 256] [--utd 4] [--seconds 20] [--shared-encoder]
+    [--critics 10] [--batch 256] [--utd 4] [--seconds 20] [--shared-encoder] [--cached]
 The last line is ``learner_env_steps_per_s=<calls per second>`` (the robot runs 10 env steps/s),
-``learner_shared_encoder_env_steps_per_s`` with ``--shared-encoder``.
+``learner_shared_encoder_env_steps_per_s`` with ``--shared-encoder``, ``learner_cached_...`` with
+``--cached``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 from robot_env.contract import ACTION_DIM, IMAGE_KEYS, STATE_DIM
 from shared.agents import create_agent, make_update
 from shared.config import apply_overrides, robot_online
+from shared.encoders import caches_features, trunk_features
 
 
 def main() -> None:
@@ -37,6 +44,7 @@ def main() -> None:
     p.add_argument("--utd", type=int, default=4)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--shared-encoder", action="store_true", help="the actor reads the critic's encoder")
+    p.add_argument("--cached", action="store_true", help="train on the frozen trunk's cached features")
     args = p.parse_args()
     cfg = apply_overrides(
         robot_online(),
@@ -56,7 +64,25 @@ def main() -> None:
     rng = np.random.default_rng(0)
     lead = (cfg.utd, cfg.batch_size)
 
+    feature_s = None
+    if args.cached:
+        if not caches_features(cfg.encoder):
+            raise SystemExit("--cached needs a frozen ResNet-10 trunk (--encoder resnet10)")
+        one = {k: rng.integers(0, 256, (1, s, s, 3), dtype=np.uint8) for k in IMAGE_KEYS}
+        features = jax.jit(lambda p, imgs: trunk_features(cfg.encoder, p, imgs))
+        jax.block_until_ready(features(agent.critic.params["encoder"], one))
+        t_feat: list[float] = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            jax.block_until_ready(features(agent.critic.params["encoder"], one))
+            t_feat.append(time.perf_counter() - t0)
+        feature_s = statistics.median(t_feat)
+        shapes = {k: v.shape[1:] for k, v in features(agent.critic.params["encoder"], one).items()}
+
     def frames() -> dict[str, np.ndarray]:
+        if args.cached:
+            feats = {k: rng.normal(size=(*lead, *shp)).astype(np.float32) for k, shp in shapes.items()}
+            return {"state": rng.normal(size=(*lead, STATE_DIM)).astype(np.float32), **feats}
         return {
             "state": rng.normal(size=(*lead, STATE_DIM)).astype(np.float32),
             **{k: rng.integers(0, 256, (*lead, s, s, 3), dtype=np.uint8) for k in IMAGE_KEYS},
@@ -91,7 +117,12 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     print(f"{len(times)} calls: median {1e3 * med:.1f} ms per call, {cfg.utd / med:.1f} critic updates/s")
+    if feature_s is not None:
+        dims = ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())
+        print(f"features per env step (one new frame per camera): {1e3 * feature_s:.1f} ms; cached shapes {dims}")
     name = "learner_shared_encoder_env_steps_per_s" if args.shared_encoder else "learner_env_steps_per_s"
+    if args.cached:
+        name = name.replace("learner_", "learner_cached_")
     print(f"{name}={1 / med:.2f}")
 
 

@@ -57,7 +57,7 @@ from shared.checkpoint import (
     write_file_manifest,
 )
 from shared.config import OnlineConfig
-from shared.dataset import DatasetError, example_obs, spec_from_json
+from shared.dataset import DatasetError, example_obs, spec_from_json, wire_spec
 from shared.metrics import write_json_atomic
 from shared.replay_buffer import ReplayBuffer
 from shared.replay_delta import ReplayDelta
@@ -193,7 +193,7 @@ class LearnerCheckpoints:
         meta = LearnerMeta(run, task, weights_version, chain_name)
         self._writer.save(
             agent.replace(env_steps=np.int32(env_steps)),
-            example_obs(buffer.obs_spec),
+            example_obs(wire_spec(buffer.obs_spec)),  # the policy's observations, not the cache
             config,
             step=step,
             extra=meta.to_json(),

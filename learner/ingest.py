@@ -32,11 +32,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import zmq
 
 from learner.ledger import Ledger
 from shared.chunks import check_id, check_seq, unpack_chunk
-from shared.dataset import ValueLimits
+from shared.dataset import ObsSpec, ValueLimits
 from shared.protocol import (
     MAX_MESSAGE_BYTES,
     MessageType,
@@ -79,12 +80,18 @@ class IngestServer:
         contract: Mapping[str, Any] | None = None,
         max_bytes: int = MAX_MESSAGE_BYTES,
         limits: ValueLimits | None = None,
+        wire: ObsSpec | None = None,
+        derive: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
     ) -> None:
         """``info()`` returns what replies carry besides env steps (the ledger's): the run id,
         grad_steps, warmup_steps, utd, weights_version. ``contract`` (what ``fingerprint`` hashes)
-        lets a refusal name what differs."""
+        lets a refusal name what differs. ``wire``: the observations actors send (default the
+        buffer's); ``derive`` adds the buffer's derived keys to a chunk's frames (the trunk-feature
+        cache, ``learner.features``), outside the buffer's lock."""
         self.sock = sock
         self.buffer = buffer
+        self.wire = buffer.obs_spec if wire is None else wire
+        self.derive = derive
         self.ledger = ledger
         self.committed = ledger.copy()
         self.fingerprint = fingerprint
@@ -258,7 +265,7 @@ class IngestServer:
                     raise ProtocolError(
                         f"seq {seq} is more than {MAX_SEQ_AHEAD} beyond what this session delivered ({ahead_of})"
                     )
-                chunk = unpack_chunk(msg, self.buffer.obs_spec, self.buffer.action_dim, self.limits)
+                chunk = unpack_chunk(msg, self.wire, self.buffer.action_dim, self.limits)
             except ProtocolError as e:
                 self.counters["rejected"] += 1
                 log.error("ingest: rejected chunk %s/%d from %r: %s", session, seq, actor, e)
@@ -272,8 +279,11 @@ class IngestServer:
                 )
                 return
             stream = f"{actor}/{session}"
+            arrays = chunk.arrays()
+            if self.derive is not None:
+                arrays["frames"] = self.derive(arrays["frames"])
             with self.lock:
-                self.buffer.insert_chunk(**chunk.arrays(), stream=stream)
+                self.buffer.insert_chunk(**arrays, stream=stream)
                 self.ledger.add(actor, session, seq, len(chunk))
                 self._close_holes(actor, session)
             self.counters["chunks"] += 1

@@ -31,10 +31,11 @@ import numpy as np
 import zmq
 
 from learner.checkpoint import LearnerCheckpoints
+from learner.features import TrunkFeatures
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
 from shared import defaults
-from shared.agents import make_update
+from shared.agents import Agent, make_update
 from shared.checkpoint import CheckpointError, handoff, load_checkpoint
 from shared.config import (
     PRESETS,
@@ -45,7 +46,8 @@ from shared.config import (
     to_json,
     without_state_stats,
 )
-from shared.dataset import ValueLimits
+from shared.dataset import ObsSpec, ValueLimits, wire_spec
+from shared.encoders import caches_features
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
 from shared.policy_weights import FULL_EVERY, weights_message
 from shared.protocol import encode
@@ -120,6 +122,12 @@ class Learner:
             ):
                 log.warning("resuming with the checkpoint's config, not the one given")
             cfg, agent, buffer, ledger = state.config, state.agent, state.buffer, state.ledger
+            features = self._features(cfg, agent, wire_spec(buffer.obs_spec))
+            if features and not set(features.spec) <= set(buffer.obs_spec):
+                raise CheckpointError(
+                    f"resume: the run caches trunk features but its checkpointed buffer has none "
+                    f"({sorted(buffer.obs_spec)})"
+                )
             for actor in release_actors:
                 if ledger.release(actor):
                     log.warning(
@@ -151,8 +159,9 @@ class Learner:
             check_reward_settings(cfg.reward, pre.reward, f"the pre-trained checkpoint {pretrained}")
             agent = handoff(pre.agent, cfg.agent, pre.obs_example(), cfg.seed)
             cfg = replace(cfg, agent=agent.config)
+            features = self._features(cfg, agent, pre.obs_spec)
             buffer = self.checkpoints.new_buffer(
-                pre.obs_spec,
+                features.buffer_spec(pre.obs_spec) if features else pre.obs_spec,
                 agent.action_dim,
                 cfg.buffer_capacity,
                 cfg.agent.gamma,
@@ -166,8 +175,12 @@ class Learner:
                 run_file, {"run": run_id, "pretrained": str(Path(pretrained).absolute()), "created": time.time()}
             )
             log.info("handed off pre-trained agent from %s (%d gradient steps)", pretrained, pre.meta.grad_steps)
+        wire = wire_spec(buffer.obs_spec)
         self.cfg, self.agent, self.buffer, self.task = cfg, agent, buffer, task
-        self.contract = policy_contract(agent.config, buffer.obs_spec, agent.action_dim, cfg.reward, task)
+        self.features = features
+        # What an update reads: the cached features in place of the frames they come from.
+        self.sample_keys = features.sample_keys(buffer.obs_spec) if features else None
+        self.contract = policy_contract(agent.config, wire, agent.action_dim, cfg.reward, task)
         self.fingerprint = fingerprint(self.contract)
         (self.out / "config.json").write_text(to_json(cfg))
         self.run_id = run_id
@@ -176,7 +189,15 @@ class Learner:
             observation=cfg.max_abs_observation,
         )
         self.ingest = IngestServer(
-            sockets.data, buffer, ledger, self.fingerprint, self._counters, self.contract, limits=limits
+            sockets.data,
+            buffer,
+            ledger,
+            self.fingerprint,
+            self._counters,
+            self.contract,
+            limits=limits,
+            wire=wire,
+            derive=features,
         )
         self.metrics = MetricsLogger(
             self.out, tensorboard=tensorboard, wandb_project=wandb_project, wandb_config=json.loads(to_json(cfg))
@@ -186,6 +207,13 @@ class Learner:
         self._frozen_digest: str | None = None  # of the frozen image trunks, once published
         self._last_ckpt = (ledger.transitions(), self.grad_steps)
         self._rates: dict[str, float] = {"ingest_per_s": 0.0, "updates_per_s": 0.0}
+
+    @staticmethod
+    def _features(cfg: OnlineConfig, agent: Agent, wire: ObsSpec) -> TrunkFeatures | None:
+        """The trunk-feature cache, where the encoder's trunk is frozen and caching is on."""
+        if not (cfg.cache_trunk_features and caches_features(cfg.agent.encoder)):
+            return None
+        return TrunkFeatures(cfg.agent.encoder, agent.critic.params["encoder"], wire)
 
     # --------------------------------------------------------------------------- counters
 
@@ -302,6 +330,7 @@ class Learner:
             np.random.default_rng(0),
             leading=(self.cfg.agent.utd,),
             intervened_fraction=self.cfg.intervention_ratio,
+            keys=self.sample_keys,
         )
         scratch = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, self.agent)  # may be donated
         jax.block_until_ready(update(scratch, batch))
@@ -341,7 +370,11 @@ class Learner:
                 now = time.monotonic()
                 if owed > 0:
                     batch = self.buffer.sample(
-                        cfg.agent.batch_size, rng, leading=(utd,), intervened_fraction=cfg.intervention_ratio
+                        cfg.agent.batch_size,
+                        rng,
+                        leading=(utd,),
+                        intervened_fraction=cfg.intervention_ratio,
+                        keys=self.sample_keys,
                     )
                     self.agent, info = update(self.agent, batch)
                     self.grad_steps += utd

@@ -277,13 +277,45 @@ def task_file(name_or_path: str | Path, folder: Path, error: type[ValueError], k
     return path
 
 
-def load_task(name_or_path: str | Path) -> TaskConfig:
-    """Load a task by name (``peg_insertion`` -> ``robot_env/tasks/peg_insertion.json``) or path."""
-    path = task_file(name_or_path, TASKS_DIR, TaskConfigError)
+def merge_settings(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it: objects merge key by key, anything else (numbers,
+    lists, ``null``) replaces what the base had."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_settings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def task_settings(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A task file's settings with its ``extends`` chain resolved: a variant names the task it
+    starts from (by name, looked up beside it, or by a ``.json`` path relative to it) and states
+    only what differs."""
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise TaskConfigError(f"task files extend each other in a circle: {chain}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise TaskConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise TaskConfigError(f"{path}: a task file holds one JSON object, not {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise TaskConfigError(f"{path}: 'extends' names a task file, got {base!r}")
+    ref = Path(base)
+    base_path = task_file(path.parent / ref if ref.suffix == ".json" else ref, path.parent, TaskConfigError)
+    return merge_settings(task_settings(base_path, (*_seen, path.resolve())), data)
+
+
+def load_task(name_or_path: str | Path) -> TaskConfig:
+    """Load a task by name (``peg_insertion`` -> ``robot_env/tasks/peg_insertion.json``) or path."""
+    path = task_file(name_or_path, TASKS_DIR, TaskConfigError)
+    data = task_settings(path)
     try:
         return from_dict(TaskConfig, data)
     except TaskConfigError:

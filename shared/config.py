@@ -222,6 +222,10 @@ class OnlineConfig:
     # Keep image frames in memory-mapped segments under the run's replay/frames/ instead of RAM
     # (shared/frame_store.py): capacity bounded by disk; recently used frames stay in page cache.
     replay_frames_on_disk: bool = False
+    # With a frozen ResNet-10 trunk, pass each frame through it once at ingest, store its features
+    # beside the frame and train on those (learner/features.py); false recomputes the trunk for
+    # every sampled row (the same function, docs/simulation.md has the measurements).
+    cache_trunk_features: bool = True
     # Human interventions (actor.teleop): 0 treats intervened transitions as ordinary online data
     # (WSRL). A fraction > 0 gives each minibatch that share of intervened transitions, drawn
     # apart from the rest (HIL-SERL's demo buffer), once there are any.

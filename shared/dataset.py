@@ -88,6 +88,26 @@ def obs_spec_of(obs: Mapping[str, Any]) -> ObsSpec:
     return {k: (tuple(np.shape(v)), str(np.asarray(v).dtype)) for k, v in sorted(obs.items())}
 
 
+# A derived observation key, ``<key>@<what>``, holds something computed from ``<key>``'s frame by
+# the learner (a frozen trunk's features): stored and sampled like any other key, but never sent
+# by an actor, never part of the policy's contract, and not compared for episode continuity (a
+# recomputation may differ in the last bits).
+DERIVED = "@"
+
+
+def derived_key(key: str, what: str) -> str:
+    return f"{key}{DERIVED}{what}"
+
+
+def is_derived(key: str) -> bool:
+    return DERIVED in key
+
+
+def wire_spec(spec: ObsSpec) -> ObsSpec:
+    """``spec`` without its derived keys: what an actor observes and sends."""
+    return {k: v for k, v in spec.items() if not is_derived(k)}
+
+
 def spec_to_json(spec: ObsSpec) -> dict[str, Any]:
     return {k: {"shape": list(s), "dtype": d} for k, (s, d) in spec.items()}
 

@@ -21,6 +21,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from shared.config import EncoderConfig
+from shared.dataset import derived_key
 from shared.layer_norm import LayerNorm
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -112,8 +113,9 @@ def with_state_stats(cfg: EncoderConfig, states: np.ndarray) -> EncoderConfig:
 
 
 def feature_key(image_key: str) -> str:
-    """The observation key under which an image key's frozen-trunk features travel (cached)."""
-    return f"{image_key}@trunk"
+    """The observation key under which an image key's frozen-trunk features travel (cached): a
+    derived key (``shared.dataset.derived_key``)."""
+    return derived_key(image_key, "trunk")
 
 
 def caches_features(cfg: EncoderConfig) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 SEGMENT_BYTES = 64 << 20  # a segment's target size: few files, and little disk past the ring
-_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+_KEY = re.compile(r"[A-Za-z0-9_.@-]+")  # '@': derived keys (shared.dataset.derived_key)
 
 
 def segment_length(shape: tuple[int, ...], dtype: str, capacity: int) -> int:
@@ -38,7 +38,7 @@ class SegmentedFrames:
 
     def __init__(self, directory: str | Path, key: str, shape: tuple[int, ...], dtype: str, length: int) -> None:
         if not _KEY.fullmatch(key):
-            raise ValueError(f"observation key {key!r} cannot name a file (letters, digits, '_', '.', '-' only)")
+            raise ValueError(f"observation key {key!r} cannot name a file (letters, digits, '_', '.', '@', '-' only)")
         if length < 1:
             raise ValueError("segment length must be positive")
         self.directory = Path(directory)

@@ -5,6 +5,9 @@ Layout (the same as the dataset file, see ``shared.dataset``): slot i holds the 
 An episode's reset observation takes one extra, non-sampleable slot. Several actors can
 interleave episodes: each ``stream`` keeps its own open episode.
 
+Derived keys (``<key>@<what>``, ``shared.dataset.derived_key``: a frozen trunk's features of
+an image) are stored like frames; only the continuity check between chunks skips them.
+
 When an episode ends its Monte-Carlo return-to-go is written (Cal-QL needs it); until then it
 is -inf, a vacuous lower bound. Insert and sample are thread-safe.
 
@@ -29,6 +32,7 @@ from shared.dataset import (
     DatasetError,
     ObsSpec,
     Transition,
+    is_derived,
     load_arrays,
     save_arrays,
     spec_from_json,
@@ -260,7 +264,7 @@ class ReplayBuffer:
             prev >= 0
             and not continuous
             and self.check_continuity
-            and not all(np.array_equal(self.frame(k, prev), obs[k]) for k in self.obs_spec)
+            and not all(np.array_equal(self.frame(k, prev), obs[k]) for k in self.obs_spec if not is_derived(k))
         ):
             self.discontinuities += 1
             self._finish_episode(st)
@@ -315,8 +319,11 @@ class ReplayBuffer:
         rng: np.random.Generator,
         leading: tuple[int, ...] = (),
         intervened_fraction: float = 0.0,
+        keys: Collection[str] | None = None,
     ) -> dict[str, Any]:
         """Uniform sample of transitions; ``leading=(utd,)`` gives arrays of [utd, B, ...].
+        ``keys``: the observation keys to read (default all; a learner training on cached trunk
+        features leaves the images on disk).
 
         ``intervened_fraction``: each minibatch's first ``round(fraction * B)`` transitions are
         drawn from the intervened ones alone (a demo buffer's share, HIL-SERL style), the rest
@@ -332,9 +339,10 @@ class ReplayBuffer:
                 if pool.size:
                     idx.reshape(rows, batch_size)[:, :k] = pool[rng.integers(0, pool.size, (rows, k))]
             obs_idx = self.obs_slot[idx]
+            read = self.obs_spec if keys is None else keys
             batch = {
-                "observations": {k: self.frame(k, obs_idx) for k in self.obs_spec},
-                "next_observations": {k: self.frame(k, idx) for k in self.obs_spec},
+                "observations": {k: self.frame(k, obs_idx) for k in read},
+                "next_observations": {k: self.frame(k, idx) for k in read},
                 "actions": self.actions[idx],
                 "rewards": self.rewards[idx],
                 "masks": self.masks[idx],

@@ -179,6 +179,32 @@ def test_bad_task_files_are_clear_errors(tmp_path):
         replace(TASK, random_reset=replace(TASK.random_reset, xy=0.2))
 
 
+def test_a_task_file_that_extends_another_states_only_what_differs(tmp_path):
+    hard, wide = load_task("peg_insertion_hard"), load_task("peg_insertion_hard_wide")
+    # the shipped variant: its reset box, safety box and board from its own file, the rest (the
+    # hole's geometry, the eval poses, the real robot's section) from peg_insertion_hard's
+    assert (wide.random_reset.xy, wide.random_reset.yaw) == (0.09, 0.9)
+    assert wide.sim.board_half_width == 0.11 and wide.sim.clearance == hard.sim.clearance == 0.0005
+    assert wide.eval_poses == hard.eval_poses and wide.real == hard.real and wide.name == "peg_insertion_hard_wide"
+    # objects merge key by key; a list or null replaces; a base named by path, relative to the file
+    (tmp_path / "base.json").write_text((TASKS_DIR / "peg_insertion.json").read_text())
+    variant = {"extends": "base.json", "sim": {"clearance": 0.002}, "action_scale": [0.01, 0.05], "real": None}
+    (tmp_path / "v.json").write_text(json.dumps(variant))
+    v = load_task(tmp_path / "v.json")
+    assert v.sim.clearance == 0.002 and v.sim.chamfer == TASK.sim.chamfer
+    assert v.action_scale == (0.01, 0.05) and v.real is None and v.target_pose == TASK.target_pose
+    (tmp_path / "a.json").write_text(json.dumps({"extends": "b"}))
+    (tmp_path / "b.json").write_text(json.dumps({"extends": "a"}))
+    with pytest.raises(TaskConfigError, match="in a circle"):
+        load_task(tmp_path / "a.json")
+    (tmp_path / "c.json").write_text(json.dumps({"extends": "no_such_base"}))
+    with pytest.raises(TaskConfigError, match="no task file"):
+        load_task(tmp_path / "c.json")
+    (tmp_path / "d.json").write_text(json.dumps({"extends": "base", "speed": 3}))
+    with pytest.raises(TaskConfigError, match="unknown config keys"):
+        load_task(tmp_path / "d.json")
+
+
 def test_obs_mode_follows_a_checkpoint_spec():
     from robot_env.contract import obs_mode_of
 

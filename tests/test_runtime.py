@@ -355,8 +355,10 @@ def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
 
 def test_wrist_camera_observations_through_the_runtime(tmp_path):
     """Images (two 16x16 wrist cameras, a tiny ResNet-10 with its trunk frozen) from the simulated
-    actor into the learner's buffer, then online updates on them; the actor keeps up through
-    weight messages that mostly leave the frozen trunk out."""
+    actor into the learner's buffer, each frame's trunk features computed once at ingest and
+    stored beside it, then online updates on the features; the actor keeps up through weight
+    messages that mostly leave the frozen trunk out."""
+    from shared.encoders import trunk_features
     from shared.agents import create_agent
 
     enc = [
@@ -387,7 +389,14 @@ def test_wrist_camera_observations_through_the_runtime(tmp_path):
     )
     assert_exactly_once(run, 100)
     buf = final_state(run).buffer
-    assert sorted(buf.disk_frames) == ["wrist_1", "wrist_2"]  # the frames went to disk, and back
-    frames = buf.frame("wrist_1", np.flatnonzero(buf.valid))
+    # the frames and their features went to disk, and back
+    assert sorted(buf.disk_frames) == ["wrist_1", "wrist_1@trunk", "wrist_2", "wrist_2@trunk"]
+    slots = np.flatnonzero(buf.valid)
+    frames = buf.frame("wrist_1", slots)
     assert frames.shape[1:] == (16, 16, 3) and frames.dtype == np.uint8 and frames.std() > 0  # real renders
-    assert load_checkpoint(run / "checkpoints").meta.grad_steps == 4 * 40
+    learned = load_checkpoint(run / "checkpoints")
+    assert learned.meta.grad_steps == 4 * 40
+    assert sorted(learned.obs_spec) == ["state", "wrist_1", "wrist_2"]  # the policy's inputs: no cache
+    # each stored feature is the frozen trunk's output for its stored frame (computed apart here)
+    expected = trunk_features(learned.agent.config.encoder, learned.agent.critic.params["encoder"], {"wrist_1": frames})
+    np.testing.assert_allclose(buf.frame("wrist_1@trunk", slots), np.asarray(expected["wrist_1@trunk"]), atol=1e-4)

@@ -1,0 +1,80 @@
+"""The learner's trunk-feature cache: a frozen ResNet-10 trunk's output, computed once per frame.
+
+Online, the image trunk is frozen (as SERL's pretrained ResNet-10 is), so its output for a stored
+frame never changes. Recomputing it for every row of every minibatch cost about 6,000 trunk
+passes per env step at UTD 4 (a 128 px robot-preset update: 14-47 s on a CPU core,
+docs/benchmarks.md). Here each frame that arrives is passed through the trunk once, at ingest,
+and its features are stored beside it in the replay buffer under a derived key
+(``shared.encoders.feature_key``); the update samples the features and leaves the frames on disk,
+where they stay so that a user can unfreeze or swap the trunk later and recompute.
+
+The actors never see any of this: they send frames, and the policy's contract and the published
+weights are those of the image policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from shared.config import EncoderConfig
+from shared.dataset import ObsSpec
+from shared.encoders import caches_features, trunk_features
+
+BATCH = 32  # frames per trunk call: chunks are padded to a multiple, so one compilation serves all
+
+
+class TrunkFeatures:
+    """Adds the frozen trunk's features of each image key to a chunk's frames.
+
+    ``encoder_params``: an encoder's parameters (``agent.critic.params["encoder"]``; every
+    network shares the one frozen trunk, ``shared.agents.create_agent``)."""
+
+    def __init__(self, cfg: EncoderConfig, encoder_params: Any, wire: ObsSpec, batch: int = BATCH) -> None:
+        if not caches_features(cfg):
+            raise ValueError("only a frozen ResNet-10 trunk's features can be cached (encoder.freeze_trunk)")
+        missing = [k for k in cfg.image_keys if k not in wire]
+        if missing:
+            raise ValueError(f"the encoder reads {missing}, which the observations do not have ({sorted(wire)})")
+        self.image_keys = tuple(cfg.image_keys)
+        self.batch = int(batch)
+        trunks = {f"trunk_{k}": encoder_params[f"trunk_{k}"] for k in self.image_keys}
+        self._params = jax.device_put(trunks)
+        self._fn = jax.jit(lambda p, imgs: trunk_features(cfg, p, imgs))
+        example = {k: jax.ShapeDtypeStruct((1, *wire[k][0]), np.dtype(wire[k][1])) for k in self.image_keys}
+        shapes = jax.eval_shape(self._fn, self._params, example)
+        self.spec: ObsSpec = {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in shapes.items()}
+
+    def buffer_spec(self, wire: ObsSpec) -> ObsSpec:
+        """The replay buffer's spec: the actors' observations and the features."""
+        return dict(sorted({**wire, **self.spec}.items()))
+
+    def sample_keys(self, spec: ObsSpec) -> list[str]:
+        """The keys an update reads: the features in place of the images they come from."""
+        return [k for k in spec if k not in self.image_keys]
+
+    def __call__(self, frames: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``frames`` (the wire layout's [F, ...] arrays) with each image key's features added."""
+        n = len(next(iter(frames.values())))
+        out = dict(frames)
+        if n == 0:
+            return {**out, **{k: np.zeros((0, *s), d) for k, (s, d) in self.spec.items()}}
+        pad = -n % self.batch
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in self.spec}
+        for start in range(0, n + pad, self.batch):
+            imgs = {}
+            for k in self.image_keys:
+                block = np.asarray(frames[k][start : start + self.batch])
+                if len(block) < self.batch:  # the last block, padded with copies of its last frame
+                    block = np.concatenate([block, np.repeat(block[-1:], self.batch - len(block), axis=0)])
+                imgs[k] = jnp.asarray(block)
+            feats = self._fn(self._params, imgs)
+            for k, v in feats.items():
+                parts[k].append(np.asarray(v))
+        for k, blocks in parts.items():
+            out[k] = np.concatenate(blocks)[:n]
+        return out
