@@ -2,7 +2,8 @@
 # GPU readiness in one run: on a machine with an NVIDIA GPU, installs the cuda profile and measures
 #   1. learner throughput with ResNet-10 on two 128 px cameras (ensemble 10, batch 256, UTD 4;
 #      target: at least 40 env steps/s, 4x the robot's 10 Hz), with the actor's own encoders and
-#      with the critic's shared (encoder.share_encoder),
+#      with the critic's shared (encoder.share_encoder), and on the trunk's features cached at
+#      ingest (learner/features.py; the learner's default with a frozen trunk),
 #   2. image transitions into the learner's buffer (two 128 px cameras, two processes),
 #   3. MuJoCo rendering of both wrist cameras with MUJOCO_GL=egl.
 # Without a GPU (or with --cpu) it runs the same three measurements at tiny sizes on the CPU, in
@@ -35,6 +36,7 @@ run() { echo "== $*"; "$@"; }
 {
     run "$PY" benchmarks/image_learner.py "${LEARNER[@]}"
     run "$PY" benchmarks/image_learner.py "${LEARNER[@]}" --shared-encoder
+    run "$PY" benchmarks/image_learner.py "${LEARNER[@]}" --cached
     run "$PY" benchmarks/runtime.py "${TRANSPORT[@]}"
     run "$PY" benchmarks/sim_speed.py "${RENDER[@]}"
     echo "gpu_check: done ($MODE)"

@@ -19,6 +19,7 @@ def test_the_gpu_check_runs_its_cpu_fallback_and_prints_every_figure(tmp_path):
     for figure in (
         "learner_env_steps_per_s",
         "learner_shared_encoder_env_steps_per_s",
+        "learner_cached_env_steps_per_s",
         "transport_transitions_per_s",
         "image_mode_16x16_env_steps_per_s",
     ):

@@ -245,3 +245,59 @@ def test_an_update_on_cached_trunk_features_is_the_update_on_the_images():
     )
     with pytest.raises(ValueError, match="only a frozen ResNet-10 trunk"):
         forward(small.nets["actor"], small.actor.params, with_features["observations"])
+
+
+def test_the_learners_feature_cache_adds_each_frames_features_and_the_buffer_samples_them():
+    """``learner.features.TrunkFeatures`` at ingest: chunks of any length (padded to its batch)
+    get each frame's trunk features under the derived key, the same as one trunk call on all of
+    them; the buffer stores them beside the frames, ignores them for continuity, and an update
+    reads them instead of the images."""
+    from learner.features import TrunkFeatures
+    from shared.config import AgentConfig, EncoderConfig
+    from shared.dataset import wire_spec
+    from shared.encoders import trunk_features
+    from shared.replay_buffer import ReplayBuffer
+
+    keys = ("wrist_1", "wrist_2")
+    enc = EncoderConfig(kind="resnet10", image_keys=keys, base_filters=8, bottleneck_dim=16, num_spatial_features=2)
+    cfg = AgentConfig(algo="sac", encoder=enc, num_critics=2, batch_size=4, utd=1)
+    wire = {"state": ((19,), "float32"), **{k: ((32, 32, 3), "uint8") for k in keys}}
+    agent = create_agent(cfg, {k: np.zeros(s, d) for k, (s, d) in wire.items()}, 6)
+    params = agent.critic.params["encoder"]
+    cache = TrunkFeatures(enc, params, wire, batch=4)
+    assert cache.spec == {"wrist_1@trunk": ((1, 1, 64), "float32"), "wrist_2@trunk": ((1, 1, 64), "float32")}
+    spec = cache.buffer_spec(wire)
+    assert wire_spec(spec) == wire and cache.sample_keys(spec) == ["state", "wrist_1@trunk", "wrist_2@trunk"]
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 4, 7):  # empty, under one batch, exactly one, one and a padded remainder
+        frames = {k: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for k in keys}
+        frames["state"] = rng.normal(size=(n, 19)).astype(np.float32)
+        out = cache(frames)
+        assert set(out) == set(spec) and all(out[k] is frames[k] for k in frames)
+        if n:
+            direct = trunk_features(enc, params, {k: frames[k] for k in keys})
+            for k in cache.spec:
+                np.testing.assert_allclose(out[k], np.asarray(direct[k]), atol=1e-5)
+        else:
+            assert out["wrist_1@trunk"].shape == (0, 1, 1, 64)
+    # into a buffer: two chunks of one episode; the second's first frame is the first's last,
+    # its features recomputed in another batch: no false episode break
+    buf = ReplayBuffer(spec, 6, 64, 0.99)
+    frames = {k: rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8) for k in keys}
+    frames["state"] = rng.normal(size=(5, 19)).astype(np.float32)
+    first, second = cache({k: v[:3] for k, v in frames.items()}), cache({k: v[2:] for k, v in frames.items()})
+    second["wrist_1@trunk"] = second["wrist_1@trunk"] + 1e-7  # last-bit differences between batches
+    z = np.zeros(2)
+    for chunk in (first, second):
+        buf.insert_chunk(chunk, np.array([0, 1]), np.array([1, 2]), np.zeros((2, 6)), z, z + 1, np.zeros(2, bool))
+    assert buf.discontinuities == 0 and len(buf) == 4
+    batch = buf.sample(3, rng, leading=(1,), keys=cache.sample_keys(spec))
+    assert sorted(batch["observations"]) == ["state", "wrist_1@trunk", "wrist_2@trunk"]
+    assert batch["observations"]["wrist_1@trunk"].shape == (1, 3, 1, 1, 64)
+    _, info = make_update(cfg, donate=False)(agent, {**batch, "mc_returns": np.zeros((1, 3), np.float32)})
+    assert np.isfinite(float(info["critic_loss"]))
+    # only a frozen ResNet-10 trunk caches, and the encoder's cameras must be observed
+    with pytest.raises(ValueError, match="frozen ResNet-10"):
+        TrunkFeatures(EncoderConfig(kind="resnet10", image_keys=keys, freeze_trunk=False), params, wire)
+    with pytest.raises(ValueError, match="do not have"):
+        TrunkFeatures(enc, params, {"state": wire["state"], "wrist_1": wire["wrist_1"]})
