@@ -358,8 +358,8 @@ def test_wrist_camera_observations_through_the_runtime(tmp_path):
     actor into the learner's buffer, each frame's trunk features computed once at ingest and
     stored beside it, then online updates on the features; the actor keeps up through weight
     messages that mostly leave the frozen trunk out."""
-    from shared.encoders import trunk_features
     from shared.agents import create_agent
+    from shared.encoders import trunk_features
 
     enc = [
         "agent.encoder.kind=resnet10",

@@ -261,7 +261,7 @@ def test_the_learners_feature_cache_adds_each_frames_features_and_the_buffer_sam
     keys = ("wrist_1", "wrist_2")
     enc = EncoderConfig(kind="resnet10", image_keys=keys, base_filters=8, bottleneck_dim=16, num_spatial_features=2)
     cfg = AgentConfig(algo="sac", encoder=enc, num_critics=2, batch_size=4, utd=1)
-    wire = {"state": ((19,), "float32"), **{k: ((32, 32, 3), "uint8") for k in keys}}
+    wire = {"state": ((19,), "float32"), **dict.fromkeys(keys, ((32, 32, 3), "uint8"))}
     agent = create_agent(cfg, {k: np.zeros(s, d) for k, (s, d) in wire.items()}, 6)
     params = agent.critic.params["encoder"]
     cache = TrunkFeatures(enc, params, wire, batch=4)
