@@ -20,10 +20,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from shared.config import EncoderConfig
 from shared.dataset import ObsSpec
 from shared.encoders import caches_features, trunk_features
+from shared.replay_buffer import ReplayBuffer
 
 BATCH = 32  # frames per trunk call: chunks are padded to a multiple, so one compilation serves all
 
@@ -78,3 +80,17 @@ class TrunkFeatures:
         for k, blocks in parts.items():
             out[k] = np.concatenate(blocks)[:n]
         return out
+
+
+def add_features(buffer: ReplayBuffer, cache: TrunkFeatures, progress: bool = False) -> None:
+    """Give a loaded dataset (frames in RAM) its trunk features, once, before offline training."""
+    filled = min(buffer.slots_written, buffer.capacity)
+    block = 8 * cache.batch
+    out = {k: np.zeros((buffer.capacity, *s), d) for k, (s, d) in cache.spec.items()}
+    for start in tqdm(range(0, filled, block), desc="trunk features", unit="block", disable=not progress):
+        slots = np.arange(start, min(start + block, filled))
+        feats = cache({k: buffer.frame(k, slots) for k in cache.image_keys})
+        for k in cache.spec:
+            out[k][slots] = feats[k]
+    for k, v in out.items():
+        buffer.add_derived(k, v)

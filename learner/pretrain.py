@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from learner.features import TrunkFeatures, add_features
 from shared import defaults
 from shared.agents import Agent, create_agent, make_update, policy_fn
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
@@ -31,8 +32,8 @@ from shared.config import (
     to_json,
     without_state_stats,
 )
-from shared.dataset import example_obs
-from shared.encoders import with_state_stats
+from shared.dataset import example_obs, wire_spec
+from shared.encoders import caches_features, with_state_stats
 from shared.metrics import MetricsLogger, to_scalars
 from shared.replay_buffer import ReplayBuffer
 from shared.xla_cpu import tune_process
@@ -64,7 +65,7 @@ def pretrain(
         buffer = dataset
     else:
         buffer = ReplayBuffer.load(dataset, gamma=acfg.gamma, r_neg=cfg.reward.negative)
-    obs_example = example_obs(buffer.obs_spec)
+    obs_example = example_obs(wire_spec(buffer.obs_spec))  # what the policy observes
     stats = buffer.stats()
     log.info("dataset: %d transitions in %d episodes", stats["transitions"], stats["episodes"])
     if acfg.algo == "calql" and not np.isfinite(buffer.mc_returns[buffer.valid]).all():
@@ -90,6 +91,14 @@ def pretrain(
             log.info("state normalisation from the dataset: std %s", np.round(enc.state_std or (), 4).tolist())
         agent = create_agent(acfg, obs_example, buffer.action_dim, cfg.seed)
     (out_dir / "config.json").write_text(to_json(cfg))
+    keys = None  # the observation keys sampled: all, or the trunk's features in place of the images
+    if cfg.cache_trunk_features and caches_features(cfg.agent.encoder):
+        cache = TrunkFeatures(cfg.agent.encoder, agent.critic.params["encoder"], wire_spec(buffer.obs_spec))
+        if not set(cache.spec) <= set(buffer.obs_spec):
+            t = time.time()
+            add_features(buffer, cache, progress)
+            log.info("trunk features of %d frames computed in %.1f s", buffer.slots_written, time.time() - t)
+        keys = cache.sample_keys(buffer.obs_spec)
 
     update = make_update(cfg.agent)
     rng = np.random.default_rng(cfg.seed + int(agent.grad_steps))
@@ -111,7 +120,7 @@ def pretrain(
     )
     try:
         for i in range(start, total):
-            batch = buffer.sample(cfg.agent.batch_size, rng, leading=(utd,))
+            batch = buffer.sample(cfg.agent.batch_size, rng, leading=(utd,), keys=keys)
             agent, info = update(agent, batch)
             step = (i + 1) * utd
             do_eval = eval_fn is not None and eval_every > 0 and (step % eval_every < utd or i + 1 == total)

@@ -209,6 +209,9 @@ class PretrainConfig:
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 3
     seed: int = 0
+    # With a frozen ResNet-10 trunk, pass the dataset's frames through it once before training and
+    # train on the features (as the online learner does, OnlineConfig.cache_trunk_features).
+    cache_trunk_features: bool = True
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,19 @@ class ReplayBuffer:
         self._written += 1
         return slot
 
+    def add_derived(self, key: str, frames: np.ndarray) -> None:
+        """Add a derived key (``shared.dataset.derived_key``) with its value for every slot
+        (``frames``: [capacity, ...], in RAM); inserts then carry it like any other key."""
+        if not is_derived(key):
+            raise ValueError(f"{key!r} is not a derived key (<key>@<what>)")
+        if key in self.obs_spec:
+            raise ValueError(f"the buffer has '{key}' already")
+        if frames.shape[0] != self.capacity:
+            raise ValueError(f"'{key}' has {frames.shape[0]} rows for a capacity of {self.capacity}")
+        with self._lock:
+            self.frames[key] = frames
+            self.obs_spec = dict(sorted({**self.obs_spec, key: (tuple(frames.shape[1:]), str(frames.dtype))}.items()))
+
     def frame(self, key: str, slots: np.ndarray | int) -> np.ndarray:
         """Frames of ``key`` stored in ``slots`` (from RAM or disk)."""
         if key in self.frames:

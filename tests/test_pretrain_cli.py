@@ -107,3 +107,45 @@ def test_pretrain_cli_evaluates_in_the_simulation(tmp_path):
     assert enc["normalize_state"] and len(enc["state_mean"]) == len(enc["state_std"]) == 19
     agent = load_checkpoint(out / "checkpoints").agent
     assert agent.config.encoder.state_std == tuple(enc["state_std"])
+
+
+def test_pretraining_on_cached_trunk_features_is_pretraining_on_the_images(tmp_path):
+    """Tiny camera frames of the simulated peg task, a tiny frozen ResNet-10: the dataset's frames
+    go through the trunk once and Cal-QL trains on the features; the same run recomputing the
+    trunk for every sampled row (``cache_trunk_features=false``, augmentation off) ends with the
+    same parameters, to float rounding."""
+    import jax
+    import numpy as np
+
+    from learner.pretrain import pretrain
+    from robot_env.collect import collect
+    from shared.config import AgentConfig, EncoderConfig, NetworkConfig
+    from shared.replay_buffer import ReplayBuffer
+
+    data = tmp_path / "images.npz"
+    collect(data, transitions=120, obs_mode="images", image_size=16, gamma=0.95, seed=0, progress=False)
+    enc = EncoderConfig(
+        kind="resnet10",
+        image_keys=("wrist_1", "wrist_2"),
+        base_filters=8,
+        bottleneck_dim=16,
+        num_spatial_features=2,
+        augment_pad=0,
+    )
+    net = NetworkConfig(hidden_dims=(32, 32))
+    agent = AgentConfig(
+        algo="calql", gamma=0.95, encoder=enc, num_critics=2, batch_size=16, utd=1, critic_net=net, actor_net=net
+    )
+    runs = {}
+    for cached in (True, False):
+        cfg = PretrainConfig(agent=agent, steps=6, checkpoint_every=6, cache_trunk_features=cached)
+        buf = ReplayBuffer.load(data, gamma=0.95)
+        runs[cached] = pretrain(cfg, buf, tmp_path / f"cached_{cached}", progress=False, tensorboard=False)
+        if cached:  # the features stored beside the frames, the checkpoint's spec the cameras'
+            assert sorted(buf.obs_spec) == ["state", "wrist_1", "wrist_1@trunk", "wrist_2", "wrist_2@trunk"]
+            ck = load_checkpoint(tmp_path / "cached_True" / "checkpoints")
+            assert sorted(ck.obs_spec) == ["state", "wrist_1", "wrist_2"]
+    for part in ("critic", "actor"):
+        a, b = getattr(runs[True], part).params, getattr(runs[False], part).params
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5), a, b)
+    assert int(runs[True].grad_steps) == 6
