@@ -43,8 +43,9 @@ DEFAULT_CACHE = ROOT / "checkpoints" / f"peg_sim_calql_obs{OBSERVATION_VERSION}"
 
 def agent_overrides(critics: int, extra: list[str], obs: str = "state", encoder: str = "small_conv") -> list[str]:
     """The CPU demo's departure from the preset: a smaller critic ensemble (10 critics run ~5x
-    slower on 2 cores), and with ``obs="images"`` an image encoder on both wrist cameras (a
-    small conv on a CPU; ``resnet10`` as on the robot belongs on a GPU). Pre-training and
+    slower on 2 cores), and with ``obs="images"`` an image encoder on both wrist cameras (the
+    robot's ResNet-10 layout with its trunk frozen, whose features the learner computes once per
+    frame, learner/features.py; or a small conv trained end to end). Pre-training and
     fine-tuning get the same agent settings, so the hand-off is exact."""
     images: list[str] = []
     if obs == "images":
@@ -333,12 +334,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--online-steps", type=int, default=5000, help="env steps after warmup")
     p.add_argument("--critics", type=int, default=2, help="critic ensemble size (pre-training and online)")
     p.add_argument("--obs", choices=("state", "images"), default="state", help="what the policy sees")
-    p.add_argument("--image-size", type=int, default=32, help="with --obs images: camera frames of N x N px")
+    p.add_argument("--image-size", type=int, default=64, help="with --obs images: camera frames of N x N px")
     p.add_argument(
         "--encoder",
-        choices=("small_conv", "resnet10"),
-        default="small_conv",
-        help="with --obs images: the image trunk (resnet10, the robot's, belongs on a GPU)",
+        choices=("resnet10", "small_conv"),
+        default="resnet10",
+        help="with --obs images: the image trunk (resnet10: the robot's layout, frozen, its features cached; "
+        "small_conv: trained end to end, every row through it on every update)",
     )
     add_override_argument(p, "agent setting for pre-training and fine-tuning alike (repeatable)")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (the fixed poses, in order)")
