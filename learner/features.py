@@ -14,6 +14,7 @@ weights are those of the image policy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.dataset import ObsSpec
 from shared.encoders import caches_features, trunk_features
 from shared.replay_buffer import ReplayBuffer
 
+log = logging.getLogger("wsrl.features")
 BATCH = 32  # frames per trunk call: chunks are padded to a multiple, so one compilation serves all
 
 
@@ -50,6 +52,13 @@ class TrunkFeatures:
         example = {k: jax.ShapeDtypeStruct((1, *wire[k][0]), np.dtype(wire[k][1])) for k in self.image_keys}
         shapes = jax.eval_shape(self._fn, self._params, example)
         self.spec: ObsSpec = {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in shapes.items()}
+        if cfg.augment_pad > 0:
+            # DrQ's shift happens before the trunk: on cached features it cannot apply. Whether a
+            # few cached shifted copies are worth their cost is not measured yet (docs/simulation.md).
+            log.warning(
+                "trunk features cached: DrQ's random shift (encoder.augment_pad=%d) does not apply to them",
+                cfg.augment_pad,
+            )
 
     def buffer_spec(self, wire: ObsSpec) -> ObsSpec:
         """The replay buffer's spec: the actors' observations and the features."""
