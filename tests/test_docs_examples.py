@@ -40,3 +40,28 @@ def test_docs_example_runs_in_a_plain_shell(name, code, tmp_path):
     assert r.returncode == 0, f"{name} failed:\n{r.stderr[-3000:]}"
     if 'obs_mode="images"' in code:
         assert r.stdout.split("\n")[-2] == "(19,) (64, 64, 3)"
+
+
+OWN = ("learner", "actor", "robot_env", "shared", "launch", "benchmarks", "tests", "docs", ".ci")
+PATH = re.compile(r"`([A-Za-z0-9_.@/-]+\.(?:py|sh|json|md|toml|yaml|lock))`")
+
+
+def test_every_file_the_docs_name_exists():
+    """A path in README.md or docs/*.md under one of the project's own folders names a file that
+    exists, and so does each file a parts-table row names inside its folder (`| `learner/` | ...
+    (`pretrain.py`) |`): renaming or deleting a file fails here until the docs follow."""
+    missing, checked = [], 0
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for name in PATH.findall(text):
+            checked += name.split("/")[0] in OWN
+            if name.split("/")[0] in OWN and not (ROOT / name).exists():
+                missing.append(f"{doc.name}: {name}")
+        for row in re.findall(r"^\| `([a-z_]+)/` \|(.*)$", text, re.M):
+            folder, rest = row
+            for name in PATH.findall(rest):
+                checked += "/" not in name
+                if "/" not in name and not (ROOT / folder / name).exists() and not (ROOT / name).exists():
+                    missing.append(f"{doc.name}: {folder}/{name}")
+    assert not missing, missing
+    assert checked > 100, checked  # the patterns still find the docs' paths
