@@ -65,3 +65,16 @@ def test_every_file_the_docs_name_exists():
                     missing.append(f"{doc.name}: {folder}/{name}")
     assert not missing, missing
     assert checked > 100, checked  # the patterns still find the docs' paths
+
+
+def test_the_parts_table_names_every_module():
+    """docs/architecture.md's parts table names every module of the packages (a new file is
+    described where a newcomer looks first)."""
+    arch = (ROOT / "docs" / "architecture.md").read_text()
+    unnamed = []
+    for package in ("learner", "actor", "robot_env", "shared"):
+        for f in sorted((ROOT / package).rglob("*.py")):
+            inside = f.relative_to(ROOT / package).as_posix()
+            if f.name != "__init__.py" and f"`{inside}`" not in arch and f"`{package}/{inside}`" not in arch:
+                unnamed.append(f"{package}/{inside}")
+    assert not unnamed, unnamed
