@@ -160,3 +160,23 @@ def test_bf16_matmuls_keep_float32_parameters_and_outputs_and_stay_close():
         leaves = jax.tree.leaves((new.critic, new.actor))
         assert all(x.dtype in (jnp.float32, jnp.int32) for x in leaves)  # params and Adam moments
         assert all(np.isfinite(float(v)) for v in info.values())
+
+
+@pytest.mark.parametrize("blocks", [0, 2])
+def test_the_critics_first_layer_on_the_pair_is_the_dense_layer_on_the_concatenation(blocks):
+    """``PairDense``: the features' part of the first layer once per row, the actions' part per
+    sampled action; the same parameters and function as one dense layer on the features broadcast
+    over the actions and concatenated (what the critic computed before), to float rounding."""
+    from shared.networks import MLP, MLPResNet, _concat_pair
+
+    rng = np.random.default_rng(0)
+    feats = jnp.asarray(rng.normal(size=(5, 40)).astype(np.float32))
+    for actions in (rng.normal(size=(5, 6)), rng.normal(size=(5, 7, 6))):  # one action a row, or 7 sampled
+        actions = jnp.asarray(actions.astype(np.float32))
+        net = MLPResNet(blocks, 16) if blocks else MLP((16, 16))
+        params = net.init(jax.random.PRNGKey(0), (feats, actions))
+        assert params["params"]["Dense_0"]["kernel"].shape == (46, 16)  # one kernel over [features, action]
+        pair = net.apply(params, (feats, actions))
+        concat = net.apply(params, _concat_pair((feats, actions)))
+        assert pair.shape == actions.shape[:-1] + (16,)
+        np.testing.assert_allclose(np.asarray(pair), np.asarray(concat), rtol=1e-5, atol=1e-5)
