@@ -43,7 +43,7 @@ from shared.config import (
     apply_overrides,
     peg_sim_online,
     peg_sim_pretrain,
-    to_json,
+    to_dict,
 )
 from shared.dataset import ObsSpec, Transition, step_transition
 from shared.diagnostics import chattering, diagnose, q_minus_return
@@ -649,7 +649,13 @@ def pretrain_until_in_range(
 
 
 def pretrain_folder(cfg: PretrainConfig) -> str:
-    return f"pretrain-{cfg.agent.algo}-{hashlib.sha256(to_json(cfg).encode()).hexdigest()[:12]}"
+    """The cache folder of a pre-training config. ``cache_trunk_features`` is left out of the key:
+    it computes the same function either way (tests/test_pretrain_cli.py), and so the folders
+    made before the option existed keep their names."""
+    settings = to_dict(cfg)
+    settings.pop("cache_trunk_features", None)
+    key = json.dumps(settings, indent=2, sort_keys=True)  # to_json's layout
+    return f"pretrain-{cfg.agent.algo}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def prepare(
