@@ -177,7 +177,6 @@ class Learner:
             log.info("handed off pre-trained agent from %s (%d gradient steps)", pretrained, pre.meta.grad_steps)
         wire = wire_spec(buffer.obs_spec)
         self.cfg, self.agent, self.buffer, self.task = cfg, agent, buffer, task
-        self.features = features
         # What an update reads: the cached features in place of the frames they come from.
         self.sample_keys = features.sample_keys(buffer.obs_spec) if features else None
         self.contract = policy_contract(agent.config, wire, agent.action_dim, cfg.reward, task)
