@@ -153,7 +153,10 @@ def test_no_episode_is_ended_by_a_false_stall_over_contact_rich_rollouts(server,
             obs, _ = env.reset(options={"eval_pose": 5 * ep})
             policy = ScriptedInserter(task, Skill.level(1.0), seed=ep)
             policy.reset()
-            for _ in range(45):
+            # The task's own episode, not a shorter cap: from pose 15 the expert wedges on the
+            # chamfer's rim and backs off to try again, and its success took 23 to 46 steps in
+            # runs at idle (a 45-step cap failed it in half the runs, and under CI's load).
+            while True:
                 obs, _, terminated, truncated, info = env.step(policy(obs))
                 stalls += int(bool(info.get("reflex")))
                 if terminated or truncated:
