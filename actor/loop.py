@@ -68,8 +68,7 @@ class _Episode:
     classifier: list = field(default_factory=list)
     robot_errors: int = 0  # steps the env reported as failed (not sent to the learner)
     reflexes: int = 0
-    overruns_at_start: float | None = None  # the env's own overrun count when the episode began
-    overruns: float = 0.0
+    overruns: float | None = None  # the env's own count of this episode's overrun periods, if it keeps time
 
 
 class ControlLoop:
@@ -278,10 +277,8 @@ class ControlLoop:
                 ep.classifier.append(float(timing["classifier_ms"]) / 1e3)
             if timing and self.env_keeps_time and "period_s" in timing:
                 ep.jitter.append(abs(float(timing["period_s"]) - float(timing["target_period_s"])))
-            if timing and "overruns" in timing:  # an env that keeps its own rate counts its own overruns
-                if ep.overruns_at_start is None:
-                    ep.overruns_at_start = float(timing["overruns"])
-                ep.overruns = float(timing["overruns"]) - ep.overruns_at_start
+            if timing and "overruns" in timing:  # an env that keeps its own rate counts this episode's
+                ep.overruns = float(timing["overruns"])
             obs = next_obs
             if terminated or truncated:
                 self._end_episode(ep)
@@ -339,7 +336,7 @@ class ControlLoop:
         if ep.inference:
             stats["inference_ms"] = 1e3 * float(np.mean(ep.inference))
             stats["env_step_ms"] = 1e3 * float(np.mean(ep.step))
-        if ep.overruns_at_start is not None:
+        if ep.overruns is not None:
             stats["env_overruns"] = ep.overruns
         if ep.obs:
             stats["observation_ms"] = 1e3 * float(np.mean(ep.obs))

@@ -200,6 +200,7 @@ class FrankaEnv(gym.Env):
         self._stalls = 0
         self._rate = RateKeeper(self.task.control_hz)
         self._rate.wait()  # the first control period starts now
+        self.timing = {}
         self._obs = obs
         return obs, {"success": False, "eval_pose": eval_index, "reset_offset": offset}
 
@@ -257,6 +258,7 @@ class FrankaEnv(gym.Env):
         target = contract.next_target(hold_base(before, self._commanded, real.hold_window), a, self.task)
         info: dict[str, Any] = {"invalid_action": not usable, "commanded_pose": target}
         self._steps += 1
+        self.timing = {}  # a step that fails has no timings (not the last good step's again)
         try:
             if real.clear_errors == "every_step":
                 self.client.clear_error()
@@ -269,7 +271,7 @@ class FrankaEnv(gym.Env):
             self.timing = {
                 "observation_ms": 1e3 * (time.perf_counter() - t0),
                 "target_period_s": self._rate.period,
-                "overruns": float(self._rate.overruns),
+                "overruns": float(self._rate.overruns),  # this episode's: reset starts a new schedule
                 "client_retries": float(self.client.retried),
                 **({"period_s": period} if period is not None else {}),
             }

@@ -71,7 +71,14 @@ def test_the_actor_survives_faults_during_resets_and_a_robot_server_restart(pret
         # 1. HTTP 500s (Flask's HTML pages), dropped connections and slow answers, through steps and resets
         client.post("_faults", {"error_rate": 0.2, "drop_rate": 0.05, "latency_s": 0.12, "html_errors": 1})
         n = len(episodes())
-        wait_until(lambda: len(episodes()) >= n + 2, timeout=120, what="two episodes under faults")
+        # Two episodes under faults, one of them with the slow server's overruns: a step that fails
+        # at once ends its episode at length 0, and two of those had ended this phase before any
+        # slow step was taken (a 0.12 s answer overruns the 0.1 s period from the second step on).
+        wait_until(
+            lambda: len(episodes()) >= n + 2 and any(e.get("env_overruns", 0) > 0 for e in episodes()[n:]),
+            timeout=180,
+            what="two episodes under faults, one with overruns",
+        )
         client.post("_faults", {"error_rate": 0.0, "drop_rate": 0.0, "latency_s": 0.0})
         # 2. the robot server dies (SIGKILL) and comes back on the same port
         server.kill()
