@@ -21,6 +21,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # The learner's process settings (shared/xla_cpu.py), so tests run what production runs.
-from shared.xla_cpu import tune_process  # noqa: E402
+from shared.xla_cpu import tune_process
 
 tune_process()
