@@ -31,6 +31,7 @@ def server():
     s.close()
 
 
+@pytest.mark.slow
 def test_a_healthy_robot_passes_every_check_and_moves_a_little(server):
     before = len(server.pose_log)
     rc, lines, out = check(server.url, "--cameras", "server", "--activate-gripper")
@@ -90,6 +91,7 @@ def test_a_robotiq_never_activated_is_named_and_activation_fixes_it():
         s.close()
 
 
+@pytest.mark.slow
 def test_an_unmodelled_payload_is_named_with_its_mass():
     s = SimRobotServer(port=free_port(), gripper_hw_active=False).start()
     try:
@@ -105,6 +107,7 @@ def test_an_unmodelled_payload_is_named_with_its_mass():
         s.close()
 
 
+@pytest.mark.slow
 def test_a_server_with_the_other_force_sign_fails_the_touch():
     s = SimRobotServer(port=free_port()).start()
     try:

@@ -17,6 +17,7 @@ def trained(cfg, steps=2):
     return agent.replace(env_steps=agent.env_steps + 123)
 
 
+@pytest.mark.slow
 def test_round_trip_restores_every_array_and_config(tmp_path):
     cfg = tiny_config("calql", utd=1)
     agent = trained(cfg)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 import robot_env
 from actor.evaluate import KeyboardJudge, evaluate_poses, write_report
@@ -65,6 +66,7 @@ def test_a_persons_verdict_is_the_result_with_the_envs_beside_it():
     assert [r.classifier_success for r in results] == [None, None]
 
 
+@pytest.mark.slow
 def test_evaluate_command_writes_the_report(tmp_path):
     save_tiny_policy(tmp_path / "ckpt")
     r = subprocess.run(

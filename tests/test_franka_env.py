@@ -52,6 +52,7 @@ def test_an_episode_of_the_scripted_expert_succeeds(env):
     assert abs(env.timing["period_s"] - 0.1) < 0.02
 
 
+@pytest.mark.slow
 def test_resets_reach_each_of_the_20_fixed_poses(env):
     for i in range(len(env.task.eval_poses)):
         env.reset(options={"eval_pose": i})
@@ -92,6 +93,7 @@ def test_a_failing_server_ends_the_episode_with_the_reason(env, server, fault):
         env.reset()
 
 
+@pytest.mark.slow
 def test_joint_resets_come_every_n_episodes_and_images_come_from_the_server(server):
     before = server.calls.get("jointreset", 0)
     client = RobotClient(server.url, gripper=server.gripper)

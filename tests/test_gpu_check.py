@@ -6,6 +6,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # three image-learner starts, each compiling a ResNet
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

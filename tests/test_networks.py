@@ -77,6 +77,7 @@ def test_random_shift_matches_manual_crop():
     assert random_shift(jax.random.PRNGKey(0), imgs, 0) is imgs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["small_conv", "resnet10"])
 def test_image_agent_updates(kind):
     cfg = image_config(kind)
@@ -87,6 +88,7 @@ def test_image_agent_updates(kind):
     assert not trees_equal(new.critic.params, agent.critic.params)
 
 
+@pytest.mark.slow
 def test_resnet_loads_pretrained_trunk_and_freezes_it(tmp_path):
     trunk = ResNet10Trunk(base_filters=8)
     pretrained = trunk.init(jax.random.PRNGKey(42), jnp.zeros((1, 16, 16, 3), jnp.uint8))["params"]
@@ -138,6 +140,7 @@ def test_state_normalisation_from_dataset_statistics():
     np.testing.assert_allclose(raw, [[3.0, 5.0, 0.025]])
 
 
+@pytest.mark.slow
 def test_bf16_matmuls_keep_float32_parameters_and_outputs_and_stay_close():
     from dataclasses import replace
 

@@ -103,6 +103,7 @@ def test_collected_maze_data_round_trips_with_the_tasks_reward(tmp_path):
     assert again == summary  # seeded: the same data
 
 
+@pytest.mark.slow
 def test_a_study_runs_on_the_maze_with_its_own_discount(tmp_path):
     from learner.study import run_study
     from shared.checkpoint import load_checkpoint

@@ -12,6 +12,8 @@ from shared.checkpoint import list_steps, load_checkpoint
 from shared.config import PretrainConfig, RewardConfig
 from shared.metrics import read_jsonl
 
+pytestmark = pytest.mark.slow  # pre-training runs as a process, checkpoints and resumes
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--set",

@@ -235,6 +235,7 @@ def trained(tmp_path_factory):
     return {"data": data, "out": out, "counts": counts, "report": json.loads((out / "report.json").read_text())}
 
 
+@pytest.mark.slow
 def test_classifier_reaches_high_validation_accuracy(trained):
     c, rep = trained["counts"], trained["report"]
     assert c["episodes"] == 24 and c["success"] > 300 and c["failure"] > 300
@@ -328,6 +329,7 @@ def test_corrupt_or_foreign_checkpoints_are_refused(trained, tmp_path):
         load_classifier(bad)
 
 
+@pytest.mark.slow
 def test_pretrained_resnet_trunk_is_loaded_and_stays_frozen(trained, tmp_path):
     """ResNet-10 (4 filters) with trunk weights from a file: training leaves them as loaded."""
     data = load_labelled_images([trained["data"]])
@@ -355,6 +357,7 @@ def test_pretrained_resnet_trunk_is_loaded_and_stays_frozen(trained, tmp_path):
         init_params(replace(model, encoder=replace(model.encoder, base_filters=8)), SIZE, jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow
 def test_actor_and_learner_train_on_the_classifiers_reward(trained, tmp_path):
     """The main command, shrunk, with the reward from the classifier: the actor (a real process)
     applies it in its loop, the learner trains on it, and the actor logs its inference time."""

@@ -141,6 +141,7 @@ def faults(server, **kw):
     RobotClient(server.url).post("_faults", kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clear_errors", ["every_step", "on_stall"])
 def test_no_episode_is_ended_by_a_false_stall_over_contact_rich_rollouts(server, clear_errors):
     """The scripted expert's insertions (chamfer, walls, the hole's floor) and presses on the board
@@ -177,6 +178,7 @@ def insert(env):
     return env
 
 
+@pytest.mark.slow
 def test_a_jam_in_the_lift_out_never_starts_an_episode_in_the_hole(server):
     env = FrankaEnv(TASK, robot_url=server.url)
     try:
@@ -231,6 +233,7 @@ def test_the_gripper_closes_on_a_fresh_server(flavour, restarted):
         s.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("hold_window", "limit_mm"), [(None, 2.0), ((1e-6, 1e-6), None)])
 def test_a_1kg_payload_drifts_at_most_2mm_over_a_hold_still_episode(hold_window, limit_mm):
     """A zero action re-commands the last commanded pose. Re-commanding the *measured* pose (the

@@ -44,6 +44,8 @@ from tests.processes import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow  # every test here runs the learner and actor as processes
+
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):

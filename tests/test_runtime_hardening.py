@@ -553,6 +553,7 @@ def pretrained(tmp_path_factory):
     return save_pretrained(tmp_path_factory.mktemp("pretrained") / "checkpoints")
 
 
+@pytest.mark.slow
 def test_a_fallback_to_an_older_checkpoint_with_the_actor_connected_loses_nothing(pretrained, tmp_path):
     """The newest checkpoint is damaged when the killed learner resumes: it falls back one step.
     The actors were told as durable only what two checkpoints held, so they still journal what
@@ -641,6 +642,7 @@ def test_a_fallback_with_the_actor_connected_and_over_1024_chunks_after_it_loses
     assert sender.counters["learner_lost_chunks"] == 0
 
 
+@pytest.mark.slow
 def test_a_learner_resumed_past_its_warmup_compiles_before_it_takes_data(pretrained, tmp_path):
     """Before, the first update's compile ran while the actors' resent backlog arrived, and no
     checkpoint could commit that backlog until it finished. Now a learner resumed past its
@@ -666,6 +668,7 @@ def test_a_learner_resumed_past_its_warmup_compiles_before_it_takes_data(pretrai
     assert_exactly_once(run, 120)
 
 
+@pytest.mark.slow
 def test_a_learner_killed_before_its_first_checkpoint_resumes_with_everything(pretrained, tmp_path):
     run = tmp_path / "learner"
 

@@ -119,6 +119,7 @@ SMOKE_NO_UPDATE = {
 }
 
 
+@pytest.mark.slow
 def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_path):
     results = run_study("smoke", tmp_path, progress=False)
     suite = SUITES["smoke"]
@@ -171,6 +172,7 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("**/summary.json")} == before
 
 
+@pytest.mark.slow
 def test_a_run_is_determined_by_its_seed(tmp_path):
     suite = SUITES["smoke"]
     pretrained, offline, probe = prepare(suite, tmp_path)
@@ -196,6 +198,7 @@ def test_a_run_is_determined_by_its_seed(tmp_path):
         prepare(suite, tmp_path / "ext2", pretrained_dir=ckpt)
 
 
+@pytest.mark.slow
 def test_online_seeds_run_on_the_data_and_pretraining_their_suite_gives_them(tmp_path, monkeypatch):
     """With data_seeds 2, seeds 0 and 2 share data seed 0 and seed 1 has its own: two datasets,
     two pre-trainings, each run's source naming its own."""
@@ -317,6 +320,7 @@ def test_jsrls_guide_probability_falls_linearly_to_zero():
     assert METHODS["wsrl"].guide_probability(0, 1000) == 0.0
 
 
+@pytest.mark.slow
 def test_a_dry_run_prices_every_cell_from_the_measured_update_costs():
     from learner.study import dry_run
 

@@ -106,6 +106,7 @@ def test_the_actor_objective_reduces_the_ensemble_as_configured(reduction):
     assert float(info["actor_loss"]) == pytest.approx(float(np.mean(temperature * np.asarray(log_prob) - q)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_cql_penalty_on_a_random_subset_moves_only_those_critics_beyond_td():
     from dataclasses import replace
 
@@ -136,6 +137,7 @@ def test_the_cql_penalty_on_a_random_subset_moves_only_those_critics_beyond_td()
     assert {m for m, alike in moved_alike.items() if not alike} == chosen
 
 
+@pytest.mark.slow
 def test_a_shared_output_layer_is_one_dense_over_each_members_trunk():
     from shared.networks import QTrunk, forward, gather_members
 
@@ -161,6 +163,7 @@ def test_a_shared_output_layer_is_one_dense_over_each_members_trunk():
     assert not np.allclose(np.asarray(new.critic.params["shared_output"]["kernel"]), w)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["sac", "calql", "iql"])
 def test_a_shared_encoder_is_trained_by_the_critic_alone_and_the_actor_carries_it(algo):
     from dataclasses import replace
@@ -188,6 +191,7 @@ def test_a_shared_encoder_is_trained_by_the_critic_alone_and_the_actor_carries_i
     assert not trees_equal(moved.actor.params["encoder"], own.actor.params["encoder"])
 
 
+@pytest.mark.slow
 def test_an_update_on_cached_trunk_features_is_the_update_on_the_images():
     """A frozen ResNet-10 trunk's output for a frame never changes: computed once
     (``trunk_features``) and given in place of the images, the update is the same function
@@ -247,6 +251,7 @@ def test_an_update_on_cached_trunk_features_is_the_update_on_the_images():
         forward(small.nets["actor"], small.actor.params, with_features["observations"])
 
 
+@pytest.mark.slow
 def test_the_learners_feature_cache_adds_each_frames_features_and_the_buffer_samples_them():
     """``learner.features.TrunkFeatures`` at ingest: chunks of any length (padded to its batch)
     get each frame's trunk features under the derived key, the same as one trunk call on all of
