@@ -80,17 +80,35 @@ def test_adversarial_actions_never_leave_the_box(env):
 
 @pytest.mark.parametrize("fault", [{"error_rate": 1.0}, {"drop_rate": 1.0}, {"latency_s": 2.0}])
 def test_a_failing_server_ends_the_episode_with_the_reason(env, server, fault):
-    obs, _ = env.reset(options={"eval_pose": 1})
+    env.reset(options={"eval_pose": 1})
+    obs = env.step(np.zeros(6))[0]
+    assert "observation_ms" in env.timing
     RobotClient(server.url).post("_faults", fault)
     import time
 
     t0 = time.monotonic()
     obs2, _reward, terminated, truncated, info = env.step(np.zeros(6))
     assert truncated and not terminated and "robot server" in info["robot_error"]
+    assert env.timing == {}  # the failed step has no timings (the loop must not count the last good one's again)
     assert time.monotonic() - t0 < 2.5  # a call and its one retry, each bounded by the timeout: never a hang
     np.testing.assert_array_equal(obs2["state"], obs["state"])  # the last good observation
     with pytest.raises(RobotServerError, match="reset failed"):
         env.reset()
+
+
+def test_overruns_are_counted_from_the_reset(env, server):
+    """Each request answered 0.12 s late: a step (pose, then state) takes 0.24 s of a 0.1 s
+    period. RateKeeper counts a step over a whole period late, so by hand: step 1 ends its period
+    0.02 s late (no overrun), steps 2 and 3 are 0.06 s over a whole period (two overruns). The
+    env's count is this episode's: a reset starts it again."""
+    env.reset(options={"eval_pose": 2})
+    RobotClient(server.url).post("_faults", {"latency_s": 0.12})
+    for _ in range(3):
+        env.step(np.zeros(6))
+    assert env.timing["overruns"] >= 2.0  # more only if this machine adds 80 ms to step 1
+    RobotClient(server.url).post("_faults", {"latency_s": 0.0})
+    env.reset(options={"eval_pose": 2})
+    assert env.timing == {}
 
 
 @pytest.mark.slow
