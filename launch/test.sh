@@ -11,4 +11,9 @@ echo "test: ruff check, ruff format --check, mypy" >&2
 .venv/bin/ruff check --quiet --output-format concise .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+# pytest on every core (pytest-xdist; WSRL_TEST_WORKERS=0 runs in one process): tests that keep
+# real time share one worker, the rest are spread one test at a time (tests/conftest.py).
+WORKERS="${WSRL_TEST_WORKERS:-$(nproc)}"
+XDIST=()
+if [[ "$WORKERS" =~ ^[0-9]+$ ]] && (( WORKERS > 1 )); then XDIST=(-n "$WORKERS" --dist loadgroup); fi
+exec .venv/bin/python -m pytest "${XDIST[@]}" "$@"

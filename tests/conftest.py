@@ -3,6 +3,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 # Tests run on the CPU even on a GPU box, and never preallocate device memory.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -19,8 +21,38 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    # A size limit turns on the cache's file lock (jax/_src/lru_cache.py), so test workers and
+    # the processes they start never read an entry another process is still writing.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 # The learner's process settings (shared/xla_cpu.py), so tests run what production runs.
 from shared.xla_cpu import tune_process
 
 tune_process()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Work units for pytest-xdist (``--dist loadgroup``, launch/test.sh): the tests that keep real
+    time share one worker, one after another, so two of them never compete for the cores; the tests
+    of a module-scoped fixture share a worker so the fixture is built once."""
+    for item in items:
+        if item.get_closest_marker("realtime"):
+            item.add_marker(pytest.mark.xdist_group("realtime"))
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        # only our own fixtures (a baseid); pytest's tmp_path_factory is session-scoped too
+        if any(d[-1].scope == "module" and d[-1].baseid for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's hook has (or has not) written the groups
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A pytest or xdist upgrade can silently stop --dist loadgroup from grouping (it did in
+    pytest 9.2: pytest-dev/pytest-xdist#1386); then two robot servers would share the cores."""
+    if not session.config.getoption("loadgroup", default=False):  # set on xdist workers only
+        return
+    lost = [i.nodeid for i in session.items if i.get_closest_marker("realtime") and "@realtime" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(f"pytest-xdist did not group the realtime tests (e.g. {lost[0]}); see pyproject.toml")

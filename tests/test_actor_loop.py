@@ -22,6 +22,8 @@ from shared.replay_buffer import ReplayBuffer
 from shared.transport import LearnerSockets, free_port
 from tests.helpers import tiny_config
 
+pytestmark = pytest.mark.realtime  # the control loop's clock and a socket server
+
 TAKEOVER = np.array([0.0, 0.0, -1.0, 0.0, 0.0, 0.0], np.float32)
 
 

@@ -14,6 +14,8 @@ from robot_env.sim_robot_server import SimRobotServer
 from robot_env.task_config import CameraConfig
 from shared.transport import free_port
 
+pytestmark = pytest.mark.realtime  # camera threads and frame ages
+
 
 def test_process_crops_then_resizes_with_an_area_filter():
     frame = np.zeros((4, 8, 3), np.uint8)

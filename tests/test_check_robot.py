@@ -11,6 +11,8 @@ from robot_env.sim_robot_server import SimRobotServer
 from shared.transport import free_port
 from tests.processes import ROOT
 
+pytestmark = pytest.mark.realtime  # the bring-up check against a simulated robot server
+
 
 def check(url, *args):
     r = subprocess.run(

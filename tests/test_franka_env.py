@@ -16,6 +16,8 @@ from robot_env.task_config import in_box, load_task
 from shared.transport import free_port
 from tests.helpers import insert_peg
 
+pytestmark = pytest.mark.realtime  # FrankaEnv against a simulated robot server
+
 
 def fast_task(**real):
     task = load_task("peg_insertion")

@@ -25,6 +25,8 @@ from robot_env.task_config import TaskConfigError, load_task
 from shared.transport import free_port
 from tests.helpers import insert_peg
 
+pytestmark = pytest.mark.realtime  # the simulated Franka controller
+
 TASK = load_task("peg_insertion")
 DOWN = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # the tool's z points down the hole
 

@@ -12,6 +12,8 @@ from robot_env.robot_client import RobotClient, RobotServerError
 from robot_env.sim_robot_server import FLASK_500, SimRobotServer
 from shared.transport import free_port
 
+pytestmark = pytest.mark.realtime  # a simulated robot server
+
 
 @pytest.fixture(scope="module")
 def server():

@@ -44,7 +44,7 @@ from tests.processes import (
     wait_until,
 )
 
-pytestmark = pytest.mark.slow  # every test here runs the learner and actor as processes
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]  # every test here runs the learner and actor as processes
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ from tests.processes import (
     wait_until,
 )
 
+pytestmark = pytest.mark.realtime  # the learner and actor as processes, sockets with timeouts
+
 DIM, ACT = 5, 2
 SPEC = {"state": ((DIM,), "float32")}
 LIMITS = ValueLimits(reward=1.0, observation=1e4)  # what the learner derives for the default rewards
