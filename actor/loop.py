@@ -69,6 +69,8 @@ class _Episode:
     robot_errors: int = 0  # steps the env reported as failed (not sent to the learner)
     reflexes: int = 0
     overruns: float | None = None  # the env's own count of this episode's overrun periods, if it keeps time
+    last_action: np.ndarray | None = None
+    action_change: float = 0.0  # summed |a_t - a_(t-1)|: the learner's CHATTERING alarm (learner/health.py)
 
 
 class ControlLoop:
@@ -266,6 +268,9 @@ class ControlLoop:
             if "env_success" in info:
                 ep.env_success = bool(ep.env_success) or bool(info["env_success"])
             ep.interventions += int(intervened)
+            if ep.last_action is not None:
+                ep.action_change += float(np.linalg.norm(action - ep.last_action))
+            ep.last_action = np.asarray(action, np.float32)
             ep.versions.add(version)
             ep.warmup_steps += int(warm)
             ep.inference.append(t1 - t0)
@@ -333,6 +338,8 @@ class ControlLoop:
             "robot_errors": ep.robot_errors,
             "reflexes": ep.reflexes,
         }
+        if ep.length > 1:  # the mean change between consecutive actions (shared.diagnostics.chattering)
+            stats["chattering"] = ep.action_change / (ep.length - 1)
         if ep.inference:
             stats["inference_ms"] = 1e3 * float(np.mean(ep.inference))
             stats["env_step_ms"] = 1e3 * float(np.mean(ep.step))

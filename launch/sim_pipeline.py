@@ -175,6 +175,19 @@ def _interventions(actor_dir: Path, distance: float | None, ratio: float) -> dic
     }
 
 
+def _health(learner_dir: Path) -> dict[str, Any]:
+    """The learner's alarms and rollbacks (learner/snapshots.py's event log)."""
+    from learner.snapshots import read_events
+
+    events = read_events(learner_dir)
+    raised = [e for e in events if e["event"] == "alarm_raised"]
+    return {
+        "alarms_raised": len(raised),
+        "rollbacks": sum(e["event"] == "rollback" for e in events),
+        "events": [e for e in events if e["event"] in ("alarm_raised", "rollback")],
+    }
+
+
 def run_online(
     out: Path,
     pretrained: Path,
@@ -364,6 +377,13 @@ def main(argv: list[str] | None = None) -> None:
         help="share of each minibatch drawn from intervened transitions (HIL-SERL's demo buffer; 0: WSRL's "
         "default, they are ordinary online data)",
     )
+    p.add_argument(
+        "--learner-set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="a learner-only setting (OnlineConfig), e.g. health.rollback=true (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -420,7 +440,9 @@ def main(argv: list[str] | None = None) -> None:
                 if args.scripted_human
                 else []
             ),
-            learner_extra=["--set", f"intervention_ratio={args.intervention_ratio}"],
+            learner_extra=[
+                a for o in [f"intervention_ratio={args.intervention_ratio}", *args.learner_set] for a in ("--set", o)
+            ],
         )
     )
     interventions = _interventions(out / "actor", args.scripted_human, args.intervention_ratio)
@@ -456,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_time_s": round(time.time() - t0, 1),
         "stage_times_s": stages,
         "interventions": interventions,
+        "health": _health(out / "learner"),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(
@@ -471,6 +494,9 @@ def main(argv: list[str] | None = None) -> None:
             f"of {interventions['training_episodes']} episodes",
             flush=True,
         )
+    for ev in summary["health"]["events"]:
+        what = ev.get("alarm") or f"rollback to snapshot {ev.get('to')} ({ev.get('reason')})"
+        print(f"health: {ev['event']} {what} at env step {ev.get('env_steps')}: {ev.get('message', '')}", flush=True)
     print("stage times: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.0f} s" for k, v in stages.items()), flush=True)
 
 

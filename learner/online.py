@@ -30,10 +30,13 @@ import jax
 import numpy as np
 import zmq
 
+from learner.alarms import Alarm
 from learner.checkpoint import LearnerCheckpoints
 from learner.features import TrunkFeatures
+from learner.health import LearnerHealth
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
+from learner.snapshots import take_request, write_event
 from shared import defaults
 from shared.agents import Agent, make_update
 from shared.checkpoint import CheckpointError, handoff, load_checkpoint
@@ -135,6 +138,7 @@ class Learner:
                     )
                 else:
                     log.warning("--release-actor %r: that id is not bound to a key here", actor)
+            pretrained = started.get("pretrained") if started else None
             task = state.meta.task if state.meta.task is not None else task
             self.version = state.meta.weights_version
             run_id = state.meta.run
@@ -202,6 +206,11 @@ class Learner:
             self.out, tensorboard=tensorboard, wandb_project=wandb_project, wandb_config=json.loads(to_json(cfg))
         )
         self.grad_steps = int(agent.grad_steps)
+        resumed = resume and self.checkpoints.exist()
+        self.health = LearnerHealth(cfg, self.out, self.metrics, agent, wire, self.sample_keys, resumed, pretrained)
+        self._next_diag = self.grad_steps
+        self._prewarmed = False
+        self._rollback_armed = True
         self._published_at = 0.0
         self._frozen_digest: str | None = None  # of the frozen image trunks, once published
         self._last_ckpt = (ledger.transitions(), self.grad_steps)
@@ -213,6 +222,46 @@ class Learner:
         if not (cfg.cache_trunk_features and caches_features(cfg.agent.encoder)):
             return None
         return TrunkFeatures(cfg.agent.encoder, agent.critic.params["encoder"], wire)
+
+    # ----------------------------------------------------------------------------- health
+
+    def _alarms(self, changed: list[tuple[str, Alarm | None]]) -> None:
+        for alarm in self.health.record(changed, self.ingest.env_steps, self.grad_steps):
+            if self.cfg.health.rollback and self._rollback_armed:
+                self.rollback(self.health.rollback_target(alarm), reason=alarm.name)
+
+    def rollback(self, step: int | None, reason: str) -> int | None:
+        """Reload snapshot ``step`` (None: the best-scoring) with its optimiser state and publish
+        its policy; the buffer and the counters go on. Returns the snapshot's step, or None if
+        there is no such snapshot (an event, nothing changed)."""
+        target = self.health.rollback_target(None) if step is None else step
+        try:
+            agent = self.health.snapshots.load(target)
+        except (KeyError, CheckpointError) as e:
+            log.error("rollback (%s) to snapshot %s refused: %s", reason, target, e)
+            write_event(self.out, {"event": "rollback_refused", "to": target, "reason": reason, "error": str(e)})
+            return None
+        # the learner's counters go on: owed updates and checkpoint ids never go back
+        self.agent = agent.replace(grad_steps=self.agent.grad_steps, env_steps=self.agent.env_steps)
+        self._rollback_armed = False  # again only after a full success window of the restored policy
+        self.publish()
+        self.health.rolled_back(
+            {
+                "to": target,
+                "reason": reason,
+                "env_steps": self.ingest.env_steps,
+                "grad_steps": self.grad_steps,
+                "weights_version": self.version,
+                "snapshot": self.health.snapshots.index.get(target),
+            }
+        )
+        log.warning("ROLLBACK (%s) to snapshot %d: published as weights v%d", reason, target, self.version)
+        return target
+
+    def _on_episode(self, stats: dict[str, Any]) -> None:
+        self._alarms(self.health.monitor.on_episode(stats))
+        if not self._rollback_armed and len(self.health.monitor.live) >= self.cfg.health.success_window:
+            self._rollback_armed = True
 
     # --------------------------------------------------------------------------- counters
 
@@ -284,6 +333,8 @@ class Learner:
         # everything after it and resend it). The first checkpoint makes nothing durable yet.
         self.ingest.set_committed(committed if final else durable)
         self._last_ckpt = (committed.transitions(), self.grad_steps)
+        if self.grad_steps > 0:  # a snapshot to roll back to, scored by the episodes before it
+            self.health.snapshot(self.agent, self.grad_steps, self.ingest.env_steps, self.version)
         log.info(
             "checkpoint %d: %d env steps, %d critic steps, weights v%d",
             step,
@@ -308,6 +359,7 @@ class Learner:
                 "done": done,
                 "ingest": dict(self.ingest.counters),  # rejected, lost_chunks, refused: what did not get in
                 "replay_damaged_transitions": self.buffer.damaged_transitions,  # lost on resume
+                **self.health.status(),
                 "time": time.time(),
                 **rates,
             },
@@ -317,6 +369,8 @@ class Learner:
         while not self.ingest.stats.empty():
             _actor, _, stats = self.ingest.stats.get()
             self.metrics.log(int(stats.get("global_env_steps", self.ingest.env_steps)), stats, prefix="actor/")
+            if "episode" in stats:
+                self._on_episode(stats)
 
     def _compile(self, update: Any) -> None:
         """A learner resumed past its warmup compiles its update before it takes data: otherwise
@@ -375,12 +429,24 @@ class Learner:
                         intervened_fraction=cfg.intervention_ratio,
                         keys=self.sample_keys,
                     )
+                    lo, hi = cfg.sabotage_flip_rewards
+                    if lo <= self.grad_steps < hi:  # test-only: success <-> failure
+                        batch["rewards"] = cfg.reward.apply(1.0) + cfg.reward.apply(0.0) - batch["rewards"]
+                    if cfg.health.every and self.grad_steps >= self._next_diag:
+                        # the first one, before any update: the hand-off's values
+                        self._alarms(self.health.diagnose(self.agent, self.buffer, self.ingest.env_steps))
+                        self._next_diag = self.grad_steps + cfg.health.every
                     self.agent, info = update(self.agent, batch)
                     self.grad_steps += utd
                     calls = self.grad_steps // utd
                     if calls % cfg.publish_every == 0:
                         self.publish()
                 else:
+                    if not self._prewarmed and cfg.health.every and len(self.buffer) >= cfg.health.probe_size:
+                        self._prewarmed = (
+                            True  # while the warmup leaves the learner idle: compiled, the hand-off's values
+                        )
+                        self._alarms(self.health.diagnose(self.agent, self.buffer, self.ingest.env_steps))
                     self.ingest.wait_for_data(0.05)
                 if self.version and now - self._published_at > REPUBLISH_EVERY_S:
                     self.publish(republish=True)
@@ -394,6 +460,7 @@ class Learner:
                     }
                     self._rates = rates
                     scalars = to_scalars(info) if info else {}
+                    self._alarms(self.health.monitor.on_update(scalars))
                     scalars.update(
                         rates,
                         grad_steps=self.grad_steps,
@@ -404,6 +471,9 @@ class Learner:
                     self.metrics.log(self.ingest.env_steps, scalars, prefix="learner/")
                     t_log, env_log, grad_log = now, self.ingest.env_steps, self.grad_steps
                 if now - t_status > 0.5:
+                    request = take_request(self.out)  # launch/rollback.sh
+                    if request is not None:
+                        self.rollback(request.get("to"), reason="requested")
                     self._status("warmup" if env_steps < cfg.warmup_steps else "online", rates)
                     t_status = now
                 last_env, last_grad = self._last_ckpt
@@ -422,6 +492,7 @@ class Learner:
                 self._drain_stats()
                 self._status("done", rates, done=True)
                 self.checkpoints.close()
+                self.health.close()
                 self.metrics.close()
         summary = {
             "env_steps": self.ingest.env_steps,

@@ -19,12 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from learner.features import TrunkFeatures, add_features
+from learner.health import OFFLINE_PROBE_FILE, save_batch
 from shared import defaults
 from shared.agents import Agent, create_agent, make_update, policy_fn
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import (
     PRESETS,
     Algo,
+    HealthConfig,
     PretrainConfig,
     RewardConfig,
     add_override_argument,
@@ -100,6 +102,12 @@ def pretrain(
             log.info("trunk features of %d frames computed in %.1f s", buffer.slots_written, time.time() - t)
         keys = cache.sample_keys(buffer.obs_spec)
 
+    # The online learner's offline probe (learner/health.py): dataset rows as the updates read them.
+    probe_file = ckpt_dir / OFFLINE_PROBE_FILE
+    if not probe_file.exists():
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        size = min(HealthConfig().probe_size, len(buffer))
+        save_batch(probe_file, buffer.sample(size, np.random.default_rng(cfg.seed + 1), keys=keys))
     update = make_update(cfg.agent)
     rng = np.random.default_rng(cfg.seed + int(agent.grad_steps))
     ckpt = Checkpointer(ckpt_dir, keep=cfg.keep_checkpoints)

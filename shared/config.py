@@ -215,6 +215,46 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """The learner's health monitor (learner/health.py): the paper's diagnostics on two fixed
+    probes, and named alarms. Defaults and the runs they come from: docs/runtime.md, "For the
+    operator"."""
+
+    # Critic steps between diagnoses (0: no diagnostics, no Q or TD alarms). One diagnosis of two
+    # 256-row probes costs about one update.
+    every: int = 1_000
+    probe_size: int = 256  # rows of each probe: offline (saved with the pre-trained checkpoint), first online
+    # Q_COLLAPSE: the offline probe's Q below its value at the hand-off by more than this share of
+    # the value range (reward scale / (1 - gamma)), on ``patience`` diagnoses in a row.
+    q_drop: float = 0.25
+    # TD_BLOWUP: a probe's TD error above this multiple of its value at the hand-off (and above
+    # td_floor), on ``patience`` diagnoses in a row.
+    td_factor: float = 5.0
+    td_floor: float = 1.0
+    patience: int = 2
+    # SUCCESS_DROP: the actors' success rate over the last ``success_window`` episodes below the
+    # best earlier window's by more than ``success_drop`` (windows after the warmup only).
+    success_window: int = 20
+    success_drop: float = 0.3
+    # CHATTERING: the mean change between consecutive actions over the window above this multiple
+    # of the warmup's (the pre-trained policy's), and above chattering_floor.
+    chattering_factor: float = 2.0
+    chattering_floor: float = 0.5
+    # On an alarm, reload the agent (with its optimiser state) of the best earlier snapshot and
+    # publish it; the online data gathered since stays in the buffer.
+    rollback: bool = False
+    # Agent snapshots kept for rollback (one per learner checkpoint): the newest this many, and the
+    # one with the best success window.
+    keep_snapshots: int = 3
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or min(self.probe_size, self.patience, self.success_window, self.keep_snapshots) < 1:
+            raise ValueError("health: every >= 0; probe_size, patience, success_window, keep_snapshots >= 1")
+        if not 0.0 < self.success_drop <= 1.0 or self.q_drop <= 0 or self.td_factor <= 1 or self.chattering_factor <= 1:
+            raise ValueError("health: success_drop in (0, 1], q_drop > 0, td_factor and chattering_factor > 1")
+
+
+@dataclass(frozen=True)
 class OnlineConfig:
     """WSRL online fine-tuning: warmup with the frozen policy, then high-UTD SAC."""
 
@@ -247,6 +287,10 @@ class OnlineConfig:
     # reward RewardConfig can produce) and |float observation| at most max_abs_observation.
     max_abs_reward: float | None = None
     max_abs_observation: float = 1e4
+    health: HealthConfig = field(default_factory=HealthConfig)
+    # Test-only: flip the reward of every sampled row (success <-> failure) for the critic steps in
+    # [start, stop), to show that the health monitor catches a learner gone wrong.
+    sabotage_flip_rewards: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         if min(self.publish_every, self.checkpoint_every, self.keep_checkpoints, self.log_every) < 1:

@@ -18,6 +18,9 @@ pessimistic Q sits below what its policy actually earns, an over-optimistic one 
 falling (on the offline probe, to -1/(1 - gamma) for a policy that never succeeds) is not it.
 On evaluation rollouts the actions are the policy's means, so the return is that of the
 deterministic policy, which Q (of the sampled policy) slightly under-values.
+On a probe whose rows carry Monte-Carlo returns (``mc_returns``, finite where the episode
+finished) ``q_minus_return`` is the same difference; on offline data the return is that of the
+policy that collected it, so a good fine-tuned policy sits above it.
 
 Each measurement is one compiled call (``diagnose`` is one for every probe): run eagerly, each
 network call was traced op by op again, about 50 ms per forward pass with tiny networks, and the
@@ -50,7 +53,13 @@ def _q(agent: Agent, obs: Any, actions: jax.Array) -> jax.Array:
 def _probe_values(agent: Agent, probe: Batch, key: jax.Array) -> dict[str, jax.Array]:
     q = _q(agent, probe["observations"], probe["actions"])
     target, _ = compute_target(agent, probe, key)
-    return {"q": q.mean(), "td_error": jnp.abs(q - target).mean()}
+    out = {"q": q.mean(), "td_error": jnp.abs(q - target).mean()}
+    if "mc_returns" in probe:  # rows of finished episodes: Q minus the return that followed (NaN: none)
+        mc = probe["mc_returns"]
+        known = jnp.isfinite(mc)
+        bias = jnp.where(known, q - jnp.where(known, mc, 0.0), 0.0).sum() / jnp.maximum(known.sum(), 1)
+        out["q_minus_return"] = jnp.where(known.any(), bias, jnp.nan)
+    return out
 
 
 def _policy_kl(pre: Agent, agent: Agent, obs: Any, key: jax.Array, samples: int = 8) -> jax.Array:
@@ -76,7 +85,8 @@ def _q_softmax_kl(pre: Agent, agent: Agent, obs: Any, key: jax.Array, samples: i
 
 
 def probe_values(agent: Agent, probe: Batch, key: jax.Array) -> dict[str, float]:
-    """Mean Q and mean absolute TD error of ``agent`` on a probe batch."""
+    """Mean Q and mean absolute TD error of ``agent`` on a probe batch (and ``q_minus_return``
+    where it carries Monte-Carlo returns)."""
     return {k: float(v) for k, v in _jit_probe_values(agent, probe, key).items()}
 
 

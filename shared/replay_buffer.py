@@ -351,19 +351,34 @@ class ReplayBuffer:
                 pool = np.flatnonzero(self.valid[:filled] & self.interventions[:filled])
                 if pool.size:
                     idx.reshape(rows, batch_size)[:, :k] = pool[rng.integers(0, pool.size, (rows, k))]
-            obs_idx = self.obs_slot[idx]
-            read = self.obs_spec if keys is None else keys
-            batch = {
-                "observations": {k: self.frame(k, obs_idx) for k in read},
-                "next_observations": {k: self.frame(k, idx) for k in read},
-                "actions": self.actions[idx],
-                "rewards": self.rewards[idx],
-                "masks": self.masks[idx],
-                "dones": self.dones[idx].astype(np.float32),
-                "mc_returns": self.mc_returns[idx],
-            }
+            batch = self._rows(idx, keys)
         shape = tuple(leading) + (batch_size,)
         return _reshape(batch, shape)
+
+    def first(self, n: int, keys: Collection[str] | None = None) -> dict[str, Any] | None:
+        """The first ``n`` transitions still stored, in arrival order (None while fewer are in):
+        the learner's online probe."""
+        with self._lock:
+            filled = min(self._written, self.capacity)
+            idx = np.flatnonzero(self.valid[:filled])
+            if idx.size < n:
+                return None
+            if self._written > self.capacity:  # the ring wrapped: arrival order starts at the write head
+                idx = np.roll(idx, -int(np.searchsorted(idx, self._written % self.capacity)))
+            return self._rows(idx[:n], keys)
+
+    def _rows(self, idx: np.ndarray, keys: Collection[str] | None) -> dict[str, Any]:
+        obs_idx = self.obs_slot[idx]
+        read = self.obs_spec if keys is None else keys
+        return {
+            "observations": {k: self.frame(k, obs_idx) for k in read},
+            "next_observations": {k: self.frame(k, idx) for k in read},
+            "actions": self.actions[idx],
+            "rewards": self.rewards[idx],
+            "masks": self.masks[idx],
+            "dones": self.dones[idx].astype(np.float32),
+            "mc_returns": self.mc_returns[idx],
+        }
 
     def _sample_indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
         filled = min(self._written, self.capacity)

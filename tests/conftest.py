@@ -36,15 +36,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Work units for pytest-xdist (``--dist loadgroup``, launch/test.sh): the tests that keep real
     time share one worker, one after another, so two of them never compete for the cores; the tests
     of a module-scoped fixture share a worker so the fixture is built once."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    units: dict[str, str] = {}
     for item in items:
+        units[item.nodeid] = item.nodeid
         if item.get_closest_marker("realtime"):
             item.add_marker(pytest.mark.xdist_group("realtime"))
+            units[item.nodeid] = "realtime"
             continue
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else ()
         # only our own fixtures (a baseid); pytest's tmp_path_factory is session-scoped too
         if any(d[-1].scope == "module" and d[-1].baseid for d in defs if d):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            units[item.nodeid] = item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(units[item.nodeid]))
+    # The longest first, the short ones filling in at the end (xdist hands out work units in
+    # this order after the largest groups): a unit with a slow test goes before the rest.
+    slow = {units[i.nodeid] for i in items if i.get_closest_marker("slow")}
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts the same way
+        items.sort(key=lambda i: units[i.nodeid] not in slow)
 
 
 @pytest.hookimpl(trylast=True)  # after xdist's hook has (or has not) written the groups

@@ -113,6 +113,69 @@ def test_warmup_then_online_every_transition_exactly_once(pretrained, tmp_path):
     assert any("learner/critic_loss" in r for r in rows)
 
 
+def test_the_learner_diagnoses_keeps_snapshots_and_rolls_back_when_asked(pretrained, tmp_path):
+    """The health monitor in the running learner (learner/health.py): the paper's diagnostics on
+    the offline probe saved with the pre-trained checkpoint and on the first online transitions,
+    agent snapshots at its checkpoints, and a rollback asked for by launch/rollback.sh."""
+    import shutil
+
+    from learner.health import OFFLINE_PROBE_FILE, save_batch
+    from learner.snapshots import read_events
+
+    pre = tmp_path / "pretrained"
+    shutil.copytree(pretrained, pre)
+    rng = np.random.default_rng(0)
+    n = 32
+    save_batch(
+        pre / OFFLINE_PROBE_FILE,
+        {
+            "observations": {"state": rng.normal(size=(n, STATE_DIM)).astype(np.float32)},
+            "next_observations": {"state": rng.normal(size=(n, STATE_DIM)).astype(np.float32)},
+            "actions": rng.uniform(-1, 1, (n, ACTION_DIM)).astype(np.float32),
+            "rewards": np.full(n, -1.0, np.float32),
+            "masks": np.ones(n, np.float32),
+            "dones": np.zeros(n, np.float32),
+            "mc_returns": np.full(n, -50.0, np.float32),
+        },
+    )
+    pts = ports()
+    run, act = tmp_path / "learner", tmp_path / "actor"
+    health = ["health.every=100", f"health.probe_size={n}", "health.keep_snapshots=2"]
+    extra = [a for o in health for a in ("--set", o)]
+    learner = Proc(learner_cmd(pre, run, pts, warmup=100, max_env_steps=600, extra=extra), tmp_path / "learner.log")
+    actor = Proc(actor_cmd(pre, act, pts, max_steps=600, extra=["--max-learner-lag", "4"]), tmp_path / "actor.log")
+    rollback = [sys.executable, "-m", "learner.rollback", "--run", str(run)]
+    try:
+        wait_until(lambda: [s for s in status(run).get("snapshots", {}) if s != "0"], what="a snapshot after warmup")
+        step = 0  # the hand-off agent: always kept (later ones rotate)
+        r = subprocess.run([*rollback, "--to", str(step)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        event = json.loads(r.stdout.strip().splitlines()[-1])
+        assert event["event"] == "rollback" and event["to"] == step and event["reason"] == "requested"
+        missing = subprocess.run([*rollback, "--to", "999999"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert missing.returncode != 0 and "no snapshot 999999" in missing.stderr
+        assert learner.wait() == 0, learner.log()[-3000:]
+        assert actor.wait() == 0, actor.log()[-3000:]
+    finally:
+        learner.kill()
+        actor.kill()
+    assert "ROLLBACK (requested) to snapshot" in learner.log()
+    rollbacks = [e for e in read_events(run) if e["event"] == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0]["snapshot"]["env_steps"] == 0 < rollbacks[0]["env_steps"]
+    # the rollback was published as a new weights version, which the actor went on to use
+    assert actor.summary()["weights_version"] >= rollbacks[0]["weights_version"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    diag = [r for r in rows if "diag/offline_probe/q" in r]
+    assert len(diag) >= 3 and any("diag/online_probe/q" in r for r in rows)
+    # the synthetic probe's rows all carry a return of -50: Q minus it is known and finite
+    assert all(np.isfinite(r["diag/offline_probe/q_minus_return"]) for r in diag)
+    assert (run / "probes.npz").exists()
+    final = status(run)
+    assert final["last_rollback"]["to"] == step and "0" in final["snapshots"]
+    listing = subprocess.run([*rollback, "--list"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0 and len(listing.stdout.strip().splitlines()) == 1 + len(final["snapshots"])
+
+
 def _leaves(tree):
     import jax
 

@@ -305,6 +305,13 @@ def test_diagnostics_against_hand_computed_values(pretrained):
     assert got["return"] == pytest.approx(np.mean(returns), rel=1e-6)
     with pytest.raises(ValueError, match="does not end"):
         episode_returns(np.zeros(2), np.array([True, False]), 0.99, -1.0)
+    # on a probe with Monte-Carlo returns, only the rows whose episode finished (finite) count
+    mc = np.array([-1.98, -1.0, np.nan, -50.0, np.nan, np.nan, 0.0, np.nan], np.float32)
+    q8 = np.asarray(q).mean(axis=0)
+    known = np.isfinite(mc)
+    by_hand = float(np.mean(q8[known] - mc[known]))
+    assert probe_values(agent, {**probe, "mc_returns": mc}, key)["q_minus_return"] == pytest.approx(by_hand, rel=1e-5)
+    assert np.isnan(probe_values(agent, {**probe, "mc_returns": np.full(8, np.nan, np.float32)}, key)["q_minus_return"])
     # |(3,4) - (0,0)| = 5, then 0; the step across the episode boundary does not count
     assert chattering(
         [np.zeros(2), np.array([3.0, 4.0]), np.array([3.0, 4.0]), np.zeros(2)], [False, False, True, False]
