@@ -81,6 +81,10 @@ def probe_keys(probe: Batch) -> set[str]:
 # ------------------------------------------------------------------------------- the learner's
 
 
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None  # JSON has no NaN
+
+
 class LearnerHealth:
     """Probes, the reference (hand-off) agent, the monitor and the snapshots of one learner run."""
 
@@ -174,8 +178,8 @@ class LearnerHealth:
                     "event": f"alarm_{kind}",
                     "alarm": alarm.name,
                     "message": alarm.message,
-                    "value": alarm.value,
-                    "threshold": alarm.threshold,
+                    "value": _finite_or_none(alarm.value),
+                    "threshold": _finite_or_none(alarm.threshold),
                     "since_env_steps": alarm.since_env_steps,
                     "env_steps": env_steps,
                     "grad_steps": grad_steps,
@@ -218,3 +222,21 @@ class LearnerHealth:
 
     def close(self) -> None:
         self.snapshots.close()
+
+
+# ------------------------------------------------------------------------- test-only sabotage
+
+
+def params_copy(agent: Agent) -> tuple[Any, Any]:
+    """The actor's and critics' parameters, copied (the update donates the agent's buffers)."""
+    return jax.tree.map(lambda x: x.copy(), (agent.actor.params, agent.critic.params))
+
+
+def spiked(before: tuple[Any, Any], agent: Agent, factor: float) -> Agent:
+    """``agent`` with the update's parameter change since ``before`` multiplied by ``factor``: a
+    learning rate spiked for one update (``SabotageConfig.kind = "lr_spike"``)."""
+    actor, critic = (
+        jax.tree.map(lambda b, a: b + factor * (a - b), old, new)
+        for old, new in zip(before, (agent.actor.params, agent.critic.params), strict=True)
+    )
+    return agent.replace(actor=agent.actor.replace(params=actor), critic=agent.critic.replace(params=critic))

@@ -33,7 +33,7 @@ import zmq
 from learner.alarms import Alarm
 from learner.checkpoint import LearnerCheckpoints
 from learner.features import TrunkFeatures
-from learner.health import LearnerHealth
+from learner.health import LearnerHealth, params_copy, spiked
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
 from learner.snapshots import take_request, write_event
@@ -429,14 +429,18 @@ class Learner:
                         intervened_fraction=cfg.intervention_ratio,
                         keys=self.sample_keys,
                     )
-                    lo, hi = cfg.sabotage_flip_rewards
-                    if lo <= self.grad_steps < hi:  # test-only: success <-> failure
+                    sab = cfg.sabotage
+                    sabotaged = sab.kind != "none" and sab.start <= self.grad_steps < sab.stop  # test-only
+                    if sabotaged and sab.kind == "flip_rewards":
                         batch["rewards"] = cfg.reward.apply(1.0) + cfg.reward.apply(0.0) - batch["rewards"]
+                    before = params_copy(self.agent) if sabotaged and sab.kind == "lr_spike" else None
                     if cfg.health.every and self.grad_steps >= self._next_diag:
                         # the first one, before any update: the hand-off's values
                         self._alarms(self.health.diagnose(self.agent, self.buffer, self.ingest.env_steps))
                         self._next_diag = self.grad_steps + cfg.health.every
                     self.agent, info = update(self.agent, batch)
+                    if before is not None:
+                        self.agent = spiked(before, self.agent, sab.lr_factor)
                     self.grad_steps += utd
                     calls = self.grad_steps // utd
                     if calls % cfg.publish_every == 0:

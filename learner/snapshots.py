@@ -33,7 +33,8 @@ SNAPSHOTS_DIR = "snapshots"
 class Snapshots:
     """Agents to roll back to, in ``<out>/snapshots/<critic step>`` (agent with its optimiser
     state, the online config, meta), and an index of their scores. Step 0 is the hand-off agent,
-    always kept; of the rest the newest ``keep`` and the best-scoring one are kept."""
+    always kept; of the rest the newest ``keep``, the best-scoring one, and the best-scoring of
+    those older than the newest ``keep``."""
 
     def __init__(self, out_dir: str | Path, keep: int) -> None:
         self.dir = Path(out_dir) / SNAPSHOTS_DIR
@@ -67,6 +68,11 @@ class Snapshots:
         keep = set(rest[-self.keep :])
         if (b := self.best()) is not None:
             keep.add(b)
+        # and the best of the older ones: an alarm's evidence can reach back past the newest (a
+        # rollback goes to before it), where the best overall is usually one of the newest too
+        older = [(self.index[s]["score"], s) for s in rest[: -self.keep] if self.index[s].get("score") is not None]
+        if older:
+            keep.add(max(older)[1])
         for s in rest:
             if s not in keep:
                 self.ckpt.manager.delete(s)

@@ -137,13 +137,17 @@ def test_snapshots_keep_the_hand_off_the_newest_and_the_best(tmp_path):
     # saved at env steps 0, 50, 75, 100: by 40 only the hand-off (no score), by 80 200 and 300
     assert snaps.best(before_env_steps=40) is None
     assert snaps.best(before_env_steps=80) == 200
+    # a better newer one: the best overall is 500 now, and 200 stays as the best of the older ones
+    snaps.save(agent, obs, cfg, 500, {"env_steps": 125, "weights_version": 500, "score": 1.0})
+    assert sorted(snaps.index) == [0, 200, 400, 500] and snaps.best() == 500
+    assert snaps.best(before_env_steps=110) == 200  # before the newest: still a target
     restored = snaps.load(200)
     assert int(restored.grad_steps) == int(agent.grad_steps)
     with pytest.raises(KeyError, match="no snapshot 100"):
         snaps.load(100)
     snaps.close()
     again = Snapshots(tmp_path, keep=2)  # the index is read back
-    assert sorted(again.index) == [0, 200, 300, 400] and again.best() == 200
+    assert sorted(again.index) == [0, 200, 400, 500] and again.best() == 500
     again.close()
 
 
@@ -171,3 +175,28 @@ def test_the_online_probe_is_the_first_transitions_still_stored_in_arrival_order
     got = buf.first(3)
     assert got["observations"]["state"][:, 0].tolist() == [1.0, 10.0, 11.0]
     assert got["next_observations"]["state"][:, 0].tolist() == [2.0, 11.0, 12.0]
+
+
+def test_the_lr_spike_sabotage_multiplies_each_updates_parameter_change():
+    import jax
+
+    from learner.health import params_copy, spiked
+    from shared.agents import create_agent, make_update
+    from tests.helpers import random_batch, state_obs, tiny_config
+
+    cfg = tiny_config()
+    obs = state_obs()
+    agent = create_agent(cfg, obs, 2, seed=0)
+    before = params_copy(agent)
+    after, _ = make_update(cfg, donate=False)(agent, random_batch(obs, 2, (cfg.utd, cfg.batch_size)))
+    out = spiked(before, after, 30.0)
+    for b, a, o in zip(
+        jax.tree.leaves(before),
+        jax.tree.leaves((after.actor.params, after.critic.params)),
+        jax.tree.leaves((out.actor.params, out.critic.params)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(
+            np.asarray(o), np.asarray(b) + 30.0 * (np.asarray(a) - np.asarray(b)), rtol=1e-5, atol=1e-6
+        )
+    assert out.critic.opt_state is after.critic.opt_state  # only the parameters move
