@@ -2,10 +2,11 @@
 a rollback bring the success back, and does it stay quiet when nothing is wrong?
 
 Runs ``launch/run_sim.sh`` (state, the cached pre-trained checkpoint, K = 5,000, 8,000 online
-steps, a learner checkpoint and snapshot every 1,000 critic steps) in three kinds:
+steps, a learner checkpoint and snapshot every 1,000 critic steps) in four kinds:
 - ``spike_rollback``: the test-only sabotage ``lr_spike`` (each update's parameter change x30 for
   critic steps 8,000-10,000, about env steps 7,000-7,500) with ``health.rollback=true``;
-- ``spike_norollback``: the same sabotage, the alarms only;
+- ``strong_rollback``: x100 for critic steps 8,000-12,000 (about env steps 7,000-8,000), rollback on;
+- ``strong_norollback``: the same, the alarms only;
 - ``clean``: no sabotage (false alarms), one run per seed.
 Then prints, per run, the training episodes' success over windows of 20 (before the sabotage, its
 lowest after, the last), each alarm and rollback with its env step, and the updates from the
@@ -22,7 +23,8 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SPIKE = ["sabotage.kind=lr_spike", "sabotage.start=8000", "sabotage.stop=10000"]
+SPIKE = ["sabotage.kind=lr_spike", "sabotage.start=8000", "sabotage.stop=10000"]  # x30 (the default factor)
+STRONG = ["sabotage.kind=lr_spike", "sabotage.start=8000", "sabotage.stop=12000", "sabotage.lr_factor=100"]
 COMMON = ["--online-steps", "8000", "--no-progress", "--learner-set", "checkpoint_every=1000"]
 
 
@@ -32,7 +34,8 @@ def runs(seeds: list[int]) -> dict[str, list[str]]:
 
     out = {
         "spike_rollback_s0": ["--seed", "0", *sets(*SPIKE, "health.rollback=true")],
-        "spike_norollback_s0": ["--seed", "0", *sets(*SPIKE)],
+        "strong_rollback_s0": ["--seed", "0", *sets(*STRONG, "health.rollback=true")],
+        "strong_norollback_s0": ["--seed", "0", *sets(*STRONG)],
     }
     out.update({f"clean_s{s}": ["--seed", str(s)] for s in seeds})
     return out
@@ -73,7 +76,7 @@ def report(out: Path) -> None:
             + ("; ".join(said) or "none")
         )
         first = next((e for e in events if e["event"] == "alarm_raised"), None)
-        if first is not None and run.name.startswith("spike"):
+        if first is not None and run.name.startswith(("spike", "strong")):
             print(f"{'':24} first alarm {(first['grad_steps'] - 8000) // 4} updates after the sabotage began")
 
 
