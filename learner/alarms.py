@@ -6,7 +6,7 @@ named alarms, each raised once when its condition starts and cleared when it end
   downward spiral), on ``patience`` diagnoses in a row;
 - ``TD_BLOWUP``: a probe's TD error many times its hand-off value;
 - ``SUCCESS_DROP``: the actors' last window of episodes succeeded much less often than the window
-  before it, by a two-proportion z-test;
+  before it, by a two-proportion z-test; cleared once a window is back near the rate it fell from;
 - ``NON_FINITE``: a loss or a diagnosis is NaN or infinite;
 - ``CHATTERING``: actions jump between steps far more than in the warmup (the pre-trained policy).
 """
@@ -60,6 +60,7 @@ class HealthMonitor:
     # (success, chattering, env steps) of the live policy's episodes
     live: deque[tuple[float, float | None, int]] = field(default_factory=deque)
     warmup_chatter: list[float] = field(default_factory=list)
+    success_ref: float | None = None  # the success rate a raised SUCCESS_DROP fell from
 
     @classmethod
     def for_config(cls, cfg: OnlineConfig) -> HealthMonitor:
@@ -144,7 +145,14 @@ class HealthMonitor:
             z = success_drop_z(before, now, w)
             drop = (before - now) / w
             msg = f"success {now}/{w} in the last {w} episodes against {before}/{w} before (z {z:.1f})"
-            on = drop >= self.cfg.success_drop and z >= SUCCESS_Z
+            if "SUCCESS_DROP" in self.active and self.success_ref is not None:
+                # raised: it stays until the last window is back near the rate it fell from
+                # (against the window before, a policy that stays broken would look steady)
+                on = now / w < self.success_ref - self.cfg.success_drop
+            else:
+                on = drop >= self.cfg.success_drop and z >= SUCCESS_Z
+                if on:
+                    self.success_ref = before / w
             since = episodes[w - 1][2]  # the end of the window before: the last good evidence
             alarm = Alarm("SUCCESS_DROP", msg, now / w, (before / w) - self.cfg.success_drop, since)
             self._set("SUCCESS_DROP", on, alarm, out)
@@ -164,6 +172,7 @@ class HealthMonitor:
         self.streaks.clear()
         self.streak_from.clear()
         self.active.clear()
+        self.success_ref = None
 
     def window_success(self) -> float | None:
         w = self.cfg.success_window

@@ -99,6 +99,11 @@ def test_success_drop_compares_the_last_window_with_the_one_before():
     assert out[0][1].value == pytest.approx(0.3) and "6/20" in out[0][1].message
     assert out[0][1].since_env_steps == 200  # the good window ended with the 20th episode
     assert m.window_success() == pytest.approx(0.3)
+    # a policy that stays broken keeps it raised (against the window before it looks steady) ...
+    assert live(m, [1] * 4 + [0] * 16) == [] and "SUCCESS_DROP" in m.active
+    # ... until a window is back within 0.3 of the 18/20 it fell from (0.6): at most 11/20 here
+    assert live(m, [1] * 11 + [0] * 9) == [] and "SUCCESS_DROP" in m.active
+    assert cleared(live(m, [1] * 14 + [0] * 6)) == ["SUCCESS_DROP"]  # 14/20 on the way
 
 
 def test_chattering_against_the_warmups_own():
