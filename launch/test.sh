@@ -11,9 +11,11 @@ echo "test: ruff check, ruff format --check, mypy" >&2
 .venv/bin/ruff check --quiet --output-format concise .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy
-# pytest on every core (pytest-xdist; WSRL_TEST_WORKERS=0 runs in one process): tests that keep
-# real time share one worker, the rest are spread one test at a time (tests/conftest.py).
-WORKERS="${WSRL_TEST_WORKERS:-$(nproc)}"
+# WSRL_TEST_WORKERS=2 (or more) runs pytest on that many cores (pytest-xdist): tests that keep real
+# time share one worker, the slow ones go first (tests/conftest.py). One process by default: on
+# two workers the reflex test of tests/test_robot_controller.py failed in 3 of 3 runs here (a
+# starved simulated arm), so CI keeps the one-process run until that is fixed (docs/benchmarks.md).
+WORKERS="${WSRL_TEST_WORKERS:-1}"
 XDIST=()
 if [[ "$WORKERS" =~ ^[0-9]+$ ]] && (( WORKERS > 1 )); then XDIST=(-n "$WORKERS" --dist loadgroup); fi
 exec .venv/bin/python -m pytest "${XDIST[@]}" "$@"
