@@ -447,9 +447,8 @@ class Learner:
                         self.publish()
                 else:
                     if not self._prewarmed and cfg.health.every and len(self.buffer) >= cfg.health.probe_size:
-                        self._prewarmed = (
-                            True  # while the warmup leaves the learner idle: compiled, the hand-off's values
-                        )
+                        # while the warmup leaves the learner idle: compiled, and the hand-off's values
+                        self._prewarmed = True
                         self._alarms(self.health.diagnose(self.agent, self.buffer, self.ingest.env_steps))
                     self.ingest.wait_for_data(0.05)
                 if self.version and now - self._published_at > REPUBLISH_EVERY_S:
