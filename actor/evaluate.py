@@ -33,6 +33,7 @@ from robot_env.contract import RobotEnvError, task_env
 from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import Policy, reset_policy
 from shared import defaults
+from shared.live_view import LiveView, add_view_argument, open_view
 
 log = logging.getLogger("wsrl.evaluate")
 JUDGES = ("ground_truth", "classifier", "keyboard")
@@ -96,10 +97,12 @@ def evaluate_poses(
     judge: str = "ground_truth",
     keyboard: KeyboardJudge | None = None,
     progress: Callable[[PoseResult], None] | None = None,
+    view: LiveView | None = None,
 ) -> list[PoseResult]:
     """Run each pose once and judge it: ``ground_truth`` (the env's own check), ``classifier``
     (an env wrapped in ``ClassifierReward``) or ``keyboard`` (``keyboard`` asks a person).
-    Every verdict available is recorded whichever judges."""
+    Every verdict available is recorded whichever judges. ``view``: the live view, which shows
+    each step's frames and action and each pose's verdict."""
     if judge not in JUDGES:
         raise ValueError(f"judge must be one of {JUDGES}, got {judge!r}")
     if (judge == "keyboard") != (keyboard is not None):
@@ -109,6 +112,7 @@ def evaluate_poses(
         raise ValueError("judge 'classifier' needs an env wrapped in ClassifierReward")
     dt = task_env(env).task.control_dt
     results = []
+    total = 0
     for i in poses:
         obs = _reset_until_it_works(env, i)
         reset_policy(policy)
@@ -116,8 +120,18 @@ def evaluate_poses(
             keyboard.events()  # keys pressed before the episode do not count
         steps, first_env, first_clf, intervened, ended = 0, None, None, False, False
         while not ended:
-            obs, _, terminated, truncated, info = env.step(np.asarray(policy(obs), np.float32))
+            action = np.asarray(policy(obs), np.float32)
+            if view is not None:
+                view.at("eval_step", total)
+                view.images("eval/camera", obs)
+            obs, _, terminated, truncated, info = env.step(action)
             steps += 1
+            total += 1
+            if view is not None:
+                shown = {"action": action, "intervening": float("intervene_action" in info), "pose": float(i)}
+                if "classifier_prob" in info:
+                    shown["classifier_prob"] = info["classifier_prob"]
+                view.scalars("eval", shown)
             intervened |= "intervene_action" in info
             env_ok = info["env_success"] if has_clf else info.get("success", False)
             if env_ok and first_env is None:
@@ -147,6 +161,9 @@ def evaluate_poses(
             judge,
         )
         results.append(res)
+        if view is not None:
+            view.scalars("eval/result", {"pose": float(i), "success": float(success), "steps": float(steps)})
+            view.event(f"pose {i}: {'success' if success else 'failure'}{' (intervened)' if intervened else ''}")
         if progress is not None:
             progress(res)
     return results
@@ -252,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     add_env_arguments(p)
     add_intervention_arguments(p)  # a person may still take over for safety: that episode fails
     p.add_argument("--poses", type=int, nargs="+", help="pose indices (default: all fixed poses)")
+    add_view_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
 
@@ -298,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     t0 = time.time()
+    view = open_view(args.view, out, "evaluate", f"wsrl-evaluate-{ckpt.parent.name}-{loaded.meta.grad_steps}")
     try:
         results = evaluate_poses(
             env,
@@ -312,8 +331,11 @@ def main(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
                 flush=True,
             ),
+            view=view,
         )
     finally:
+        if view is not None:
+            view.close()
         env.close()
         if keyboard is not None:
             keyboard.close()

@@ -33,6 +33,7 @@ from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError, keeps_time, sanitize_action
 from shared.agents import act_with_params
 from shared.dataset import step_transition
+from shared.live_view import LiveView, finite_items
 from shared.metrics import write_json_atomic
 from shared.rate import RateKeeper
 
@@ -50,6 +51,7 @@ class LoopConfig:
     seed: int = 0
     reset_backoff: tuple[float, float] = (0.1, 1.0)  # first and longest wait between reset tries, s
     help_after_s: float = 30.0  # without a working robot this long, the actor asks a person for help
+    view_image_every: int = 1  # with a live view: the camera frames of every n-th step (docs/benchmarks.md: cost)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class _Episode:
     overruns: float | None = None  # the env's own count of this episode's overrun periods, if it keeps time
     last_action: np.ndarray | None = None
     action_change: float = 0.0  # summed |a_t - a_(t-1)|: the learner's CHATTERING alarm (learner/health.py)
+    view: list = field(default_factory=list)  # s per step spent on the live view
 
 
 class ControlLoop:
@@ -85,16 +88,19 @@ class ControlLoop:
         on_episode: Callable[[int, dict[str, float]], None] | None = None,
         events: Callable[[], list[str]] | None = None,
         status_file: Path | None = None,
+        view: LiveView | None = None,
     ) -> None:
         """``events()`` (e.g. ``actor.keyboard.Keyboard.events``) is polled once per step:
         ``end_episode`` ends the current episode after this step (truncated), ``pause`` stops
         stepping until the next ``pause`` (the arm holds its last commanded pose).
-        ``status_file``: where the actor says whether it runs or needs a person (JSON)."""
+        ``status_file``: where the actor says whether it runs or needs a person (JSON).
+        ``view``: the operator's live view (``shared.live_view``), or None."""
         self.env, self.module, self.frozen = env, module, frozen_params
         self.events = events
         self.paused = False
         self.sender, self.receiver, self.cfg = sender, receiver, cfg
         self.on_episode = on_episode
+        self.view = view
         self.stop_event = threading.Event()
         # An env that waits for its own control period (the real robot) must not be paced twice.
         self.env_keeps_time = keeps_time(env)
@@ -275,6 +281,9 @@ class ControlLoop:
             ep.warmup_steps += int(warm)
             ep.inference.append(t1 - t0)
             ep.step.append(t2 - t1)
+            if self.view is not None:
+                self._show(obs, action, float(reward), intervened, info, 0 if warm else version)
+                ep.view.append(time.perf_counter() - t2)
             timing = self._timing()
             if timing and "observation_ms" in timing:
                 ep.obs.append(float(timing["observation_ms"]) / 1e3)
@@ -298,6 +307,22 @@ class ControlLoop:
             "robot_errors": self.robot_errors,
             "reset_failures": self.reset_failures,
         }
+
+    def _show(self, obs: Any, action: np.ndarray, reward: float, intervened: bool, info: dict, policy: int) -> None:
+        """This step on the live view: what the policy saw, what it sent, what came back."""
+        assert self.view is not None
+        self.view.at("actor_step", self.steps)
+        if (self.steps - 1) % max(self.cfg.view_image_every, 1) == 0:
+            self.view.images("actor/camera", obs)
+        fields: dict[str, Any] = {
+            "action": action,
+            "intervening": float(intervened),
+            "reward": reward,
+            "policy": float(policy),  # 0: the frozen pre-trained policy (warmup), else the weights version
+        }
+        if "classifier_prob" in info:
+            fields["classifier_prob"] = info["classifier_prob"]
+        self.view.scalars("actor", fields)
 
     def _timing(self) -> dict[str, float] | None:
         """The last step's timings from the outermost env or wrapper that keeps them (the reward
@@ -352,9 +377,14 @@ class ControlLoop:
         if ep.classifier:
             stats["classifier_ms"] = 1e3 * float(np.mean(ep.classifier))
             stats["classifier_p99_ms"] = 1e3 * float(np.percentile(ep.classifier, 99))
+        if ep.view:
+            stats["view_ms"] = 1e3 * float(np.mean(ep.view))
+            stats["view_p99_ms"] = 1e3 * float(np.percentile(ep.view, 99))
         if ep.jitter:
             stats["jitter_p50_ms"] = 1e3 * float(np.percentile(ep.jitter, 50))
             stats["jitter_p99_ms"] = 1e3 * float(np.percentile(ep.jitter, 99))
         self.sender.send_stats(stats)
+        if self.view is not None:
+            self.view.scalars("actor/episode", finite_items(stats))
         if self.on_episode is not None:
             self.on_episode(self.sender.global_env_steps, stats)

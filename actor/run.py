@@ -35,6 +35,7 @@ from shared import defaults
 from shared.agents import act_with_params
 from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.dataset import example_obs
+from shared.live_view import add_view_argument, open_view, view_recording_id
 from shared.metrics import MetricsLogger
 from shared.transport import actor_keys, fingerprint, policy_contract
 
@@ -80,6 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     add_intervention_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drain-timeout", type=float, default=10.0, help="s to wait for acks when stopping")
+    add_view_argument(p)
+    p.add_argument(
+        "--view-image-every",
+        type=int,
+        default=LoopConfig.view_image_every,
+        metavar="N",
+        help="with --view: show the camera frames of every N-th step",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     frozen = jax.device_put(pre.actor.params)
     prepare(frozen)
     receiver = WeightsReceiver(args.learner_host, args.weights_port, frozen, fp, keys, prepare).start()
+    view = open_view(args.view, out, "actor", view_recording_id(fp))
     metrics = MetricsLogger(out, tensorboard=False)
     # A restarted actor must not replay its predecessor's random stream: mix in the session.
     seed = args.seed + int(sender.session[:7], 16)
@@ -161,10 +171,12 @@ def main(argv: list[str] | None = None) -> None:
             max_learner_lag=args.max_learner_lag,
             seed=seed,
             help_after_s=args.help_after_s,
+            view_image_every=args.view_image_every,
         ),
         on_episode=lambda step, stats: metrics.log(step, stats),
         events=keyboard.events if keyboard else None,
         status_file=out / "status.json",
+        view=view,
     )
     give_up = threading.Event()
 
@@ -194,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         delivered = sender.close(args.drain_timeout, give_up=give_up)
         receiver.close()
         metrics.close()
+        if view is not None:
+            view.close()
         if keyboard is not None:
             keyboard.close()
         env.close()

@@ -12,8 +12,12 @@
   next step boundary).
 - jitter: the real control loop at 10 Hz on the simulation (state observations, the policy's
   inference, the sender feeding a learner process); reports |period - 100 ms| percentiles.
+  ``--images``: the simulation also renders both 128 px wrist cameras and sends them (the state
+  policy ignores them); ``--view save``: the loop also logs to the live view (the frames as JPEG,
+  the action, reward and flags) and the time it spends there per step is reported too.
 
 Usage: .venv/bin/python benchmarks/runtime.py [throughput|weights|jitter|all] [--transitions N] [--seconds S]
+       [--images] [--view off|save] [--view-image-every N]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -165,7 +170,7 @@ def weights_latency(count: int) -> float:
     return float(np.percentile(ms, 50))
 
 
-def jitter(seconds: float) -> float:
+def jitter(seconds: float, images: bool = False, view_target: str = "off", image_every: int = 1) -> float:
     import gymnasium as gym
 
     import robot_env
@@ -173,23 +178,41 @@ def jitter(seconds: float) -> float:
     from actor.sender import TransitionSender
     from shared.agents import create_agent
     from shared.config import peg_sim_online
+    from shared.live_view import open_view
     from shared.transport import free_port
 
     dp, wp = free_port(), free_port()
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_learner_process_state, args=(dp, wp, ready, stop))
+    learner = _learner_process if images else _learner_process_state
+    proc = ctx.Process(target=learner, args=(dp, wp, 10_000, ready, stop) if images else (dp, wp, ready, stop))
     proc.start()
     ready.wait(60)
     agent = create_agent(peg_sim_online().agent, {"state": np.zeros(19, np.float32)}, 6)
-    env = gym.make(robot_env.SIM_ENV_ID)
-    periods = []
+    env_kwargs: dict[str, Any] = {"obs_mode": "images", "image_size": IMG[0]} if images else {}
+    env = gym.make(robot_env.SIM_ENV_ID, **env_kwargs)
+    periods, shown = [], []
     with tempfile.TemporaryDirectory() as spool:
         sender = TransitionSender("127.0.0.1", dp, "bench", "bench", spool).start()
         steps = int(seconds * 10)
+        view = open_view(view_target, spool, "actor", "bench")
         loop = ControlLoop(
-            env, agent.nets["actor"], agent.actor.params, sender, None, LoopConfig(hz=10, max_steps=steps)
+            env,
+            agent.nets["actor"],
+            agent.actor.params,
+            sender,
+            None,
+            LoopConfig(hz=10, max_steps=steps, view_image_every=image_every),
+            view=view,
         )
+        show = loop._show
+
+        def timed_show(*a):
+            t = time.perf_counter()
+            show(*a)
+            shown.append(time.perf_counter() - t)
+
+        loop._show = timed_show  # type: ignore[method-assign]  # time every step's view calls
         # Record every period (not only per episode) by wrapping the rate keeper.
         wait = loop.rate.wait
 
@@ -204,6 +227,15 @@ def jitter(seconds: float) -> float:
         loop.run()
         elapsed = time.perf_counter() - t0
         sender.close(10)
+        if view is not None:
+            view.close()
+            rrd = view.path.stat().st_size / 2**20
+            ms = 1e3 * np.array(shown[5:])
+            print(
+                f"view ({view_target}, frames every {image_every} steps): per step p50 {np.percentile(ms, 50):.2f} ms, "
+                f"p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms; recording {rrd:.1f} MB "
+                f"({rrd / max(elapsed / 60, 1e-9):.1f} MB/min)"
+            )
     stop.set()
     proc.join(30)
     dev = 1e3 * np.abs(np.array(periods[5:]) - 0.1)  # skip the compile of the first steps
@@ -231,13 +263,16 @@ def main() -> None:
     )
     p.add_argument("--versions", type=int, default=100, help="weights: versions to publish")
     p.add_argument("--seconds", type=float, default=60.0, help="jitter: seconds at 10 Hz")
+    p.add_argument("--images", action="store_true", help="jitter: the sim renders and sends two 128 px cameras")
+    p.add_argument("--view", choices=["off", "save"], default="off", help="jitter: the live view (a recording)")
+    p.add_argument("--view-image-every", type=int, default=1, help="jitter: frames to the view every N steps")
     args = p.parse_args()
     if args.what in ("throughput", "all"):
         throughput(args.transitions, args.capacity, args.warm)
     if args.what in ("weights", "all"):
         weights_latency(args.versions)
     if args.what in ("jitter", "all"):
-        jitter(args.seconds)
+        jitter(args.seconds, args.images, args.view, args.view_image_every)
 
 
 if __name__ == "__main__":

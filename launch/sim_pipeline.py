@@ -32,6 +32,7 @@ from tqdm import tqdm
 from robot_env.contract import OBSERVATION_VERSION
 from shared import defaults
 from shared.config import add_override_argument, apply_overrides, peg_sim_pretrain
+from shared.live_view import add_view_argument
 from shared.metrics import read_jsonl
 from shared.transport import free_port
 from shared.xla_cpu import tune_process
@@ -386,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    add_view_argument(p)  # the learner's and the actor's, one recording each in their directories
     args = p.parse_args(argv)
     _quiet_logs()
     t0 = time.time()
@@ -439,10 +441,12 @@ def main(argv: list[str] | None = None) -> None:
                 ["--intervene", "scripted", "--intervene-distance", str(args.scripted_human)]
                 if args.scripted_human
                 else []
-            ),
+            )
+            + ["--view", args.view],
             learner_extra=[
                 a for o in [f"intervention_ratio={args.intervention_ratio}", *args.learner_set] for a in ("--set", o)
-            ],
+            ]
+            + ["--view", args.view],
         )
     )
     interventions = _interventions(out / "actor", args.scripted_human, args.intervention_ratio)

@@ -187,9 +187,11 @@ class LearnerHealth:
             )
             if kind == "raised":
                 log.error("ALARM %s: %s", alarm.name, alarm.message)
+                self.metrics.event(f"ALARM {alarm.name}: {alarm.message}", "ERROR")
                 raised.append(alarm)
             else:
                 log.info("alarm %s cleared", alarm.name)
+                self.metrics.event(f"alarm {alarm.name} cleared")
         return raised
 
     def rollback_target(self, alarm: Alarm | None) -> int:
@@ -202,6 +204,7 @@ class LearnerHealth:
         self.monitor.after_rollback()
         self.last_rollback = info
         write_event(self.out, {"event": "rollback", **info})
+        self.metrics.event(f"ROLLBACK ({info.get('reason')}) to snapshot {info.get('to')}", "WARN")
 
     def snapshot(self, agent: Agent, grad_steps: int, env_steps: int, version: int) -> None:
         score = self.monitor.window_success()

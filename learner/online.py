@@ -51,6 +51,7 @@ from shared.config import (
 )
 from shared.dataset import ObsSpec, ValueLimits, wire_spec
 from shared.encoders import caches_features
+from shared.live_view import add_view_argument, open_view, view_recording_id
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
 from shared.policy_weights import FULL_EVERY, weights_message
 from shared.protocol import encode
@@ -78,8 +79,9 @@ class Learner:
         wandb_project: str | None = None,
         release_actors: tuple[str, ...] = (),
         restart: bool = False,
+        view: str = "off",
     ) -> None:
-        """``release_actors``: actor ids whose binding to a CURVE key is dropped at start (an id
+        """``view``: the live view's target (``shared.live_view``). ``release_actors``: actor ids whose binding to a CURVE key is dropped at start (an id
         bound to the wrong robot PC's key, or a PC whose keys were replaced). ``restart``: with
         ``resume``, start the run again from the pre-trained agent even though its checkpoints
         were all quarantined (otherwise that is refused: it would drop all training and data)."""
@@ -203,7 +205,11 @@ class Learner:
             derive=features,
         )
         self.metrics = MetricsLogger(
-            self.out, tensorboard=tensorboard, wandb_project=wandb_project, wandb_config=json.loads(to_json(cfg))
+            self.out,
+            tensorboard=tensorboard,
+            wandb_project=wandb_project,
+            wandb_config=json.loads(to_json(cfg)),
+            view=open_view(view, self.out, "learner", view_recording_id(self.fingerprint)),
         )
         self.grad_steps = int(agent.grad_steps)
         resumed = resume and self.checkpoints.exist()
@@ -240,6 +246,7 @@ class Learner:
         except (KeyError, CheckpointError) as e:
             log.error("rollback (%s) to snapshot %s refused: %s", reason, target, e)
             write_event(self.out, {"event": "rollback_refused", "to": target, "reason": reason, "error": str(e)})
+            self.metrics.event(f"rollback ({reason}) to snapshot {target} refused: {e}", "ERROR")
             return None
         # the learner's counters go on: owed updates and checkpoint ids never go back
         self.agent = agent.replace(grad_steps=self.agent.grad_steps, env_steps=self.agent.env_steps)
@@ -341,6 +348,10 @@ class Learner:
             committed.transitions(),
             self.grad_steps,
             self.version,
+        )
+        self.metrics.event(
+            f"checkpoint {step}: {committed.transitions()} env steps, {self.grad_steps} critic steps, "
+            f"weights v{self.version}"
         )
 
     # ----------------------------------------------------------------------------- loop
@@ -547,6 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--wandb", metavar="PROJECT", help="also log to this wandb project (wandb must be installed)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_view_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -576,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
                 wandb_project=args.wandb,
                 release_actors=tuple(args.release_actor),
                 restart=args.restart,
+                view=args.view,
             )
         except (CheckpointError, FileExistsError, ValueError) as e:  # a refusal to start, not a crash
             print(f"learner: {e}", file=sys.stderr, flush=True)

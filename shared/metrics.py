@@ -1,4 +1,4 @@
-"""Structured training logs: JSONL (always), TensorBoard (default) and wandb (optional)."""
+"""Structured training logs: JSONL (always), TensorBoard (default), wandb and the live view (optional)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from shared.live_view import LiveView
 
 
 def to_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -28,7 +30,11 @@ class MetricsLogger:
         tensorboard: bool = True,
         wandb_project: str | None = None,
         wandb_config: Mapping[str, Any] | None = None,
+        view: LiveView | None = None,
+        timeline: str = "env_step",
     ) -> None:
+        """``view``: the live view every record is mirrored to, on ``timeline``."""
+        self.view, self.timeline = view, timeline
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.directory / "metrics.jsonl", "a", buffering=1)
@@ -55,6 +61,14 @@ class MetricsLogger:
                 self._tb.add_scalar(f"{prefix}{k}", v, step)
         if self._wandb is not None:
             self._wandb.log({f"{prefix}{k}": v for k, v in scalars.items()}, step=step)
+        if self.view is not None:
+            self.view.at(self.timeline, step)
+            self.view.scalars(prefix.rstrip("/") or "metrics", scalars)
+
+    def event(self, text: str, level: str = "INFO") -> None:
+        """A line for the live view's event log (the run's own record is the caller's)."""
+        if self.view is not None:
+            self.view.event(text, level)
 
     def close(self) -> None:
         self._jsonl.close()
@@ -62,6 +76,8 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+        if self.view is not None:
+            self.view.close()
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -183,17 +182,31 @@ def _leaves(tree):
 
 
 def test_learner_killed_and_resumed_loses_and_duplicates_nothing(pretrained, tmp_path):
+    """Also: a rollback asked for while the learner is down (launch/rollback.sh) waits in the run
+    folder and is applied by the resumed learner."""
+    from learner.snapshots import read_events
+
+    asked = {}
+
+    def ask_for_a_rollback(run):  # the actor keeps stepping through the outage
+        cmd = [sys.executable, "-m", "learner.rollback", "--run", str(run), "--to", "0", "--wait", "1"]
+        asked["r"] = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
     log, summary = kill_and_resume_learner(
         pretrained,
         tmp_path,
         600,
         lambda run: status(run).get("env_steps", 0) >= 150 and list_steps(run / "checkpoints"),
         "the learner to ingest 150 steps",
-        between=lambda run: time.sleep(1.5),  # the actor keeps stepping through the outage
+        between=ask_for_a_rollback,
     )
     assert "resumed:" in log
     assert summary["steps"] == 600 and summary["delivered"] and summary["learner_restarts"] >= 1
     assert_exactly_once(tmp_path / "learner", 600)
+    r = asked["r"]
+    assert r.returncode != 0 and "the request stays and is applied when it next runs" in r.stderr, r.stderr
+    (rollback,) = [e for e in read_events(tmp_path / "learner") if e["event"] == "rollback"]
+    assert rollback["to"] == 0 and rollback["reason"] == "requested" and "ROLLBACK (requested)" in log
 
 
 def test_actor_killed_and_restarted_loses_and_duplicates_nothing(pretrained, tmp_path):
@@ -418,6 +431,28 @@ def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
     assert "stage times: evaluate pretrained" in r.stdout
 
 
+def _check_recordings(learner_dir, actor_dir, steps):
+    """Each stream the live view promises is in the run's recordings, with the right shape."""
+    from shared.live_view import read_recording
+
+    (actor_rrd,) = actor_dir.glob("view-actor-*.rrd")
+    actor = read_recording(actor_rrd)
+    for key in ("wrist_1", "wrist_2"):
+        frames = actor[f"actor/camera/{key}"]
+        assert len(frames) == steps and all(f["image"].shape == (16, 16, 3) for f in frames)
+    assert [r["actor_step"] for r in actor["actor/action"]] == list(range(1, steps + 1))
+    assert {len(r["scalars"]) for r in actor["actor/action"]} == {ACTION_DIM}
+    for name in ("intervening", "reward", "policy"):
+        assert len(actor[f"actor/{name}"]) == steps
+    policy = [r["scalars"][0] for r in actor["actor/policy"]]
+    assert policy[0] == 0 and max(policy) >= 1  # the frozen policy in warmup, then the learner's weights
+    (learner_rrd,) = learner_dir.glob("view-learner-*.rrd")
+    learner = read_recording(learner_rrd)
+    assert learner["learner/grad_steps"] and all("env_step" in r for r in learner["learner/grad_steps"])
+    assert learner["learner/critic_loss"] and learner["learner/updates_per_s"]
+    assert any(r["text"].startswith("checkpoint") for r in learner["events"])
+
+
 def test_wrist_camera_observations_through_the_runtime(tmp_path):
     """Images (two 16x16 wrist cameras, a tiny ResNet-10 with its trunk frozen) from the simulated
     actor into the learner's buffer, each frame's trunk features computed once at ingest and
@@ -447,12 +482,14 @@ def test_wrist_camera_observations_through_the_runtime(tmp_path):
     pts = ports()
     run = tmp_path / "learner"
     extra = [x for o in [*enc, "replay_frames_on_disk=true"] for x in ("--set", o)]
+    view = ["--view", "save"]  # both record the live view (shared/live_view.py), read back below
     run_to_completion(
-        learner_cmd(pretrained, run, pts, warmup=60, max_env_steps=100, extra=extra),
-        actor_cmd(pretrained, tmp_path / "actor", pts, max_steps=100, extra=["--max-learner-lag", "4"]),
+        learner_cmd(pretrained, run, pts, warmup=60, max_env_steps=100, extra=extra + view),
+        actor_cmd(pretrained, tmp_path / "actor", pts, max_steps=100, extra=["--max-learner-lag", "4", *view]),
         tmp_path,
     )
     assert_exactly_once(run, 100)
+    _check_recordings(run, tmp_path / "actor", steps=100)
     buf = final_state(run).buffer
     # the frames and their features went to disk, and back
     assert sorted(buf.disk_frames) == ["wrist_1", "wrist_1@trunk", "wrist_2", "wrist_2@trunk"]
