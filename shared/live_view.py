@@ -32,6 +32,7 @@ import logging
 import math
 import re
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,7 +92,15 @@ class LiveView:
         sinks: list[Any] = [rr.FileSink(str(self.path))]
         self.url: str | None = None
         if target == "spawn":
-            self.rec.spawn(port=GRPC_PORT, connect=False)  # reuses a viewer already on the port
+            # the viewer binary comes with rerun-sdk beside this interpreter, which launch/*.sh run
+            # without the venv on PATH; an existing viewer on the port is reused
+            viewer = Path(sys.executable).with_name("rerun")
+            rr.spawn(
+                port=GRPC_PORT,
+                connect=False,
+                recording=self.rec,
+                executable_path=str(viewer) if viewer.exists() else None,
+            )
             sinks.append(rr.GrpcSink(f"rerun+http://127.0.0.1:{GRPC_PORT}/proxy"))
         elif target == "web":
             server = rr.GrpcServerSink(port=GRPC_PORT)
