@@ -6,4 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-robot}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
-exec "$ROOT/.venv/bin/python" -m robot_env.check_robot "$@"
+exec "$ROOT/.venv/bin/wsrl-check-robot" "$@"

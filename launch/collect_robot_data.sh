@@ -10,4 +10,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-robot}"  # the robot PC's: cameras, keyboard, SpaceMouse
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}" MUJOCO_GL="${MUJOCO_GL:-egl}"
-exec "$ROOT/.venv/bin/python" -m actor.collect_data "$@"
+exec "$ROOT/.venv/bin/wsrl-collect-robot-data" "$@"

@@ -7,4 +7,4 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh"
-exec "$ROOT/.venv/bin/python" -m robot_env.collect "$@"
+exec "$ROOT/.venv/bin/wsrl-collect-sim-data" "$@"

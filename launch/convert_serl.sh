@@ -8,4 +8,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-cpu}"
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
-exec "$ROOT/.venv/bin/python" -m learner.serl_assets "$@"
+exec "$ROOT/.venv/bin/wsrl-convert-serl" "$@"

@@ -6,4 +6,4 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-cpu}"
-exec "$ROOT/.venv/bin/python" -m shared.transport keys "$@"
+exec "$ROOT/.venv/bin/wsrl-make-keys" "$@"

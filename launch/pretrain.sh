@@ -6,4 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-cpu}"
 # Paths are taken relative to where you run this, so do not cd.
-exec "$ROOT/.venv/bin/python" -m learner.pretrain "$@"
+exec "$ROOT/.venv/bin/wsrl-pretrain" "$@"

@@ -10,4 +10,4 @@ bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-robot}"
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 # Paths are taken relative to where you run this, so do not cd.
-exec "$ROOT/.venv/bin/python" -m actor.record_labels "$@"
+exec "$ROOT/.venv/bin/wsrl-record-labels" "$@"

@@ -6,4 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-cpu}" >/dev/null
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
-exec "$ROOT/.venv/bin/python" -m learner.rollback "$@"
+exec "$ROOT/.venv/bin/wsrl-rollback" "$@"

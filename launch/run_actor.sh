@@ -15,4 +15,4 @@ export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 echo "run_actor: profile ${WSRL_PROFILE:-robot}, JAX on $JAX_PLATFORMS" >&2
-exec "$ROOT/.venv/bin/python" -m actor.run "$@"
+exec "$ROOT/.venv/bin/wsrl-actor" "$@"

@@ -14,4 +14,4 @@ bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-auto}"
 export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}"
 echo "run_learner: profile ${WSRL_PROFILE:-auto}, preallocate=$XLA_PYTHON_CLIENT_PREALLOCATE" >&2
-exec "$ROOT/.venv/bin/python" -m learner.online "$@"
+exec "$ROOT/.venv/bin/wsrl-learner" "$@"

@@ -6,4 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-cpu}"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
-exec "$ROOT/.venv/bin/python" -m robot_env.sim_robot_server "$@"
+exec "$ROOT/.venv/bin/wsrl-sim-robot-server" "$@"

@@ -9,4 +9,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/install.sh" "${WSRL_PROFILE:-auto}"
 # Paths are taken relative to where you run this, so do not cd.
-exec "$ROOT/.venv/bin/python" -m learner.train_reward_classifier "$@"
+exec "$ROOT/.venv/bin/wsrl-train-classifier" "$@"

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import shutil
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,6 +286,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  learner (GPU box):  {d / (LEARNER_KEY + '.key_secret')} and {d / ALLOWED_DIR}/")
     for name in args.actors:
         print(f"  actor '{name}' (robot PC): {d / (name + '.key_secret')}, {d / (name + '.key')}, {made[LEARNER_KEY]}")
+
+
+def keys_main(argv: list[str] | None = None) -> None:
+    """``wsrl-make-keys --dir keys/``: ``main``'s ``keys`` command."""
+    main(["keys", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -373,7 +373,8 @@ def test_actor_and_learner_train_on_the_classifiers_reward(trained, tmp_path):
     out = tmp_path / "demo"
     cmd = [
         sys.executable,
-        "launch/sim_pipeline.py",
+        "-m",
+        "learner.sim_pipeline",
         "--out",
         str(out),
         "--pretrained",

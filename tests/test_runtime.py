@@ -401,7 +401,8 @@ def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
     out = tmp_path / "demo"
     cmd = [
         sys.executable,
-        "launch/sim_pipeline.py",
+        "-m",
+        "learner.sim_pipeline",
         "--out",
         str(out),
         "--pretrained",

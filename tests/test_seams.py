@@ -147,3 +147,28 @@ def test_imports_point_one_way():
                     if top in allowed and top not in ok:
                         wrong.append(f"{path.relative_to(root)} imports {name}")
     assert not wrong, wrong
+
+
+def test_every_launcher_runs_a_named_command_that_exists():
+    """Each launch/*.sh ends by running one of pyproject's [project.scripts], which names a real
+    ``main`` taking ``argv`` (the launchers and the console scripts stay one set)."""
+    import importlib
+    import inspect
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        fn = getattr(importlib.import_module(module), func)
+        assert "argv" in inspect.signature(fn).parameters, name
+    used = set()
+    for sh in sorted((root / "launch").glob("*.sh")):
+        if sh.name in ("install.sh", "lock.sh", "test.sh"):  # set-up and the test command
+            continue
+        m = re.search(r'^exec "\$ROOT/\.venv/bin/([\w-]+)" "\$@"$', sh.read_text(), re.M)
+        assert m and m.group(1) in scripts, f"{sh.name} does not run a named command"
+        used.add(m.group(1))
+    assert used == set(scripts), f"commands without a launcher: {set(scripts) - used}"

@@ -1,4 +1,4 @@
-"""The whole WSRL pipeline in simulation on one machine (``launch/run_sim.sh --out DIR``).
+"""The whole WSRL pipeline in simulation on one machine (``launch/run_sim.sh --out DIR``, ``wsrl-sim``).
 
 1. A pre-trained Cal-QL checkpoint: ``--pretrained DIR``, else the cached one in
    ``checkpoints/peg_sim_calql_obs2`` (made here on first use: scripted-controller dataset + Cal-QL).
@@ -24,9 +24,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from tqdm import tqdm
 
 from robot_env.contract import OBSERVATION_VERSION
@@ -36,6 +33,8 @@ from shared.live_view import add_view_argument
 from shared.metrics import read_jsonl
 from shared.transport import free_port
 from shared.xla_cpu import tune_process
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: the processes' working directory, the cache
 
 log = logging.getLogger("wsrl.sim_pipeline")
 ENV_ID, TASK = defaults.SIM_ENV_ID, defaults.TASK
