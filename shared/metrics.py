@@ -48,7 +48,10 @@ class MetricsLogger:
             try:
                 import wandb
             except ImportError as e:
-                raise RuntimeError("wandb logging was asked for but wandb is not installed") from e
+                raise RuntimeError(
+                    "wandb logging was asked for but wandb is not installed: the cpu and cuda profiles have it "
+                    "(launch/install.sh cpu|cuda; the robot profile does not)"
+                ) from e
             self._wandb = wandb.init(project=wandb_project, config=dict(wandb_config or {}), dir=str(self.directory))
 
     def log(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
