@@ -31,6 +31,7 @@ import numpy as np
 from actor.sender import FatalLearnerError, TransitionSender
 from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError, keeps_time, sanitize_action
+from shared import defaults
 from shared.agents import act_with_params
 from shared.dataset import step_transition
 from shared.live_view import LiveView, finite_items
@@ -44,7 +45,7 @@ log = logging.getLogger("wsrl.actor")
 class LoopConfig:
     hz: float = 10.0  # 0: as fast as possible (simulation)
     max_steps: int | None = None  # env steps this process takes before it stops
-    warmup_steps: int = 5_000  # used until the learner says its K
+    warmup_steps: int = defaults.WARMUP_STEPS  # used until the learner says its K
     # Simulation only: wait while the learner's updates are this many env steps behind its UTD
     # schedule (so a fast simulator cannot outrun the learner). None on a real robot.
     max_learner_lag: float | None = None

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         help="without a working robot this long, ask a person for help (log and OUT/status.json); keeps waiting",
     )
     p.add_argument("--max-steps", type=int, help="stop after this many env steps")
-    p.add_argument("--warmup-steps", type=int, default=5000, help="K until the learner tells its own")
+    p.add_argument("--warmup-steps", type=int, default=defaults.WARMUP_STEPS, help="K until the learner tells its own")
     p.add_argument(
         "--max-learner-lag",
         type=float,

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pretrained", help="a pre-trained checkpoint directory (default: make or reuse the cached one)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the made pre-trained checkpoint is kept")
     p.add_argument("--pretrain-steps", type=int, default=3000, help="Cal-QL gradient steps when making one")
-    p.add_argument("--warmup-steps", type=int, default=5000, help="K")
+    p.add_argument("--warmup-steps", type=int, default=defaults.WARMUP_STEPS, help="K")
     p.add_argument("--online-steps", type=int, default=5000, help="env steps after warmup")
     p.add_argument("--critics", type=int, default=2, help="critic ensemble size (pre-training and online)")
     p.add_argument("--obs", choices=("state", "images"), default="state", help="what the policy sees")

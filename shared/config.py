@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
+from shared import defaults
+
 Algo = Literal["sac", "cql", "calql", "iql"]
 ALGOS: tuple[Algo, ...] = typing.get_args(Algo)
 ENCODER_KINDS = ("state", "small_conv", "resnet10")
@@ -278,7 +280,7 @@ class OnlineConfig:
 
     agent: AgentConfig = field(default_factory=AgentConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    warmup_steps: int = 5_000
+    warmup_steps: int = defaults.WARMUP_STEPS
     buffer_capacity: int = 1_000_000
     # Keep image frames in memory-mapped segments under the run's replay/frames/ instead of RAM
     # (shared/frame_store.py): capacity bounded by disk; recently used frames stay in page cache.
@@ -383,7 +385,7 @@ def paper_sim_online() -> OnlineConfig:
         actor_batch="all",
         critic_output="shared",
     )
-    return OnlineConfig(agent=agent, warmup_steps=5_000)
+    return OnlineConfig(agent=agent)
 
 
 def _calql_pretrain(online: AgentConfig, steps: int) -> PretrainConfig:
@@ -418,7 +420,7 @@ def robot_online() -> OnlineConfig:
         encoder=enc,
     )
     # 200k transitions of two 128 px cameras are 20 GB of frames: on disk, not in RAM.
-    return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000, replay_frames_on_disk=True)
+    return OnlineConfig(agent=agent, buffer_capacity=200_000, replay_frames_on_disk=True)
 
 
 def robot_pretrain() -> PretrainConfig:
@@ -437,7 +439,7 @@ def peg_sim_online() -> OnlineConfig:
         temperature_lr=3e-4,
         encoder=EncoderConfig(normalize_state=True),
     )
-    return OnlineConfig(agent=agent, warmup_steps=5_000, buffer_capacity=200_000)
+    return OnlineConfig(agent=agent, buffer_capacity=200_000)
 
 
 def peg_sim_pretrain() -> PretrainConfig:

@@ -5,6 +5,7 @@ Entry points use these as their flags' defaults; library code takes every value 
 
 from __future__ import annotations
 
+WARMUP_STEPS = 5_000  # K: the paper's robot setting (Appendix J), the learner's and the actor's default
 DATA_PORT = 5555  # the learner's ROUTER socket: HELLO, chunks, acks, stats
 WEIGHTS_PORT = 5556  # the learner's PUB socket: policy weights
 TASK = "peg_insertion"  # robot_env/tasks/<TASK>.json
