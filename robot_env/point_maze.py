@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,6 +174,10 @@ class PointMazeSimEnv(gym.Env):
         self.timing: dict[str, float] = {}
         maze_map = [list(r) for r in self.task.maze]
         self._maze = PointMazeEnv(maze_map=maze_map, reward_type="sparse", continuing_task=True, reset_target=False)
+        # gymnasium-robotics 1.4 (envs/maze/maze_v4.py, Maze.make_maze) writes the maze's MJCF to
+        # /tmp/ant_maze<time>.xml and never removes it; MuJoCo has loaded it by now
+        with contextlib.suppress(AttributeError, OSError):
+            os.unlink(self._maze.point_env.fullpath)
         self.observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)})
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         self._steps = 0

@@ -119,3 +119,19 @@ def test_a_study_runs_on_the_maze_with_its_own_discount(tmp_path):
     pre = load_checkpoint(pre_dir)
     assert pre.obs_spec == {"state": ((4,), "float32")} and pre.agent.config.gamma == 0.99
     assert "| maze | `wsrl` | 1 |" in (tmp_path / "results.md").read_text()
+
+
+def test_making_the_maze_leaves_no_file_behind():
+    """gymnasium-robotics writes each maze's MJCF to the temp folder and keeps it (one file per
+    env made: the study made thousands); the env removes it once MuJoCo has loaded it."""
+    import glob
+    import os
+    import tempfile
+
+    pattern = os.path.join(tempfile.gettempdir(), "ant_maze*.xml")
+    before = set(glob.glob(pattern))
+    env = gym.make(robot_env.MAZE_ENV_ID)
+    env.reset(seed=0)
+    env.step(np.zeros(2, np.float32))
+    env.close()
+    assert set(glob.glob(pattern)) <= before
