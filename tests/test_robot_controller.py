@@ -315,14 +315,19 @@ def test_an_injected_reflex_mid_episode_is_cleared_and_the_arm_moves_again(serve
         env.close()
     moved = np.linalg.norm(np.diff(xyz, axis=0), axis=1)
     assert not server.in_reflex
+    # Moving or stopped, measured (this test's steps, the server in this process, one core): a
+    # stopped arm moved 0.004 mm in a step; once cleared it moved 1.5-1.8 mm in the next step on a
+    # quiet core, but as little as 0.23 mm while another thread held the GIL (the simulation then
+    # falls behind the wall clock: a starved stand-in, not a stopped arm). 0.05 mm tells them apart.
+    moving = 5e-5
     if clear_errors == "every_step":
         # step 1's command is lost; step 2 clears before commanding and the arm moves again
-        assert moved[1] > 1e-3 and not any(reported)
+        assert moved[1] > moving and not any(reported)
     else:
         # two still steps make a stall; the arm is still coasting in the step the reflex lands in,
         # so it is seen at step 3 at the latest and cleared then: moving again at the next step
         k = reported.index(True)
-        assert k <= 2 and moved[k + 1] > 1e-3  # a stopped arm moves 0
+        assert k <= 2 and moved[k + 1] > moving
 
 
 def test_a_compliance_that_pushes_at_the_collision_threshold_is_refused():
