@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import jax
 
-from learner.costs import time_update, update_kind
+from learner.study.costs import time_update, update_kind
 from robot_env.contract import ACTION_DIM, STATE_DIM
 from shared.config import PRESETS, add_override_argument, apply_overrides
 from shared.dataset import ObsSpec

@@ -105,7 +105,7 @@ def test_collected_maze_data_round_trips_with_the_tasks_reward(tmp_path):
 
 @pytest.mark.slow
 def test_a_study_runs_on_the_maze_with_its_own_discount(tmp_path):
-    from learner.study import run_study
+    from learner.study.sweep import run_study
     from shared.checkpoint import load_checkpoint
 
     results = run_study("smoke", tmp_path, ["wsrl"], tasks=["maze"], progress=False)

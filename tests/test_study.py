@@ -7,7 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from learner.study import SUITES, RunConfig, data_folder, prepare, run_method, run_study
+from learner.study.runner import RunConfig, run_method
+from learner.study.sources import data_folder, prepare
+from learner.study.suites import SUITES
+from learner.study.sweep import run_study
 from shared.checkpoint import Checkpointer, load_checkpoint
 from shared.config import PretrainConfig, apply_overrides, peg_sim_online, peg_sim_pretrain
 from shared.methods import METHODS, MethodConfig, mixed_batch, online_agent
@@ -329,7 +332,7 @@ def test_jsrls_guide_probability_falls_linearly_to_zero():
 
 @pytest.mark.slow
 def test_a_dry_run_prices_every_cell_from_the_measured_update_costs():
-    from learner.study import dry_run
+    from learner.study.cli import dry_run
 
     plan = dry_run("smoke", ["wsrl", "calql", "rlpd"], None, 2, seconds=0.2)
     suite = SUITES["smoke"]
@@ -352,7 +355,8 @@ def test_a_dry_run_prices_every_cell_from_the_measured_update_costs():
 def test_a_resumed_study_keeps_a_run_only_if_it_started_from_the_same_data_and_pretraining(tmp_path):
     from dataclasses import asdict, replace
 
-    from learner.study import _finished, data_folder, pretrain_config, pretrain_folder
+    from learner.study.sources import data_folder, pretrain_config, pretrain_folder
+    from learner.study.sweep import finished_run
 
     suite = SUITES["smoke"]
     source = f"{data_folder(suite, 'peg')}/{pretrain_folder(pretrain_config(suite, (), 'calql'))}"
@@ -360,13 +364,13 @@ def test_a_resumed_study_keeps_a_run_only_if_it_started_from_the_same_data_and_p
     run = RunConfig("wsrl", 240, 80, 120, 4, seed=0, source=source)
     path = tmp_path / "summary.json"
     path.write_text(json.dumps({"run": asdict(run), "final_success_rate": 0.5}))
-    assert _finished(path, run)["final_success_rate"] == 0.5
+    assert finished_run(path, run)["final_success_rate"] == 0.5
     # another pre-training config (e.g. more steps) or task settings: a different source, rerun
     longer = f"{data_folder(suite, 'peg')}/{pretrain_folder(pretrain_config(replace(suite, pretrain_steps=300), (), 'calql'))}"
-    assert longer != source and _finished(path, replace(run, source=longer)) is None
+    assert longer != source and finished_run(path, replace(run, source=longer)) is None
     assert data_folder(suite, "peg") != data_folder(suite, "peg_hard")
     path.write_text("{not json")
-    assert _finished(path, run) is None
+    assert finished_run(path, run) is None
     # a report of a study that has not finished a run yet: no run, no data made, an empty table
     empty = run_study("smoke", tmp_path / "new", ["wsrl"], progress=False, report_only=True)
     assert empty["tasks"] == {} and not (tmp_path / "new" / "cache").exists()
@@ -374,7 +378,8 @@ def test_a_resumed_study_keeps_a_run_only_if_it_started_from_the_same_data_and_p
 
 
 def test_results_test_the_claims_on_each_task_and_draw_the_weak_pretraining(tmp_path):
-    from learner.study import SUITES, write_results
+    from learner.study.report import write_results
+    from learner.study.suites import SUITES
 
     def run(rates: list[float]) -> dict:
         curve = [{"env_steps": 1000 * (i + 1), "success_rate": r} for i, r in enumerate(rates)]

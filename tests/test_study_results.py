@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from learner.study_results import (
+from learner.study.results import (
     Claim,
     Comparison,
     auc,

@@ -8,7 +8,7 @@ sign test at p = 0.125), while the t-interval pays for estimating the spread fro
 No test counts as holding on fewer than ``MIN_PAIRS`` pairs, and "matches or beats" is tested
 as non-inferiority: the paired difference's interval lies above -``NONINFERIORITY_MARGIN``.
 
-Pure functions over ``results.json`` (``learner/study.py``); no training here.
+Pure functions over ``results.json`` (``learner/study/sweep.py``); no training here.
 """
 
 from __future__ import annotations
