@@ -205,9 +205,7 @@ def test_a_run_is_determined_by_its_seed(tmp_path):
 def test_online_seeds_run_on_the_data_and_pretraining_their_suite_gives_them(tmp_path, monkeypatch):
     """With data_seeds 2, seeds 0 and 2 share data seed 0 and seed 1 has its own: two datasets,
     two pre-trainings, each run's source naming its own."""
-    from learner import study
-
-    monkeypatch.setitem(study.SUITES, "smoke_data", replace(SUITES["smoke"], data_seeds=2))
+    monkeypatch.setitem(SUITES, "smoke_data", replace(SUITES["smoke"], data_seeds=2))
     results = run_study("smoke_data", tmp_path, ["wsrl"], seeds=3, progress=False)
     sources = {s: r["run"]["source"] for s, r in results["tasks"]["peg"]["wsrl"].items()}
     assert sources["0"] == sources["2"] != sources["1"]

@@ -31,6 +31,7 @@ from shared.diagnostics import chattering, diagnose, q_minus_return
 from shared.methods import method, mixed_batch, online_agent
 from shared.metrics import write_json_atomic
 from shared.replay_buffer import ReplayBuffer
+from shared.schedule import owed_updates
 
 PROBE_SIZE = 256  # transitions in each diagnostic probe
 
@@ -108,6 +109,7 @@ def run_method(
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
     guide_left = guide_prefix(0)
     info: dict[str, Any] = {}
+    updates = 0  # update calls made (each of UTD critic steps)
     with log_path.open("a") as logf:
         for step in range(1, run.env_steps + 1):
             key, sub = jax.random.split(key)
@@ -134,11 +136,14 @@ def run_method(
                 guide_left = guide_prefix(step)
             else:
                 obs = next_obs
-            if step > env_warmup:  # one update of UTD critic steps per env step: exact UTD
+            # the runtime's schedule (shared/schedule.py): nothing in the warmup, then one update of
+            # UTD critic steps owed per env step, paid here at once (exact UTD)
+            for _ in range(owed_updates(step, updates * cfg.utd, env_warmup, cfg.utd)):
                 batch = mixed_batch(
                     buffer, offline, fraction, cfg.batch_size, rng, leading=(cfg.utd,), layout=m.batch_layout
                 )
                 agent, info = update(agent, batch)
+                updates += 1
             if step % run.eval_every == 0 or step == run.env_steps:
                 taken: list[Transition] = []
                 res = evaluate(eval_env, policy_fn(agent, seed=run.seed), run.eval_episodes, record=taken.append)
