@@ -11,11 +11,13 @@ echo "test: ruff check, ruff format --check, mypy" >&2
 .venv/bin/ruff check --quiet --output-format concise .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy
-# WSRL_TEST_WORKERS=2 (or more) runs pytest on that many cores (pytest-xdist): tests that keep real
-# time share one worker, the slow ones go first (tests/conftest.py). One process by default: on
-# two workers the reflex test of tests/test_robot_controller.py failed in 3 of 3 runs here (a
-# starved simulated arm), so CI keeps the one-process run until that is fixed (docs/benchmarks.md).
-WORKERS="${WSRL_TEST_WORKERS:-1}"
+# pytest runs on two cores by default (pytest-xdist; WSRL_TEST_WORKERS=N for N, 1 for one process,
+# and never more workers than cores): tests that keep real time share one worker, the slow ones go
+# first (tests/conftest.py). 24 min 24 s for 386 tests on the idle 2-core VM, against 43 min in one
+# process (docs/benchmarks.md).
+CORES="$(nproc 2>/dev/null || echo 1)"
+WORKERS="${WSRL_TEST_WORKERS:-2}"
+if [[ "$WORKERS" =~ ^[0-9]+$ ]] && (( WORKERS > CORES )); then WORKERS="$CORES"; fi
 XDIST=()
 if [[ "$WORKERS" =~ ^[0-9]+$ ]] && (( WORKERS > 1 )); then XDIST=(-n "$WORKERS" --dist loadgroup); fi
 exec .venv/bin/python -m pytest "${XDIST[@]}" "$@"
