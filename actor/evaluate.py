@@ -127,12 +127,13 @@ def evaluate_poses(
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             total += 1
+            took_over = "intervene_action" in info
             if view is not None:
-                shown = {"action": action, "intervening": float("intervene_action" in info), "pose": float(i)}
+                shown = {"action": action, "intervening": float(took_over), "pose": float(i)}
                 if "classifier_prob" in info:
                     shown["classifier_prob"] = info["classifier_prob"]
                 view.scalars("eval", shown)
-            intervened |= "intervene_action" in info
+            intervened |= took_over
             env_ok = info["env_success"] if has_clf else info.get("success", False)
             if env_ok and first_env is None:
                 first_env = steps

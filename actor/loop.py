@@ -34,7 +34,7 @@ from robot_env.contract import RobotEnvError, keeps_time, sanitize_action
 from shared import defaults
 from shared.agents import act_with_params
 from shared.dataset import step_transition
-from shared.live_view import LiveView, finite_items
+from shared.live_view import LiveView
 from shared.metrics import write_json_atomic
 from shared.rate import RateKeeper
 
@@ -283,8 +283,9 @@ class ControlLoop:
             ep.inference.append(t1 - t0)
             ep.step.append(t2 - t1)
             if self.view is not None:
+                t3 = time.perf_counter()
                 self._show(obs, action, float(reward), intervened, info, 0 if warm else version)
-                ep.view.append(time.perf_counter() - t2)
+                ep.view.append(time.perf_counter() - t3)
             timing = self._timing()
             if timing and "observation_ms" in timing:
                 ep.obs.append(float(timing["observation_ms"]) / 1e3)
@@ -386,6 +387,6 @@ class ControlLoop:
             stats["jitter_p99_ms"] = 1e3 * float(np.percentile(ep.jitter, 99))
         self.sender.send_stats(stats)
         if self.view is not None:
-            self.view.scalars("actor/episode", finite_items(stats))
+            self.view.scalars("actor/episode", stats)
         if self.on_episode is not None:
             self.on_episode(self.sender.global_env_steps, stats)

@@ -81,10 +81,11 @@ class Learner:
         restart: bool = False,
         view: str = "off",
     ) -> None:
-        """``view``: the live view's target (``shared.live_view``). ``release_actors``: actor ids whose binding to a CURVE key is dropped at start (an id
+        """``release_actors``: actor ids whose binding to a CURVE key is dropped at start (an id
         bound to the wrong robot PC's key, or a PC whose keys were replaced). ``restart``: with
         ``resume``, start the run again from the pre-trained agent even though its checkpoints
-        were all quarantined (otherwise that is refused: it would drop all training and data)."""
+        were all quarantined (otherwise that is refused: it would drop all training and data).
+        ``view``: the live view's target (``shared.live_view``)."""
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.checkpoints = LearnerCheckpoints(self.out, keep=cfg.keep_checkpoints)

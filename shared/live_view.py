@@ -28,8 +28,8 @@ rerun's own documents: https://rerun.io/docs (``RecordingStream.set_sinks``, ``F
 
 from __future__ import annotations
 
+import argparse
 import logging
-import math
 import re
 import socket
 import sys
@@ -59,12 +59,19 @@ def check_target(target: str) -> str:
     )
 
 
+def _target_argument(target: str) -> str:
+    try:
+        return check_target(target)
+    except ValueError as e:  # argparse prints an ArgumentTypeError's own words, a ValueError's not
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_view_argument(parser: Any) -> None:
     """The ``--view`` option every command with a live view takes."""
     parser.add_argument(
         "--view",
         default="off",
-        type=check_target,
+        type=_target_argument,
         metavar="TARGET",
         help="live view (rerun): off (default), save (a recording beside the run), spawn (and a local viewer), "
         "web (and the web viewer for a remote browser), or a viewer's URL rerun+http://HOST:9876/proxy",
@@ -79,7 +86,6 @@ class LiveView:
         import rerun as rr  # the view's only import of rerun: a run without --view never loads it
 
         self._rr = rr
-        self.process = process
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -90,7 +96,6 @@ class LiveView:
             self.path = out / f"view-{process}-{stamp}-{n}.rrd"
         self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=recording_id)
         sinks: list[Any] = [rr.FileSink(str(self.path))]
-        self.url: str | None = None
         if target == "spawn":
             # the viewer binary comes with rerun-sdk beside this interpreter, which launch/*.sh run
             # without the venv on PATH; an existing viewer on the port is reused
@@ -103,9 +108,7 @@ class LiveView:
             )
             sinks.append(rr.GrpcSink(f"rerun+http://127.0.0.1:{GRPC_PORT}/proxy"))
         elif target == "web":
-            server = rr.GrpcServerSink(port=GRPC_PORT)
-            sinks.append(server)
-            self.url = server.uri
+            sinks.append(rr.GrpcServerSink(port=GRPC_PORT))
         elif target != "save":
             sinks.append(rr.GrpcSink(target))
         self.rec.set_sinks(*sinks)
@@ -120,11 +123,11 @@ class LiveView:
         self._failed = False
         log.info("view: %s streams to %s and records to %s", process, target, self.path)
 
-    def _guard(self, what: str, fn: Any, *args: Any) -> None:
+    def _guard(self, what: str, fn: Any) -> None:
         if self._failed:
             return
         try:
-            fn(*args)
+            fn()
         except Exception as e:  # the view is an aid: a failure turns it off, never the run
             self._failed = True
             log.warning("view: %s failed (%s); the live view is off for the rest of this run", what, e)
@@ -134,11 +137,15 @@ class LiveView:
         self._guard("set_time", lambda: self.rec.set_time(timeline, sequence=int(step)))
 
     def scalars(self, prefix: str, values: Mapping[str, Any]) -> None:
-        """Each finite number (or vector of numbers) as a time series ``prefix/name``."""
+        """Each finite number (or vector of numbers) as a time series ``prefix/name``; anything
+        else (a NaN, a string, None) is left out."""
 
         def send() -> None:
             for name, value in values.items():
-                arr = np.asarray(value, dtype=np.float64).reshape(-1)
+                try:
+                    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+                except (TypeError, ValueError):
+                    continue
                 if arr.size == 0 or not np.all(np.isfinite(arr)):
                     continue  # a NaN is the health monitor's business (NON_FINITE), not a plot's
                 self.rec.log(_UNSAFE.sub("_", f"{prefix}/{name}"), self._rr.Scalars(arr))
@@ -181,15 +188,6 @@ def view_recording_id(fingerprint: str) -> str:
     """The recording every process of one run names (the learner and its actors share the
     policy contract's fingerprint), so one viewer shows them together."""
     return f"wsrl-{fingerprint}"
-
-
-def finite_items(values: Mapping[str, Any]) -> dict[str, float]:
-    """The finite scalar entries of a stats record (episode stats carry strings and None too)."""
-    out = {}
-    for k, v in values.items():
-        if isinstance(v, bool | int | float | np.number) and math.isfinite(float(v)):
-            out[k] = float(v)
-    return out
 
 
 def read_recording(path: str | Path) -> dict[str, list[dict[str, Any]]]:

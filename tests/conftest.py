@@ -32,8 +32,9 @@ tune_process()
 
 # Under pytest-xdist each worker keeps to one core (gw0 the first, gw1 the second, ...), with the
 # processes it starts: the worker that runs the realtime tests then has its core to itself, as a
-# robot server needs, and never waits on another worker's compiler threads (unpinned, the starved
-# simulated arm moved 0.6 mm in a step where the test expects over 1 mm, in 2 of 2 runs).
+# robot server needs, and never waits on another worker's compiler threads. (A server in the test's
+# own process still shares that core with the test: tests of a simulated arm's motion must not ask
+# for the motion of a quiet core; docs/benchmarks.md, the reflex test.)
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
     _cores = sorted(os.sched_getaffinity(0))

@@ -2,19 +2,27 @@
 and a failing view never stops the process it watches. The recording of a real learner and actor
 run is checked in tests/test_runtime.py (test_wrist_camera_observations_through_the_runtime)."""
 
+import argparse
+
 import numpy as np
 import pytest
 
-from shared.live_view import check_target, open_view, read_recording
+from shared.live_view import add_view_argument, check_target, open_view, read_recording
 from shared.metrics import MetricsLogger
 
 
-def test_targets_are_checked_and_off_opens_nothing(tmp_path):
+def test_targets_are_checked_and_off_opens_nothing(tmp_path, capsys):
     assert open_view("off", tmp_path, "actor", "r") is None
     assert not list(tmp_path.iterdir())
     assert check_target("rerun+http://10.0.0.5:9876/proxy") == "rerun+http://10.0.0.5:9876/proxy"
     with pytest.raises(ValueError, match="choose one of off, save, spawn, web"):
         check_target("window")
+    parser = argparse.ArgumentParser()
+    add_view_argument(parser)
+    assert parser.parse_args([]).view == "off"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--view", "window"])
+    assert "choose one of off, save, spawn, web" in capsys.readouterr().err  # the reason, not argparse's own
 
 
 def test_a_saved_recording_reads_back_stream_by_stream(tmp_path):
@@ -28,12 +36,16 @@ def test_a_saved_recording_reads_back_stream_by_stream(tmp_path):
     for step in range(3):
         view.at("actor_step", step)
         view.images("actor/camera", obs)
-        view.scalars("actor", {"action": np.arange(6.0) * step, "reward": -1.0, "bad": np.nan, "odd name!": 2})
+        view.scalars(
+            "actor",
+            {"action": np.arange(6.0) * step, "reward": -1.0, "bad": np.nan, "odd name!": 2, "note": "x", "none": None},
+        )
     view.event("ALARM Q_COLLAPSE: Q fell", "ERROR")
     view.close()
     streams = read_recording(view.path)
     assert {"actor/camera/wrist_1", "actor/camera/wrist_2", "actor/action", "actor/reward", "events"} <= set(streams)
     assert "actor/camera/state" not in streams and "actor/bad" not in streams  # not a frame; never finite
+    assert "actor/note" not in streams and "actor/none" not in streams and not view._failed  # not numbers: left out
     assert "actor/odd_name_" in streams  # a name rerun would refuse, made safe
     frames = streams["actor/camera/wrist_2"]
     assert [r["actor_step"] for r in frames] == [0, 1, 2]
