@@ -398,3 +398,23 @@ def test_actor_and_learner_train_on_the_classifiers_reward(trained, tmp_path):
     episodes = [row for row in read_jsonl(out / "actor" / "metrics.jsonl") if "classifier_ms" in row]
     assert episodes and all(0 < row["classifier_ms"] < 1000 for row in episodes)
     assert all(row["env_success"] in (0.0, 1.0) for row in episodes)  # ground truth logged beside it
+
+
+@pytest.mark.slow
+def test_the_sim_job_makes_its_classifier_with_the_robot_users_commands_and_keeps_it(tmp_path):
+    """run_sim.sh --obs images trains on a classifier's reward by default: it records labelled
+    episodes and trains a classifier with the same two commands a robot user runs, once; a second
+    job finds it in the cache."""
+    from learner.sim_pipeline import make_classifier
+
+    stages: dict[str, float] = {}
+    out = make_classifier(tmp_path / "cache", SIZE, 3, False, stages, episodes=6, steps=20)
+    clf = load_classifier(out)
+    assert clf.image_size == SIZE and list(clf.image_keys) == list(IMAGE_KEYS) and 0 < clf.threshold < 1
+    data = load_labelled_images([tmp_path / "cache" / "labels"])
+    assert data.counts()["episodes"] == 6 and data.counts()["success"] > 0  # the scripted inserter succeeds
+    assert not (tmp_path / "cache" / "labels.partial").exists() and stages["reward_classifier_s"] > 0
+    report = out / "report.json"
+    mtime = report.stat().st_mtime_ns
+    assert make_classifier(tmp_path / "cache", SIZE, 3, False, {}, episodes=6, steps=20) == out
+    assert report.stat().st_mtime_ns == mtime  # kept, not made again
