@@ -29,7 +29,7 @@ from shared.encoders import caches_features, trunk_features
 from shared.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.features")
-BATCH = 32  # frames per trunk call: chunks are padded to a multiple, so one compilation serves all
+BATCH = 32  # frames per trunk call at most (block_sizes)
 
 
 class TrunkFeatures:
@@ -72,23 +72,30 @@ class TrunkFeatures:
         """``frames`` (the wire layout's [F, ...] arrays) with each image key's features added."""
         n = len(next(iter(frames.values())))
         out = dict(frames)
-        if n == 0:
-            return {**out, **{k: np.zeros((0, *s), d) for k, (s, d) in self.spec.items()}}
-        pad = -n % self.batch
         parts: dict[str, list[np.ndarray]] = {k: [] for k in self.spec}
-        for start in range(0, n + pad, self.batch):
-            imgs = {}
-            for k in self.image_keys:
-                block = np.asarray(frames[k][start : start + self.batch])
-                if len(block) < self.batch:  # the last block, padded with copies of its last frame
-                    block = np.concatenate([block, np.repeat(block[-1:], self.batch - len(block), axis=0)])
-                imgs[k] = jnp.asarray(block)
-            feats = self._fn(self._params, imgs)
-            for k, v in feats.items():
+        start = 0
+        for size in block_sizes(n, self.batch):
+            imgs = {k: jnp.asarray(np.asarray(frames[k][start : start + size])) for k in self.image_keys}
+            for k, v in self._fn(self._params, imgs).items():
                 parts[k].append(np.asarray(v))
-        for k, blocks in parts.items():
-            out[k] = np.concatenate(blocks)[:n]
+            start += size
+        for k, (shape, dtype) in self.spec.items():
+            out[k] = np.concatenate(parts[k]) if parts[k] else np.zeros((0, *shape), dtype)
         return out
+
+
+def block_sizes(n: int, batch: int) -> list[int]:
+    """Trunk calls for ``n`` frames: whole batches, then the rest as powers of two, largest first.
+    Nothing is padded (an actor's chunk of a few frames once cost a whole padded batch of 32: the
+    64 px image job's learner ingested 1.3 transitions/s), and a few shapes (the batch and the
+    powers of two below it) are ever compiled."""
+    sizes = [batch] * (n // batch)
+    rest = n % batch
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        sizes.append(size)
+        rest -= size
+    return sizes
 
 
 def add_features(buffer: ReplayBuffer, cache: TrunkFeatures, progress: bool = False) -> None:

@@ -253,11 +253,11 @@ def test_an_update_on_cached_trunk_features_is_the_update_on_the_images():
 
 @pytest.mark.slow
 def test_the_learners_feature_cache_adds_each_frames_features_and_the_buffer_samples_them():
-    """``learner.features.TrunkFeatures`` at ingest: chunks of any length (padded to its batch)
-    get each frame's trunk features under the derived key, the same as one trunk call on all of
+    """``learner.features.TrunkFeatures`` at ingest: chunks of any length (whole batches, then
+    powers of two: nothing padded) get each frame's trunk features under the derived key, the same as one trunk call on all of
     them; the buffer stores them beside the frames, ignores them for continuity, and an update
     reads them instead of the images."""
-    from learner.features import TrunkFeatures
+    from learner.features import TrunkFeatures, block_sizes
     from shared.config import AgentConfig, EncoderConfig
     from shared.dataset import wire_spec
     from shared.encoders import trunk_features
@@ -274,7 +274,8 @@ def test_the_learners_feature_cache_adds_each_frames_features_and_the_buffer_sam
     spec = cache.buffer_spec(wire)
     assert wire_spec(spec) == wire and cache.sample_keys(spec) == ["state", "wrist_1@trunk", "wrist_2@trunk"]
     rng = np.random.default_rng(0)
-    for n in (0, 1, 4, 7):  # empty, under one batch, exactly one, one and a padded remainder
+    assert [block_sizes(n, 32) for n in (0, 1, 9, 32, 70)] == [[], [1], [8, 1], [32], [32, 32, 4, 2]]
+    for n in (0, 1, 4, 7):  # empty, under one batch, exactly one, one and a remainder of 2 + 1
         frames = {k: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for k in keys}
         frames["state"] = rng.normal(size=(n, 19)).astype(np.float32)
         out = cache(frames)
