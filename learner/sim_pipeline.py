@@ -401,8 +401,16 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _stop_on(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     tune_process()  # before JAX starts its backend
+    # SIGTERM (a scheduler, `kill`) and SIGINT stop the learner and actor too (Processes.stop_all);
+    # a shell's background job starts with SIGINT ignored, and Python then leaves it so: set it here.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_on)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
     p.add_argument("--pretrained", help="a pre-trained checkpoint directory (default: make or reuse the cached one)")
@@ -538,10 +546,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[4/4] evaluating {len(steps)} learner checkpoints on {args.episodes} fixed poses", flush=True)
     curve = []
     t = time.time()
+    by_updates: dict[int, dict[str, float]] = {}  # the warmup's checkpoints hold one agent: evaluated once
     for s in tqdm(steps, desc="evaluate", disable=args.no_progress):
         meta = load_checkpoint(ckpt_dir, s).meta
-        res = evaluate_checkpoint(ckpt_dir, s, args.episodes)
-        curve.append({"env_steps": meta.env_steps, "grad_steps": meta.grad_steps, **res})
+        if meta.grad_steps not in by_updates:
+            by_updates[meta.grad_steps] = evaluate_checkpoint(ckpt_dir, s, args.episodes)
+        curve.append({"env_steps": meta.env_steps, "grad_steps": meta.grad_steps, **by_updates[meta.grad_steps]})
     after = curve[-1] if curve else evaluate_checkpoint(ckpt_dir, None, args.episodes)
     stages["evaluate_checkpoints_s"] = round(time.time() - t, 1)
     plot_path = plot(out, args.warmup_steps, curve, before["success_rate"], after["success_rate"], args.episodes)

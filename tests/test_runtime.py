@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -430,6 +431,53 @@ def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
     assert set(stages) == {"evaluate_pretrained_s", "startup_and_warmup_s", "online_s", "evaluate_checkpoints_s"}
     assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= s["wall_time_s"]
     assert "stage times: evaluate pretrained" in r.stdout
+
+
+def test_sim_pipeline_stopped_by_sigterm_stops_its_learner_and_actor(pretrained, tmp_path):
+    """A scheduler's or a person's ``kill`` ends the main command with its two children: none is
+    left running (orphans once kept the cores busy after a background job was stopped)."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "learner.sim_pipeline", "--out", str(out), "--pretrained", str(pretrained)]
+    cmd += ["--warmup-steps", "100", "--online-steps", "100000", "--episodes", "1", "--no-progress"]
+    for o in TINY:
+        cmd += ["--set", o]
+    log = tmp_path / "pipeline.log"
+    with log.open("w") as f:  # started as a shell starts a background job: SIGINT ignored, kept so by Python
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    status = out / "learner" / "status.json"
+    deadline = time.time() + 300
+    while _env_steps(status) == 0:
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+
+    def children() -> list[str]:
+        found = []
+        for d in Path("/proc").iterdir():
+            try:
+                line = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(out) in line and d.name != str(proc.pid):
+                found.append(line)
+        return found
+
+    assert len(children()) == 2, children()  # the learner and the actor
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    assert children() == [], log.read_text()[-3000:]
+
+
+def _env_steps(status: Path) -> int:
+    try:
+        return int(json.loads(status.read_text()).get("env_steps", 0))
+    except (OSError, ValueError):
+        return 0
 
 
 def _check_recordings(learner_dir, actor_dir, steps):
