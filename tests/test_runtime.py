@@ -1,5 +1,6 @@
 """The actor-learner runtime as real processes on localhost, with the simulation and tiny networks."""
 
+import contextlib
 import json
 import os
 import signal
@@ -451,26 +452,33 @@ def test_sim_pipeline_stopped_by_sigterm_stops_its_learner_and_actor(pretrained,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     status = out / "learner" / "status.json"
-    deadline = time.time() + 300
-    while _env_steps(status) == 0:
-        assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
+    try:
+        deadline = time.time() + 300
+        while _env_steps(status) == 0:
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert len(_processes_of(out, proc.pid)) == 2, _processes_of(out, proc.pid)  # the learner and the actor
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) != 0
+        assert _processes_of(out, proc.pid) == [], log.read_text()[-3000:]
+    finally:  # a failing test leaves nothing running either
+        proc.kill()
+        for pid in _processes_of(out, proc.pid, pids=True):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
-    def children() -> list[str]:
-        found = []
-        for d in Path("/proc").iterdir():
-            try:
-                line = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(out) in line and d.name != str(proc.pid):
-                found.append(line)
-        return found
 
-    assert len(children()) == 2, children()  # the learner and the actor
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) != 0
-    assert children() == [], log.read_text()[-3000:]
+def _processes_of(out: Path, parent: int, pids: bool = False) -> list[str]:
+    """The command lines (or pids) of the processes writing under ``out``, other than ``parent``."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            line = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if d.name.isdigit() and str(out) in line and d.name != str(parent):
+            found.append(d.name if pids else line)
+    return found
 
 
 def _env_steps(status: Path) -> int:

@@ -173,6 +173,23 @@ def test_the_smoke_study_runs_every_method_on_the_same_budget_and_schedule(tmp_p
     again = run_study("smoke", tmp_path, ["wsrl", "rlpd"], progress=False)
     assert set(again["tasks"]["peg"]) == {"wsrl", "rlpd"}
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("**/summary.json")} == before
+    # a study's committed results.json carries its runs to a new folder (another session, machine)
+    moved = run_study("smoke", tmp_path / "moved", ["wsrl"], progress=False, prior=results)
+    assert moved["tasks"]["peg"]["wsrl"]["0"] == results["tasks"]["peg"]["wsrl"]["0"]
+    assert (tmp_path / "moved" / "runs" / "peg" / "wsrl" / "seed_0" / "summary.json").exists()
+    assert not (tmp_path / "moved" / "cache").exists()  # nothing was made: no data, no pre-training
+    assert (tmp_path / "moved" / "results.md").read_text().count("| peg | `wsrl` | 1 |") == 1
+    # a run made under another config is not taken (here another budget): it would run again
+    other = run_study(
+        "smoke",
+        tmp_path / "other",
+        ["wsrl"],
+        progress=False,
+        prior=results,
+        report_only=True,
+        budget={"env_steps": 360},
+    )
+    assert other["tasks"] == {}
 
 
 @pytest.mark.slow

@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
         help="with --report-only: a study's results.json (e.g. a committed bundle in docs/study_results/) "
         "to write results.md and the figures from, into --out, instead of the runs",
     )
+    p.add_argument(
+        "--prior",
+        help="an earlier study's results.json (e.g. committed in docs/study_results/): its runs made with the same "
+        "run config are kept, not run again (a study spread over machines or sessions)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
@@ -145,6 +150,14 @@ def main(argv: list[str] | None = None) -> None:
         write_results(bundle, Path(args.out), suite_name)
         print(json.dumps({"results": str(Path(args.out) / "results.md")}), flush=True)
         return
+    prior = None
+    if args.prior:
+        try:
+            prior = json.loads(Path(args.prior).read_text())
+        except (OSError, ValueError) as e:
+            p.error(f"--prior {args.prior}: not a study's results.json ({e})")
+        if prior.get("suite") != args.suite:
+            p.error(f"--prior {args.prior} is a {prior.get('suite')!r} study, not {args.suite!r}")
     results = run_study(
         args.suite,
         Path(args.out),
@@ -158,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.cache) if args.cache else None,
         budget,
         args.report_only,
+        prior,
     )
     finals = {
         f"{t}/{m}": [s["final_success_rate"] for s in seeds.values()]

@@ -35,6 +35,12 @@ def finished_run(path: Path, run: RunConfig) -> dict[str, Any] | None:
     return summary if summary.get("run") == dataclasses.asdict(run) else None
 
 
+def prior_run(prior: dict[str, Any], task: str, name: str, seed: int, run: RunConfig) -> dict[str, Any] | None:
+    """A run's summary from an earlier study's results, if it was made with this exact run config."""
+    summary = prior.get("tasks", {}).get(task, {}).get(name, {}).get(str(seed))
+    return summary if isinstance(summary, dict) and summary.get("run") == dataclasses.asdict(run) else None
+
+
 def run_study(
     suite_name: str,
     out: Path,
@@ -48,12 +54,15 @@ def run_study(
     cache: Path | None = None,
     budget: dict[str, int] | None = None,
     report_only: bool = False,
+    prior: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every task x method x seed of a suite (``methods``, ``tasks``, ``seeds``: instead of the
     suite's). ``overrides`` (agent settings) apply after the suite's, to pre-training and online
     alike. ``budget``: the suite's ``env_steps``/``warmup_steps`` (K) changed. Finished runs are
     kept: an interrupted study resumes with the first unfinished run. ``report_only``: write the
-    results of the runs already finished (a study in progress) and run nothing."""
+    results of the runs already finished (a study in progress) and run nothing. ``prior``: an
+    earlier study's ``results.json`` (e.g. committed at the end of a session whose folder is gone):
+    its runs made with exactly this run config are kept as if finished here."""
     suite = with_budget(SUITES[suite_name], budget)
     tasks = list(tasks or suite.tasks)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,6 +94,10 @@ def run_study(
         )
         run_dir = out / "runs" / task / name / f"seed_{seed}"
         summary = finished_run(run_dir / "summary.json", run)
+        if summary is None and prior is not None:
+            summary = prior_run(prior, task, name, seed, run)
+            if summary is not None:  # kept in the folder too, so a later resume there finds it
+                write_json_atomic(run_dir / "summary.json", summary)
         if summary is None and report_only:
             continue
         if summary is None:
