@@ -97,6 +97,7 @@ def run_study(
         if summary is None and prior is not None:
             summary = prior_run(prior, task, name, seed, run)
             if summary is not None:  # kept in the folder too, so a later resume there finds it
+                run_dir.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(run_dir / "summary.json", summary)
         if summary is None and report_only:
             continue
