@@ -102,7 +102,7 @@ def collect(
         "successes": sum(r.success for r in results),
         "intervened_steps": sum(r.intervened for r in results),
         "intervened_fraction": sum(r.intervened for r in results) / max(steps, 1),
-        "episodes_with_interventions": sum(r.intervened > 0 for r in results),
+        "intervened_episodes": sum(r.intervened > 0 for r in results),
         "gamma": gamma,
     }
     if results:

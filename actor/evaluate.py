@@ -6,8 +6,8 @@ Usage: ``launch/evaluate.sh --checkpoint DIR --out OUT [--judge ground_truth|cla
 Judges: ``ground_truth`` (the env's own check: the simulation's ground truth, unattended),
 ``classifier`` (the reward classifier) or ``keyboard`` (a person presses ``s`` or ``f`` after each
 episode; Esc ends an episode early). Every other verdict available (the env's check, and the
-classifier's when one is given) is recorded beside the judge's. An intervention (the env reporting
-``info["intervene_action"]``) counts as a failure. Time to success is control steps times the
+classifier's when one is given) is recorded beside the judge's. An intervention (a step whose ``StepInfo.intervened``
+is set) counts as a failure. Time to success is control steps times the
 control period (the real env keeps that period; the simulation counts simulated time).
 Writes ``OUT/report.json`` (one record per pose), ``OUT/report.md`` and ``OUT/report.png``.
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 from actor.keyboard import KeyboardError
 from actor.teleop import TeleopError, add_intervention_arguments, with_interventions
-from robot_env.contract import RobotEnvError, task_env
+from robot_env.contract import RobotEnvError, step, task_env
 from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import Policy, reset_policy
 from shared import defaults
@@ -124,22 +124,21 @@ def evaluate_poses(
             if view is not None:
                 view.at("eval_step", total)
                 view.images("eval/camera", obs)
-            obs, _, terminated, truncated, info = env.step(action)
+            s = step(env, action)
+            obs = s.obs
             steps += 1
             total += 1
-            took_over = "intervene_action" in info
             if view is not None:
-                shown = {"action": action, "intervening": float(took_over), "pose": float(i)}
-                if "classifier_prob" in info:
-                    shown["classifier_prob"] = info["classifier_prob"]
+                shown = {"action": s.action, "intervening": float(s.info.intervened), "pose": float(i)}
+                if s.info.classifier_prob is not None:
+                    shown["classifier_prob"] = s.info.classifier_prob
                 view.scalars("eval", shown)
-            intervened |= took_over
-            env_ok = info["env_success"] if has_clf else info.get("success", False)
-            if env_ok and first_env is None:
+            intervened |= s.info.intervened
+            if s.info.env_succeeded and first_env is None:
                 first_env = steps
-            if has_clf and info["success"] and first_clf is None:
+            if has_clf and s.info.succeeded and first_clf is None:
                 first_clf = steps
-            ended = terminated or truncated
+            ended = s.done
             if keyboard is not None and "end_episode" in keyboard.events():
                 ended = True
         first: int | None
@@ -188,7 +187,7 @@ def write_report(out: Path, results: list[PoseResult], meta: Mapping[str, Any]) 
         "episodes": len(results),
         "successes": sum(r.success for r in results),
         "success_rate": float(np.mean([r.success for r in results])) if results else 0.0,
-        "interventions": sum(r.intervened for r in results),
+        "intervened_episodes": sum(r.intervened for r in results),
         "mean_time_to_success_s": float(np.mean(times)) if times else None,
         "env_check_successes": sum(r.env_success for r in results),
         "classifier_successes": None,
@@ -203,7 +202,7 @@ def write_report(out: Path, results: list[PoseResult], meta: Mapping[str, Any]) 
         f"# Evaluation: {report['successes']}/{report['episodes']} successes",
         "",
         f"checkpoint: `{meta.get('checkpoint')}`; judge: {meta.get('judge')}; "
-        f"interventions: {report['interventions']}; the env's own check: {report['env_check_successes']} successes"
+        f"intervened episodes: {report['intervened_episodes']}; the env's own check: {report['env_check_successes']} successes"
         + (
             ""
             if report["classifier_successes"] is None

@@ -6,7 +6,7 @@ received weights, swapped between steps), sample an action, step the env, hand t
 to the sender (a queue append). Nothing here waits on the network.
 
 The loop keeps going through robot faults: a step the env reports as failed
-(``info["robot_error"]``) is not sent to the learner and is counted; a reset that fails (the
+(its ``StepInfo.robot_error``) is not sent to the learner and is counted; a reset that fails (the
 robot server or a camera is down, or a reset found the peg jammed) is retried with a bounded
 backoff, logging each try, until it works or the actor is stopped. After ``help_after_s`` without
 a working robot the actor asks for help: a plain log line (repeated every ``help_after_s``) and
@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,9 @@ import numpy as np
 
 from actor.sender import FatalLearnerError, TransitionSender
 from actor.weights import WeightsReceiver
-from robot_env.contract import RobotEnvError, keeps_time, sanitize_action
+from robot_env.contract import RobotEnvError, Step, keeps_time, step
 from shared import defaults
 from shared.agents import act_with_params
-from shared.dataset import step_transition
 from shared.live_view import LiveView
 from shared.metrics import write_json_atomic
 from shared.rate import RateKeeper
@@ -61,7 +60,7 @@ class _Episode:
     length: int = 0
     success: bool = False
     env_success: bool | None = None  # the env's own check, when a reward classifier gives ``success``
-    interventions: int = 0
+    intervened_steps: int = 0
     versions: set = field(default_factory=set)
     warmup_steps: int = 0
     jitter: list = field(default_factory=list)
@@ -246,35 +245,31 @@ class ControlLoop:
                         self.invalid_actions,
                     )
                 action = np.zeros_like(action)
-            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            s = step(self.env, action)  # a person's action, where one took over, is s.action
             t2 = time.perf_counter()
-            truncated = truncated or end_now
-            intervened = "intervene_action" in info
-            if intervened:
-                # a person's action is recorded as the env executes it: clipped, non-finite held
-                action = sanitize_action(info["intervene_action"])[0].astype(np.float32)
-            if info.get("robot_error"):
+            if end_now:
+                s = replace(s, truncated=True)
+            action = s.action
+            if s.info.robot_error:
                 # A failed step is not a transition the robot made: never sent as one.
                 self.robot_errors += 1
                 ep.robot_errors += 1
-                ep.reflexes += int(bool(info.get("reflex")))
-                if terminated or truncated:
+                ep.reflexes += int(s.info.reflex)
+                if s.done:
                     self._end_episode(ep)
                     ep = _Episode()
                     obs = self._reset()
                 else:
-                    obs = next_obs
+                    obs = s.obs
                 continue
-            transition = step_transition(obs, action, reward, next_obs, terminated, truncated)
-            transition["interventions"] = intervened
-            self.sender.put(transition)
+            self.sender.put(s.transition(obs))
             self.steps += 1
-            ep.ret += float(reward)
+            ep.ret += s.reward
             ep.length += 1
-            ep.success |= bool(info.get("success", False))
-            if "env_success" in info:
-                ep.env_success = bool(ep.env_success) or bool(info["env_success"])
-            ep.interventions += int(intervened)
+            ep.success |= s.info.succeeded
+            if s.info.env_success is not None:
+                ep.env_success = bool(ep.env_success) or s.info.env_success
+            ep.intervened_steps += int(s.info.intervened)
             if ep.last_action is not None:
                 ep.action_change += float(np.linalg.norm(action - ep.last_action))
             ep.last_action = np.asarray(action, np.float32)
@@ -284,7 +279,7 @@ class ControlLoop:
             ep.step.append(t2 - t1)
             if self.view is not None:
                 t3 = time.perf_counter()
-                self._show(obs, action, float(reward), intervened, info, 0 if warm else version)
+                self._show(obs, s, 0 if warm else version)
                 ep.view.append(time.perf_counter() - t3)
             timing = self._timing()
             if timing and "observation_ms" in timing:
@@ -295,8 +290,8 @@ class ControlLoop:
                 ep.jitter.append(abs(float(timing["period_s"]) - float(timing["target_period_s"])))
             if timing and "overruns" in timing:  # an env that keeps its own rate counts this episode's
                 ep.overruns = float(timing["overruns"])
-            obs = next_obs
-            if terminated or truncated:
+            obs = s.obs
+            if s.done:
                 self._end_episode(ep)
                 ep = _Episode()
                 obs = self._reset()
@@ -310,20 +305,20 @@ class ControlLoop:
             "reset_failures": self.reset_failures,
         }
 
-    def _show(self, obs: Any, action: np.ndarray, reward: float, intervened: bool, info: dict, policy: int) -> None:
+    def _show(self, obs: Any, s: Step, policy: int) -> None:
         """This step on the live view: what the policy saw, what it sent, what came back."""
         assert self.view is not None
         self.view.at("actor_step", self.steps)
         if (self.steps - 1) % max(self.cfg.view_image_every, 1) == 0:
             self.view.images("actor/camera", obs)
         fields: dict[str, Any] = {
-            "action": action,
-            "intervening": float(intervened),
-            "reward": reward,
+            "action": s.action,
+            "intervening": float(s.info.intervened),
+            "reward": s.reward,
             "policy": float(policy),  # 0: the frozen pre-trained policy (warmup), else the weights version
         }
-        if "classifier_prob" in info:
-            fields["classifier_prob"] = info["classifier_prob"]
+        if s.info.classifier_prob is not None:
+            fields["classifier_prob"] = s.info.classifier_prob
         self.view.scalars("actor", fields)
 
     def _timing(self) -> dict[str, float] | None:
@@ -355,7 +350,7 @@ class ControlLoop:
             "return": ep.ret,
             "length": ep.length,
             "success": float(ep.success),
-            "interventions": ep.interventions,
+            "intervened_steps": ep.intervened_steps,
             "weights_version": max(ep.versions, default=self.version),
             "warmup_fraction": ep.warmup_steps / max(ep.length, 1),
             "global_env_steps": self.sender.global_env_steps,

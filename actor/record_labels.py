@@ -39,7 +39,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from robot_env.contract import keeps_time, task_env
+from robot_env.contract import StepInfo, keeps_time, step, task_env
 from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import Policy, reset_policy
 from robot_env.scripted import ScriptedInserter, Skill
@@ -141,7 +141,7 @@ def record(
                 env_ys.append(-1 if env_y is None else int(bool(env_y)))
                 states.append(o["state"])
 
-            env_y = info.get("success")
+            env_y = StepInfo.of(info).success
             keep(obs, bool(env_y) if labels == "ground_truth" else labeller.success, env_y)
             lifting, paused = 0, False
             try:
@@ -161,10 +161,10 @@ def record(
                     rate.wait()
                     action = LIFT if lifting else np.asarray(policy(obs), np.float32)
                     lifting = max(lifting - 1, 0)
-                    obs, _, terminated, truncated, info = env.step(action)
-                    if "robot_error" in info:  # the env handed back its last frame again: nothing new
+                    s = step(env, action)
+                    if s.info.robot_error:  # the env handed back its last frame again: nothing new
                         break
-                    env_y = info.get("success")
+                    obs, env_y = s.obs, s.info.success
                     y = bool(env_y) if labels == "ground_truth" else labeller.success
                     keep(obs, y, env_y)
                     if labels == "ground_truth" and env_y and not lifting and rng.random() < lift_prob:
@@ -175,7 +175,7 @@ def record(
                         label="SUCCESS" if y else "failure",
                         refresh=False,
                     )
-                    if terminated or truncated:
+                    if s.done:
                         break
             finally:  # an interrupted episode keeps what it recorded
                 writer.write_episode(frames, ys, env_ys, states)

@@ -12,7 +12,7 @@ Then prints, per run, the training episodes' success over windows of 20 (before 
 lowest after, the last), each alarm and rollback with its env step, and the updates from the
 sabotage's start to the first alarm.
 
-Usage: .venv/bin/python benchmarks/health_monitor.py --out runs/health [--seeds 1 2 3] [--report-only]
+Usage: .venv/bin/python benchmarks/health_monitor.py --out runs/health [--seeds 1 2 3] [--only clean ...] [--report-only]
 """
 
 from __future__ import annotations
@@ -84,12 +84,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
+    p.add_argument("--only", nargs="*", default=None, help="run only the kinds named (e.g. clean); all by default")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
     out = Path(args.out)
     if not args.report_only:
         for name, extra in runs(args.seeds).items():
             if (out / name / "summary.json").exists():
+                continue
+            if args.only is not None and name.rsplit("_s", 1)[0] not in args.only:
                 continue
             print(f"== {name}", flush=True)
             subprocess.run(

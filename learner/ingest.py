@@ -116,7 +116,7 @@ class IngestServer:
             "refused": 0,
             "stats": 0,
             "stats_dropped": 0,
-            "interventions": 0,
+            "intervened_steps": 0,
             "lost_chunks": 0,  # holes given up (``Ledger.close_holes``)
         }
 
@@ -287,7 +287,7 @@ class IngestServer:
                 self.ledger.add(actor, session, seq, len(chunk))
                 self._close_holes(actor, session)
             self.counters["chunks"] += 1
-            self.counters["interventions"] += int(chunk.interventions.sum())
+            self.counters["intervened_steps"] += int(chunk.intervened.sum())
             with self.data_arrived:
                 self.data_arrived.notify_all()
         self._reply(

@@ -226,9 +226,9 @@ def _training_success(actor_dir: Path, last: int = 20) -> float | None:
 def _interventions(actor_dir: Path, distance: float | None, ratio: float) -> dict[str, Any]:
     """How much the (scripted) person did, from the actor's episode log."""
     path = actor_dir / "metrics.jsonl"
-    rows = [r for r in read_jsonl(path) if "interventions" in r] if path.exists() else []
+    rows = [r for r in read_jsonl(path) if "intervened_steps" in r] if path.exists() else []
     steps = sum(int(r.get("length", 0)) for r in rows)
-    done = sum(int(r["interventions"]) for r in rows)
+    done = sum(int(r["intervened_steps"]) for r in rows)
     return {
         "scripted_human_distance_m": distance,
         "intervention_ratio": ratio,
@@ -236,7 +236,7 @@ def _interventions(actor_dir: Path, distance: float | None, ratio: float) -> dic
         "training_steps": steps,
         "intervened_steps": done,
         "intervened_fraction": done / max(steps, 1),
-        "episodes_with_interventions": sum(int(r["interventions"]) > 0 for r in rows),
+        "intervened_episodes": sum(int(r["intervened_steps"]) > 0 for r in rows),
     }
 
 
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.scripted_human:
         print(
             f"interventions: {interventions['intervened_steps']} of {interventions['training_steps']} training "
-            f"steps ({interventions['intervened_fraction']:.1%}), in {interventions['episodes_with_interventions']} "
+            f"steps ({interventions['intervened_fraction']:.1%}), in {interventions['intervened_episodes']} "
             f"of {interventions['training_episodes']} episodes",
             flush=True,
         )

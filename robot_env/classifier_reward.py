@@ -19,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robot_env.contract import task_env
+from robot_env.contract import INFO_CLASSIFIER_PROB, INFO_ENV_SUCCESS, INFO_ROBOT_ERROR, INFO_SUCCESS, task_env
 from shared.reward_classifier import RewardClassifier
 
 log = logging.getLogger("wsrl.reward")
@@ -52,8 +52,8 @@ class ClassifierReward(gym.Wrapper):
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
         info = dict(info)
-        info["env_success"] = bool(info.get("success", False))
-        info["success"] = False
+        info[INFO_ENV_SUCCESS] = bool(info.get(INFO_SUCCESS, False))
+        info[INFO_SUCCESS] = False
         return obs, info
 
     def step(self, action: Any):
@@ -68,11 +68,11 @@ class ClassifierReward(gym.Wrapper):
                 "the reward classifier returned %s; counting the step as a failure (%d so far)", prob, self.nonfinite
             )
             prob = 0.0
-        robot_error = "robot_error" in info  # the env ended the episode on a fault: no verdict on a stale frame
+        robot_error = INFO_ROBOT_ERROR in info  # the env ended the episode on a fault: no verdict on a stale frame
         success = prob >= self.classifier.threshold and not robot_error
-        info["env_success"] = bool(info.get("success", False))
-        info["success"] = bool(success)
-        info["classifier_prob"] = float(prob)
+        info[INFO_ENV_SUCCESS] = bool(info.get(INFO_SUCCESS, False))
+        info[INFO_SUCCESS] = bool(success)
+        info[INFO_CLASSIFIER_PROB] = float(prob)
         inner = getattr(self.env.unwrapped, "timing", None) or {}
         self.timing = {**inner, "classifier_ms": ms}
         reward = float(self.reward_config.apply(float(success)))

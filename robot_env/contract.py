@@ -17,6 +17,7 @@ of wrapping at +-pi (a downward tool has roll pi in the base frame).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -25,6 +26,7 @@ import numpy as np
 from robot_env import geometry as geo
 from robot_env.task_config import SafetyBox, TaskConfig
 from shared.config import RewardConfig
+from shared.dataset import Transition, step_transition
 
 STATE_KEYS: tuple[tuple[str, int], ...] = (
     ("gripper_pose", 1),
@@ -59,6 +61,92 @@ class TaskEnv(Protocol):
     end_on_success: bool  # False: success is reported, but a classifier or a recorder ends episodes
     timing: dict[str, float]  # the last step's timings in ms (observation_ms, period_s, ...)
     metadata: dict[str, Any]  # "keeps_time": True when the env waits for its own control period
+
+
+# What a step's ``info`` says, by the key its writer (the env or a wrapper) puts it under: the
+# writers use these names and every loop reads them through ``step()``'s ``StepInfo``, never by
+# string. ``intervene_action`` is SERL's key (its SpacemouseIntervention wrapper writes it only on
+# the steps a person drives), so a wrapper ported from SERL is read the same way.
+INFO_SUCCESS = "success"  # the task's verdict: the classifier's where one decides
+INFO_ENV_SUCCESS = "env_success"  # the env's own check, kept beside a classifier's verdict
+INFO_CLASSIFIER_PROB = "classifier_prob"  # the classifier's probability of success
+INFO_INTERVENED = "intervened"  # a person's action replaced the policy's (robot_env/intervention.py)
+INFO_INTERVENE_ACTION = "intervene_action"  # that action, as the env executed it
+INFO_ROBOT_ERROR = "robot_error"  # why the step failed (robot_env/franka_env.py): not a transition
+INFO_REFLEX = "reflex"  # the controller's reflex fired on this step
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """The facts of one step's ``info``, typed (see the ``INFO_*`` keys)."""
+
+    success: bool | None = None  # None: the env gave no verdict
+    env_success: bool | None = None  # None: no classifier decides, ``success`` is the env's own
+    classifier_prob: float | None = None
+    intervened: bool = False
+    intervene_action: np.ndarray | None = None
+    robot_error: str | None = None
+    reflex: bool = False
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any]) -> StepInfo:
+        human = info.get(INFO_INTERVENE_ACTION)
+        success, env_success, prob = info.get(INFO_SUCCESS), info.get(INFO_ENV_SUCCESS), info.get(INFO_CLASSIFIER_PROB)
+        return cls(
+            success=None if success is None else bool(success),
+            env_success=None if env_success is None else bool(env_success),
+            classifier_prob=None if prob is None else float(prob),
+            intervened=bool(info.get(INFO_INTERVENED, False)) or human is not None,
+            intervene_action=None if human is None else np.asarray(human),
+            robot_error=str(info[INFO_ROBOT_ERROR]) if info.get(INFO_ROBOT_ERROR) else None,
+            reflex=bool(info.get(INFO_REFLEX, False)),
+        )
+
+    @property
+    def succeeded(self) -> bool:
+        """The task's verdict, False where the env gave none."""
+        return bool(self.success)
+
+    @property
+    def env_succeeded(self) -> bool:
+        """The env's own check: beside a classifier's verdict where one decides, else the verdict."""
+        return bool(self.success if self.env_success is None else self.env_success)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One ``env.step`` as every loop reads it (``step()``)."""
+
+    obs: dict[str, np.ndarray]  # the next observation
+    reward: float
+    terminated: bool
+    truncated: bool
+    action: np.ndarray  # what the arm executed: a person's (sanitised) where one intervened
+    info: StepInfo
+    raw_info: Mapping[str, Any]  # the env's own dict, for what only one loop needs
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+    def transition(self, obs: Mapping[str, np.ndarray]) -> Transition:
+        """The transition from ``obs`` (the observation the action was chosen on), carrying the
+        executed action and the intervention flag."""
+        t = step_transition(obs, self.action, self.reward, self.obs, self.terminated, self.truncated)
+        t["intervened"] = self.info.intervened
+        return t
+
+
+def step(env: gym.Env, action: np.ndarray) -> Step:
+    """Step ``env`` with the policy's ``action``: the one step function of every loop (the actor,
+    evaluation, the label recorder, rollouts and the study). The action it reports is the one the
+    arm executed, a person's where one took over, clipped and sanitised like any action."""
+    obs, reward, terminated, truncated, raw = env.step(action)
+    info = StepInfo.of(raw)
+    executed = np.asarray(action, np.float32)
+    if info.intervene_action is not None:
+        executed = sanitize_action(info.intervene_action)[0].astype(np.float32)
+    return Step(obs, float(reward), bool(terminated), bool(truncated), executed, info, raw)
 
 
 def task_env(env: gym.Env) -> TaskEnv:

@@ -49,7 +49,7 @@ import numpy as np
 from robot_env import contract
 from robot_env import geometry as geo
 from robot_env.cameras import CameraError
-from robot_env.contract import RobotEnvError
+from robot_env.contract import INFO_REFLEX, INFO_ROBOT_ERROR, INFO_SUCCESS, RobotEnvError
 from robot_env.gripper import GripperUnits
 from robot_env.reset_path import approach_waypoints, interpolate, lift_waypoints, transfer_waypoints
 from robot_env.robot_client import RobotClient, RobotServerError
@@ -277,7 +277,7 @@ class FrankaEnv(gym.Env):
             }
         except (RobotServerError, CameraError) as e:
             log.error("ending the episode: %s", e)
-            info.update(success=False, robot_error=str(e))
+            info.update({INFO_SUCCESS: False, INFO_ROBOT_ERROR: str(e)})
             return self._obs, float(self.reward_config.apply(0.0)), False, True, info
         success = self._success()  # before stalls: an inserted peg that stops moving has not stalled
         if not success and stalled(before, target, self._raw, real.stall_min_command, real.stall_contact_force):
@@ -286,7 +286,7 @@ class FrankaEnv(gym.Env):
             self._stalls = 0
         if self._stalls >= real.stall_steps:
             return self._reflex(obs, info)
-        info["success"] = success
+        info[INFO_SUCCESS] = success
         self._obs = obs
         terminated = success and self.end_on_success
         truncated = self._steps >= self.task.episode_length and not terminated
@@ -309,12 +309,12 @@ class FrankaEnv(gym.Env):
         self._stalls = 0
         why = f"the arm did not follow the last {real.stall_steps} command(s) (a reflex?); errors cleared"
         log.error("%s; %s", why, "ending the episode" if real.on_reflex == "end" else "going on")
-        info.update(success=False, robot_error=why, reflex=True)
+        info.update({INFO_SUCCESS: False, INFO_ROBOT_ERROR: why, INFO_REFLEX: True})
         self._commanded = None  # lost: the controller starts again at the measured pose
         try:
             self.client.clear_error()
         except RobotServerError as e:
-            info["robot_error"] = f"{why}, but clearing failed: {e}"
+            info[INFO_ROBOT_ERROR] = f"{why}, but clearing failed: {e}"
             return self._obs, float(self.reward_config.apply(0.0)), False, True, info
         self._obs = obs
         truncated = real.on_reflex == "end" or self._steps >= self.task.episode_length

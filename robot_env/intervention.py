@@ -4,7 +4,7 @@ Before each step the wrapper asks its device (``actor.teleop``: a SpaceMouse, th
 the simulation's scripted person) for a command. When a person is taking over, their action,
 clipped and sanitised like any action, replaces the policy's; ``info["intervene_action"]`` is the
 action the env executed and ``info["intervened"]`` is True. The actor records that action and
-the flag in the transition (``interventions``), which travels to the learner's replay buffer and
+the flag in the transition (``intervened``), which travels to the learner's replay buffer and
 into datasets; the actor's episode log counts intervened steps, and evaluation counts an
 intervened episode as a failure.
 """
@@ -16,7 +16,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from robot_env.contract import sanitize_action
+from robot_env.contract import INFO_INTERVENE_ACTION, INFO_INTERVENED, sanitize_action
 
 
 class InterventionWrapper(gym.Wrapper):
@@ -37,9 +37,9 @@ class InterventionWrapper(gym.Wrapper):
             action = sanitize_action(human)[0].astype(np.float32)
         obs, reward, terminated, truncated, info = self.env.step(action)
         info = dict(info)
-        info["intervened"] = human is not None
+        info[INFO_INTERVENED] = human is not None
         if human is not None:
-            info["intervene_action"] = action
+            info[INFO_INTERVENE_ACTION] = action
         self._obs = obs
         return obs, reward, terminated, truncated, info
 

@@ -13,8 +13,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robot_env.contract import task_env
-from shared.dataset import Transition, step_transition
+from robot_env.contract import step, task_env
+from shared.dataset import Transition
 
 Policy = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
@@ -49,19 +49,14 @@ def run_episode(
     reset_policy(policy)
     length, success, intervened = 0, False, 0
     while True:
-        action = np.asarray(policy(obs), np.float32)
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        human = info.get("intervene_action")  # a person's action replaced the policy's
-        if human is not None:
-            action, intervened = np.asarray(human, np.float32), intervened + 1
+        s = step(env, np.asarray(policy(obs), np.float32))
+        intervened += int(s.info.intervened)
         if record is not None:
-            t = step_transition(obs, action, reward, next_obs, terminated, truncated)
-            t["interventions"] = human is not None
-            record(t)
+            record(s.transition(obs))
         length += 1
-        success = success or bool(info.get("success", False))
-        obs = next_obs
-        if terminated or truncated:
+        success = success or s.info.succeeded
+        obs = s.obs
+        if s.done:
             return EpisodeResult(success, length, intervened)
 
 

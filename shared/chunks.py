@@ -38,7 +38,7 @@ class ChunkBuilder:
         self._rewards: list[float] = []
         self._masks: list[float] = []
         self._dones: list[bool] = []
-        self._interventions: list[bool] = []
+        self._intervened: list[bool] = []
         self._last_next: Any = None
         self._num_frames = 0
         self.nbytes = 0
@@ -73,7 +73,7 @@ class ChunkBuilder:
         self._rewards.append(float(t["rewards"]))
         self._masks.append(float(t["masks"]))
         self._dones.append(bool(t["dones"]))
-        self._interventions.append(bool(t.get("interventions", False)))
+        self._intervened.append(bool(t.get("intervened", False)))
         self.nbytes += 4 * self._actions[-1].size + 16
 
     def build(self, actor: str, session: str, seq: int) -> dict[str, Any]:
@@ -92,7 +92,7 @@ class ChunkBuilder:
             rewards=np.asarray(self._rewards, np.float32),
             masks=np.asarray(self._masks, np.float32),
             dones=np.asarray(self._dones, bool),
-            interventions=np.asarray(self._interventions, bool),
+            intervened=np.asarray(self._intervened, bool),
         )
         self.clear()
         return msg
@@ -130,7 +130,7 @@ class Chunk:
     rewards: np.ndarray
     masks: np.ndarray
     dones: np.ndarray
-    interventions: np.ndarray
+    intervened: np.ndarray
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -138,7 +138,7 @@ class Chunk:
     def arrays(self) -> dict[str, Any]:
         return {
             k: getattr(self, k)
-            for k in ("frames", "obs_index", "next_index", "actions", "rewards", "masks", "dones", "interventions")
+            for k in ("frames", "obs_index", "next_index", "actions", "rewards", "masks", "dones", "intervened")
         }
 
     def transitions(self) -> list[dict[str, Any]]:
@@ -151,7 +151,7 @@ class Chunk:
                 "rewards": self.rewards[i],
                 "masks": self.masks[i],
                 "dones": self.dones[i],
-                "interventions": bool(self.interventions[i]),
+                "intervened": bool(self.intervened[i]),
             }
             for i in range(len(self))
         ]
@@ -183,7 +183,7 @@ def unpack_chunk(
     rewards = _array(msg, "rewards", "float32", (n,))
     masks = _array(msg, "masks", "float32", (n,))
     dones = _array(msg, "dones", "bool", (n,))
-    _array(msg, "interventions", "bool", (n,))
+    _array(msg, "intervened", "bool", (n,))
     frames = msg.get("frames")
     if not isinstance(frames, dict) or set(frames) != set(obs_spec):
         got = sorted(frames) if isinstance(frames, dict) else type(frames).__name__
@@ -209,5 +209,5 @@ def unpack_chunk(
     if not np.isin(masks, (0.0, 1.0)).all():
         raise ProtocolError("chunk masks must be 0 or 1")
     return Chunk(
-        {k: frames[k] for k in obs_spec}, obs_index, next_index, actions, rewards, masks, dones, msg["interventions"]
+        {k: frames[k] for k in obs_spec}, obs_index, next_index, actions, rewards, masks, dones, msg["intervened"]
     )

@@ -12,7 +12,7 @@ A file is an uncompressed ``.npz`` (read with ``allow_pickle=False``) holding ``
 | ``dones``           | [N] bool                | last transition of its episode (terminal or timeout) |
 | ``valid``           | [N] bool                | slot i is a transition (False: an episode's reset obs)|
 | ``mc_returns``      | [N] float32             | Monte-Carlo return-to-go (-inf while unknown)        |
-| ``interventions``   | [N] bool (optional)     | a person chose the action (absent in older files: no)|
+| ``intervened``      | [N] bool (optional)     | a person chose the action (absent in older files: no)|
 | ``meta``            | 0-d str (JSON)          | format, obs spec, action_dim, gamma, r_neg, ...      |
 
 A valid slot i is the transition ``(obs[obs_slot[i]], actions[i], rewards[i], obs[i])``: each
@@ -43,7 +43,9 @@ TRANSITION_FIELDS = {
     "mc_returns": ("float32", 1),
 }
 # Added after the format's first files: absent means "none" (read as zeros of this dtype).
-OPTIONAL_FIELDS = {"interventions": "bool"}
+OPTIONAL_FIELDS = {"intervened": "bool"}
+# Earlier names of a field, read as today's (files written before the intervention flag had one name).
+LEGACY_NAMES = {"interventions": "intervened"}
 META_KEYS = ("format", "obs_spec", "action_dim")
 
 
@@ -60,7 +62,7 @@ class Transition(TypedDict):
     next_observations: Mapping[str, np.ndarray]
     masks: float  # 0.0 where the episode terminated (no bootstrap), else 1.0
     dones: bool  # the episode ended here (terminated or truncated)
-    interventions: NotRequired[bool]  # a person chose the action
+    intervened: NotRequired[bool]  # a person chose the action
 
 
 def step_transition(
@@ -184,8 +186,16 @@ def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
         meta = json.loads(str(arrays.pop("meta")))
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: 'meta' is not JSON: {e}") from e
+    rename_legacy(arrays)
     validate(arrays, meta, str(path))
     return arrays, meta
+
+
+def rename_legacy(arrays: dict[str, np.ndarray]) -> None:
+    """Give arrays saved under an earlier name (``LEGACY_NAMES``) today's name, in place."""
+    for old, new in LEGACY_NAMES.items():
+        if old in arrays and new not in arrays:
+            arrays[new] = arrays.pop(old)
 
 
 def validate(

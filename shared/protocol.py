@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a chunk's intervention flag is "intervened" (was "interventions")
 MAX_MESSAGE_BYTES = 64 * 2**20  # a chunk of transitions is a few MB; weights of a ResNet policy fit too
 MAX_NDIM = 8
 MAX_DEPTH = 32  # nesting of maps/lists

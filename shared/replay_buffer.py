@@ -91,7 +91,7 @@ class ReplayBuffer:
         self.dones = np.zeros(c, bool)
         self.valid = np.zeros(c, bool)
         self.mc_returns = np.full(c, -np.inf, np.float32)
-        self.interventions = np.zeros(c, bool)  # a person chose the action (actor.teleop)
+        self.intervened = np.zeros(c, bool)  # a person chose the action (actor.teleop)
         self._serial = np.full(c, -1, np.int64)  # write counter per slot, to spot overwrites
         self._successor = np.full(c, -1, np.int64)  # the transition whose obs lives here
         self._written = 0  # slots ever written
@@ -197,7 +197,7 @@ class ReplayBuffer:
             bool(t["dones"]),
             stream,
             False,
-            bool(t.get("interventions")),
+            bool(t.get("intervened")),
         )
 
     def insert_chunk(
@@ -210,7 +210,7 @@ class ReplayBuffer:
         masks: np.ndarray,
         dones: np.ndarray,
         stream: str | int = 0,
-        interventions: np.ndarray | None = None,
+        intervened: np.ndarray | None = None,
     ) -> None:
         """Insert consecutive transitions given as shared frames plus indices (the wire layout
         of ``shared.chunks``), in order, under one lock. A transition whose observation is the
@@ -223,7 +223,7 @@ class ReplayBuffer:
             ("rewards", rewards),
             ("masks", masks),
             ("dones", dones),
-            ("interventions", np.zeros(n, bool) if interventions is None else interventions),
+            ("intervened", np.zeros(n, bool) if intervened is None else intervened),
         ):
             if len(a) != n:
                 raise ValueError(f"{name} has {len(a)} entries for {n} actions")
@@ -252,7 +252,7 @@ class ReplayBuffer:
                     bool(dones[i]),
                     str(stream),
                     continuous,
-                    interventions is not None and bool(interventions[i]),
+                    intervened is not None and bool(intervened[i]),
                 )
 
     def _append(
@@ -292,7 +292,7 @@ class ReplayBuffer:
         self.rewards[slot] = reward
         self.masks[slot] = mask
         self.dones[slot] = done
-        self.interventions[slot] = intervened
+        self.intervened[slot] = intervened
         self.valid[slot] = True
         self._inserted += 1
         st["episode"].append((slot, int(self._serial[slot])))
@@ -348,7 +348,7 @@ class ReplayBuffer:
             k = round(intervened_fraction * batch_size)
             if k > 0:
                 filled = min(self._written, self.capacity)
-                pool = np.flatnonzero(self.valid[:filled] & self.interventions[:filled])
+                pool = np.flatnonzero(self.valid[:filled] & self.intervened[:filled])
                 if pool.size:
                     idx.reshape(rows, batch_size)[:, :k] = pool[rng.integers(0, pool.size, (rows, k))]
             batch = self._rows(idx, keys)
@@ -420,7 +420,7 @@ class ReplayBuffer:
                 dones=self.dones[:filled],
                 valid=self.valid[:filled],
                 mc_returns=self.mc_returns[:filled],
-                interventions=self.interventions[:filled],
+                intervened=self.intervened[:filled],
                 serial=self._serial[:filled],
             )
             return save_arrays(path, arrays, self._meta(info))
@@ -454,7 +454,7 @@ class ReplayBuffer:
             raise DatasetError(f"{path}: a wrapped buffer of capacity {n} cannot change capacity")
         for k in buf.frames:
             buf.frames[k][:n] = arrays[f"obs/{k}"]
-        for name in ("obs_slot", "actions", "rewards", "masks", "dones", "valid", "mc_returns", "interventions"):
+        for name in ("obs_slot", "actions", "rewards", "masks", "dones", "valid", "mc_returns", "intervened"):
             getattr(buf, name)[:n] = arrays[name]
         buf._serial[:n] = arrays["serial"] if "serial" in arrays else np.arange(n)
         valid_slots = np.flatnonzero(buf.valid[:n])
@@ -493,7 +493,7 @@ class ReplayBuffer:
                 # never becomes valid again, so it can be replayed as a plain frame slot.
                 transition=self.valid[slots],
                 mc_returns=self.mc_returns[slots],
-                interventions=self.interventions[slots],
+                intervened=self.intervened[slots],
             )
             ev_slots = np.concatenate([a for a, _ in self._finished]) if self._finished else np.zeros(0, np.int64)
             ev_serials = np.concatenate([b for _, b in self._finished]) if self._finished else np.zeros(0, np.int64)
@@ -626,7 +626,7 @@ class ReplayBuffer:
             slots = np.arange(delta.start, delta.end, dtype=np.int64) % self.capacity
             for k, f in self.frames.items():
                 f[slots] = a[f"obs/{k}"]
-            for name in ("actions", "rewards", "masks", "dones", "mc_returns", "interventions"):
+            for name in ("actions", "rewards", "masks", "dones", "mc_returns", "intervened"):
                 getattr(self, name)[slots] = a[name]
             ok = self._serial[a["mc_slot"]] == a["mc_serial"]
             self.mc_returns[a["mc_slot"][ok]] = a["mc_value"][ok]
@@ -672,7 +672,7 @@ class ReplayBuffer:
                 "transitions": int(valid.sum()),
                 "episodes": int((valid & self.dones[:filled]).sum()),
                 "inserted_total": self.transitions_inserted,
-                "intervened": int((valid & self.interventions[:filled]).sum()),
+                "intervened": int((valid & self.intervened[:filled]).sum()),
                 "discontinuities": self.discontinuities,
             }
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.dataset import DatasetError, save_arrays
+from shared.dataset import DatasetError, rename_legacy, save_arrays
 
 DELTA_FORMAT = "wsrl-replay-delta-1"
-ROWS = ("obs_slot", "actions", "rewards", "masks", "dones", "transition", "mc_returns", "interventions")
+ROWS = ("obs_slot", "actions", "rewards", "masks", "dones", "transition", "mc_returns", "intervened")
 EVENTS = ("mc_slot", "mc_serial", "mc_value")
 
 
@@ -68,6 +68,7 @@ class ReplayDelta:
         except Exception as e:  # a truncated zip, a bad CRC, not an npz at all
             raise DatasetError(f"{path}: unreadable replay delta ({type(e).__name__}: {e})") from e
         meta = _meta(arrays.pop("meta", None), path)
+        rename_legacy(arrays)
         try:
             start, end, capacity = int(meta["start"]), int(meta["end"]), int(meta["capacity"])
             delta = cls(start, end, capacity, dict(meta["obs_spec"]), arrays, dict(meta["state"]))

@@ -81,12 +81,12 @@ def test_interventions_are_recorded_and_nan_actions_hold(tmp_path):
     )
     # The policy is asked every step (the takeover happens inside the env's step).
     assert summary["steps"] == 30 and summary["invalid_actions"] == 30
-    assert server.counters["interventions"] == 10
+    assert server.counters["intervened_steps"] == 10
     actions = buf.actions[buf.valid]
     taken_over = np.all(actions == TAKEOVER, axis=1)
     assert taken_over.sum() == 10 and np.all(actions[~taken_over] == 0.0)
     # The learner's buffer holds the flag on exactly the steps the person took.
-    np.testing.assert_array_equal(buf.interventions[buf.valid], taken_over)
+    np.testing.assert_array_equal(buf.intervened[buf.valid], taken_over)
     assert buf.stats()["intervened"] == 10
 
 

@@ -211,3 +211,72 @@ def test_obs_mode_follows_a_checkpoint_spec():
     assert obs_mode_of({"state": ((19,), "float32")}) == {"obs_mode": "state"}
     spec = {"state": ((19,), "float32"), "wrist_1": ((64, 64, 3), "uint8"), "wrist_2": ((64, 64, 3), "uint8")}
     assert obs_mode_of(spec) == {"obs_mode": "images", "image_size": 64}
+
+
+# ----------------------------------------------------------------------------- the step record
+
+
+class _Scripted:
+    """An env whose step returns what it is told (the gym 5-tuple), to read ``contract.step`` by hand."""
+
+    def __init__(self, info):
+        self.info, self.sent = info, None
+
+    def step(self, action):
+        self.sent = action
+        return {"state": np.ones(2, np.float32)}, -1, False, True, self.info
+
+
+def test_step_reads_a_plain_step():
+    env = _Scripted({"success": False})
+    s = contract.step(env, np.full(6, 0.5))
+    assert env.sent.tolist() == [0.5] * 6  # the policy's action goes to the env unchanged
+    assert s.reward == -1.0 and not s.terminated and s.truncated and s.done
+    assert s.action.dtype == np.float32 and s.action.tolist() == [0.5] * 6
+    assert s.info == contract.StepInfo(success=False)  # no intervention, no error, no classifier
+    assert not s.info.succeeded and not s.info.env_succeeded
+    t = s.transition({"state": np.zeros(2, np.float32)})
+    # truncated, not terminated: bootstrap (mask 1) but the episode ends (done)
+    assert t["masks"] == 1.0 and t["dones"] and t["rewards"] == -1.0 and t["intervened"] is False
+    assert t["next_observations"]["state"].tolist() == [1.0, 1.0]
+
+
+def test_step_records_the_persons_action_sanitised_and_the_classifiers_verdicts():
+    human = np.array([2.0, -3.0, 0.1, 0.0, 0.0, 0.0])  # as a SERL wrapper might leave it: out of range
+    info = {
+        "success": True,
+        "env_success": False,
+        "classifier_prob": 0.9,
+        "intervened": True,
+        "intervene_action": human,
+    }
+    s = contract.step(_Scripted(info), np.zeros(6))
+    np.testing.assert_allclose(s.action, [1.0, -1.0, 0.1, 0.0, 0.0, 0.0], rtol=1e-6)  # clipped to [-1, 1]
+    assert s.info.intervened and s.transition({"state": np.zeros(2, np.float32)})["intervened"] is True
+    assert s.info.succeeded and not s.info.env_succeeded  # the classifier says yes, the env's own check no
+    assert s.info.classifier_prob == 0.9
+    # SERL's convention alone (the action key, no flag) is an intervention too; a NaN action holds still
+    s = contract.step(_Scripted({"intervene_action": np.full(6, np.nan)}), np.ones(6))
+    assert s.info.intervened and s.action.tolist() == [0.0] * 6 and s.info.success is None
+
+
+def test_step_reports_a_failed_step_and_a_reflex():
+    s = contract.step(
+        _Scripted({"success": False, "robot_error": "the arm did not follow", "reflex": True}), np.zeros(6)
+    )
+    assert s.info.robot_error == "the arm did not follow" and s.info.reflex
+
+
+def test_loops_read_a_step_only_through_the_step_record():
+    """Every loop steps its env with ``contract.step`` and reads the typed ``StepInfo``: no module
+    outside the env writers reads an info key by string (issue 30: the step was written five times)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    loops = ["actor/loop.py", "actor/evaluate.py", "actor/record_labels.py", "robot_env/rollout.py"]
+    loops += ["learner/study/runner.py", "learner/study/guided_data.py"]
+    for name in loops:
+        text = (root / name).read_text()
+        assert not re.search(r"\binfo\s*(\[|\.get\()", text), f"{name} reads an info key by string"
+        assert not re.search(r"(?<!contract)\.step\(", text), f"{name} calls an env's step itself"

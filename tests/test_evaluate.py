@@ -44,7 +44,7 @@ def test_ground_truth_judge_and_interventions_count_as_failures(tmp_path):
     assert results[1].intervened and results[1].env_success and results[1].time_to_success_s is None
     assert results[0].time_to_success_s == results[0].steps * 0.1  # success ends the episode
     report = write_report(tmp_path, results, {"checkpoint": "scripted", "judge": "ground_truth"})
-    assert report["successes"] == 2 and report["interventions"] == 1
+    assert report["successes"] == 2 and report["intervened_episodes"] == 1
     assert json.loads((tmp_path / "report.json").read_text())["poses"][1]["intervened"] is True
     assert "| 1 | no | yes |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.png").stat().st_size > 5000

@@ -161,7 +161,7 @@ def test_the_wrapper_executes_the_persons_action_clipped_and_flags_it():
     result = run_episode(env, lambda obs: np.zeros(6, np.float32), seed=0, record=buf.insert)
     assert dev.resets == 1 and result.intervened == result.length
     np.testing.assert_array_equal(buf.actions[buf.valid][0], [1.0, -1.0, 0.5, 0, 0, 0])
-    assert buf.interventions[buf.valid].all()
+    assert buf.intervened[buf.valid].all()
     dev.action = np.full(6, np.nan, np.float32)
     env.reset(seed=1)
     _, _, _, _, info = env.step(np.ones(6, np.float32))
@@ -186,24 +186,28 @@ def test_the_scripted_human_takes_over_far_from_the_hole_and_hands_back_near_it(
     env.close()
 
 
-def test_the_flag_survives_save_and_load_and_old_files_load_without_it(tmp_path):
+def test_the_flag_survives_save_and_load_and_old_files_load_without_it_or_under_its_old_name(tmp_path):
     buf = ReplayBuffer({"state": ((1,), "float32")}, 1, 20, 0.9)
     for i in range(6):
-        buf.insert({**_t(i), "dones": i == 5, "interventions": i in (1, 2)})
+        buf.insert({**_t(i), "dones": i == 5, "intervened": i in (1, 2)})
     path = buf.save(tmp_path / "d.npz")
     back = ReplayBuffer.load(path)
-    np.testing.assert_array_equal(back.interventions[back.valid], [0, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(back.intervened[back.valid], [0, 1, 1, 0, 0, 0])
     arrays, meta = load_arrays(path)
-    del arrays["interventions"]  # a file written before the field existed
+    flags = arrays.pop("intervened")  # a file written before the field existed
     save_arrays(tmp_path / "old.npz", arrays, meta)
     old = ReplayBuffer.load(tmp_path / "old.npz")
-    assert len(old) == 6 and not old.interventions.any()
+    assert len(old) == 6 and not old.intervened.any()
+    # a file written while the flag was called "interventions" keeps its flags
+    save_arrays(tmp_path / "renamed.npz", {**arrays, "interventions": flags}, meta)
+    renamed = ReplayBuffer.load(tmp_path / "renamed.npz")
+    np.testing.assert_array_equal(renamed.intervened[renamed.valid], [0, 1, 1, 0, 0, 0])
 
 
 def test_the_demo_mix_gives_each_minibatch_its_share_of_intervened_transitions():
     buf = ReplayBuffer({"state": ((1,), "float32")}, 1, 2000, 0.9)
     for i in range(1000):
-        buf.insert({**_t(i), "interventions": i % 20 == 0})  # 5 %
+        buf.insert({**_t(i), "intervened": i % 20 == 0})  # 5 %
     rng = np.random.default_rng(0)
     plain = buf.sample(40, rng, leading=(4,))
     mixed = buf.sample(40, rng, leading=(4,), intervened_fraction=0.25)
@@ -215,7 +219,7 @@ def test_the_demo_mix_gives_each_minibatch_its_share_of_intervened_transitions()
     base = ((plain["next_observations"]["state"][..., 0] - 1) % 20 == 0).mean()
     assert base < 0.15
     empty = ReplayBuffer({"state": ((1,), "float32")}, 1, 10, 0.9)
-    empty.insert({**_t(0), "interventions": False})
+    empty.insert({**_t(0), "intervened": False})
     assert empty.sample(4, rng, intervened_fraction=0.5)["actions"].shape == (4, 1)  # none yet: uniform
 
 
@@ -239,7 +243,7 @@ def test_teleoperated_collection_in_the_simulation_writes_a_flagged_dataset(tmp_
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and summary["intervened_steps"] > 0
     buf = ReplayBuffer.load(out)
-    assert buf.interventions[buf.valid].sum() == summary["intervened_steps"]
+    assert buf.intervened[buf.valid].sum() == summary["intervened_steps"]
     assert len(buf) == summary["transitions"] and np.isfinite(buf.mc_returns[buf.valid]).all()
 
 

@@ -51,7 +51,7 @@ def _traffic(seed, n):
             "next_observations": nxt,
             "masks": 0.0 if success else 1.0,
             "dones": left[s] == 0,
-            "interventions": bool(rng.random() < 0.2),
+            "intervened": bool(rng.random() < 0.2),
         }
         out.append((t, f"actor{s}"))
         state[s] = nxt
@@ -73,7 +73,7 @@ def _insert(buf, traffic):
 def assert_same(a, b):
     np.testing.assert_array_equal(a.valid, b.valid)
     v = np.flatnonzero(a.valid)
-    for name in ("obs_slot", "actions", "rewards", "masks", "dones", "mc_returns", "interventions"):
+    for name in ("obs_slot", "actions", "rewards", "masks", "dones", "mc_returns", "intervened"):
         np.testing.assert_array_equal(getattr(a, name)[v], getattr(b, name)[v], err_msg=name)
     for k in SPEC:
         np.testing.assert_array_equal(a.frame(k, v), b.frame(k, v), err_msg=k)

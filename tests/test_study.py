@@ -255,7 +255,7 @@ def test_the_table1_protocol_runs_end_to_end_at_smoke_size(tmp_path):
         assert 250 <= summary["rlpd_transitions"] < 250 + 100  # whole episodes: the last one finished
         assert 0.0 < summary["intervened_fraction"] < 1.0
         arrays, _ = load_arrays(folder / "offline.npz")
-        assert arrays["interventions"].any() and not arrays["interventions"].all()
+        assert arrays["intervened"].any() and not arrays["intervened"].all()
         # the episodes start in peg_insertion_hard_wide's reset box (+-9 cm a side, its task file),
         # and some beyond peg_insertion_hard's +-7 cm, where the online runs and evaluations start
         data = ReplayBuffer.load(folder / "offline.npz")

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robot_env.contract import ACTION_DIM, STATE_DIM, task_env
+from robot_env.contract import step as env_step
 from robot_env.intervention import InterventionWrapper
 from robot_env.make import make_env
 from robot_env.rollout import run_episode
@@ -36,7 +37,7 @@ from robot_env.scripted import ScriptedHuman, ScriptedInserter, Skill
 from shared import defaults
 from shared.agents import act, create_agent, make_update
 from shared.config import AgentConfig, RewardConfig
-from shared.dataset import Transition, obs_spec_of, step_transition
+from shared.dataset import Transition, obs_spec_of
 from shared.methods import mixed_batch
 from shared.replay_buffer import ReplayBuffer
 
@@ -79,7 +80,7 @@ def collect_guided(
         if result.success:
             kept += 1
             for t in episode:  # a person's actions: marked as interventions, as SERL's demos are
-                t["interventions"] = True
+                t["intervened"] = True
                 demo_buf.insert(t)
                 data.insert(t)
         if attempts > 10 * demos:
@@ -101,23 +102,20 @@ def collect_guided(
         step += 1
         key, sub = jax.random.split(key)
         action = act(learner, {k: np.asarray(v)[None] for k, v in obs.items()}, sub)[0]
-        next_obs, r, terminated, truncated, info = guided.step(action)
-        took = bool(info.get("intervened", False))
-        executed = np.asarray(info.get("intervene_action", action), np.float32)  # what the arm did
-        t = step_transition(obs, executed, r, next_obs, terminated, truncated)
-        t["interventions"] = took
+        s = env_step(guided, action)
+        t = s.transition(obs)  # the action the arm executed, a person's where one took over
         online.insert(t)
         data.insert(t)
-        intervened += took
-        if terminated or truncated:
+        intervened += s.info.intervened
+        if s.done:
             episodes += 1
-            successes += int(bool(info.get("success", False)))
+            successes += int(s.info.succeeded)
             if step >= transitions:
                 bar.update(1)
                 break
             obs, _ = guided.reset(seed=int(rng.integers(2**31)))
         else:
-            obs = next_obs
+            obs = s.obs
         if step >= training_starts:
             batch = mixed_batch(online, demo_buf, 0.5, cfg.batch_size, rng, leading=(cfg.utd,))
             learner, _ = update(learner, batch)

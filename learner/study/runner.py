@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from robot_env import contract
 from robot_env.contract import task_env
 from robot_env.make import make_env
 from robot_env.rollout import evaluate
@@ -26,7 +27,7 @@ from shared import defaults
 from shared.agents import act, make_update, policy_fn
 from shared.checkpoint import AgentCheckpoint
 from shared.config import OnlineConfig
-from shared.dataset import Transition, step_transition
+from shared.dataset import Transition
 from shared.diagnostics import chattering, diagnose, q_minus_return
 from shared.methods import method, mixed_batch, online_agent
 from shared.metrics import write_json_atomic
@@ -124,18 +125,18 @@ def run_method(
                     guided_window += 1
             else:
                 action = act(agent, batch_obs, sub)[0]
-            next_obs, reward, terminated, truncated, step_info = env.step(action)
-            transition = step_transition(obs, action, reward, next_obs, terminated, truncated)
+            s = contract.step(env, action)
+            transition = s.transition(obs)
             buffer.insert(transition)
             if len(early) < early_size:
                 early.append(transition)
-            if terminated or truncated:
+            if s.done:
                 episodes_window += 1
-                successes_window += int(bool(step_info.get("success", False)))
+                successes_window += int(s.info.succeeded)
                 obs = env.reset(seed=int(rng.integers(2**31)))[0]
                 guide_left = guide_prefix(step)
             else:
-                obs = next_obs
+                obs = s.obs
             # the runtime's schedule (shared/schedule.py): nothing in the warmup, then one update of
             # UTD critic steps owed per env step, paid here at once (exact UTD)
             for _ in range(owed_updates(step, updates * cfg.utd, env_warmup, cfg.utd)):
