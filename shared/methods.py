@@ -45,6 +45,7 @@ from shared.agents import Agent, create_agent
 from shared.checkpoint import HANDOFF_PARTS, AgentCheckpoint, carry_state_normalisation, handoff
 from shared.config import AgentConfig, Algo
 from shared.replay_buffer import ReplayBuffer
+from shared.replay_sampling import reshape_leading
 
 Init = Literal["policy_and_q", "policy", "q", "none"]
 Warmup = Literal["policy", "random", "dataset", "own", "none"]
@@ -190,7 +191,7 @@ def mixed_batch(
     if layout == "concatenated" and leading and offline is not None and fraction > 0:
         total = int(np.prod(leading)) * batch_size
         flat = mixed_batch(online, offline, fraction, total, rng)
-        return _reshape(flat, (*leading, batch_size))
+        return reshape_leading(flat, (*leading, batch_size))
     n_off = round(fraction * batch_size) if offline is not None else 0
     if n_off == 0:
         return online.sample(batch_size, rng, leading)
@@ -206,9 +207,3 @@ def mixed_batch(
         return np.concatenate([x, y], axis=axis)
 
     return cat(a, b)
-
-
-def _reshape(tree: Any, shape: tuple[int, ...]) -> Any:
-    if isinstance(tree, dict):
-        return {k: _reshape(v, shape) for k, v in tree.items()}
-    return np.reshape(tree, (*shape, *np.shape(tree)[1:]))
