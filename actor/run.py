@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from robot_env.make import add_env_arguments, make_env
 from shared import defaults
 from shared.agents import act_with_params
 from shared.checkpoint import CheckpointError, load_checkpoint
+from shared.config import add_override_argument, apply_overrides, read_config_file, to_dict, write_config_file
 from shared.dataset import example_obs
 from shared.live_view import add_view_argument, open_view, view_recording_id
 from shared.metrics import MetricsLogger
@@ -42,10 +44,33 @@ from shared.transport import actor_keys, fingerprint, policy_contract
 log = logging.getLogger("wsrl.actor")
 
 
+@dataclass(frozen=True)
+class ActorConfig:
+    """The actor's settings: an experiment file's ``actor:`` section (``--config``), saved as the
+    run's ``OUT/config.yaml``. Defaults are the dataclasses' own."""
+
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    sender: SenderConfig = field(default_factory=SenderConfig)
+
+
+# The loop's flags, each the shorthand of one ``loop.`` field: given, it wins over the file.
+LOOP_FLAGS = ("hz", "help_after_s", "max_steps", "warmup_steps", "max_learner_lag", "seed", "view_image_every")
+
+
+def actor_config(args: argparse.Namespace) -> ActorConfig:
+    """The defaults, then ``--config``'s ``actor:`` section, then the loop's flags given, then ``--set``."""
+    cfg = ActorConfig()
+    if args.config is not None:
+        cfg = read_config_file(args.config, ActorConfig, "actor", base=cfg)
+    given = {k: getattr(args, k) for k in LOOP_FLAGS if getattr(args, k) is not None}
+    cfg = replace(cfg, loop=replace(cfg.loop, **given))
+    return apply_overrides(cfg, args.overrides)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pretrained", required=True, help="the pre-trained checkpoint directory the learner started from")
-    p.add_argument("--out", required=True, help="actor directory: logs and the transition spool")
+    p.add_argument("--pretrained", help="the pre-trained checkpoint directory the learner started from (required)")
+    p.add_argument("--out", help="actor directory: logs and the transition spool (required)")
     p.add_argument("--learner-host", default="127.0.0.1")
     p.add_argument("--data-port", type=int, default=defaults.DATA_PORT)
     p.add_argument("--weights-port", type=int, default=defaults.WEIGHTS_PORT)
@@ -53,15 +78,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--key-name", default="actor", help="which key pair in --keys (default: actor)")
     p.add_argument("--actor-id", default=socket.gethostname()[:32], help="stable name of this actor")
     add_env_arguments(p)
-    p.add_argument("--hz", type=float, default=10.0, help="control rate; 0 runs as fast as possible (simulation)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="an experiment file (YAML or JSON): its actor: section (loop, sender), e.g. a run's OUT/config.yaml",
+    )
+    add_override_argument(p, "actor setting, e.g. --set sender.chunk_transitions=128 (repeatable)", "PATH=VALUE")
+    p.add_argument("--print-config", action="store_true", help="print the resolved actor config and exit")
+    p.add_argument("--hz", type=float, help="control rate; 0 runs as fast as possible (simulation); default 10")
     p.add_argument(
         "--help-after-s",
         type=float,
-        default=LoopConfig.help_after_s,
-        help="without a working robot this long, ask a person for help (log and OUT/status.json); keeps waiting",
+        help=f"without a working robot this long, ask a person for help (log and OUT/status.json); keeps waiting "
+        f"(default {LoopConfig.help_after_s:g})",
     )
     p.add_argument("--max-steps", type=int, help="stop after this many env steps")
-    p.add_argument("--warmup-steps", type=int, default=defaults.WARMUP_STEPS, help="K until the learner tells its own")
+    p.add_argument(
+        "--warmup-steps", type=int, help=f"K until the learner tells its own (default {defaults.WARMUP_STEPS})"
+    )
     p.add_argument(
         "--max-learner-lag",
         type=float,
@@ -79,17 +113,25 @@ def main(argv: list[str] | None = None) -> None:
         help="read keys (pynput, needs the desktop session): Esc ends the episode, Space pauses/resumes",
     )
     add_intervention_arguments(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="s to wait for acks when stopping")
     add_view_argument(p)
     p.add_argument(
         "--view-image-every",
         type=int,
-        default=LoopConfig.view_image_every,
         metavar="N",
-        help="with --view: show the camera frames of every N-th step",
+        help=f"with --view: show the camera frames of every N-th step (default {LoopConfig.view_image_every})",
     )
     args = p.parse_args(argv)
+    try:
+        cfg = actor_config(args)
+    except ValueError as e:
+        p.error(str(e))
+    if args.print_config:
+        print(json.dumps({"actor": to_dict(cfg)}, indent=2))
+        return
+    if not args.pretrained or not args.out:
+        p.error("--pretrained and --out are required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
 
@@ -104,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     keys = actor_keys(args.keys, args.key_name) if args.keys else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    write_config_file(out / "config.yaml", {"actor": cfg})  # ``--config OUT/config.yaml`` runs it again
     classifier = None
     if args.reward_classifier:
         from shared.reward_classifier import load_classifier
@@ -117,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.task,
                 ckpt.reward,
                 obs_spec,
-                args.seed,
+                cfg.loop.seed,
                 args.robot_url,
                 args.cameras,
                 classifier,
@@ -136,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     except (TeleopError, KeyboardError) as e:
         p.error(str(e))
     sender = TransitionSender(
-        args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys, SenderConfig(), contract
+        args.learner_host, args.data_port, args.actor_id, fp, out / "spool", keys, cfg.sender, contract
     ).start()
     module = pre.nets["actor"]
     example = {k: v[None] for k, v in example_obs(obs_spec).items()}
@@ -152,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     view = open_view(args.view, out, "actor", view_recording_id(fp))
     metrics = MetricsLogger(out, tensorboard=False)
     # A restarted actor must not replay its predecessor's random stream: mix in the session.
-    seed = args.seed + int(sender.session[:7], 16)
+    seed = cfg.loop.seed + int(sender.session[:7], 16)
     keyboard = None
     if args.keyboard:
         from actor.keyboard import Keyboard
@@ -164,15 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         frozen,
         sender,
         receiver,
-        LoopConfig(
-            hz=args.hz,
-            max_steps=args.max_steps,
-            warmup_steps=args.warmup_steps,
-            max_learner_lag=args.max_learner_lag,
-            seed=seed,
-            help_after_s=args.help_after_s,
-            view_image_every=args.view_image_every,
-        ),
+        replace(cfg.loop, seed=seed),
         on_episode=lambda step, stats: metrics.log(step, stats),
         events=keyboard.events if keyboard else None,
         status_file=out / "status.json",
@@ -189,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     print(
-        f"actor '{args.actor_id}': {args.env} ({args.task}) at {args.hz or 'max'} Hz -> learner "
+        f"actor '{args.actor_id}': {args.env} ({args.task}) at {cfg.loop.hz or 'max'} Hz -> learner "
         f"{args.learner_host}:{args.data_port}/{args.weights_port}, CURVE {'on' if keys else 'off'}, reward "
         f"{'classifier ' + args.reward_classifier if classifier else 'from the env'}; "
         f"logs and spool in {out}",

@@ -46,8 +46,11 @@ from shared.config import (
     add_override_argument,
     apply_overrides,
     check_reward_settings,
+    read_config_file,
+    to_dict,
     to_json,
     without_state_stats,
+    write_config_file,
 )
 from shared.dataset import ObsSpec, ValueLimits, wire_spec
 from shared.encoders import caches_features
@@ -188,7 +191,8 @@ class Learner:
         self.sample_keys = features.sample_keys(buffer.obs_spec) if features else None
         self.contract = policy_contract(agent.config, wire, agent.action_dim, cfg.reward, task)
         self.fingerprint = fingerprint(self.contract)
-        (self.out / "config.json").write_text(to_json(cfg))
+        # What ran (the hand-off's agent config included): ``--config OUT/config.yaml`` runs it again.
+        write_config_file(self.out / "config.yaml", {"learner": cfg})
         self.run_id = run_id
         limits = ValueLimits(
             reward=cfg.max_abs_reward if cfg.max_abs_reward is not None else cfg.reward.bound,
@@ -520,10 +524,16 @@ class Learner:
         return summary
 
 
-def build_config(preset: str, overrides: list[str], warmup_steps: int | None) -> OnlineConfig:
+def build_config(
+    preset: str, overrides: list[str], warmup_steps: int | None, config_file: str | None = None
+) -> OnlineConfig:
+    """The preset, then an experiment file's ``learner:`` section, then ``--warmup-steps``, then
+    the dotted overrides."""
     if preset not in PRESETS:
         raise SystemExit(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[preset][1]()
+    if config_file is not None:
+        cfg = read_config_file(config_file, OnlineConfig, "learner", base=cfg)
     if warmup_steps is not None:
         cfg = replace(cfg, warmup_steps=warmup_steps)
     return apply_overrides(cfg, overrides)
@@ -533,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrained", help="pre-trained checkpoint directory (learner.pretrain's OUT/checkpoints)")
-    p.add_argument("--out", required=True, help="run directory: logs, checkpoints/, replay/, status.json")
+    p.add_argument("--out", help="run directory: logs, checkpoints/, replay/, status.json (required)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument(
         "--restart",
@@ -548,6 +558,12 @@ def main(argv: list[str] | None = None) -> None:
         help="with --resume: unbind this actor id from the CURVE key it was bound to (repeatable)",
     )
     p.add_argument("--preset", default="peg_sim", help=f"online config preset: {sorted(PRESETS)}")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="an experiment file (YAML or JSON): its learner: section over the preset, e.g. a run's "
+        "OUT/config.yaml to run it again",
+    )
     add_override_argument(p, "config override, e.g. --set agent.utd=4 (repeatable)", "PATH=VALUE")
     p.add_argument("--warmup-steps", type=int, help="K: env steps of the frozen policy before updates")
     p.add_argument("--task", default=defaults.TASK, help="task name (part of the config fingerprint)")
@@ -563,10 +579,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
-    cfg = build_config(args.preset, args.overrides, args.warmup_steps)
-    if args.print_config:
-        print(to_json(cfg))
+    try:
+        cfg = build_config(args.preset, args.overrides, args.warmup_steps, args.config)
+    except ValueError as e:
+        p.error(str(e))
+    if args.print_config:  # as an experiment file's section: redirected to a file, --config reads it
+        print(json.dumps({"learner": to_dict(cfg)}, indent=2))
         return
+    if not args.out:
+        p.error("--out is required")
     if not args.bind.strip():
         p.error("--bind needs an address (127.0.0.1 for this machine, 0.0.0.0 for every interface, with --keys)")
     try:

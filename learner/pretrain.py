@@ -31,8 +31,10 @@ from shared.config import (
     RewardConfig,
     add_override_argument,
     apply_overrides,
-    to_json,
+    read_config_file,
+    to_dict,
     without_state_stats,
+    write_config_file,
 )
 from shared.dataset import example_obs, wire_spec
 from shared.encoders import caches_features, with_state_stats
@@ -92,7 +94,8 @@ def pretrain(
             cfg = replace(cfg, agent=acfg)
             log.info("state normalisation from the dataset: std %s", np.round(enc.state_std or (), 4).tolist())
         agent = create_agent(acfg, obs_example, buffer.action_dim, cfg.seed)
-    (out_dir / "config.json").write_text(to_json(cfg))
+    # What ran (state statistics from the dataset included): ``--config OUT/config.yaml`` runs it again.
+    write_config_file(out_dir / "config.yaml", {"pretrain": cfg})
     keys = None  # the observation keys sampled: all, or the trunk's features in place of the images
     if cfg.cache_trunk_features and caches_features(cfg.agent.encoder):
         cache = TrunkFeatures(cfg.agent.encoder, agent.critic.params["encoder"], wire_spec(buffer.obs_spec))
@@ -169,10 +172,16 @@ def make_sim_eval(env_id: str, obs_spec: dict, episodes: int, reward: RewardConf
     return lambda agent: evaluate(env, policy_fn(agent), episodes)
 
 
-def build_config(preset: str, algo: Algo | None, steps: int | None, overrides: list[str]) -> PretrainConfig:
+def build_config(
+    preset: str, algo: Algo | None, steps: int | None, overrides: list[str], config_file: str | None = None
+) -> PretrainConfig:
+    """The preset, then an experiment file's ``pretrain:`` section, then ``--algo`` and ``--steps``,
+    then the dotted overrides."""
     if preset not in PRESETS:
         raise SystemExit(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[preset][0]()
+    if config_file is not None:
+        cfg = read_config_file(config_file, PretrainConfig, "pretrain", base=cfg)
     if algo:
         agent = replace(cfg.agent, algo=algo)
         if algo == "iql" and cfg.agent.algo != "iql":
@@ -189,6 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", help="dataset file (.npz, see shared/dataset.py)")
     p.add_argument("--out", help="output directory (logs, checkpoints/)")
     p.add_argument("--preset", default="paper_sim", help=f"config preset: {sorted(PRESETS)}")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="an experiment file (YAML or JSON): its pretrain: section over the preset, e.g. a run's "
+        "OUT/config.yaml to run it again",
+    )
     p.add_argument("--algo", choices=["calql", "cql", "iql"], help="override the preset's algorithm")
     p.add_argument("--steps", type=int, help="gradient steps")
     add_override_argument(p, "config override, e.g. --set agent.num_critics=2 (repeatable)", "PATH=VALUE")
@@ -200,9 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
-    cfg = build_config(args.preset, args.algo, args.steps, args.overrides)
-    if args.print_config:
-        print(to_json(cfg))
+    try:
+        cfg = build_config(args.preset, args.algo, args.steps, args.overrides, args.config)
+    except ValueError as e:
+        p.error(str(e))
+    if args.print_config:  # as an experiment file's section: redirected to a file, --config reads it
+        print(json.dumps({"pretrain": to_dict(cfg)}, indent=2))
         return
     if not args.dataset or not args.out:
         p.error("--dataset and --out are required")

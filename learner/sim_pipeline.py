@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from robot_env.contract import OBSERVATION_VERSION
 from shared import defaults
-from shared.config import add_override_argument, apply_overrides, peg_sim_pretrain
+from shared.config import add_override_argument, apply_overrides, peg_sim_online, peg_sim_pretrain, write_config_file
 from shared.live_view import add_view_argument
 from shared.metrics import read_jsonl
 from shared.transport import free_port
@@ -264,38 +264,46 @@ def run_online(
     reward_classifier: Path | None = None,
     actor_extra: list[str] | None = None,
     learner_extra: list[str] | None = None,
+    learner_sets: list[str] | None = None,
 ) -> dict[str, float]:
-    """Runs the learner and actor to the end; returns the seconds to the end of warmup (start-up
-    included) and of the online phase."""
+    """Runs the learner and actor to the end, both from one experiment file (``OUT/experiment.yaml``:
+    the learner's online config and the actor's loop); returns the seconds to the end of warmup
+    (start-up included) and of the online phase."""
     procs = Processes()
     data_port, weights_port = free_port(), free_port()
     total = warmup + online_steps
     ckpt_every = max(total * 4 // 8, 4)  # about 8 learner checkpoints over the run, in critic steps
+    learner_cfg = apply_overrides(
+        peg_sim_online(),
+        [
+            f"warmup_steps={warmup}",
+            f"checkpoint_every={ckpt_every}",
+            "keep_checkpoints=12",
+            f"seed={seed}",
+            *overrides,
+            *(learner_sets or []),
+        ],
+    )
+    # The actor's section as data (actor.run.ActorConfig reads it; the learner never imports the actor).
+    actor_section = {
+        "loop": {"hz": 0.0, "max_steps": total, "warmup_steps": warmup, "max_learner_lag": 16.0, "seed": seed}
+    }
+    experiment = write_config_file(out / "experiment.yaml", {"learner": learner_cfg, "actor": actor_section})
     learner_args = [
         "learner.online",
         "--pretrained",
         str(pretrained),
         "--out",
         str(out / "learner"),
-        "--preset",
-        "peg_sim",
-        "--warmup-steps",
-        str(warmup),
+        "--config",
+        str(experiment),
         "--max-env-steps",
         str(total),
         "--data-port",
         str(data_port),
         "--weights-port",
         str(weights_port),
-        "--set",
-        f"checkpoint_every={ckpt_every}",
-        "--set",
-        "keep_checkpoints=12",
-        "--set",
-        f"seed={seed}",
     ]
-    for o in overrides:
-        learner_args += ["--set", o]
     learner_args += learner_extra or []
     actor_args = [
         "actor.run",
@@ -305,14 +313,8 @@ def run_online(
         str(out / "actor"),
         "--actor-id",
         "sim",
-        "--hz",
-        "0",
-        "--max-steps",
-        str(total),
-        "--max-learner-lag",
-        "16",
-        "--seed",
-        str(seed),
+        "--config",
+        str(experiment),
         "--data-port",
         str(data_port),
         "--weights-port",
@@ -531,10 +533,8 @@ def main(argv: list[str] | None = None) -> None:
                 else []
             )
             + ["--view", args.view],
-            learner_extra=[
-                a for o in [f"intervention_ratio={args.intervention_ratio}", *args.learner_set] for a in ("--set", o)
-            ]
-            + ["--view", args.view],
+            learner_extra=["--view", args.view],
+            learner_sets=[f"intervention_ratio={args.intervention_ratio}", *args.learner_set],
         )
     )
     interventions = _interventions(out / "actor", args.scripted_human, args.intervention_ratio)

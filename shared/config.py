@@ -2,17 +2,26 @@
 
 Configs are frozen dataclasses so they can be static arguments of compiled functions, and they
 round-trip through JSON (``to_dict`` / ``from_dict``) so every checkpoint carries the config
-that made it.
+that made it. Commands read them from experiment files (``read_config_file``: a section per
+command, ``learner:``, ``actor:``, ``pretrain:``), take dotted overrides (``apply_overrides``) and
+save the resolved config (``write_config_file``), which their ``--config`` reads back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+import draccus
+import mergedeep
+import yaml
+from draccus.cfgparsing import parse_string
+from draccus.parsers.decoding import DecodingError
+from draccus.utils import deflatten
 
 from shared import defaults
 
@@ -461,6 +470,8 @@ def without_state_stats(cfg: AgentConfig) -> AgentConfig:
 
 
 # ------------------------------------------------------------------------------ serialisation
+# Decoding, value parsing and files are draccus's (the dataclasses are the schema, as in lerobot's
+# configs); nothing here coerces by hand.
 
 T = TypeVar("T")
 
@@ -473,49 +484,13 @@ def to_json(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild a config dataclass from ``to_dict`` output; unknown keys are an error."""
-    if not isinstance(data, dict):
-        raise TypeError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # T is a dataclass type
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{cls.__name__}.{name}")
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(typing.cast(type, tp), value)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where}: expected a list, got {type(value).__name__}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if args and len(args) != len(value):
-            raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return (
-            tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))) if args else tuple(value)
-        )
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ValueError(f"{where}: {value!r} is not one of {list(choices)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(members[0], value, where) if len(members) == 1 else value
-    if tp is float and isinstance(value, (int, float)):
-        return float(value)
-    return value
+def from_dict(cls: type[T], data: Any) -> T:
+    """Rebuild a config dataclass from ``to_dict`` output (or a config file's section); unknown
+    keys and wrong types are a ``ValueError`` naming the field."""
+    try:
+        return draccus.decode(cls, data)
+    except DecodingError as e:
+        raise ValueError(f"{getattr(cls, '__name__', cls)}: {e}") from e
 
 
 def add_override_argument(parser: Any, help: str, metavar: str = "agent.PATH=VALUE") -> None:
@@ -525,24 +500,64 @@ def add_override_argument(parser: Any, help: str, metavar: str = "agent.PATH=VAL
 
 
 def apply_overrides(cfg: T, overrides: list[str]) -> T:
-    """Apply ``dotted.path=value`` overrides (values parsed as JSON, else taken as strings),
-    e.g. ``agent.num_critics=2`` or ``agent.critic_net.hidden_dims=[64,64]``."""
-    data = to_dict(cfg)
+    """Apply ``dotted.path=value`` overrides, each value read as YAML (so ``2``, ``true``,
+    ``[64,64]``, ``null``, else a string), e.g. ``agent.num_critics=2`` or
+    ``agent.critic_net.hidden_dims=[64,64]``."""
+    tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form path=value")
         path, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = data
-        keys = path.split(".")
-        for k in keys[:-1]:
+        node: Any = to_dict(cfg)
+        for k in path.split("."):
             if not isinstance(node, dict) or k not in node:
                 raise ValueError(f"override {item!r}: no config field {path!r}")
             node = node[k]
-        if not isinstance(node, dict) or keys[-1] not in node:
-            raise ValueError(f"override {item!r}: no config field {path!r}")
-        node[keys[-1]] = value
-    return from_dict(type(cfg), data)
+        tree = mergedeep.merge(tree, deflatten({path: parse_string(raw)}, sep="."))
+    return merge(cfg, tree)
+
+
+def merge(cfg: T, tree: dict[str, Any]) -> T:
+    """``cfg`` with the fields a (nested, possibly partial) mapping gives replaced."""
+    return from_dict(type(cfg), mergedeep.merge(to_dict(cfg), tree))
+
+
+def read_config_file(path: str | Path, cls: type[T], section: str, base: T | None = None) -> T:
+    """The ``section`` of an experiment file (YAML or JSON: ``learner:``, ``actor:``, ...) as a
+    ``cls``: over ``base`` (a preset) where the section names only some fields, whole otherwise.
+    A file saved by ``write_config_file`` reproduces the config exactly."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not a readable config file ({e})") from e
+    if not isinstance(data, dict) or section not in data:
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: no '{section}' section (it has {found})")
+    part = data[section] or {}
+    if not isinstance(part, dict):
+        raise ValueError(f"{path}: section '{section}' is not a mapping")
+    try:
+        return merge(base, part) if base is not None else from_dict(cls, part)
+    except ValueError as e:
+        raise ValueError(f"{path}: section '{section}': {e}") from e
+
+
+def write_config_file(path: str | Path, sections: dict[str, Any]) -> Path:
+    """Write configs as an experiment file, one section each (``{"learner": OnlineConfig(...)}``; a
+    section may also be a plain mapping of some fields), that ``read_config_file`` (and every
+    command's ``--config``) reads back to the same configs."""
+    path = Path(path)
+    data = {k: to_dict(v) if dataclasses.is_dataclass(v) else dict(v) for k, v in sections.items()}
+    text = yaml.safe_dump(_plain(data), sort_keys=False, default_flow_style=None)
+    path.write_text(text)
+    return path
+
+
+def _plain(x: Any) -> Any:
+    """Tuples as lists, so the file is plain YAML (safe_load reads every value back)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x

@@ -2,11 +2,11 @@ import logging
 from dataclasses import replace
 
 import pytest
-from helpers import random_batch, state_obs, tiny_config, trees_equal
 
 from shared.agents import create_agent, make_update
 from shared.checkpoint import Checkpointer, CheckpointError, handoff, load_checkpoint
 from shared.config import NetworkConfig, OnlineConfig, PretrainConfig
+from tests.helpers import random_batch, state_obs, tiny_config, trees_equal
 
 
 def trained(cfg, steps=2):
@@ -106,7 +106,7 @@ def test_handoff_carries_the_state_normalisation(tmp_path):
 
 
 def test_handoff_refuses_a_change_of_encoder_sharing():
-    from helpers import image_config, image_obs
+    from tests.helpers import image_config, image_obs
 
     cfg = image_config("small_conv", algo="calql", utd=1, num_critics=2)
     pre = create_agent(cfg, image_obs(16), 2)

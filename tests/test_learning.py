@@ -4,13 +4,13 @@ import gymnasium as gym
 import jax
 import numpy as np
 import pytest
-from tiny_tasks import PointReach, collect_mixed_dataset, evaluate_success
 
 from learner.pretrain import pretrain
 from shared.agents import act, create_agent, make_update
 from shared.config import AgentConfig, CQLConfig, NetworkConfig, PretrainConfig, RewardConfig
 from shared.metrics import read_jsonl
 from shared.replay_buffer import ReplayBuffer
+from tests.tiny_tasks import PointReach, collect_mixed_dataset, evaluate_success
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import image_config, image_obs, random_batch, state_obs, tiny_config, trees_equal
 
 from shared.agents import create_agent
 from shared.agents.sac import critic_step
@@ -15,6 +14,7 @@ from shared.networks import (
     sample_tanh_gaussian,
     tanh_gaussian_log_prob,
 )
+from tests.helpers import image_config, image_obs, random_batch, state_obs, tiny_config, trees_equal
 
 
 def test_critic_ensemble_members_have_own_heads_and_differ():

@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_tasks import collect_mixed_dataset
 
 from shared.checkpoint import list_steps, load_checkpoint
-from shared.config import PretrainConfig, RewardConfig
+from shared.config import PretrainConfig, RewardConfig, read_config_file
 from shared.metrics import read_jsonl
+from tests.tiny_tasks import collect_mixed_dataset
 
 pytestmark = pytest.mark.slow  # pre-training runs as a process, checkpoints and resumes
 
@@ -105,10 +105,12 @@ def test_pretrain_cli_evaluates_in_the_simulation(tmp_path):
     assert all(rec["eval/episodes"] == 2 and 0 <= rec["eval/success_rate"] <= 1 for rec in evals)
     assert "eval at gradient step 40" in r.stderr
     # the peg_sim preset normalises the state with the dataset's statistics, saved with the run
-    enc = json.loads((out / "config.json").read_text())["agent"]["encoder"]
-    assert enc["normalize_state"] and len(enc["state_mean"]) == len(enc["state_std"]) == 19
+    saved = read_config_file(out / "config.yaml", PretrainConfig, "pretrain")
+    enc = saved.agent.encoder
+    assert enc.normalize_state and enc.state_mean is not None and enc.state_std is not None
+    assert len(enc.state_mean) == len(enc.state_std) == 19
     agent = load_checkpoint(out / "checkpoints").agent
-    assert agent.config.encoder.state_std == tuple(enc["state_std"])
+    assert agent.config == saved.agent  # the saved file is the config that ran, to the last digit
 
 
 def test_pretraining_on_cached_trunk_features_is_pretraining_on_the_images(tmp_path):

@@ -8,15 +8,27 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
 
+from actor.loop import LoopConfig
+from actor.run import ActorConfig
 from actor.sender import SenderConfig, TransitionSender
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
-from shared.config import RewardConfig, apply_overrides, peg_sim_pretrain
+from shared.config import (
+    OnlineConfig,
+    RewardConfig,
+    apply_overrides,
+    from_dict,
+    peg_sim_online,
+    peg_sim_pretrain,
+    read_config_file,
+    write_config_file,
+)
 from shared.protocol import MAX_MESSAGE_BYTES, MessageType, decode, encode, make_message
 from shared.transport import (
     LearnerSockets,
@@ -70,13 +82,44 @@ def run_to_completion(learner_args, actor_args, tmp_path):
 
 
 def test_warmup_then_online_every_transition_exactly_once(pretrained, tmp_path):
+    """Learner and actor both from one experiment file; each saves the config it ran, which
+    ``--config`` reads back to the same config."""
     pts = ports()
     run, act = tmp_path / "learner", tmp_path / "actor"
+    given = apply_overrides(
+        peg_sim_online(), ["warmup_steps=150", "checkpoint_every=200", "keep_checkpoints=50", "publish_every=1", *TINY]
+    )
+    experiment = write_config_file(
+        tmp_path / "experiment.yaml",
+        {"learner": given, "actor": {"loop": {"hz": 0.0, "max_steps": 400, "max_learner_lag": 4.0}}},
+    )
+    wire = ["--data-port", str(pts[0]), "--weights-port", str(pts[1])]
     _, actor = run_to_completion(
-        learner_cmd(pretrained, run, pts, warmup=150, max_env_steps=400),
-        actor_cmd(pretrained, act, pts, max_steps=400, extra=["--max-learner-lag", "4"]),
+        ["learner.online", "--pretrained", str(pretrained), "--out", str(run), "--config", str(experiment), *wire]
+        + ["--no-tensorboard", "--max-env-steps", "400"],
+        ["actor.run", "--pretrained", str(pretrained), "--out", str(act), "--config", str(experiment), *wire]
+        + ["--actor-id", "sim", "--drain-timeout", "20"],
         tmp_path,
     )
+    # What ran is what the file said (the learner's agent as the hand-off made it from the checkpoint) ...
+    ran = read_config_file(run / "config.yaml", OnlineConfig, "learner")
+    assert ran.agent == load_checkpoint(run / "checkpoints").agent.config
+    assert replace(ran, agent=given.agent) == given
+    ran_actor = read_config_file(act / "config.yaml", ActorConfig, "actor")
+    assert ran_actor == ActorConfig(loop=LoopConfig(hz=0.0, max_steps=400, max_learner_lag=4.0))
+    # ... and each saved file, given back as --config, resolves to exactly that config again.
+    for module, out, section, cls, saved in (
+        ("learner.online", run, "learner", OnlineConfig, ran),
+        ("actor.run", act, "actor", ActorConfig, ran_actor),
+    ):
+        printed = subprocess.run(
+            [sys.executable, "-m", module, "--config", str(out / "config.yaml"), "--print-config"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert from_dict(cls, json.loads(printed)[section]) == saved
     summary = actor.summary()
     assert summary["steps"] == 400 and summary["delivered"]
     assert_exactly_once(run, 400)

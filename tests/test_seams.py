@@ -1,6 +1,7 @@
 """The seams between the parts: the update schedule, the reward-settings check, the contract a
 refused actor is told about, the task-env protocol, and the learner's typed checkpoint."""
 
+import re
 import threading
 
 import gymnasium as gym
@@ -172,3 +173,35 @@ def test_every_launcher_runs_a_named_command_that_exists():
         assert m and m.group(1) in scripts, f"{sh.name} does not run a named command"
         used.add(m.group(1))
     assert used == set(scripts), f"commands without a launcher: {set(scripts) - used}"
+
+
+def test_experiment_files_overrides_and_their_refusals(tmp_path):
+    """An experiment file's section over a preset, dotted overrides read as YAML, the saved file
+    read back whole, and each kind of bad input refused with the field's path."""
+    from shared.config import apply_overrides, peg_sim_online, read_config_file, robot_online, write_config_file
+
+    path = tmp_path / "experiment.yaml"
+    path.write_text("learner:\n  warmup_steps: 300\n  agent: {num_critics: 3, critic_net: {hidden_dims: [8, 8]}}\n")
+    cfg = read_config_file(path, OnlineConfig, "learner", base=robot_online())
+    assert cfg.warmup_steps == 300 and cfg.agent.num_critics == 3 and cfg.agent.critic_net.hidden_dims == (8, 8)
+    # every field the section does not name keeps the preset's value
+    assert cfg.agent.encoder == robot_online().agent.encoder and cfg.agent.utd == robot_online().agent.utd
+    cfg = apply_overrides(cfg, ["agent.critic_lr=1e-3", "agent.encoder.pretrained_path=null", "free_running=true"])
+    assert cfg.agent.critic_lr == 0.001 and isinstance(cfg.agent.critic_lr, float) and cfg.free_running
+    saved = write_config_file(tmp_path / "saved.yaml", {"learner": cfg})
+    assert read_config_file(saved, OnlineConfig, "learner") == cfg  # whole, without a base
+    assert read_config_file(saved, OnlineConfig, "learner", base=peg_sim_online()) == cfg
+    for bad, says in (
+        (["agent.num_critics=abc"], "agent.num_critics"),
+        (["agent.algo=ppo"], "agent.algo"),
+        (["agent.nope=1"], "no config field 'agent.nope'"),
+        (["warmup_steps"], "not of the form path=value"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            apply_overrides(cfg, bad)
+    path.write_text("actor:\n  loop: {hz: 10}\n")
+    with pytest.raises(ValueError, match="no 'learner' section"):
+        read_config_file(path, OnlineConfig, "learner")
+    path.write_text("learner:\n  agent: {utdd: 4}\n")
+    with pytest.raises(ValueError, match="utdd"):
+        read_config_file(path, OnlineConfig, "learner", base=robot_online())

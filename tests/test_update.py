@@ -3,9 +3,9 @@
 import jax
 import numpy as np
 import pytest
-from helpers import TINY, random_batch, state_obs, tiny_config, trees_equal
 
 from shared.agents import PHASES, create_agent, make_update
+from tests.helpers import TINY, random_batch, state_obs, tiny_config, trees_equal
 
 
 @pytest.mark.parametrize("algo", ["sac", "calql", "iql"])
@@ -168,7 +168,7 @@ def test_a_shared_output_layer_is_one_dense_over_each_members_trunk():
 def test_a_shared_encoder_is_trained_by_the_critic_alone_and_the_actor_carries_it(algo):
     from dataclasses import replace
 
-    from helpers import image_config, image_obs
+    from tests.helpers import image_config, image_obs
 
     cfg = image_config("small_conv", algo=algo, utd=2, num_critics=2, num_min_critics=2)
     cfg = replace(cfg, encoder=replace(cfg.encoder, share_encoder=True))
