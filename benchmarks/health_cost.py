@@ -38,8 +38,9 @@ def main() -> None:
 
     from learner.snapshots import Snapshots
     from shared.agents import create_agent, make_update
-    from shared.config import apply_overrides, paper_sim_online
+    from shared.config import apply_overrides
     from shared.diagnostics import diagnose
+    from shared.presets import paper_sim_online
 
     cfg = apply_overrides(paper_sim_online(), args.overrides)
     acfg = cfg.agent

@@ -30,8 +30,9 @@ import numpy as np
 
 from robot_env.contract import ACTION_DIM, IMAGE_KEYS, STATE_DIM
 from shared.agents import create_agent, make_update
-from shared.config import apply_overrides, robot_online
+from shared.config import apply_overrides
 from shared.encoders import caches_features, trunk_features
+from shared.presets import robot_online
 
 
 def main() -> None:

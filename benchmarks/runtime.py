@@ -118,8 +118,8 @@ def throughput(n: int, capacity: int, warm: bool = False) -> float:
 
 def _publisher_process(weights_port: int, count: int, ready, go) -> None:
     from shared.agents import create_agent
-    from shared.config import peg_sim_online
     from shared.policy_weights import weights_message
+    from shared.presets import peg_sim_online
     from shared.protocol import encode
     from shared.transport import LearnerSockets, free_port
 
@@ -136,7 +136,7 @@ def _publisher_process(weights_port: int, count: int, ready, go) -> None:
 def weights_latency(count: int) -> float:
     from actor.weights import WeightsReceiver
     from shared.agents import create_agent
-    from shared.config import peg_sim_online
+    from shared.presets import peg_sim_online
     from shared.transport import free_port
 
     wp = free_port()
@@ -177,8 +177,8 @@ def jitter(seconds: float, images: bool = False, view_target: str = "off", image
     from actor.loop import ControlLoop, LoopConfig
     from actor.sender import TransitionSender
     from shared.agents import create_agent
-    from shared.config import peg_sim_online
     from shared.live_view import open_view
+    from shared.presets import peg_sim_online
     from shared.transport import free_port
 
     dp, wp = free_port(), free_port()

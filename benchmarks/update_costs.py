@@ -23,9 +23,10 @@ import jax
 
 from learner.study.costs import time_update, update_kind
 from robot_env.contract import ACTION_DIM, STATE_DIM
-from shared.config import PRESETS, add_override_argument, apply_overrides
+from shared.config import add_override_argument, apply_overrides
 from shared.dataset import ObsSpec
 from shared.methods import METHODS, online_config
+from shared.presets import PRESETS
 from shared.xla_cpu import tune_process
 
 

@@ -22,8 +22,8 @@ from flax import serialization
 
 from robot_env.contract import ACTION_DIM, IMAGE_KEYS, STATE_DIM
 from shared.agents import create_agent
-from shared.config import robot_online
 from shared.policy_weights import FULL_EVERY, params_from_message, split_frozen, weights_message
+from shared.presets import robot_online
 from shared.protocol import decode, encode
 
 

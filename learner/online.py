@@ -41,7 +41,6 @@ from shared import defaults
 from shared.agents import Agent, make_update
 from shared.checkpoint import CheckpointError, handoff, load_checkpoint
 from shared.config import (
-    PRESETS,
     OnlineConfig,
     add_override_argument,
     apply_overrides,
@@ -57,6 +56,7 @@ from shared.encoders import caches_features
 from shared.live_view import add_view_argument, open_view, view_recording_id
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
 from shared.policy_weights import FULL_EVERY, weights_message
+from shared.presets import PRESETS
 from shared.protocol import encode
 from shared.schedule import owed_updates
 from shared.transport import LearnerSockets, TransportError, fingerprint, learner_keys, policy_contract

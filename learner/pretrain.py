@@ -24,7 +24,6 @@ from shared import defaults
 from shared.agents import Agent, create_agent, make_update, policy_fn
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import (
-    PRESETS,
     Algo,
     HealthConfig,
     PretrainConfig,
@@ -39,6 +38,7 @@ from shared.config import (
 from shared.dataset import example_obs, wire_spec
 from shared.encoders import caches_features, with_state_stats
 from shared.metrics import MetricsLogger, to_scalars
+from shared.presets import PRESETS
 from shared.replay_buffer import ReplayBuffer
 from shared.xla_cpu import tune_process
 

@@ -29,9 +29,10 @@ from tqdm import tqdm
 
 from robot_env.contract import OBSERVATION_VERSION
 from shared import defaults
-from shared.config import add_override_argument, apply_overrides, peg_sim_online, peg_sim_pretrain, write_config_file
+from shared.config import add_override_argument, apply_overrides, write_config_file
 from shared.live_view import add_view_argument
 from shared.metrics import read_jsonl
+from shared.presets import peg_sim_online, peg_sim_pretrain
 from shared.transport import free_port
 from shared.xla_cpu import tune_process
 

@@ -64,7 +64,8 @@ def save_tiny_policy(path, hidden=16):
     (for commands that take a policy checkpoint)."""
     from shared.agents import create_agent
     from shared.checkpoint import Checkpointer
-    from shared.config import apply_overrides, peg_sim_pretrain
+    from shared.config import apply_overrides
+    from shared.presets import peg_sim_pretrain
 
     cfg = apply_overrides(
         peg_sim_pretrain(),

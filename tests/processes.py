@@ -11,7 +11,8 @@ import numpy as np
 
 from learner.checkpoint import LearnerCheckpoints
 from shared.checkpoint import Checkpointer
-from shared.config import apply_overrides, peg_sim_pretrain
+from shared.config import apply_overrides
+from shared.presets import peg_sim_pretrain
 from shared.transport import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,16 +19,8 @@ from actor.loop import LoopConfig
 from actor.run import ActorConfig
 from actor.sender import SenderConfig, TransitionSender
 from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
-from shared.config import (
-    OnlineConfig,
-    RewardConfig,
-    apply_overrides,
-    from_dict,
-    peg_sim_online,
-    peg_sim_pretrain,
-    read_config_file,
-    write_config_file,
-)
+from shared.config import OnlineConfig, RewardConfig, apply_overrides, from_dict, read_config_file, write_config_file
+from shared.presets import peg_sim_online, peg_sim_pretrain
 from shared.protocol import MAX_MESSAGE_BYTES, MessageType, decode, encode, make_message
 from shared.transport import (
     LearnerSockets,

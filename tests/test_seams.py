@@ -178,7 +178,8 @@ def test_every_launcher_runs_a_named_command_that_exists():
 def test_experiment_files_overrides_and_their_refusals(tmp_path):
     """An experiment file's section over a preset, dotted overrides read as YAML, the saved file
     read back whole, and each kind of bad input refused with the field's path."""
-    from shared.config import apply_overrides, peg_sim_online, read_config_file, robot_online, write_config_file
+    from shared.config import apply_overrides, read_config_file, write_config_file
+    from shared.presets import peg_sim_online, robot_online
 
     path = tmp_path / "experiment.yaml"
     path.write_text("learner:\n  warmup_steps: 300\n  agent: {num_critics: 3, critic_net: {hidden_dims: [8, 8]}}\n")

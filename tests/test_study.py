@@ -12,8 +12,9 @@ from learner.study.sources import data_folder, prepare
 from learner.study.suites import SUITES
 from learner.study.sweep import run_study
 from shared.checkpoint import Checkpointer, load_checkpoint
-from shared.config import PretrainConfig, apply_overrides, peg_sim_online, peg_sim_pretrain
+from shared.config import PretrainConfig, apply_overrides
 from shared.methods import METHODS, MethodConfig, mixed_batch, online_agent
+from shared.presets import peg_sim_online, peg_sim_pretrain
 from shared.replay_buffer import ReplayBuffer
 from tests.helpers import trees_equal
 

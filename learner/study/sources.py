@@ -19,8 +19,9 @@ from robot_env.make import make_env
 from robot_env.rollout import evaluate
 from shared.agents import policy_fn
 from shared.checkpoint import AgentCheckpoint, load_checkpoint
-from shared.config import OnlineConfig, PretrainConfig, apply_overrides, peg_sim_online, peg_sim_pretrain, to_dict
+from shared.config import OnlineConfig, PretrainConfig, apply_overrides, to_dict
 from shared.metrics import write_json_atomic
+from shared.presets import peg_sim_online, peg_sim_pretrain
 from shared.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.study")

@@ -10,9 +10,10 @@ from typing import Any, Literal
 import numpy as np
 
 from shared import defaults
-from shared.config import apply_overrides, peg_sim_online
+from shared.config import apply_overrides
 from shared.dataset import ObsSpec
 from shared.methods import METHODS
+from shared.presets import peg_sim_online
 
 
 @dataclass(frozen=True)
