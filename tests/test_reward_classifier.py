@@ -405,7 +405,7 @@ def test_the_sim_job_makes_its_classifier_with_the_robot_users_commands_and_keep
     """run_sim.sh --obs images trains on a classifier's reward by default: it records labelled
     episodes and trains a classifier with the same two commands a robot user runs, once; a second
     job finds it in the cache."""
-    from learner.sim_pipeline import make_classifier
+    from learner.sim_assets import make_classifier
 
     stages: dict[str, float] = {}
     out = make_classifier(tmp_path / "cache", SIZE, 3, False, stages, episodes=6, steps=20)

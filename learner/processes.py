@@ -1,0 +1,63 @@
+"""Child processes of the simulated job: the project's own commands (``python -m ...``) run from
+the checkout, each with its output in a log file; a failure raises with the end of that log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: the processes' working directory
+
+
+def failure(what: str, rc: int, log_path: Path, lines: int = 15) -> RuntimeError:
+    """The error for a child that exited with ``rc``: its name, the code and its log's last lines."""
+    tail = "\n".join(log_path.read_text().splitlines()[-lines:])
+    return RuntimeError(f"{what} exited with code {rc}; end of {log_path}:\n{tail}")
+
+
+def run_module(args: list[str], log_path: Path) -> None:
+    """One of the project's commands as a child process, to its end; its output goes to ``log_path``."""
+    with open(log_path, "w") as f:
+        rc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise failure(args[0], rc, log_path)
+
+
+class Processes:
+    """The learner and actor child processes; both are stopped however the pipeline ends."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start(self, name: str, args: list[str], log_path: Path) -> None:
+        self.logs[name] = log_path
+        f = open(log_path, "w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env
+        )
+
+    def check(self, name: str) -> int | None:
+        rc = self.procs[name].poll()
+        if rc not in (None, 0):
+            raise failure(f"the {name}", rc, self.logs[name])
+        return rc
+
+    def stop(self, name: str, timeout: float = 30.0) -> None:
+        p = self.procs.get(name)
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs)[::-1]:
+            self.stop(name)
