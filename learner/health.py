@@ -6,7 +6,7 @@ The offline probe is a sample of the pre-training dataset, written beside the pr
 checkpoint's steps (``offline_probe.npz``, by ``learner/pretrain.py``); the online probe is the
 first online transitions (the warmup's, by the pre-trained policy). Both are kept in the
 learner's ``--out`` (``probes.npz``) so a resumed learner diagnoses the same rows, with the
-alarms' baselines (``health.json``). The learner (``learner/online.py``) owns the agent and the
+alarms' baselines (``health.json``). The learner (``learner/online_learner.py``) owns the agent and the
 publishing; ``LearnerHealth`` tells it what it measured, which alarms changed and which snapshot
 a rollback should take.
 """

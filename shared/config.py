@@ -307,7 +307,7 @@ class OnlineConfig:
     # apart from the rest (HIL-SERL's demo buffer), once there are any.
     intervention_ratio: float = 0.0
     seed: int = 0
-    # The distributed learner (learner/online.py). An "update" is one compiled call: ``utd``
+    # The distributed learner (learner/online_learner.py). An "update" is one compiled call: ``utd``
     # critic steps and one actor step, owed once per ingested env step after warmup.
     publish_every: int = 4  # updates between policy-weight publishes
     checkpoint_every: int = 2_000  # critic steps (during warmup: env steps x utd) between checkpoints
