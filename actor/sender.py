@@ -6,6 +6,10 @@ The thread groups transitions into chunks (by count, bytes or age), journals eac
 learner does not acknowledge within ``resend_after`` seconds are sent again; at most
 ``max_in_flight`` await an ack at a time. A learner restart is noticed from its session id in
 WELCOME/ACK (or an ERROR asking for HELLO), and everything it has not checkpointed is resent.
+
+Over 400 lines on purpose: one thread's state machine (HELLO, chunking, journaling, acks,
+resends, a learner's restart) whose parts read and change the same in-flight table; the journal
+(``actor/spool.py``) and the chunk format (``shared/chunks.py``) are already their own modules.
 """
 
 from __future__ import annotations

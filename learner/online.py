@@ -3,7 +3,7 @@
 Usage (GPU box): ``launch/run_learner.sh --pretrained checkpoints/calql/checkpoints --out runs/wsrl``
 (``python -m learner.online --help`` lists every flag).
 
-It loads the pre-trained agent and hands it off to SAC (``shared.checkpoint.handoff``), serves
+It loads the pre-trained agent and hands it off to SAC (``shared.handoff.handoff``), serves
 actors through ``learner.ingest`` and does nothing else until ``warmup_steps`` transitions are
 in. From then on it owes one update (``utd`` critic steps + one actor step) per ingested env
 step and pays the debt as fast as it can; the buffer holds online data only. Every

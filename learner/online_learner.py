@@ -31,7 +31,7 @@ from learner.ingest import IngestServer
 from learner.ledger import Ledger
 from learner.snapshots import take_request, write_event
 from shared.agents import Agent, make_update
-from shared.checkpoint import CheckpointError, handoff, load_checkpoint
+from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.config import (
     OnlineConfig,
     check_reward_settings,
@@ -41,6 +41,7 @@ from shared.config import (
 )
 from shared.dataset import ObsSpec, ValueLimits, wire_spec
 from shared.encoders import caches_features
+from shared.handoff import handoff
 from shared.live_view import open_view, view_recording_id
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
 from shared.policy_weights import FULL_EVERY, weights_message

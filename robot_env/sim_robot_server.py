@@ -39,6 +39,10 @@ Where it cannot be the real server, it says so instead of pretending:
   ``--error-rate``, ``--drop-rate`` and ``--payload-kg`` set them at start.
 - ``/_log`` returns what was commanded: each ``/pose`` with the measured pose before it and
   whether a reflex ignored it, and the measured pose at each joint reset.
+
+Over 400 lines on purpose: one HTTP server with the real robot server's routes and their replies
+in one place to compare with SERL's ``franka_server.py``; the scene, the arm and the controller's
+model are already in ``robot_env/sim/``.
 """
 
 from __future__ import annotations

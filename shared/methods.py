@@ -42,8 +42,9 @@ from typing import Any, Literal
 import numpy as np
 
 from shared.agents import Agent, create_agent
-from shared.checkpoint import HANDOFF_PARTS, AgentCheckpoint, carry_state_normalisation, handoff
+from shared.checkpoint import AgentCheckpoint
 from shared.config import AgentConfig, Algo
+from shared.handoff import HANDOFF_PARTS, carry_state_normalisation, handoff
 from shared.replay_buffer import ReplayBuffer
 from shared.replay_sampling import reshape_leading
 

@@ -4,8 +4,9 @@ from dataclasses import replace
 import pytest
 
 from shared.agents import create_agent, make_update
-from shared.checkpoint import Checkpointer, CheckpointError, handoff, load_checkpoint
+from shared.checkpoint import Checkpointer, CheckpointError, load_checkpoint
 from shared.config import NetworkConfig, OnlineConfig, PretrainConfig
+from shared.handoff import handoff
 from tests.helpers import random_batch, state_obs, tiny_config, trees_equal
 
 
