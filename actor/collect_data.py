@@ -32,8 +32,8 @@ from robot_env.contract import IMAGE_KEYS, STATE_DIM, task_env
 from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import run_episode
 from shared.config import RewardConfig
-from shared.dataset import ObsSpec
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import ObsSpec
+from shared.storage.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.collect_data")
 
@@ -56,7 +56,7 @@ class CheckpointPolicy:
     """A checkpoint's actor, sampling (the behaviour the online data would have)."""
 
     def __init__(self, agent: Any, seed: int) -> None:
-        from shared.agents.base import act_with_params
+        from shared.learning.agents.base import act_with_params
 
         self._act, self._agent = act_with_params, agent
         self._key = jax.random.PRNGKey(seed)
@@ -135,13 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     policy: Any = Hold()
     spec = obs_spec_for(args.obs_mode, args.image_size)
     if args.policy:
-        from shared.checkpoint import load_checkpoint
+        from shared.storage.checkpoint import load_checkpoint
 
         ck = load_checkpoint(args.policy)
         reward, spec, policy = ck.reward, ck.obs_spec, CheckpointPolicy(ck.agent, args.seed)
     classifier = None
     if args.reward_classifier:
-        from shared.reward_classifier import load_classifier
+        from shared.learning.reward_classifier import load_classifier
 
         classifier = load_classifier(args.reward_classifier)
     try:

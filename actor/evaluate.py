@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
 
-    from shared.agents import policy_fn
-    from shared.checkpoint import load_checkpoint
+    from shared.learning.agents import policy_fn
+    from shared.storage.checkpoint import load_checkpoint
 
     ckpt = Path(args.checkpoint).absolute()
     loaded = load_checkpoint(ckpt, args.step)
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--judge classifier needs --reward-classifier")
     classifier = None
     if args.reward_classifier:
-        from shared.reward_classifier import load_classifier
+        from shared.learning.reward_classifier import load_classifier
 
         classifier = load_classifier(args.reward_classifier)
     env = make_env(

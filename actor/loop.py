@@ -32,7 +32,7 @@ from actor.sender import FatalLearnerError, TransitionSender
 from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError, Step, keeps_time, step
 from shared import defaults
-from shared.agents import act_with_params
+from shared.learning.agents import act_with_params
 from shared.live_view import LiveView
 from shared.metrics import write_json_atomic
 from shared.rate import RateKeeper
@@ -360,7 +360,7 @@ class ControlLoop:
             "robot_errors": ep.robot_errors,
             "reflexes": ep.reflexes,
         }
-        if ep.length > 1:  # the mean change between consecutive actions (shared.diagnostics.chattering)
+        if ep.length > 1:  # the mean change between consecutive actions (shared.learning.diagnostics.chattering)
             stats["chattering"] = ep.action_change / (ep.length - 1)
         if ep.inference:
             stats["inference_ms"] = 1e3 * float(np.mean(ep.inference))

@@ -20,7 +20,7 @@ Success does not end the episode while recording, so both classes get frames aro
 of insertion. With ground truth, ``--lift-prob`` lifts the peg out now and then after a success
 (then the policy goes back in), for frames of the peg leaving the hole.
 
-Each episode is written to ``OUT/episodes/`` when it ends (``shared/labelled_images.py``);
+Each episode is written to ``OUT/episodes/`` when it ends (``shared/data/labelled_images.py``);
 recording into an existing folder adds episodes.
 """
 
@@ -44,7 +44,7 @@ from robot_env.make import add_env_arguments, make_env
 from robot_env.rollout import Policy, reset_policy
 from robot_env.scripted import ScriptedInserter, Skill
 from shared import defaults
-from shared.labelled_images import LabelledImageWriter
+from shared.data.labelled_images import LabelledImageWriter
 from shared.rate import RateKeeper
 
 log = logging.getLogger("wsrl.record")
@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.policy == "scripted":
         policy = RandomSkillInserter(task_env(env).task, args.skill[0], args.skill[1], args.seed)
     else:
-        from shared.agents import policy_fn
-        from shared.checkpoint import load_checkpoint
+        from shared.learning.agents import policy_fn
+        from shared.storage.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(args.checkpoint)
         keys_needed = list(ckpt.obs_spec)

@@ -33,13 +33,13 @@ from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError
 from robot_env.make import add_env_arguments, make_env
 from shared import defaults
-from shared.agents import act_with_params
-from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.config import add_override_argument, apply_overrides, read_config_file, to_dict, write_config_file
-from shared.dataset import example_obs
+from shared.data.dataset import example_obs
+from shared.learning.agents import act_with_params
 from shared.live_view import add_view_argument, open_view, view_recording_id
 from shared.metrics import MetricsLogger
-from shared.transport import actor_keys, fingerprint, policy_contract
+from shared.storage.checkpoint import CheckpointError, load_checkpoint
+from shared.wire.transport import actor_keys, fingerprint, policy_contract
 
 log = logging.getLogger("wsrl.actor")
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     write_config_file(out / "config.yaml", {"actor": cfg})  # ``--config OUT/config.yaml`` runs it again
     classifier = None
     if args.reward_classifier:
-        from shared.reward_classifier import load_classifier
+        from shared.learning.reward_classifier import load_classifier
 
         classifier = load_classifier(args.reward_classifier)
     env = None

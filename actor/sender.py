@@ -9,7 +9,7 @@ WELCOME/ACK (or an ERROR asking for HELLO), and everything it has not checkpoint
 
 Over 400 lines on purpose: one thread's state machine (HELLO, chunking, journaling, acks,
 resends, a learner's restart) whose parts read and change the same in-flight table; the journal
-(``actor/spool.py``) and the chunk format (``shared/chunks.py``) are already their own modules.
+(``actor/spool.py``) and the chunk format (``shared/wire/chunks.py``) are already their own modules.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from typing import Any
 import zmq
 
 from actor.spool import Spool
-from shared.chunks import ChunkBuilder
-from shared.dataset import Transition
+from shared.data.dataset import Transition
+from shared.learning.schedule import owed_updates
 from shared.metrics import write_json_atomic
-from shared.protocol import (
+from shared.wire.chunks import ChunkBuilder
+from shared.wire.protocol import (
     MAX_MESSAGE_BYTES,
     MessageType,
     ProtocolError,
@@ -41,8 +42,7 @@ from shared.protocol import (
     encode_frames,
     make_message,
 )
-from shared.schedule import owed_updates
-from shared.transport import CurveKeys, data_client, plain_contract
+from shared.wire.transport import CurveKeys, data_client, plain_contract
 
 log = logging.getLogger("wsrl.actor.sender")
 

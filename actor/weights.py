@@ -18,9 +18,9 @@ from typing import Any
 import jax
 import zmq
 
-from shared.policy_weights import params_from_message
-from shared.protocol import ProtocolError, decode
-from shared.transport import CurveKeys, weights_client
+from shared.wire.policy_weights import params_from_message
+from shared.wire.protocol import ProtocolError, decode
+from shared.wire.transport import CurveKeys, weights_client
 
 log = logging.getLogger("wsrl.actor.weights")
 

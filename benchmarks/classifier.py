@@ -21,7 +21,7 @@ import optax
 
 from learner.train_reward_classifier import make_train_step
 from shared.config import ClassifierTrainConfig
-from shared.reward_classifier import RewardClassifier, init_params
+from shared.learning.reward_classifier import RewardClassifier, init_params
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 The paper's setting (19-D state, SAC with 10 critics of 256x256 and LayerNorm, batch 256, UTD 4,
 ``paper_sim_online``), in one process: the median time of one fused update, of one diagnosis of
-the two 256-row probes (``shared.diagnostics.diagnose``, compiled), and of one agent snapshot
+the two 256-row probes (``shared.learning.diagnostics.diagnose``, compiled), and of one agent snapshot
 (``learner/snapshots.py``, written synchronously at each learner checkpoint). The overhead is
 what a diagnosis every ``health.every`` critic steps and a snapshot every ``checkpoint_every``
 add to the update time.
@@ -37,9 +37,9 @@ def main() -> None:
     import numpy as np
 
     from learner.snapshots import Snapshots
-    from shared.agents import create_agent, make_update
     from shared.config import apply_overrides
-    from shared.diagnostics import diagnose
+    from shared.learning.agents import create_agent, make_update
+    from shared.learning.diagnostics import diagnose
     from shared.presets import paper_sim_online
 
     cfg = apply_overrides(paper_sim_online(), args.overrides)

@@ -4,7 +4,7 @@ The ``robot`` preset (ResNet-10 per camera, trunk frozen, ensemble 10, 2-block M
 batch 256, UTD 4) on random uint8 frames already on the device; each call is one env step's
 worth of learning (UTD critic updates and one actor update). Sizes can be cut for a CPU.
 
-With ``--cached`` the batch carries the frozen trunk's features (``shared.encoders.feature_key``)
+With ``--cached`` the batch carries the frozen trunk's features (``shared.learning.encoders.feature_key``)
 instead of the frames, as the learner's feature cache gives them: the heads, critics and actor
 train without running the trunk; the time to compute one env step's features (one new frame per
 camera) is printed beside it.
@@ -29,9 +29,9 @@ import jax
 import numpy as np
 
 from robot_env.contract import ACTION_DIM, IMAGE_KEYS, STATE_DIM
-from shared.agents import create_agent, make_update
 from shared.config import apply_overrides
-from shared.encoders import caches_features, trunk_features
+from shared.learning.agents import create_agent, make_update
+from shared.learning.encoders import caches_features, trunk_features
 from shared.presets import robot_online
 
 

@@ -1,4 +1,4 @@
-"""LayerNorm + ReLU over a critic ensemble's activation: flax's autodiff against shared/layer_norm.py.
+"""LayerNorm + ReLU over a critic ensemble's activation: flax's autodiff against shared/learning/layer_norm.py.
 
 Forward and gradient (with respect to the input, scale and bias) of a [members, rows, width]
 activation, each member with its own scale and bias (the vmapped critic ensemble's layout).
@@ -33,8 +33,8 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from shared.layer_norm import EPSILON, layer_norm
-    from shared.networks import forward
+    from shared.learning.layer_norm import EPSILON, layer_norm
+    from shared.learning.networks import forward
 
     rng = np.random.default_rng(0)
     shape = (args.members, args.rows, args.width)
@@ -59,7 +59,7 @@ def main() -> None:
         return 1e3 * (time.perf_counter() - t0) / n
 
     print(f"[{args.members}, {args.rows}, {args.width}] float32, cores {sorted(os.sched_getaffinity(0))}")
-    for name, f in (("flax nn.LayerNorm + relu", flax_ln), ("shared/layer_norm.py", ours)):
+    for name, f in (("flax nn.LayerNorm + relu", flax_ln), ("shared/learning/layer_norm.py", ours)):
         fwd = jax.jit(jax.vmap(f))
         grad = jax.jit(jax.grad(lambda x, s, b, f=f: (jax.vmap(f)(x, s, b) * w).sum(), argnums=(0, 1, 2)))
         print(f"  {name:26s} forward {timed(fwd):7.2f} ms   gradient {timed(grad):7.2f} ms")

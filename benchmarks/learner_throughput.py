@@ -55,10 +55,10 @@ def child(seconds: float, overrides: list[str], tuned: bool) -> dict[str, float 
     import jax
     import numpy as np
 
-    from shared.agents import PHASES, actor_batch, create_agent, make_update
     from shared.config import apply_overrides
+    from shared.learning.agents import PHASES, actor_batch, create_agent, make_update
     from shared.presets import paper_sim_online
-    from shared.replay_buffer import ReplayBuffer
+    from shared.storage.replay_buffer import ReplayBuffer
 
     cfg = apply_overrides(paper_sim_online(), overrides).agent
     obs = {"state": np.zeros(19, np.float32)}

@@ -116,8 +116,8 @@ def _inserter(
 def run(kind: str, size: int, root: Path) -> dict[str, float]:
     from learner.checkpoint import LearnerCheckpoints
     from learner.ledger import Ledger
-    from shared.agents import create_agent
     from shared.config import AgentConfig, NetworkConfig, OnlineConfig
+    from shared.learning.agents import create_agent
 
     out = root / f"{kind}_{size}"
     shutil.rmtree(out, ignore_errors=True)
@@ -174,7 +174,7 @@ def run(kind: str, size: int, root: Path) -> dict[str, float]:
 
 
 def bytes_per_transition() -> None:
-    from shared.replay_buffer import ReplayBuffer
+    from shared.storage.replay_buffer import ReplayBuffer
 
     with tempfile.TemporaryDirectory() as d:
         for name, frames_dir in (("ram", None), ("disk", d)):

@@ -25,7 +25,7 @@ from robot_env.robot_client import RobotClient
 from robot_env.scripted import ScriptedInserter, Skill
 from robot_env.sim_robot_server import SimRobotServer
 from robot_env.task_config import TaskConfig, load_task
-from shared.transport import free_port
+from shared.wire.transport import free_port
 
 DOWN = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 

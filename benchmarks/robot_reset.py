@@ -24,7 +24,7 @@ from robot_env.franka_env import FrankaEnv
 from robot_env.scripted import ScriptedInserter, Skill
 from robot_env.sim_robot_server import SimRobotServer
 from robot_env.task_config import load_task
-from shared.transport import free_port
+from shared.wire.transport import free_port
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> float:

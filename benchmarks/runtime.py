@@ -43,8 +43,8 @@ SPEC = {"state": ((19,), "float32"), "wrist_1": (IMG, "uint8"), "wrist_2": (IMG,
 def _learner_process(data_port: int, weights_port: int, capacity: int, ready, stop, warm: bool = False) -> None:
     from learner.ingest import IngestServer
     from learner.ledger import Ledger
-    from shared.replay_buffer import ReplayBuffer
-    from shared.transport import LearnerSockets
+    from shared.storage.replay_buffer import ReplayBuffer
+    from shared.wire.transport import LearnerSockets
 
     socks = LearnerSockets("127.0.0.1", data_port, weights_port, None)
     buf = ReplayBuffer(SPEC, 6, capacity, 0.98)
@@ -61,7 +61,7 @@ def _learner_process(data_port: int, weights_port: int, capacity: int, ready, st
 
 def throughput(n: int, capacity: int, warm: bool = False) -> float:
     from actor.sender import SenderConfig, TransitionSender
-    from shared.transport import free_port
+    from shared.wire.transport import free_port
 
     dp, wp = free_port(), free_port()
     ctx = mp.get_context("spawn")
@@ -117,11 +117,11 @@ def throughput(n: int, capacity: int, warm: bool = False) -> float:
 
 
 def _publisher_process(weights_port: int, count: int, ready, go) -> None:
-    from shared.agents import create_agent
-    from shared.policy_weights import weights_message
+    from shared.learning.agents import create_agent
     from shared.presets import peg_sim_online
-    from shared.protocol import encode
-    from shared.transport import LearnerSockets, free_port
+    from shared.wire.policy_weights import weights_message
+    from shared.wire.protocol import encode
+    from shared.wire.transport import LearnerSockets, free_port
 
     socks = LearnerSockets("127.0.0.1", free_port(), weights_port, None)
     agent = create_agent(peg_sim_online().agent, {"state": np.zeros(19, np.float32)}, 6)
@@ -135,9 +135,9 @@ def _publisher_process(weights_port: int, count: int, ready, go) -> None:
 
 def weights_latency(count: int) -> float:
     from actor.weights import WeightsReceiver
-    from shared.agents import create_agent
+    from shared.learning.agents import create_agent
     from shared.presets import peg_sim_online
-    from shared.transport import free_port
+    from shared.wire.transport import free_port
 
     wp = free_port()
     agent = create_agent(peg_sim_online().agent, {"state": np.zeros(19, np.float32)}, 6)
@@ -176,10 +176,10 @@ def jitter(seconds: float, images: bool = False, view_target: str = "off", image
     import robot_env
     from actor.loop import ControlLoop, LoopConfig
     from actor.sender import TransitionSender
-    from shared.agents import create_agent
+    from shared.learning.agents import create_agent
     from shared.live_view import open_view
     from shared.presets import peg_sim_online
-    from shared.transport import free_port
+    from shared.wire.transport import free_port
 
     dp, wp = free_port(), free_port()
     ctx = mp.get_context("spawn")

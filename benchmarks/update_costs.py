@@ -1,6 +1,6 @@
 """The cost of one update of each method family, so a study's cost can be predicted before it runs.
 
-Every method of ``shared.methods`` runs one of these updates per env step after its warmup (the
+Every method of ``shared.learning.methods`` runs one of these updates per env step after its warmup (the
 study runner's exact UTD); pre-training runs the Cal-QL step. Measured as the study runs it:
 host sampling from a replay buffer (and the offline half where a method keeps the data) plus
 one compiled call, on the simulated peg's 19-D state and 7-D action.
@@ -24,8 +24,8 @@ import jax
 from learner.study.costs import time_update, update_kind
 from robot_env.contract import ACTION_DIM, STATE_DIM
 from shared.config import add_override_argument, apply_overrides
-from shared.dataset import ObsSpec
-from shared.methods import METHODS, online_config
+from shared.data.dataset import ObsSpec
+from shared.learning.methods import METHODS, online_config
 from shared.presets import PRESETS
 from shared.xla_cpu import tune_process
 

@@ -21,10 +21,10 @@ import numpy as np
 from flax import serialization
 
 from robot_env.contract import ACTION_DIM, IMAGE_KEYS, STATE_DIM
-from shared.agents import create_agent
-from shared.policy_weights import FULL_EVERY, params_from_message, split_frozen, weights_message
+from shared.learning.agents import create_agent
 from shared.presets import robot_online
-from shared.protocol import decode, encode
+from shared.wire.policy_weights import FULL_EVERY, params_from_message, split_frozen, weights_message
+from shared.wire.protocol import decode, encode
 
 
 def main() -> None:

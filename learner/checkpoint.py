@@ -1,9 +1,9 @@
 """The learner's checkpoint: one writer and one reader for everything a resumed learner needs.
 
-A learner checkpoint is an agent checkpoint step (``shared.checkpoint``: agent, the online
+A learner checkpoint is an agent checkpoint step (``shared.storage.checkpoint``: agent, the online
 config, meta) whose meta carries ``LearnerMeta`` (run identity, task, weights version, the name
 of its replay chain), plus the replay buffer as a chain of incremental deltas in ``replay/``
-(``shared/replay_delta.py``): each checkpoint writes only what arrived since the previous one,
+(``shared/storage/replay_delta.py``): each checkpoint writes only what arrived since the previous one,
 so its time and size do not grow with the buffer, and the chain lists the deltas that rebuild
 the buffer (those not yet wholly overwritten in the ring). The delta is cut, with the ingest
 ledger, under the ingest lock (a copy of the new rows: the buffer, the ledger and the counters
@@ -45,8 +45,11 @@ from typing import Any
 import numpy as np
 
 from learner.ledger import Ledger
-from shared.agents import Agent
-from shared.checkpoint import (
+from shared.config import OnlineConfig
+from shared.data.dataset import DatasetError, example_obs, spec_from_json, wire_spec
+from shared.learning.agents import Agent
+from shared.metrics import write_json_atomic
+from shared.storage.checkpoint import (
     Checkpointer,
     CheckpointError,
     CorruptCheckpointError,
@@ -56,11 +59,8 @@ from shared.checkpoint import (
     verify_file_manifest,
     write_file_manifest,
 )
-from shared.config import OnlineConfig
-from shared.dataset import DatasetError, example_obs, spec_from_json, wire_spec
-from shared.metrics import write_json_atomic
-from shared.replay_buffer import ReplayBuffer
-from shared.replay_delta import ReplayDelta
+from shared.storage.replay_buffer import ReplayBuffer
+from shared.storage.replay_delta import ReplayDelta
 
 # OSErrors that say the read failed, not that the files are bad: never a reason to quarantine
 TRANSIENT_ERRNOS = {errno.EIO, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE}

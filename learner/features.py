@@ -5,7 +5,7 @@ frame never changes. Recomputing it for every row of every minibatch cost about 
 passes per env step at UTD 4 (a 128 px robot-preset update: 14-47 s on a CPU core,
 docs/benchmarks.md). Here each frame that arrives is passed through the trunk once, at ingest,
 and its features are stored beside it in the replay buffer under a derived key
-(``shared.encoders.feature_key``); the update samples the features and leaves the frames on disk,
+(``shared.learning.encoders.feature_key``); the update samples the features and leaves the frames on disk,
 where they stay so that a user can unfreeze or swap the trunk later and recompute.
 
 The actors never see any of this: they send frames, and the policy's contract and the published
@@ -24,9 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from shared.config import EncoderConfig
-from shared.dataset import ObsSpec
-from shared.encoders import caches_features, trunk_features
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import ObsSpec
+from shared.learning.encoders import caches_features, trunk_features
+from shared.storage.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.features")
 BATCH = 32  # frames per trunk call at most (block_sizes)
@@ -36,7 +36,7 @@ class TrunkFeatures:
     """Adds the frozen trunk's features of each image key to a chunk's frames.
 
     ``encoder_params``: an encoder's parameters (``agent.critic.params["encoder"]``; every
-    network shares the one frozen trunk, ``shared.agents.create_agent``)."""
+    network shares the one frozen trunk, ``shared.learning.agents.create_agent``)."""
 
     def __init__(self, cfg: EncoderConfig, encoder_params: Any, wire: ObsSpec, batch: int = BATCH) -> None:
         if not caches_features(cfg):

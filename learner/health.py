@@ -26,12 +26,12 @@ import numpy as np
 
 from learner.alarms import Alarm, HealthMonitor
 from learner.snapshots import Snapshots, write_event
-from shared.agents import Agent
 from shared.config import OnlineConfig
-from shared.dataset import ObsSpec, example_obs
-from shared.diagnostics import diagnose
+from shared.data.dataset import ObsSpec, example_obs
+from shared.learning.agents import Agent
+from shared.learning.diagnostics import diagnose
 from shared.metrics import MetricsLogger, write_json_atomic
-from shared.replay_buffer import ReplayBuffer
+from shared.storage.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.health")
 

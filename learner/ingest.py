@@ -36,9 +36,10 @@ import numpy as np
 import zmq
 
 from learner.ledger import Ledger
-from shared.chunks import check_id, check_seq, unpack_chunk
-from shared.dataset import ObsSpec, ValueLimits
-from shared.protocol import (
+from shared.data.dataset import ObsSpec, ValueLimits
+from shared.storage.replay_buffer import ReplayBuffer
+from shared.wire.chunks import check_id, check_seq, unpack_chunk
+from shared.wire.protocol import (
     MAX_MESSAGE_BYTES,
     MessageType,
     ProtocolError,
@@ -47,8 +48,7 @@ from shared.protocol import (
     encode,
     make_message,
 )
-from shared.replay_buffer import ReplayBuffer
-from shared.transport import contract_differences
+from shared.wire.transport import contract_differences
 
 log = logging.getLogger("wsrl.learner.ingest")
 

@@ -3,7 +3,7 @@
 Usage (GPU box): ``launch/run_learner.sh --pretrained checkpoints/calql/checkpoints --out runs/wsrl``
 (``python -m learner.online --help`` lists every flag).
 
-It loads the pre-trained agent and hands it off to SAC (``shared.handoff.handoff``), serves
+It loads the pre-trained agent and hands it off to SAC (``shared.learning.handoff.handoff``), serves
 actors through ``learner.ingest`` and does nothing else until ``warmup_steps`` transitions are
 in. From then on it owes one update (``utd`` critic steps + one actor step) per ingested env
 step and pays the debt as fast as it can; the buffer holds online data only. Every
@@ -25,7 +25,6 @@ import zmq
 
 from learner.online_learner import Learner
 from shared import defaults
-from shared.checkpoint import CheckpointError
 from shared.config import (
     OnlineConfig,
     add_override_argument,
@@ -35,7 +34,8 @@ from shared.config import (
 )
 from shared.live_view import add_view_argument
 from shared.presets import PRESETS
-from shared.transport import LearnerSockets, TransportError, learner_keys
+from shared.storage.checkpoint import CheckpointError
+from shared.wire.transport import LearnerSockets, TransportError, learner_keys
 from shared.xla_cpu import tune_process
 
 

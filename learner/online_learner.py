@@ -30,8 +30,6 @@ from learner.health import LearnerHealth, params_copy, spiked
 from learner.ingest import IngestServer
 from learner.ledger import Ledger
 from learner.snapshots import take_request, write_event
-from shared.agents import Agent, make_update
-from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.config import (
     OnlineConfig,
     check_reward_settings,
@@ -39,15 +37,17 @@ from shared.config import (
     without_state_stats,
     write_config_file,
 )
-from shared.dataset import ObsSpec, ValueLimits, wire_spec
-from shared.encoders import caches_features
-from shared.handoff import handoff
+from shared.data.dataset import ObsSpec, ValueLimits, wire_spec
+from shared.learning.agents import Agent, make_update
+from shared.learning.encoders import caches_features
+from shared.learning.handoff import handoff
+from shared.learning.schedule import owed_updates
 from shared.live_view import open_view, view_recording_id
 from shared.metrics import MetricsLogger, to_scalars, write_json_atomic
-from shared.policy_weights import FULL_EVERY, weights_message
-from shared.protocol import encode
-from shared.schedule import owed_updates
-from shared.transport import LearnerSockets, fingerprint, policy_contract
+from shared.storage.checkpoint import CheckpointError, load_checkpoint
+from shared.wire.policy_weights import FULL_EVERY, weights_message
+from shared.wire.protocol import encode
+from shared.wire.transport import LearnerSockets, fingerprint, policy_contract
 
 log = logging.getLogger("wsrl.learner")
 

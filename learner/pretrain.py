@@ -21,8 +21,6 @@ from tqdm import tqdm
 from learner.features import TrunkFeatures, add_features
 from learner.health import OFFLINE_PROBE_FILE, save_batch
 from shared import defaults
-from shared.agents import Agent, create_agent, make_update, policy_fn
-from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import (
     Algo,
     HealthConfig,
@@ -35,11 +33,13 @@ from shared.config import (
     without_state_stats,
     write_config_file,
 )
-from shared.dataset import example_obs, wire_spec
-from shared.encoders import caches_features, with_state_stats
+from shared.data.dataset import example_obs, wire_spec
+from shared.learning.agents import Agent, create_agent, make_update, policy_fn
+from shared.learning.encoders import caches_features, with_state_stats
 from shared.metrics import MetricsLogger, to_scalars
 from shared.presets import PRESETS
-from shared.replay_buffer import ReplayBuffer
+from shared.storage.checkpoint import Checkpointer, list_steps, load_checkpoint
+from shared.storage.replay_buffer import ReplayBuffer
 from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.pretrain")
@@ -195,7 +195,7 @@ def build_config(
 def main(argv: list[str] | None = None) -> None:
     tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", help="dataset file (.npz, see shared/dataset.py)")
+    p.add_argument("--dataset", help="dataset file (.npz, see shared/data/dataset.py)")
     p.add_argument("--out", help="output directory (logs, checkpoints/)")
     p.add_argument("--preset", default="paper_sim", help=f"config preset: {sorted(PRESETS)}")
     p.add_argument(

@@ -8,11 +8,11 @@ dict and a numpy array) and refuses anything else with the name of what the file
 runs in its own process (``launch/convert_serl.sh``); nothing in the runtime ever unpickles.
 
 - ``resnet``: ``resnet10_params.pkl`` -> the trunk ``.npz`` that ``EncoderConfig.pretrained_path``
-  loads (SERL's parameter names mapped to ``shared.encoders.ResNet10Trunk``'s, whose layout is
+  loads (SERL's parameter names mapped to ``shared.learning.encoders.ResNet10Trunk``'s, whose layout is
   SERL's: 4-group GroupNorm, the same padding).
 - ``transitions``: lists of SERL transitions (``observations``/``next_observations`` dicts with a
   leading frame axis of 1, ``actions``, ``rewards`` 0/1, ``masks``, ``dones``) -> the dataset format
-  (``shared.replay_buffer.ReplayBuffer.save``), rewards through ``RewardConfig``.
+  (``shared.storage.replay_buffer.ReplayBuffer.save``), rewards through ``RewardConfig``.
 """
 
 from __future__ import annotations
@@ -176,8 +176,8 @@ def convert_transitions(
 ) -> dict[str, Any]:
     """SERL transition pickles (each a list of transition dicts, in the order they were taken)
     -> one dataset file. ``keys``: the observation keys to keep (default: all of the first)."""
-    from shared.dataset import Transition, obs_spec_of
-    from shared.replay_buffer import ReplayBuffer
+    from shared.data.dataset import Transition, obs_spec_of
+    from shared.storage.replay_buffer import ReplayBuffer
 
     transitions: list[Mapping[str, Any]] = []
     for src in sources:

@@ -136,8 +136,8 @@ def classifier_cache(cache: Path, image_size: int) -> Path:
 def evaluate_checkpoint(ckpt_dir: Path, step: int | None, episodes: int) -> dict[str, float]:
     from robot_env.make import make_env
     from robot_env.rollout import evaluate
-    from shared.agents import policy_fn
-    from shared.checkpoint import load_checkpoint
+    from shared.learning.agents import policy_fn
+    from shared.storage.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_dir, step)
     env = make_env(ENV_ID, TASK, ckpt.reward, ckpt.obs_spec, seed=0)

@@ -37,7 +37,7 @@ from shared.config import add_override_argument, apply_overrides, write_config_f
 from shared.live_view import add_view_argument
 from shared.metrics import read_jsonl
 from shared.presets import peg_sim_online
-from shared.transport import free_port
+from shared.wire.transport import free_port
 from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.sim_pipeline")
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     interventions = _interventions(out / "actor", args.scripted_human, args.intervention_ratio)
 
-    from shared.checkpoint import list_steps, load_checkpoint
+    from shared.storage.checkpoint import list_steps, load_checkpoint
 
     ckpt_dir = out / "learner" / "checkpoints"
     steps = list_steps(ckpt_dir)

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shared.agents import Agent
-from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import OnlineConfig
+from shared.learning.agents import Agent
 from shared.metrics import write_json_atomic
+from shared.storage.checkpoint import Checkpointer, list_steps, load_checkpoint
 
 log = logging.getLogger("wsrl.health")
 

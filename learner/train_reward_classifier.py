@@ -32,12 +32,18 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from shared.augmentation import augment_observations, random_brightness
 from shared.config import ClassifierTrainConfig, apply_overrides, to_dict
-from shared.labelled_images import LabelledImages, load_labelled_images
+from shared.data.labelled_images import LabelledImages, load_labelled_images
+from shared.learning.augmentation import augment_observations, random_brightness
+from shared.learning.networks import forward
+from shared.learning.reward_classifier import (
+    SuccessClassifier,
+    binary_metrics,
+    choose_threshold,
+    init_params,
+    save_classifier,
+)
 from shared.metrics import MetricsLogger
-from shared.networks import forward
-from shared.reward_classifier import SuccessClassifier, binary_metrics, choose_threshold, init_params, save_classifier
 from shared.xla_cpu import tune_process
 
 log = logging.getLogger("wsrl.classifier")

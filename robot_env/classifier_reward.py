@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_env.contract import INFO_CLASSIFIER_PROB, INFO_ENV_SUCCESS, INFO_ROBOT_ERROR, INFO_SUCCESS, task_env
-from shared.reward_classifier import RewardClassifier
+from shared.learning.reward_classifier import RewardClassifier
 
 log = logging.getLogger("wsrl.reward")
 

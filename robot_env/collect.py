@@ -26,8 +26,8 @@ from robot_env.contract import task_env
 from robot_env.rollout import run_episode
 from robot_env.scripted import ScriptedInserter, Skill
 from shared.config import RewardConfig
-from shared.dataset import obs_spec_of
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import obs_spec_of
+from shared.storage.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.collect")
 

@@ -26,7 +26,7 @@ import numpy as np
 from robot_env import geometry as geo
 from robot_env.task_config import SafetyBox, TaskConfig
 from shared.config import RewardConfig
-from shared.dataset import Transition, step_transition
+from shared.data.dataset import Transition, step_transition
 
 STATE_KEYS: tuple[tuple[str, int], ...] = (
     ("gripper_pose", 1),

@@ -17,7 +17,7 @@ from robot_env.contract import IMAGE_KEYS, obs_mode_of
 from robot_env.gripper import GRIPPER_FLAVOURS
 from shared import defaults
 from shared.config import RewardConfig
-from shared.dataset import ObsSpec
+from shared.data.dataset import ObsSpec
 
 CAMERA_SOURCES = ("realsense", "server")
 
@@ -79,7 +79,7 @@ def make_env(
 ) -> gym.Env:
     """The env for a checkpoint: image mode and size follow the checkpoint's observation keys.
 
-    With a reward classifier (``shared.reward_classifier.RewardClassifier``) the reward and the
+    With a reward classifier (``shared.learning.reward_classifier.RewardClassifier``) the reward and the
     end of an episode come from it; the env renders or reads the cameras at the classifier's size,
     and a state-only policy gets only ``state`` (the images are for the classifier). ``gripper``:
     the robot server's gripper units for ``Franka-v0`` (default: the task file's)."""

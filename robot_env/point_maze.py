@@ -33,8 +33,8 @@ from tqdm import tqdm
 from robot_env.rollout import run_episode
 from robot_env.task_config import TASKS_DIR, task_file
 from shared.config import RewardConfig
-from shared.dataset import obs_spec_of
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import obs_spec_of
+from shared.storage.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.maze")
 

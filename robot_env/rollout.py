@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_env.contract import step, task_env
-from shared.dataset import Transition
+from shared.data.dataset import Transition
 
 Policy = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 

@@ -59,7 +59,7 @@ class EncoderConfig:
     kind: Literal["state", "small_conv", "resnet10"] = "state"
     image_keys: tuple[str, ...] = ()
     use_state: bool = True
-    # ResNet-10: a local .npz of trunk parameters (see shared/encoders.py); frozen if asked.
+    # ResNet-10: a local .npz of trunk parameters (see shared/learning/encoders.py); frozen if asked.
     pretrained_path: str | None = None
     freeze_trunk: bool = True
     base_filters: int = 64  # ResNet width; tiny tests use 8
@@ -296,7 +296,7 @@ class OnlineConfig:
     warmup_steps: int = defaults.WARMUP_STEPS
     buffer_capacity: int = 1_000_000
     # Keep image frames in memory-mapped segments under the run's replay/frames/ instead of RAM
-    # (shared/frame_store.py): capacity bounded by disk; recently used frames stay in page cache.
+    # (shared/storage/frame_store.py): capacity bounded by disk; recently used frames stay in page cache.
     replay_frames_on_disk: bool = False
     # With a frozen ResNet-10 trunk, pass each frame through it once at ingest, store its features
     # beside the frame and train on those (learner/features.py); false recomputes the trunk for

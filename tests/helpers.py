@@ -62,10 +62,10 @@ def trees_equal(a, b):
 def save_tiny_policy(path, hidden=16):
     """An untrained Cal-QL agent for the 19-D peg state with tiny networks, saved as a checkpoint
     (for commands that take a policy checkpoint)."""
-    from shared.agents import create_agent
-    from shared.checkpoint import Checkpointer
     from shared.config import apply_overrides
+    from shared.learning.agents import create_agent
     from shared.presets import peg_sim_pretrain
+    from shared.storage.checkpoint import Checkpointer
 
     cfg = apply_overrides(
         peg_sim_pretrain(),

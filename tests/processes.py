@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from learner.checkpoint import LearnerCheckpoints
-from shared.checkpoint import Checkpointer
 from shared.config import apply_overrides
 from shared.presets import peg_sim_pretrain
-from shared.transport import free_port
+from shared.storage.checkpoint import Checkpointer
+from shared.wire.transport import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -152,7 +152,7 @@ def ports():
 
 def save_pretrained(path):
     """A tiny untrained Cal-QL agent saved as the "pre-trained" checkpoint."""
-    from shared.agents import create_agent
+    from shared.learning.agents import create_agent
 
     cfg = apply_overrides(peg_sim_pretrain(), TINY)
     obs = {"state": np.zeros(STATE_DIM, np.float32)}

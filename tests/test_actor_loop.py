@@ -16,10 +16,10 @@ from learner.ingest import IngestServer
 from learner.ledger import Ledger
 from robot_env.contract import RobotEnvError
 from robot_env.intervention import InterventionWrapper
-from shared.agents import create_agent
+from shared.learning.agents import create_agent
 from shared.rate import RateKeeper
-from shared.replay_buffer import ReplayBuffer
-from shared.transport import LearnerSockets, free_port
+from shared.storage.replay_buffer import ReplayBuffer
+from shared.wire.transport import LearnerSockets, free_port
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.realtime  # the control loop's clock and a socket server
@@ -140,8 +140,8 @@ def test_rate_keeper_keeps_deadlines_and_counts_overruns():
 
 def test_new_weights_are_prepared_off_the_control_loop():
     from actor.weights import WeightsReceiver
-    from shared.policy_weights import weights_message
-    from shared.protocol import encode
+    from shared.wire.policy_weights import weights_message
+    from shared.wire.protocol import encode
 
     agent = create_agent(tiny_config(), {"state": np.zeros(19, np.float32)}, 6)
     wp = free_port()

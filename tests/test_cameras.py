@@ -12,7 +12,7 @@ from robot_env.cameras import CameraError, CameraRig, LatestFrameCamera, RealSen
 from robot_env.robot_client import RobotClient
 from robot_env.sim_robot_server import SimRobotServer
 from robot_env.task_config import CameraConfig
-from shared.transport import free_port
+from shared.wire.transport import free_port
 
 pytestmark = pytest.mark.realtime  # camera threads and frame ages
 

@@ -8,7 +8,7 @@ import pytest
 
 from robot_env.robot_client import RobotClient
 from robot_env.sim_robot_server import SimRobotServer
-from shared.transport import free_port
+from shared.wire.transport import free_port
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.realtime  # the bring-up check against a simulated robot server

@@ -3,10 +3,10 @@ from dataclasses import replace
 
 import pytest
 
-from shared.agents import create_agent, make_update
-from shared.checkpoint import Checkpointer, CheckpointError, load_checkpoint
 from shared.config import NetworkConfig, OnlineConfig, PretrainConfig
-from shared.handoff import handoff
+from shared.learning.agents import create_agent, make_update
+from shared.learning.handoff import handoff
+from shared.storage.checkpoint import Checkpointer, CheckpointError, load_checkpoint
 from tests.helpers import random_batch, state_obs, tiny_config, trees_equal
 
 

@@ -5,10 +5,10 @@ import pytest
 
 from actor.spool import Spool
 from learner.ledger import Ledger
-from shared.chunks import ChunkBuilder, unpack_chunk
-from shared.dataset import ValueLimits
-from shared.protocol import ProtocolError, decode, decode_frames, encode, encode_frames
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import ValueLimits
+from shared.storage.replay_buffer import ReplayBuffer
+from shared.wire.chunks import ChunkBuilder, unpack_chunk
+from shared.wire.protocol import ProtocolError, decode, decode_frames, encode, encode_frames
 
 SPEC = {"state": ((3,), "float32"), "wrist_1": ((4, 4, 3), "uint8")}
 
@@ -170,7 +170,7 @@ def test_spool_journal_ack_commit_and_restart(tmp_path):
 
 
 def test_chunk_insert_matches_one_by_one_insert():
-    from shared.replay_buffer import ReplayBuffer
+    from shared.storage.replay_buffer import ReplayBuffer
 
     ts = _episode_transitions(0, 3) + _episode_transitions(10, 2, done_at_end=False) + _episode_transitions(12, 2)
     b = ChunkBuilder()

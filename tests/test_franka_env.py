@@ -13,7 +13,7 @@ from robot_env.robot_client import RobotClient, RobotServerError
 from robot_env.scripted import ScriptedInserter, Skill
 from robot_env.sim_robot_server import SimRobotServer
 from robot_env.task_config import in_box, load_task
-from shared.transport import free_port
+from shared.wire.transport import free_port
 from tests.helpers import insert_peg
 
 pytestmark = pytest.mark.realtime  # FrankaEnv against a simulated robot server
@@ -143,7 +143,7 @@ def test_the_label_recorder_on_franka_keeps_going_after_success(server, tmp_path
     """Recording on Franka-v0 (the simulated server's cameras): the pose check does not end the
     episode, a person's keys (scripted here) label the frames, the env's verdict is kept beside."""
     from actor.record_labels import record
-    from shared.labelled_images import LabelledImageWriter, load_labelled_images
+    from shared.data.labelled_images import LabelledImageWriter, load_labelled_images
 
     client = RobotClient(server.url, gripper=server.gripper)
     env = FrankaEnv(

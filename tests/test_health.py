@@ -126,7 +126,7 @@ def test_after_a_rollback_the_windows_start_again():
 
 
 def test_snapshots_keep_the_hand_off_the_newest_and_the_best(tmp_path):
-    from shared.agents import create_agent
+    from shared.learning.agents import create_agent
     from tests.helpers import state_obs, tiny_config
 
     cfg = OnlineConfig(agent=tiny_config())
@@ -186,7 +186,7 @@ def test_the_lr_spike_sabotage_multiplies_each_updates_parameter_change():
     import jax
 
     from learner.health import params_copy, spiked
-    from shared.agents import create_agent, make_update
+    from shared.learning.agents import create_agent, make_update
     from tests.helpers import random_batch, state_obs, tiny_config
 
     cfg = tiny_config()

@@ -16,8 +16,8 @@ from robot_env.contract import state_slices, task_env
 from robot_env.intervention import InterventionWrapper
 from robot_env.rollout import run_episode
 from robot_env.scripted import ScriptedHuman
-from shared.dataset import load_arrays, save_arrays
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import load_arrays, save_arrays
+from shared.storage.replay_buffer import ReplayBuffer
 
 TOOL_AXES = (0, 1, 2, 3, 4, 5)  # the puck's axes as the action's, in the tool frame
 

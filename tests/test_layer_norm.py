@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from shared.layer_norm import EPSILON, LayerNorm, layer_norm
-from shared.networks import MLP, MLPResNet
+from shared.learning.layer_norm import EPSILON, LayerNorm, layer_norm
+from shared.learning.networks import MLP, MLPResNet
 
 
 def test_hand_computed_values():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from learner.pretrain import pretrain
-from shared.agents import act, create_agent, make_update
 from shared.config import AgentConfig, CQLConfig, NetworkConfig, PretrainConfig, RewardConfig
+from shared.learning.agents import act, create_agent, make_update
 from shared.metrics import read_jsonl
-from shared.replay_buffer import ReplayBuffer
+from shared.storage.replay_buffer import ReplayBuffer
 from tests.tiny_tasks import PointReach, collect_mixed_dataset, evaluate_success
 
 pytestmark = pytest.mark.slow

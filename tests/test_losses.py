@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shared.agents.cql import cql_regularizer
-from shared.agents.iql import expectile_loss
-from shared.agents.sac import subset_indices, td_target
 from shared.config import CQLConfig
+from shared.learning.agents.cql import cql_regularizer
+from shared.learning.agents.iql import expectile_loss
+from shared.learning.agents.sac import subset_indices, td_target
 
 
 def test_td_target_takes_min_over_subset():

@@ -3,11 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shared.agents import create_agent
-from shared.agents.sac import critic_step
-from shared.augmentation import random_shift, shift_by
-from shared.encoders import ResNet10Trunk, save_trunk_params
-from shared.networks import (
+from shared.learning.agents import create_agent
+from shared.learning.agents.sac import critic_step
+from shared.learning.augmentation import random_shift, shift_by
+from shared.learning.encoders import ResNet10Trunk, save_trunk_params
+from shared.learning.networks import (
     ENSEMBLE,
     critic_subset_module,
     gather_members,
@@ -126,7 +126,7 @@ def test_state_normalisation_from_dataset_statistics():
     from dataclasses import replace
 
     from shared.config import EncoderConfig
-    from shared.encoders import STATE_CLIP, ObsEncoder, with_state_stats
+    from shared.learning.encoders import STATE_CLIP, ObsEncoder, with_state_stats
 
     states = np.array([[0.0, 1.0, 0.01], [2.0, 1.0, 0.03]])
     cfg = with_state_stats(EncoderConfig(normalize_state=True), states)
@@ -144,8 +144,8 @@ def test_state_normalisation_from_dataset_statistics():
 def test_bf16_matmuls_keep_float32_parameters_and_outputs_and_stay_close():
     from dataclasses import replace
 
-    from shared.agents import make_update
     from shared.config import NetworkConfig
+    from shared.learning.agents import make_update
 
     for net in (NetworkConfig(hidden_dims=(64, 64)), NetworkConfig(hidden_dims=(32,), residual_blocks=1)):
         f32 = tiny_config(critic_net=net, actor_net=net)
@@ -170,7 +170,7 @@ def test_the_critics_first_layer_on_the_pair_is_the_dense_layer_on_the_concatena
     """``PairDense``: the features' part of the first layer once per row, the actions' part per
     sampled action; the same parameters and function as one dense layer on the features broadcast
     over the actions and concatenated (what the critic computed before), to float rounding."""
-    from shared.networks import MLP, MLPResNet, _concat_pair
+    from shared.learning.networks import MLP, MLPResNet, _concat_pair
 
     rng = np.random.default_rng(0)
     feats = jnp.asarray(rng.normal(size=(5, 40)).astype(np.float32))

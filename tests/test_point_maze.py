@@ -20,7 +20,7 @@ from robot_env.point_maze import (
 )
 from robot_env.rollout import evaluate
 from shared.config import RewardConfig
-from shared.replay_buffer import ReplayBuffer
+from shared.storage.replay_buffer import ReplayBuffer
 
 
 def test_the_task_file_matches_gymnasium_robotics_geometry():
@@ -106,7 +106,7 @@ def test_collected_maze_data_round_trips_with_the_tasks_reward(tmp_path):
 @pytest.mark.slow
 def test_a_study_runs_on_the_maze_with_its_own_discount(tmp_path):
     from learner.study.sweep import run_study
-    from shared.checkpoint import load_checkpoint
+    from shared.storage.checkpoint import load_checkpoint
 
     results = run_study("smoke", tmp_path, ["wsrl"], tasks=["maze"], progress=False)
     runs = results["tasks"]["maze"]

@@ -1,4 +1,4 @@
-"""Weight messages without the frozen image trunk (shared/policy_weights.py, actor/weights.py)."""
+"""Weight messages without the frozen image trunk (shared/wire/policy_weights.py, actor/weights.py)."""
 
 import jax
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 from flax import serialization
 
 from actor.weights import WeightsReceiver
-from shared.agents import create_agent
-from shared.policy_weights import params_from_message, split_frozen, tree_digest, weights_message
-from shared.protocol import ProtocolError, decode, encode
+from shared.learning.agents import create_agent
+from shared.wire.policy_weights import params_from_message, split_frozen, tree_digest, weights_message
+from shared.wire.protocol import ProtocolError, decode, encode
 from tests.helpers import image_config, image_obs
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.checkpoint import list_steps, load_checkpoint
 from shared.config import PretrainConfig, RewardConfig, read_config_file
 from shared.metrics import read_jsonl
+from shared.storage.checkpoint import list_steps, load_checkpoint
 from tests.tiny_tasks import collect_mixed_dataset
 
 pytestmark = pytest.mark.slow  # pre-training runs as a process, checkpoints and resumes
@@ -124,7 +124,7 @@ def test_pretraining_on_cached_trunk_features_is_pretraining_on_the_images(tmp_p
     from learner.pretrain import pretrain
     from robot_env.collect import collect
     from shared.config import AgentConfig, EncoderConfig, NetworkConfig
-    from shared.replay_buffer import ReplayBuffer
+    from shared.storage.replay_buffer import ReplayBuffer
 
     data = tmp_path / "images.npz"
     collect(data, transitions=120, obs_mode="images", image_size=16, gamma=0.95, seed=0, progress=False)

@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from shared.protocol import (
+from shared.wire.protocol import (
     ALLOWED_DTYPES,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -129,7 +129,7 @@ def test_a_pickle_is_never_unpickled():
 
 
 def test_multipart_frames_round_trip_without_copies():
-    from shared.protocol import decode_frames, encode_frames
+    from shared.wire.protocol import decode_frames, encode_frames
 
     img = np.random.default_rng(0).integers(0, 256, (5, 128, 128, 3), dtype=np.uint8)
     small = np.arange(6, dtype=np.float32)
@@ -164,7 +164,7 @@ def test_multipart_frames_round_trip_without_copies():
     ],
 )
 def test_multipart_defects_are_protocol_errors(edit, match):
-    from shared.protocol import decode_frames, encode_frames
+    from shared.wire.protocol import decode_frames, encode_frames
 
     frames = [bytes(x) for x in encode_frames(make_message(MessageType.CHUNK, a=np.zeros(4096, np.uint8)))]
     with pytest.raises(ProtocolError, match=match):
@@ -172,7 +172,7 @@ def test_multipart_defects_are_protocol_errors(edit, match):
 
 
 def test_multipart_size_cap():
-    from shared.protocol import decode_frames, encode_frames
+    from shared.wire.protocol import decode_frames, encode_frames
 
     big = make_message(MessageType.CHUNK, a=np.zeros(10_000, np.uint8))
     with pytest.raises(ProtocolError, match="limit"):

@@ -3,8 +3,8 @@ import threading
 import numpy as np
 import pytest
 
-from shared.dataset import DatasetError, load_arrays, save_arrays
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import DatasetError, load_arrays, save_arrays
+from shared.storage.replay_buffer import ReplayBuffer
 
 SPEC = {"state": ((2,), "float32"), "img": ((4, 4, 3), "uint8")}
 

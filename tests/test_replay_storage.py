@@ -10,14 +10,14 @@ import threading
 import numpy as np
 import pytest
 
-import shared.frame_store as frame_store
+import shared.storage.frame_store as frame_store
 from learner.checkpoint import LearnerCheckpoints
 from learner.ledger import Ledger
-from shared.agents import create_agent
 from shared.config import OnlineConfig
-from shared.dataset import DatasetError
-from shared.replay_buffer import ReplayBuffer
-from shared.replay_delta import ReplayDelta
+from shared.data.dataset import DatasetError
+from shared.learning.agents import create_agent
+from shared.storage.replay_buffer import ReplayBuffer
+from shared.storage.replay_delta import ReplayDelta
 from tests.helpers import tiny_config
 
 SPEC = {"state": ((3,), "float32"), "wrist": ((4, 4, 3), "uint8")}
@@ -162,7 +162,7 @@ def test_a_full_cut_reads_only_the_frames_no_earlier_cut_checksummed(tmp_path, m
     """A learner checkpoint starts a new chain with a full cut every few saves: with frames on
     disk it must not read the whole frame store again (20 GB at the robot's scale). It reuses
     the CRCs of earlier seals and reads only the frames of a range the ring cut in two."""
-    from shared.frame_store import SegmentedFrames
+    from shared.storage.frame_store import SegmentedFrames
 
     read = []
     real = SegmentedFrames.checksum

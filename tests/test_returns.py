@@ -1,6 +1,6 @@
 import numpy as np
 
-from shared.returns import mc_return_to_go
+from shared.data.returns import mc_return_to_go
 
 
 def test_discounted_reward_to_go():

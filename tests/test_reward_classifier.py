@@ -18,11 +18,11 @@ from learner.train_reward_classifier import BalancedSampler, SplitError, split_e
 from robot_env.classifier_reward import ClassifierReward
 from robot_env.contract import IMAGE_KEYS
 from robot_env.make import make_env
-from shared.checkpoint import CheckpointError
 from shared.config import ClassifierConfig, ClassifierTrainConfig, EncoderConfig, RewardConfig
-from shared.encoders import save_trunk_params
-from shared.labelled_images import LabelledImagesError, LabelledImageWriter, load_labelled_images
-from shared.reward_classifier import binary_metrics, choose_threshold, init_params, load_classifier
+from shared.data.labelled_images import LabelledImagesError, LabelledImageWriter, load_labelled_images
+from shared.learning.encoders import save_trunk_params
+from shared.learning.reward_classifier import binary_metrics, choose_threshold, init_params, load_classifier
+from shared.storage.checkpoint import CheckpointError
 from tests.helpers import save_tiny_policy
 
 ROOT = Path(__file__).resolve().parent.parent

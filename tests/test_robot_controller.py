@@ -22,7 +22,7 @@ from robot_env.scripted import ScriptedInserter, Skill
 from robot_env.sim.robot import SimRobot
 from robot_env.sim_robot_server import FRANKA, SimRobotServer
 from robot_env.task_config import TaskConfigError, load_task
-from shared.transport import free_port
+from shared.wire.transport import free_port
 from tests.helpers import insert_peg
 
 pytestmark = pytest.mark.realtime  # the simulated Franka controller

@@ -8,7 +8,7 @@ import pytest
 
 from robot_env.robot_client import RobotClient, RobotServerError
 from robot_env.task_config import TASKS_DIR
-from shared.transport import free_port
+from shared.wire.transport import free_port
 from tests.processes import Proc, actor_cmd, assert_exactly_once, learner_cmd, ports, save_pretrained, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime]  # the learner, the actor and a robot server as processes

@@ -10,7 +10,7 @@ from robot_env import geometry as geo
 from robot_env.gripper import GRIPPER_FLAVOURS, GripperUnits
 from robot_env.robot_client import RobotClient, RobotServerError
 from robot_env.sim_robot_server import FLASK_500, SimRobotServer
-from shared.transport import free_port
+from shared.wire.transport import free_port
 
 pytestmark = pytest.mark.realtime  # a simulated robot server
 

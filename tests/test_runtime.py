@@ -18,11 +18,11 @@ import zmq
 from actor.loop import LoopConfig
 from actor.run import ActorConfig
 from actor.sender import SenderConfig, TransitionSender
-from shared.checkpoint import Checkpointer, list_steps, load_checkpoint
 from shared.config import OnlineConfig, RewardConfig, apply_overrides, from_dict, read_config_file, write_config_file
 from shared.presets import peg_sim_online, peg_sim_pretrain
-from shared.protocol import MAX_MESSAGE_BYTES, MessageType, decode, encode, make_message
-from shared.transport import (
+from shared.storage.checkpoint import Checkpointer, list_steps, load_checkpoint
+from shared.wire.protocol import MAX_MESSAGE_BYTES, MessageType, decode, encode, make_message
+from shared.wire.transport import (
     LearnerSockets,
     TransportError,
     actor_keys,
@@ -550,8 +550,8 @@ def test_wrist_camera_observations_through_the_runtime(tmp_path):
     actor into the learner's buffer, each frame's trunk features computed once at ingest and
     stored beside it, then online updates on the features; the actor keeps up through weight
     messages that mostly leave the frozen trunk out."""
-    from shared.agents import create_agent
-    from shared.encoders import trunk_features
+    from shared.learning.agents import create_agent
+    from shared.learning.encoders import trunk_features
 
     enc = [
         "agent.encoder.kind=resnet10",

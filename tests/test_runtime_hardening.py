@@ -17,14 +17,14 @@ from actor.sender import SenderConfig, TransitionSender
 from learner.checkpoint import LearnerCheckpoints
 from learner.ingest import MAX_SEQ_AHEAD, MAX_SESSIONS_PER_ACTOR, STATS_BURST, STATS_PER_S, IngestServer
 from learner.ledger import Ledger
-from shared.agents import create_agent
-from shared.checkpoint import Checkpointer, CorruptCheckpointError, list_steps, load_checkpoint
-from shared.chunks import ChunkBuilder
 from shared.config import OnlineConfig, PretrainConfig
-from shared.dataset import ValueLimits
-from shared.protocol import MessageType, decode, encode, encode_frames, make_message
-from shared.replay_buffer import ReplayBuffer
-from shared.transport import LearnerSockets, actor_keys, free_port, learner_keys, make_keys
+from shared.data.dataset import ValueLimits
+from shared.learning.agents import create_agent
+from shared.storage.checkpoint import Checkpointer, CorruptCheckpointError, list_steps, load_checkpoint
+from shared.storage.replay_buffer import ReplayBuffer
+from shared.wire.chunks import ChunkBuilder
+from shared.wire.protocol import MessageType, decode, encode, encode_frames, make_message
+from shared.wire.transport import LearnerSockets, actor_keys, free_port, learner_keys, make_keys
 from tests.helpers import state_obs, tiny_config
 from tests.processes import (
     Proc,
@@ -348,7 +348,7 @@ def test_a_failed_read_quarantines_nothing(tmp_path, monkeypatch):
     import errno
 
     import learner.checkpoint as lc
-    from shared.checkpoint import CheckpointError
+    from shared.storage.checkpoint import CheckpointError
 
     ckpts = LearnerCheckpoints(tmp_path, keep=2)
     for n in (5, 10):

@@ -9,7 +9,7 @@ import numpy as np
 from robot_env.peg_sim_env import PegInsertionSimEnv
 from robot_env.rollout import evaluate
 from robot_env.scripted import ScriptedInserter, Skill
-from shared.replay_buffer import ReplayBuffer
+from shared.storage.replay_buffer import ReplayBuffer
 
 
 def test_spiral_visits_the_neighbours_in_order():

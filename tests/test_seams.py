@@ -12,12 +12,12 @@ import robot_env
 from learner.checkpoint import LearnerCheckpoints
 from learner.ledger import Ledger
 from robot_env.contract import TaskEnv, keeps_time, task_env
-from shared.agents import create_agent
-from shared.checkpoint import Checkpointer, CheckpointError
 from shared.config import OnlineConfig, PretrainConfig, RewardConfig, check_reward_settings
-from shared.replay_buffer import ReplayBuffer
-from shared.schedule import owed_updates
-from shared.transport import contract_differences, plain_contract
+from shared.learning.agents import create_agent
+from shared.learning.schedule import owed_updates
+from shared.storage.checkpoint import Checkpointer, CheckpointError
+from shared.storage.replay_buffer import ReplayBuffer
+from shared.wire.transport import contract_differences, plain_contract
 from tests.helpers import state_obs, tiny_config, trees_equal
 
 

@@ -14,8 +14,8 @@ from flax.core import freeze
 
 from learner.serl_assets import UnsafePickleError, convert_resnet, convert_transitions, restricted_load
 from shared.config import RewardConfig
-from shared.encoders import ResNet10Trunk, load_pretrained_trunks
-from shared.replay_buffer import ReplayBuffer
+from shared.learning.encoders import ResNet10Trunk, load_pretrained_trunks
+from shared.storage.replay_buffer import ReplayBuffer
 
 F = 8  # base filters of the tiny trunk
 

@@ -11,11 +11,11 @@ from learner.study.runner import RunConfig, run_method
 from learner.study.sources import data_folder, prepare
 from learner.study.suites import SUITES
 from learner.study.sweep import run_study
-from shared.checkpoint import Checkpointer, load_checkpoint
 from shared.config import PretrainConfig, apply_overrides
-from shared.methods import METHODS, MethodConfig, mixed_batch, online_agent
+from shared.learning.methods import METHODS, MethodConfig, mixed_batch, online_agent
 from shared.presets import peg_sim_online, peg_sim_pretrain
-from shared.replay_buffer import ReplayBuffer
+from shared.storage.checkpoint import Checkpointer, load_checkpoint
+from shared.storage.replay_buffer import ReplayBuffer
 from tests.helpers import trees_equal
 
 TINY = ["agent.critic_net.hidden_dims=[16,16]", "agent.actor_net.hidden_dims=[16,16]", "agent.num_critics=2"]
@@ -23,7 +23,7 @@ TINY = ["agent.critic_net.hidden_dims=[16,16]", "agent.actor_net.hidden_dims=[16
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    from shared.agents import create_agent
+    from shared.learning.agents import create_agent
 
     cfg = apply_overrides(peg_sim_pretrain(), [*TINY, "agent.cql.lagrange=true"])
     obs = {"state": np.zeros(19, np.float32)}
@@ -241,8 +241,8 @@ def test_the_table1_protocol_runs_end_to_end_at_smoke_size(tmp_path):
     scripted person's interventions) in the wide reset box, per data seed; Cal-QL pre-training
     checkpoints scored and the earliest in range used; WSRL and RLPD on it; the T1 claim."""
     from robot_env import contract
-    from shared.checkpoint import list_steps
-    from shared.dataset import load_arrays
+    from shared.data.dataset import load_arrays
+    from shared.storage.checkpoint import list_steps
 
     results = run_study("table1_smoke", tmp_path, progress=False)
     suite = SUITES["table1_smoke"]
@@ -279,9 +279,9 @@ def test_the_table1_protocol_runs_end_to_end_at_smoke_size(tmp_path):
 
 
 def test_diagnostics_against_hand_computed_values(pretrained):
-    from shared.diagnostics import chattering, mean_kl, policy_kl, probe_values, q_minus_return, q_softmax_kl
-    from shared.networks import forward
-    from shared.returns import episode_returns
+    from shared.data.returns import episode_returns
+    from shared.learning.diagnostics import chattering, mean_kl, policy_kl, probe_values, q_minus_return, q_softmax_kl
+    from shared.learning.networks import forward
 
     agent = pretrained.agent
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from shared.agents import PHASES, create_agent, make_update
+from shared.learning.agents import PHASES, create_agent, make_update
 from tests.helpers import TINY, random_batch, state_obs, tiny_config, trees_equal
 
 
@@ -89,8 +89,8 @@ def test_the_official_codes_actor_batch_is_every_utd_minibatch():
 
 @pytest.mark.parametrize("reduction", ["mean", "min"])
 def test_the_actor_objective_reduces_the_ensemble_as_configured(reduction):
-    from shared.agents import sac
-    from shared.networks import forward, sample_tanh_gaussian
+    from shared.learning.agents import sac
+    from shared.learning.networks import forward, sample_tanh_gaussian
 
     cfg = tiny_config("sac", num_critics=4, actor_q=reduction)
     agent = create_agent(cfg, state_obs(), 2, seed=2)
@@ -110,8 +110,8 @@ def test_the_actor_objective_reduces_the_ensemble_as_configured(reduction):
 def test_the_cql_penalty_on_a_random_subset_moves_only_those_critics_beyond_td():
     from dataclasses import replace
 
-    from shared.agents import cql
     from shared.config import CQLConfig
+    from shared.learning.agents import cql
 
     base = tiny_config("calql", utd=1, num_critics=4)
     pen = replace(base, cql=CQLConfig(alpha=5.0, penalty_critics=2))
@@ -139,7 +139,7 @@ def test_the_cql_penalty_on_a_random_subset_moves_only_those_critics_beyond_td()
 
 @pytest.mark.slow
 def test_a_shared_output_layer_is_one_dense_over_each_members_trunk():
-    from shared.networks import QTrunk, forward, gather_members
+    from shared.learning.networks import QTrunk, forward, gather_members
 
     cfg = tiny_config("calql", utd=2, num_critics=3, critic_output="shared")
     agent = create_agent(cfg, state_obs(), 2, seed=5)
@@ -197,7 +197,7 @@ def test_an_update_on_cached_trunk_features_is_the_update_on_the_images():
     (``trunk_features``) and given in place of the images, the update is the same function
     (augmentation off): the same losses and the same new parameters, to float rounding."""
     from shared.config import AgentConfig, EncoderConfig
-    from shared.encoders import feature_key, trunk_features
+    from shared.learning.encoders import feature_key, trunk_features
 
     keys = ("wrist_1", "wrist_2")
     enc = EncoderConfig(
@@ -240,7 +240,7 @@ def test_an_update_on_cached_trunk_features_is_the_update_on_the_images():
         a, b = getattr(a_images, part).params, getattr(a_features, part).params
         jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-5), a, b)
     # a trunk that trains cannot take cached features
-    from shared.networks import forward
+    from shared.learning.networks import forward
 
     small = create_agent(
         AgentConfig(algo="sac", encoder=EncoderConfig(kind="small_conv", image_keys=keys, base_filters=4)),
@@ -259,9 +259,9 @@ def test_the_learners_feature_cache_adds_each_frames_features_and_the_buffer_sam
     reads them instead of the images."""
     from learner.features import TrunkFeatures, block_sizes
     from shared.config import AgentConfig, EncoderConfig
-    from shared.dataset import wire_spec
-    from shared.encoders import trunk_features
-    from shared.replay_buffer import ReplayBuffer
+    from shared.data.dataset import wire_spec
+    from shared.learning.encoders import trunk_features
+    from shared.storage.replay_buffer import ReplayBuffer
 
     keys = ("wrist_1", "wrist_2")
     enc = EncoderConfig(kind="resnet10", image_keys=keys, base_filters=8, bottleneck_dim=16, num_spatial_features=2)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from shared.agents import act
 from shared.config import RewardConfig
-from shared.replay_buffer import ReplayBuffer
+from shared.learning.agents import act
+from shared.storage.replay_buffer import ReplayBuffer
 
 GOAL = np.array([0.6, 0.6], np.float32)
 

@@ -21,7 +21,7 @@ from learner.study.sources import online_config_for, pretrain_config
 from learner.study.suites import SUITES, TASKS, with_budget
 from learner.study.sweep import run_study, study_cells
 from shared.config import add_override_argument
-from shared.methods import METHODS, method
+from shared.learning.methods import METHODS, method
 from shared.xla_cpu import tune_process
 
 
@@ -36,7 +36,7 @@ def dry_run(
 ) -> dict[str, Any]:
     """Time each update kind the suite needs and predict every cell's cost, without running it."""
     from learner.study.costs import time_update, update_kind
-    from shared.methods import online_config
+    from shared.learning.methods import online_config
 
     suite = with_budget(SUITES[suite_name], budget)
     tasks = list(tasks or suite.tasks)

@@ -1,7 +1,7 @@
 """What one update of each kind costs on this machine: for ``benchmarks/update_costs.py`` and
 for predicting a study's cost before it runs.
 
-The methods of ``shared.methods`` differ in their update only by the agent config they run
+The methods of ``shared.learning.methods`` differ in their update only by the agent config they run
 (SAC, or Cal-QL / CQL / IQL continued online) and by where the batch comes from, so a study's
 cost is the sum over its cells of (updates x the cost of that kind) plus env steps and
 evaluations. The cost is measured as the study runs it: host sampling from a replay buffer (and
@@ -18,11 +18,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from shared.agents import create_agent, make_update
 from shared.config import AgentConfig
-from shared.dataset import ObsSpec, Transition, example_obs
-from shared.methods import MethodConfig, mixed_batch, online_config
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import ObsSpec, Transition, example_obs
+from shared.learning.agents import create_agent, make_update
+from shared.learning.methods import MethodConfig, mixed_batch, online_config
+from shared.storage.replay_buffer import ReplayBuffer
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,11 @@ from robot_env.make import make_env
 from robot_env.rollout import run_episode
 from robot_env.scripted import ScriptedHuman, ScriptedInserter, Skill
 from shared import defaults
-from shared.agents import act, create_agent, make_update
 from shared.config import AgentConfig, RewardConfig
-from shared.dataset import Transition, obs_spec_of
-from shared.methods import mixed_batch
-from shared.replay_buffer import ReplayBuffer
+from shared.data.dataset import Transition, obs_spec_of
+from shared.learning.agents import act, create_agent, make_update
+from shared.learning.methods import mixed_batch
+from shared.storage.replay_buffer import ReplayBuffer
 
 
 def collect_guided(

@@ -24,15 +24,15 @@ from robot_env.contract import task_env
 from robot_env.make import make_env
 from robot_env.rollout import evaluate
 from shared import defaults
-from shared.agents import act, make_update, policy_fn
-from shared.checkpoint import AgentCheckpoint
 from shared.config import OnlineConfig
-from shared.dataset import Transition
-from shared.diagnostics import chattering, diagnose, q_minus_return
-from shared.methods import method, mixed_batch, online_agent
+from shared.data.dataset import Transition
+from shared.learning.agents import act, make_update, policy_fn
+from shared.learning.diagnostics import chattering, diagnose, q_minus_return
+from shared.learning.methods import method, mixed_batch, online_agent
+from shared.learning.schedule import owed_updates
 from shared.metrics import write_json_atomic
-from shared.replay_buffer import ReplayBuffer
-from shared.schedule import owed_updates
+from shared.storage.checkpoint import AgentCheckpoint
+from shared.storage.replay_buffer import ReplayBuffer
 
 PROBE_SIZE = 256  # transitions in each diagnostic probe
 
@@ -137,7 +137,7 @@ def run_method(
                 guide_left = guide_prefix(step)
             else:
                 obs = s.obs
-            # the runtime's schedule (shared/schedule.py): nothing in the warmup, then one update of
+            # the runtime's schedule (shared/learning/schedule.py): nothing in the warmup, then one update of
             # UTD critic steps owed per env step, paid here at once (exact UTD)
             for _ in range(owed_updates(step, updates * cfg.utd, env_warmup, cfg.utd)):
                 batch = mixed_batch(

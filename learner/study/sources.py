@@ -17,12 +17,12 @@ from learner.study.suites import TASKS, StudyTask, Suite
 from robot_env.contract import OBSERVATION_VERSION
 from robot_env.make import make_env
 from robot_env.rollout import evaluate
-from shared.agents import policy_fn
-from shared.checkpoint import AgentCheckpoint, load_checkpoint
 from shared.config import OnlineConfig, PretrainConfig, apply_overrides, to_dict
+from shared.learning.agents import policy_fn
 from shared.metrics import write_json_atomic
 from shared.presets import peg_sim_online, peg_sim_pretrain
-from shared.replay_buffer import ReplayBuffer
+from shared.storage.checkpoint import AgentCheckpoint, load_checkpoint
+from shared.storage.replay_buffer import ReplayBuffer
 
 log = logging.getLogger("wsrl.study")
 
@@ -65,7 +65,7 @@ def pretrain_until_in_range(
     closest to the range's middle). Resumes; the scores and the choice are kept in
     ``run_dir/select.json``. Returns the checkpoint's step."""
     from learner.pretrain import pretrain
-    from shared.checkpoint import list_steps
+    from shared.storage.checkpoint import list_steps
 
     assert suite.pretrain_select is not None
     lo, hi = suite.pretrain_select

@@ -11,8 +11,8 @@ import numpy as np
 
 from shared import defaults
 from shared.config import apply_overrides
-from shared.dataset import ObsSpec
-from shared.methods import METHODS
+from shared.data.dataset import ObsSpec
+from shared.learning.methods import METHODS
 from shared.presets import peg_sim_online
 
 
@@ -98,7 +98,7 @@ class StudyTask:
         """The observation spec and action size of the task's env (for timing updates)."""
         import gymnasium as gym
 
-        from shared.dataset import obs_spec_of
+        from shared.data.dataset import obs_spec_of
 
         env = gym.make(self.env_id, task=self.task)
         spec = obs_spec_of(env.reset(seed=0)[0])

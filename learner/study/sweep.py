@@ -14,10 +14,10 @@ from learner.study.report import write_results
 from learner.study.runner import RunConfig, run_method
 from learner.study.sources import data_folder, online_config_for, prepare, pretrain_config, pretrain_folder
 from learner.study.suites import SUITES, TASKS, Suite, with_budget
-from shared.checkpoint import AgentCheckpoint
-from shared.methods import method
+from shared.learning.methods import method
 from shared.metrics import write_json_atomic
-from shared.replay_buffer import ReplayBuffer
+from shared.storage.checkpoint import AgentCheckpoint
+from shared.storage.replay_buffer import ReplayBuffer
 
 
 def study_cells(

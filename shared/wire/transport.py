@@ -8,7 +8,7 @@ Both processes build their sockets here so the security rules live in one place:
 - receive sizes are capped (``MAXMSGSIZE``) so an oversized frame drops the peer in libzmq,
   before Python sees a byte.
 
-Key files are made by ``python -m shared.transport keys --dir DIR`` (``launch/make_keys.sh``).
+Key files are made by ``python -m shared.wire.transport keys --dir DIR`` (``launch/make_keys.sh``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from shared.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from shared.wire.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 
 LEARNER_KEY = "learner"  # learner.key (public) and learner.key_secret
 ACTOR_KEY = "actor"

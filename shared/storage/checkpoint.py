@@ -32,9 +32,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from shared.agents.base import Agent, create_agent
 from shared.config import AgentConfig, RewardConfig, from_dict, to_dict
-from shared.dataset import ObsSpec, example_obs, obs_spec_of, spec_from_json, spec_to_json
+from shared.data.dataset import ObsSpec, example_obs, obs_spec_of, spec_from_json, spec_to_json
+from shared.learning.agents.base import Agent, create_agent
 
 log = logging.getLogger("wsrl.checkpoint")
 

@@ -1,6 +1,6 @@
-"""The replay buffer: the ring (``shared/replay_ring.py``), its sampling rules
-(``shared/replay_sampling.py``) and its incremental cuts (``shared/replay_delta.py``), with
-whole-file save and load in the dataset format (``shared/dataset.py``).
+"""The replay buffer: the ring (``shared/storage/replay_ring.py``), its sampling rules
+(``shared/storage/replay_sampling.py``) and its incremental cuts (``shared/storage/replay_delta.py``), with
+whole-file save and load in the dataset format (``shared/data/dataset.py``).
 
 ``cut`` takes what changed since the previous cut and ``apply`` replays it: a chain of cuts
 rebuilds the buffer exactly, which is how the learner checkpoints incrementally; ``save`` and
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.dataset import FORMAT, DatasetError, load_arrays, save_arrays, spec_from_json, spec_to_json
-from shared.replay_delta import RingDeltas
-from shared.replay_ring import MAX_STREAMS, ReplayRing, streams_from_json
-from shared.replay_sampling import RingSampling
+from shared.data.dataset import FORMAT, DatasetError, load_arrays, save_arrays, spec_from_json, spec_to_json
+from shared.storage.replay_delta import RingDeltas
+from shared.storage.replay_ring import MAX_STREAMS, ReplayRing, streams_from_json
+from shared.storage.replay_sampling import RingSampling
 
 __all__ = ["MAX_STREAMS", "ReplayBuffer", "ReplayRing"]
 

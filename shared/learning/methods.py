@@ -27,9 +27,9 @@ otherwise:
   (``update_high_utd``), so with half offline data the first critic steps see online rows only
   and the last ones offline rows only; ``"per_minibatch"`` mixes each minibatch (ours before).
   The official schedule counts one more step of no update than ours (its ``<=``); we keep the
-  runtime's (``shared.schedule``).
+  runtime's (``shared.learning.schedule``).
 
-No method has its own update code: the update is ``shared.agents.make_update`` of the resulting
+No method has its own update code: the update is ``shared.learning.agents.make_update`` of the resulting
 agent config, and the batch is mixed by ``mixed_batch``.
 """
 
@@ -41,12 +41,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from shared.agents import Agent, create_agent
-from shared.checkpoint import AgentCheckpoint
 from shared.config import AgentConfig, Algo
-from shared.handoff import HANDOFF_PARTS, carry_state_normalisation, handoff
-from shared.replay_buffer import ReplayBuffer
-from shared.replay_sampling import reshape_leading
+from shared.learning.agents import Agent, create_agent
+from shared.learning.handoff import HANDOFF_PARTS, carry_state_normalisation, handoff
+from shared.storage.checkpoint import AgentCheckpoint
+from shared.storage.replay_buffer import ReplayBuffer
+from shared.storage.replay_sampling import reshape_leading
 
 Init = Literal["policy_and_q", "policy", "q", "none"]
 Warmup = Literal["policy", "random", "dataset", "own", "none"]

@@ -5,7 +5,7 @@ transition: 200k transitions are 20 GB). ``SegmentedFrames`` holds one observati
 in fixed-length ``.npy`` segments addressed by the frame's *serial* (the buffer's write counter),
 not by its ring slot: serial ``s`` lives in segment ``s // length`` at row ``s % length``. So a
 frame, once written, is never overwritten while the process lives; a ring that wraps writes new
-segments instead. That is what makes incremental checkpoints cheap (``shared/replay_delta.py``):
+segments instead. That is what makes incremental checkpoints cheap (``shared/storage/replay_delta.py``):
 a checkpoint flushes the rows written since the last one and refers to the segment files,
 without copying a frame, and a checkpoint's frames stay intact however far the ring moves on.
 Old segments are deleted by whoever knows which checkpoints still need them (the learner's
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 SEGMENT_BYTES = 64 << 20  # a segment's target size: few files, and little disk past the ring
-_KEY = re.compile(r"[A-Za-z0-9_.@-]+")  # '@': derived keys (shared.dataset.derived_key)
+_KEY = re.compile(r"[A-Za-z0-9_.@-]+")  # '@': derived keys (shared.data.dataset.derived_key)
 
 
 def segment_length(shape: tuple[int, ...], dtype: str, capacity: int) -> int:

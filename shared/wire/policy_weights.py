@@ -2,7 +2,7 @@
 
 The learner publishes ``weights_message``; the actor turns it back into parameters with
 ``params_from_message``, which checks every array against the actor's own parameter tree by
-path and shape (``shared.checkpoint.merge_state``), so a wrong or partial tree is refused with
+path and shape (``shared.storage.checkpoint.merge_state``), so a wrong or partial tree is refused with
 the parameter's name and the running policy is kept.
 
 A frozen image trunk (``trunk_*`` subtrees of a ResNet-10 with ``freeze_trunk``: about 5 M of the
@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-from shared.protocol import MessageType, ProtocolError, make_message
+from shared.wire.protocol import MessageType, ProtocolError, make_message
 
 FULL_EVERY = 20  # publishes: a message with the frozen trunk included, for an actor without it
 FROZEN_PREFIX = "trunk_"
@@ -93,7 +93,7 @@ def weights_message(
 
 def params_from_message(msg: Mapping[str, Any], template: Any, fingerprint: str) -> Any:
     """The parameters in a decoded WEIGHTS message, laid onto ``template`` (the actor's tree)."""
-    from shared.checkpoint import CheckpointError, merge_state
+    from shared.storage.checkpoint import CheckpointError, merge_state
 
     if msg.get("type") != MessageType.WEIGHTS:
         raise ProtocolError(f"expected a weights message, got {msg.get('type')!r}")

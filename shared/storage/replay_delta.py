@@ -8,7 +8,7 @@ segment files and their CRC32. Applying a chain of deltas in order to an empty b
 same capacity rebuilds it exactly (``RingDeltas.cut`` / ``RingDeltas.apply``, below: the part of
 ``ReplayBuffer`` that makes and replays deltas, with the checksums of the frames on disk).
 
-On disk a delta is one ``.npz`` in the dataset format's container (``shared.dataset``), so it is
+On disk a delta is one ``.npz`` in the dataset format's container (``shared.data.dataset``), so it is
 written atomically and zip's CRC catches a damaged file.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.dataset import DatasetError, rename_legacy, save_arrays, spec_to_json
-from shared.replay_ring import ReplayRing, streams_from_json
+from shared.data.dataset import DatasetError, rename_legacy, save_arrays, spec_to_json
+from shared.storage.replay_ring import ReplayRing, streams_from_json
 
 log = logging.getLogger("wsrl.replay")
 

@@ -12,7 +12,7 @@ On a fixed probe batch (offline transitions held out from training, or the first
   current Q (how far the Q-function's preferences moved).
 And on rollouts: ``chattering``, the mean size of the change between consecutive actions, and
 ``q_minus_return``: the ensemble's mean Q of the actions taken minus the discounted return that
-followed them in the same episode (``shared.returns.episode_returns``, whose convention gives an
+followed them in the same episode (``shared.data.returns.episode_returns``, whose convention gives an
 episode that never succeeds the value of failing forever). This is the paper's C3 as a bias: a
 pessimistic Q sits below what its policy actually earns, an over-optimistic one above; Q merely
 falling (on the offline probe, to -1/(1 - gamma) for a policy that never succeeds) is not it.
@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared.agents import Agent
-from shared.agents.sac import compute_target
-from shared.networks import forward, sample_tanh_gaussian, tanh_gaussian_log_prob
-from shared.returns import episode_returns
+from shared.data.returns import episode_returns
+from shared.learning.agents import Agent
+from shared.learning.agents.sac import compute_target
+from shared.learning.networks import forward, sample_tanh_gaussian, tanh_gaussian_log_prob
 
 Batch = dict[str, Any]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from flax import serialization
 
-from shared.agents import Agent, create_agent
-from shared.checkpoint import CheckpointError, agent_state, merge_state
 from shared.config import AgentConfig
+from shared.learning.agents import Agent, create_agent
+from shared.storage.checkpoint import CheckpointError, agent_state, merge_state
 
 log = logging.getLogger("wsrl.checkpoint")
 HANDOFF_PARTS = ("actor", "critic", "target_critic", "temperature")

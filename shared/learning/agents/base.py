@@ -19,8 +19,8 @@ import optax
 from flax import struct
 
 from shared.config import AgentConfig
-from shared.encoders import caches_features, load_pretrained_trunks
-from shared.networks import build_networks, forward, sample_tanh_gaussian
+from shared.learning.encoders import caches_features, load_pretrained_trunks
+from shared.learning.networks import build_networks, forward, sample_tanh_gaussian
 
 Params = Any
 Batch = dict[str, Any]

@@ -7,9 +7,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shared.agents.base import Agent, Batch, apply_actor_gradients, apply_critic_gradients, policy_params
-from shared.agents.sac import augment_batch
-from shared.networks import forward, tanh_gaussian_log_prob
+from shared.learning.agents.base import Agent, Batch, apply_actor_gradients, apply_critic_gradients, policy_params
+from shared.learning.agents.sac import augment_batch
+from shared.learning.networks import forward, tanh_gaussian_log_prob
 
 
 def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:

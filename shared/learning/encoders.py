@@ -21,8 +21,8 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from shared.config import EncoderConfig
-from shared.dataset import derived_key
-from shared.layer_norm import LayerNorm
+from shared.data.dataset import derived_key
+from shared.learning.layer_norm import LayerNorm
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -114,7 +114,7 @@ def with_state_stats(cfg: EncoderConfig, states: np.ndarray) -> EncoderConfig:
 
 def feature_key(image_key: str) -> str:
     """The observation key under which an image key's frozen-trunk features travel (cached): a
-    derived key (``shared.dataset.derived_key``)."""
+    derived key (``shared.data.dataset.derived_key``)."""
     return derived_key(image_key, "trunk")
 
 

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared.agents.base import Agent, Batch, apply_critic_gradients, policy_params
-from shared.agents.sac import augment_batch, compute_target
 from shared.config import CQLConfig
-from shared.networks import critic_subset_module, forward, gather_members, sample_tanh_gaussian
+from shared.learning.agents.base import Agent, Batch, apply_critic_gradients, policy_params
+from shared.learning.agents.sac import augment_batch, compute_target
+from shared.learning.networks import critic_subset_module, forward, gather_members, sample_tanh_gaussian
 
 
 def cql_regularizer(

@@ -14,9 +14,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shared.agents import cql, iql, sac
-from shared.agents.base import Agent, Batch, TrainState, act, act_with_params, create_agent, policy_fn
 from shared.config import AgentConfig
+from shared.learning.agents import cql, iql, sac
+from shared.learning.agents.base import Agent, Batch, TrainState, act, act_with_params, create_agent, policy_fn
 
 PHASES: dict[str, tuple[Callable, Callable]] = {
     "sac": (sac.critic_step, sac.actor_step),

@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared.checkpoint import CheckpointError, list_steps, merge_state, read_items, save_items
 from shared.config import ClassifierConfig, ClassifierTrainConfig, from_dict, to_dict
-from shared.encoders import ObsEncoder, load_pretrained_trunks
-from shared.layer_norm import LayerNorm
-from shared.networks import forward
+from shared.learning.encoders import ObsEncoder, load_pretrained_trunks
+from shared.learning.layer_norm import LayerNorm
+from shared.learning.networks import forward
+from shared.storage.checkpoint import CheckpointError, list_steps, merge_state, read_items, save_items
 
 FORMAT = "wsrl-reward-classifier-v1"
 

@@ -126,7 +126,7 @@ def example_obs(spec: ObsSpec) -> dict[str, np.ndarray]:
 @dataclass(frozen=True)
 class ValueLimits:
     """What the numbers of a valid transition may be: the one definition that the learner's
-    ingest (``shared/chunks.py``) and the dataset and replay-snapshot loader both apply, so
+    ingest (``shared/wire/chunks.py``) and the dataset and replay-snapshot loader both apply, so
     nothing the learner accepts can make a checkpoint it cannot read back.
 
     Actions are the contract's [-1, 1]. The defaults for rewards and float observations only

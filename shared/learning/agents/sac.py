@@ -1,7 +1,7 @@
 """Soft Actor-Critic with a critic ensemble, subset-min targets and UTD with actor delay.
 
 ``critic_step`` and ``actor_step`` are the two phases every algorithm here is made of;
-``shared.agents.update`` fuses ``utd`` critic steps and one actor step into one compiled call.
+``shared.learning.agents.update`` fuses ``utd`` critic steps and one actor step into one compiled call.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shared.agents.base import (
+from shared.learning.agents.base import (
     Agent,
     Batch,
     apply_actor_gradients,
@@ -19,8 +19,8 @@ from shared.agents.base import (
     policy_params,
     target_entropy,
 )
-from shared.augmentation import augment_observations
-from shared.networks import critic_subset_module, forward, gather_members, sample_tanh_gaussian
+from shared.learning.augmentation import augment_observations
+from shared.learning.networks import critic_subset_module, forward, gather_members, sample_tanh_gaussian
 
 
 def td_target(

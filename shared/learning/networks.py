@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from shared.config import AgentConfig, NetworkConfig
-from shared.encoders import ObsEncoder
-from shared.layer_norm import LayerNorm
+from shared.learning.encoders import ObsEncoder
+from shared.learning.layer_norm import LayerNorm
 
 ENSEMBLE = "ensemble"  # name of the vmapped critic heads; their leaves carry a leading [E] axis
 

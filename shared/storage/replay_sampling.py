@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.replay_ring import ReplayRing
+from shared.storage.replay_ring import ReplayRing
 
 
 class RingSampling(ReplayRing):

@@ -34,7 +34,7 @@ def augment_observations(
     key: jax.Array, obs: dict[str, jax.Array], image_keys: Iterable[str], pad: int
 ) -> dict[str, jax.Array]:
     """Shift each image key independently; other keys pass through. An image key whose frozen
-    trunk's features travel instead of the image (``shared.encoders.feature_key``) is absent and
+    trunk's features travel instead of the image (``shared.learning.encoders.feature_key``) is absent and
     not augmented: a pixel shift happens before the trunk."""
     image_keys = tuple(k for k in image_keys if k in obs)
     if pad <= 0 or not image_keys:

@@ -1,22 +1,22 @@
 """The replay ring: a numpy ring buffer of transitions that stores every observation frame once.
 
-Layout (the same as the dataset file, see ``shared.dataset``): slot i holds the observation
+Layout (the same as the dataset file, see ``shared.data.dataset``): slot i holds the observation
 *after* transition i, and ``obs_slot[i]`` points at the slot holding the observation before it.
 An episode's reset observation takes one extra, non-sampleable slot. Several actors can
 interleave episodes: each ``stream`` keeps its own open episode.
 
-Derived keys (``<key>@<what>``, ``shared.dataset.derived_key``: a frozen trunk's features of
+Derived keys (``<key>@<what>``, ``shared.data.dataset.derived_key``: a frozen trunk's features of
 an image) are stored like frames; only the continuity check between chunks skips them.
 
 When an episode ends its Monte-Carlo return-to-go is written (Cal-QL needs it); until then it
 is -inf, a vacuous lower bound. Insert is thread-safe.
 
 Image frames can live on disk (``frames_dir``: append-only memory-mapped segments,
-``shared/frame_store.py``) so that capacity is bounded by disk, not RAM.
+``shared/storage/frame_store.py``) so that capacity is bounded by disk, not RAM.
 
-This file holds the storage and the writing; the sampling rules (``shared/replay_sampling.py``),
-the incremental cuts (``shared/replay_delta.py``) and whole-file save/load
-(``shared/replay_buffer.py``) build on it, and ``ReplayBuffer`` is all of them.
+This file holds the storage and the writing; the sampling rules (``shared/storage/replay_sampling.py``),
+the incremental cuts (``shared/storage/replay_delta.py``) and whole-file save/load
+(``shared/storage/replay_buffer.py``) build on it, and ``ReplayBuffer`` is all of them.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.dataset import ObsSpec, Transition, is_derived
-from shared.frame_store import SegmentedFrames, segment_length
-from shared.returns import mc_return_to_go
+from shared.data.dataset import ObsSpec, Transition, is_derived
+from shared.data.returns import mc_return_to_go
+from shared.storage.frame_store import SegmentedFrames, segment_length
 
 log = logging.getLogger("wsrl.replay")
 MAX_STREAMS = 1024  # sources whose open episodes are tracked (actor sessions); the oldest is ended beyond
@@ -135,7 +135,7 @@ class ReplayRing:
         return slot
 
     def add_derived(self, key: str, frames: np.ndarray) -> None:
-        """Add a derived key (``shared.dataset.derived_key``) with its value for every slot
+        """Add a derived key (``shared.data.dataset.derived_key``) with its value for every slot
         (``frames``: [capacity, ...], in RAM); inserts then carry it like any other key."""
         if not is_derived(key):
             raise ValueError(f"{key!r} is not a derived key (<key>@<what>)")
@@ -204,7 +204,7 @@ class ReplayRing:
         intervened: np.ndarray | None = None,
     ) -> None:
         """Insert consecutive transitions given as shared frames plus indices (the wire layout
-        of ``shared.chunks``), in order, under one lock. A transition whose observation is the
+        of ``shared.wire.chunks``), in order, under one lock. A transition whose observation is the
         previous one's next observation (same frame index) is known to continue the episode,
         so only the first of a chunk is compared with the stream's last frame."""
         n = len(actions)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.dataset import Transition, ValueLimits
-from shared.protocol import MessageType, ProtocolError, make_message
+from shared.data.dataset import Transition, ValueLimits
+from shared.wire.protocol import MessageType, ProtocolError, make_message
 
 MAX_CHUNK_TRANSITIONS = 4096
 MAX_ID_CHARS = 64  # actor ids and session ids

@@ -1,0 +1,1 @@
+"""Learning: the agents (SAC, CQL/Cal-QL, IQL as pure functions over pytrees), networks, encoders, LayerNorm, augmentation, the methods the paper compares, the update schedule, diagnostics, the reward classifier and the WSRL hand-off."""

@@ -1,0 +1,1 @@
+"""The wire between actor and learner: the message protocol, chunks of transitions, sockets and CURVE keys, policy weights."""
