@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from shared.config import ClassifierTrainConfig, apply_overrides, to_dict
+from shared.config import ClassifierTrainConfig, apply_overrides, read_config_file, to_dict, write_config_file
 from shared.data.labelled_images import LabelledImages, load_labelled_images
 from shared.learning.augmentation import augment_observations, random_brightness
 from shared.learning.networks import forward
@@ -274,19 +274,25 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="labelled-image dataset folder(s)")
     p.add_argument("--out", required=True, help="output folder (checkpoints/, report.json, validation.png)")
-    p.add_argument("--encoder", choices=["resnet10", "small_conv"], default="resnet10")
-    p.add_argument("--base-filters", type=int, default=64, help="trunk width (ResNet-10: 64)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="an experiment file (YAML or JSON): its classifier: section (a ClassifierTrainConfig), e.g. a "
+        "classifier's OUT/config.yaml to train it again",
+    )
+    p.add_argument("--encoder", choices=["resnet10", "small_conv"], help="default: resnet10")
+    p.add_argument("--base-filters", type=int, help="trunk width (ResNet-10: 64, the default)")
     p.add_argument("--pretrained-trunk", help=".npz of ResNet-10 trunk weights (frozen when given)")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--steps", type=int, help=f"default {ClassifierTrainConfig.steps}")
+    p.add_argument("--batch-size", type=int, help=f"default {ClassifierTrainConfig.batch_size}")
+    p.add_argument("--val-fraction", type=float, help=f"default {ClassifierTrainConfig.val_fraction}")
     p.add_argument(
         "--min-precision",
         type=float,
-        default=0.99,
-        help="the threshold gives the highest validation recall at this precision",
+        help=f"the threshold gives the highest validation recall at this precision (default "
+        f"{ClassifierTrainConfig.min_precision})",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
     p.add_argument(
         "--set",
         action="append",
@@ -308,26 +314,25 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
-    cfg = ClassifierTrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        val_fraction=args.val_fraction,
-        min_precision=args.min_precision,
-        seed=args.seed,
-    )
-    enc = replace(
-        cfg.model.encoder,
-        kind=args.encoder,
-        image_keys=data.image_keys,
-        base_filters=args.base_filters,
-        pretrained_path=str(Path(args.pretrained_trunk).absolute()) if args.pretrained_trunk else None,
-        freeze_trunk=bool(args.pretrained_trunk),
-    )
-    cfg = replace(cfg, model=replace(cfg.model, encoder=enc))
+    # The defaults, then --config's classifier: section, then the flags given, then --set.
     try:
-        cfg = apply_overrides(cfg, args.set)
+        cfg = ClassifierTrainConfig()
+        if args.config:
+            cfg = read_config_file(args.config, ClassifierTrainConfig, "classifier", base=cfg)
+        flags = ("steps", "batch_size", "val_fraction", "min_precision", "seed")
+        cfg = replace(cfg, **{k: getattr(args, k) for k in flags if getattr(args, k) is not None})
+        enc = replace(cfg.model.encoder, image_keys=data.image_keys)  # the cameras the data has
+        if args.encoder is not None:
+            enc = replace(enc, kind=args.encoder)
+        if args.base_filters is not None:
+            enc = replace(enc, base_filters=args.base_filters)
+        if args.pretrained_trunk:
+            enc = replace(enc, pretrained_path=str(Path(args.pretrained_trunk).absolute()), freeze_trunk=True)
+        cfg = apply_overrides(replace(cfg, model=replace(cfg.model, encoder=enc)), args.set)
     except (ValueError, TypeError) as e:
         p.error(str(e))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    write_config_file(Path(args.out) / "config.yaml", {"classifier": cfg})  # --config runs it again
     report = train(data, cfg, args.out, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
     v = report["validation"]
     print(

@@ -236,6 +236,19 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_the_classifiers_saved_config_is_the_one_it_trained_with(trained):
+    """Flags, --set and the defaults resolve to one config, saved as the run's config.yaml (which
+    --config reads back) and recorded in its report."""
+    from shared.config import ClassifierTrainConfig, from_dict, read_config_file
+
+    saved = read_config_file(trained["out"] / "config.yaml", ClassifierTrainConfig, "classifier")
+    assert saved == from_dict(ClassifierTrainConfig, trained["report"]["config"])
+    assert saved.steps == 300 and saved.eval_every == 100 and saved.model.hidden_dims == (32,)
+    assert saved.model.encoder.kind == "small_conv" and saved.model.encoder.base_filters == 8
+    assert saved.batch_size == ClassifierTrainConfig.batch_size  # not given: the dataclass's default
+
+
+@pytest.mark.slow
 def test_classifier_reaches_high_validation_accuracy(trained):
     c, rep = trained["counts"], trained["report"]
     assert c["episodes"] == 24 and c["success"] > 300 and c["failure"] > 300
