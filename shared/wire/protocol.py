@@ -94,9 +94,17 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
         raise ProtocolError(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    message = _unpack(bytes(data), max_bytes, "message")
+    _check_header(message)
+    return _restore(message, 0)
+
+
+def _unpack(data: bytes | memoryview, max_bytes: int, what: str) -> dict[str, Any]:
+    """One msgpack map, every length bounded by ``max_bytes``, no extension types (nothing on
+    the wire becomes an object but maps, lists, strings, numbers and bytes)."""
     try:
         message = msgpack.unpackb(
-            bytes(data),
+            data,
             raw=False,
             strict_map_key=True,
             use_list=True,
@@ -106,14 +114,11 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
             max_map_len=max_bytes,
             max_ext_len=0,
         )
-    except ProtocolError:
-        raise
     except Exception as e:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(f"not a valid msgpack message: {type(e).__name__}: {e}") from None
+        raise ProtocolError(f"not a valid msgpack {what}: {type(e).__name__}: {e}") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
-    _check_header(message)
-    return _restore(message, 0)
+    return message
 
 
 def _check_header(message: Mapping[str, Any]) -> None:
@@ -201,22 +206,7 @@ def decode_frames(frames: list[Any], max_bytes: int = MAX_MESSAGE_BYTES) -> dict
     total = sum(v.nbytes for v in views)
     if total > max_bytes:
         raise ProtocolError(f"message of {total} bytes exceeds the {max_bytes}-byte limit")
-    try:
-        message = msgpack.unpackb(
-            views[0],
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_bin_len=max_bytes,
-            max_str_len=max_bytes,
-            max_array_len=max_bytes,
-            max_map_len=max_bytes,
-            max_ext_len=0,
-        )
-    except Exception as e:
-        raise ProtocolError(f"not a valid msgpack header: {type(e).__name__}: {e}") from None
-    if not isinstance(message, dict):
-        raise ProtocolError(f"a message must be a map, got {type(message).__name__}")
+    message = _unpack(views[0], max_bytes, "header")
     _check_header(message)
     used: set[int] = set()
     out = _restore(message, 0, views, used)
