@@ -5,6 +5,7 @@ checkpoint on the task's fixed poses."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -124,6 +125,20 @@ def make_classifier(
     )
     stages["reward_classifier_s"] = round(time.time() - t, 1)
     return out
+
+
+DEFAULT_PRETRAIN_STEPS = 3000  # run_sim.sh's --pretrain-steps
+
+
+def pretrain_cache(cache: Path, seed: int, steps: int, overrides: list[str], default_overrides: list[str]) -> Path:
+    """Where the job keeps the dataset and pre-trained checkpoint it makes with these settings: the
+    default job's in ``cache`` itself (the path the docs name), any other seed, step count or agent
+    setting in a folder of its own named by them (one ``cache`` for all once let a run with
+    ``--seed 4`` take the checkpoint a ``--seed 3`` run had made)."""
+    if seed == 0 and steps == DEFAULT_PRETRAIN_STEPS and overrides == default_overrides:
+        return cache
+    digest = hashlib.sha1(json.dumps([steps, overrides]).encode()).hexdigest()[:8]
+    return cache.with_name(f"{cache.name}_seed{seed}_{digest}")
 
 
 def classifier_cache(cache: Path, image_size: int) -> Path:

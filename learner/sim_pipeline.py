@@ -25,12 +25,14 @@ from tqdm import tqdm
 from learner.processes import Processes
 from learner.sim_assets import (
     DEFAULT_CACHE,
+    DEFAULT_PRETRAIN_STEPS,
     STATE_JOB_CLASSIFIER_SIZE,
     agent_overrides,
     classifier_cache,
     evaluate_checkpoint,
     make_classifier,
     make_pretrained,
+    pretrain_cache,
 )
 from shared import defaults
 from shared.config import add_override_argument, apply_overrides, write_config_file
@@ -252,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
     p.add_argument("--pretrained", help="a pre-trained checkpoint directory (default: make or reuse the cached one)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the made pre-trained checkpoint is kept")
-    p.add_argument("--pretrain-steps", type=int, default=3000, help="Cal-QL gradient steps when making one")
+    p.add_argument(
+        "--pretrain-steps", type=int, default=DEFAULT_PRETRAIN_STEPS, help="Cal-QL gradient steps when making one"
+    )
     p.add_argument("--warmup-steps", type=int, default=defaults.WARMUP_STEPS, help="K")
     p.add_argument("--online-steps", type=int, default=5000, help="env steps after warmup")
     p.add_argument("--critics", type=int, default=2, help="critic ensemble size (pre-training and online)")
@@ -322,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
         cache = Path(args.cache).absolute()
         if args.obs == "images":  # its own dataset and checkpoint, by image size and trunk
             cache = cache.with_name(f"{cache.name}_images{args.image_size}_{args.encoder}")
+        defaults_of_job = agent_overrides(p.get_default("critics"), [], args.obs, args.encoder)
+        cache = pretrain_cache(cache, args.seed, args.pretrain_steps, overrides, defaults_of_job)
         pretrained = make_pretrained(
             cache,
             args.pretrain_steps,

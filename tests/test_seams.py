@@ -206,3 +206,20 @@ def test_experiment_files_overrides_and_their_refusals(tmp_path):
     path.write_text("learner:\n  agent: {utdd: 4}\n")
     with pytest.raises(ValueError, match="utdd"):
         read_config_file(path, OnlineConfig, "learner", base=robot_online())
+
+
+def test_the_sim_jobs_caches_are_named_by_what_makes_them(tmp_path):
+    """The default job keeps its pre-training where the docs say; another seed, step count or
+    agent setting gets its own folder, and so does a classifier made with other settings."""
+    from learner.sim_assets import DEFAULT_PRETRAIN_STEPS, agent_overrides, classifier_cache, pretrain_cache
+
+    cache = tmp_path / "peg_sim_calql_obs2"
+    default = agent_overrides(2, [])
+    assert pretrain_cache(cache, 0, DEFAULT_PRETRAIN_STEPS, default, default) == cache
+    seed3 = pretrain_cache(cache, 3, DEFAULT_PRETRAIN_STEPS, default, default)
+    seed4 = pretrain_cache(cache, 4, DEFAULT_PRETRAIN_STEPS, default, default)
+    ten = pretrain_cache(cache, 0, DEFAULT_PRETRAIN_STEPS, agent_overrides(10, []), default)
+    short = pretrain_cache(cache, 0, 100, default, default)
+    assert len({cache, seed3, seed4, ten, short}) == 5 and seed3.parent == cache.parent
+    assert seed3 == pretrain_cache(cache, 3, DEFAULT_PRETRAIN_STEPS, list(default), default)  # stable
+    assert classifier_cache(cache, 64) != classifier_cache(cache, 32)
