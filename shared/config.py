@@ -24,8 +24,7 @@ import draccus
 import mergedeep
 import yaml
 from draccus.cfgparsing import parse_string
-from draccus.parsers.decoding import DecodingError
-from draccus.utils import deflatten
+from draccus.utils import ParsingError, deflatten
 
 from shared import defaults
 
@@ -408,8 +407,24 @@ def from_dict(cls: type[T], data: Any) -> T:
     keys and wrong types are a ``ValueError`` naming the field."""
     try:
         return draccus.decode(cls, data)
-    except DecodingError as e:
+    except ParsingError as e:
+        # A config's own check (its __post_init__) says more than "couldn't instantiate": raise it
+        # as it was; any other failure is draccus's message, which names the field's path.
+        cause: BaseException | None = e
+        while isinstance(cause, ParsingError):
+            cause = cause.__cause__
+        if isinstance(cause, (TypeError, ValueError)) and _raised_in_post_init(cause):
+            raise cause from None
         raise ValueError(f"{getattr(cls, '__name__', cls)}: {e}") from e
+
+
+def _raised_in_post_init(error: BaseException) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "__post_init__":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def add_override_argument(parser: Any, help: str, metavar: str = "agent.PATH=VALUE") -> None:

@@ -160,10 +160,10 @@ def test_task_file_numbers():
 def test_bad_task_files_are_clear_errors(tmp_path):
     good = json.loads((TASKS_DIR / "peg_insertion.json").read_text())
     cases = {
-        "unknown": ({**good, "speed": 3}, "unknown config keys"),
+        "unknown": ({**good, "speed": 3}, "`speed` are not valid for TaskConfig"),
         "missing": ({k: v for k, v in good.items() if k != "target_pose"}, "target_pose"),
         "outside": ({**good, "reset_pose": [0.9, 0, 0.16, PI, 0, 0]}, "outside the safety box"),
-        "short": ({**good, "target_pose": [0.5, 0, 0.1]}, "expected 6 values"),
+        "short": ({**good, "target_pose": [0.5, 0, 0.1]}, "`target_pose`: Expected 6 items"),
     }
     for name, (data, message) in cases.items():
         path = tmp_path / f"{name}.json"
@@ -201,7 +201,7 @@ def test_a_task_file_that_extends_another_states_only_what_differs(tmp_path):
     with pytest.raises(TaskConfigError, match="no task file"):
         load_task(tmp_path / "c.json")
     (tmp_path / "d.json").write_text(json.dumps({"extends": "base", "speed": 3}))
-    with pytest.raises(TaskConfigError, match="unknown config keys"):
+    with pytest.raises(TaskConfigError, match="`speed` are not valid for TaskConfig"):
         load_task(tmp_path / "d.json")
 
 

@@ -197,6 +197,7 @@ def test_experiment_files_overrides_and_their_refusals(tmp_path):
         (["agent.algo=ppo"], "agent.algo"),
         (["agent.nope=1"], "no config field 'agent.nope'"),
         (["warmup_steps"], "not of the form path=value"),
+        (["agent.num_min_critics=20"], "need 1 <= num_min_critics <= num_critics"),  # AgentConfig's own check
     ):
         with pytest.raises(ValueError, match=re.escape(says)):
             apply_overrides(cfg, bad)
