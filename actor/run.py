@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     add_override_argument(p, "actor setting, e.g. --set sender.chunk_transitions=128 (repeatable)", "PATH=VALUE")
     p.add_argument("--print-config", action="store_true", help="print the resolved actor config and exit")
-    p.add_argument("--hz", type=float, help="control rate; 0 runs as fast as possible (simulation); default 10")
+    p.add_argument(
+        "--hz", type=float, help=f"control rate; 0 runs as fast as possible (simulation); default {LoopConfig.hz:g}"
+    )
     p.add_argument(
         "--help-after-s",
         type=float,
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         help="read keys (pynput, needs the desktop session): Esc ends the episode, Space pauses/resumes",
     )
     add_intervention_arguments(p)
-    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--seed", type=int, help=f"default {LoopConfig.seed}")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="s to wait for acks when stopping")
     add_view_argument(p)
     p.add_argument(
