@@ -123,7 +123,6 @@ class Step:
     truncated: bool
     action: np.ndarray  # what the arm executed: a person's (sanitised) where one intervened
     info: StepInfo
-    raw_info: Mapping[str, Any]  # the env's own dict, for what only one loop needs
 
     @property
     def done(self) -> bool:
@@ -146,7 +145,7 @@ def step(env: gym.Env, action: np.ndarray) -> Step:
     executed = np.asarray(action, np.float32)
     if info.intervene_action is not None:
         executed = sanitize_action(info.intervene_action)[0].astype(np.float32)
-    return Step(obs, float(reward), bool(terminated), bool(truncated), executed, info, raw)
+    return Step(obs, float(reward), bool(terminated), bool(truncated), executed, info)
 
 
 def task_env(env: gym.Env) -> TaskEnv:
