@@ -4,7 +4,7 @@ collected the paper's way: SERL with a person on a SpaceMouse).
 Without ``--policy`` the person drives: the robot holds still until the device is moved. With
 ``--policy CHECKPOINT`` that policy acts and the person takes over when they judge it needed
 (intervention-guided collection). Every transition is stored with the action the robot executed
-and its ``interventions`` flag, the reward from the env (or ``--reward-classifier``), and the
+and its ``intervened`` flag, the reward from the env (or ``--reward-classifier``), and the
 Monte-Carlo returns Cal-QL needs. Episodes are recorded whole: Ctrl-C stops after the current
 one and saves what was recorded.
 
@@ -19,6 +19,7 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ import jax
 import numpy as np
 
 from actor.keyboard import KeyboardError
-from actor.teleop import TeleopError, add_intervention_arguments, with_interventions
+from actor.teleop import InterventionChoice, TeleopError, with_interventions
 from robot_env import contract
 from robot_env.contract import IMAGE_KEYS, STATE_DIM, task_env
-from robot_env.make import add_env_arguments, make_env
+from robot_env.make import EnvChoice, make_env
 from robot_env.rollout import run_episode
-from shared.config import RewardConfig
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.config import RewardConfig, write_config_file
 from shared.data.dataset import ObsSpec
 from shared.storage.replay_buffer import ReplayBuffer
 
@@ -111,19 +113,31 @@ def collect(
     return summary
 
 
+@dataclass(frozen=True)
+class CollectRobotDataConfig(EnvChoice, InterventionChoice):
+    """What ``wsrl-collect-robot-data`` records (its ``collect_robot_data:`` section)."""
+
+    out: str | None = option(None, "dataset file to write (.npz; required)")
+    episodes: int = option(20, "episodes to record")
+    policy: str | None = option(None, "a policy acts between interventions (default: hold still)", metavar="CHECKPOINT")
+    obs_mode: str = option("images", "without --policy", choices=contract.OBS_MODES)
+    image_size: int = option(contract.DEFAULT_IMAGE_SIZE, "without --policy")
+    gamma: float = option(0.98, "discount of the stored Monte-Carlo returns")
+    reward_classifier: str | None = option(None, "reward and episode ends from this classifier", metavar="DIR")
+    seed: int = option(0, "seed of the policy and the env")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_env_arguments(p)
-    add_intervention_arguments(p)
-    p.add_argument("--out", required=True, help="dataset file to write (.npz)")
-    p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--policy", metavar="CHECKPOINT", help="a policy acts between interventions (default: hold still)")
-    p.add_argument("--obs-mode", choices=contract.OBS_MODES, default="images", help="without --policy")
-    p.add_argument("--image-size", type=int, default=contract.DEFAULT_IMAGE_SIZE, help="without --policy")
-    p.add_argument("--gamma", type=float, default=0.98, help="discount of the stored Monte-Carlo returns")
-    p.add_argument("--reward-classifier", metavar="DIR", help="reward and episode ends from this classifier")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    add_options(p, CollectRobotDataConfig)
+    add_config_options(p, "collect_robot_data")
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, CollectRobotDataConfig, "collect_robot_data")
+    if cli.print_config:
+        print_config("collect_robot_data", args)
+        return
+    if args.out is None:
+        p.error("--out is required (or a config file's collect_robot_data.out)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     if not args.intervene:
         p.error("--intervene is needed: the device the person uses (spacemouse, keyboard; scripted in simulation)")
@@ -131,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     if out.suffix != ".npz" or args.episodes < 1:
         p.error("--out must end in .npz and --episodes be positive")
     out.parent.mkdir(parents=True, exist_ok=True)
+    write_config_file(out.with_suffix(".config.yaml"), {"collect_robot_data": args})  # --config collects again
     reward = RewardConfig()
     policy: Any = Hold()
     spec = obs_spec_for(args.obs_mode, args.image_size)

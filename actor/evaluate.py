@@ -1,7 +1,8 @@
 """Evaluation over the task's fixed initial poses: each once, the deterministic policy, a judge.
 
 Usage: ``launch/evaluate.sh --checkpoint DIR --out OUT [--judge ground_truth|classifier|keyboard]
-[--reward-classifier DIR]`` (``python -m actor.evaluate --help`` lists every flag).
+[--reward-classifier DIR]`` (``python -m actor.evaluate --help`` lists every flag; ``--config FILE``
+reads them from an experiment file's ``evaluate:`` section, such as the ``OUT/config.yaml`` each run saves).
 
 Judges: ``ground_truth`` (the env's own check: the simulation's ground truth, unattended),
 ``classifier`` (the reward classifier) or ``keyboard`` (a person presses ``s`` or ``f`` after each
@@ -20,7 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,14 @@ import gymnasium as gym
 import numpy as np
 
 from actor.keyboard import KeyboardError
-from actor.teleop import TeleopError, add_intervention_arguments, with_interventions
+from actor.teleop import InterventionChoice, TeleopError, with_interventions
 from robot_env.contract import RobotEnvError, step, task_env
-from robot_env.make import add_env_arguments, make_env
+from robot_env.make import EnvChoice, make_env
 from robot_env.rollout import Policy, reset_policy
 from shared import defaults
-from shared.live_view import LiveView, add_view_argument, open_view
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.config import write_config_file
+from shared.live_view import LiveView, ViewChoice, open_view
 
 log = logging.getLogger("wsrl.evaluate")
 JUDGES = ("ground_truth", "classifier", "keyboard")
@@ -249,28 +252,39 @@ def _plot(path: Path, results: list[PoseResult], report: Mapping[str, Any]) -> N
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class EvaluateConfig(EnvChoice, InterventionChoice, ViewChoice):
+    """What ``wsrl-evaluate`` runs (its ``evaluate:`` section); a person may still take over for
+    safety (``intervene``): that episode fails."""
+
+    checkpoint: str | None = option(None, "a checkpoint directory (pre-training's or the learner's; required)")
+    step: int | None = option(None, "a checkpoint step (default: the newest)")
+    out: str | None = option(None, "report directory (default: evaluation/ beside the checkpoint directory)")
+    judge: str = option(
+        "ground_truth",
+        "ground_truth: the env's own check (simulation: unattended); classifier: the reward classifier; "
+        "keyboard: a person presses s or f after each episode",
+        choices=JUDGES,
+    )
+    reward_classifier: str | None = option(
+        None,
+        "a reward classifier: its verdict is recorded beside the judge's, and its success ends episodes",
+        metavar="DIR",
+    )
+    poses: tuple[int, ...] = option((), "pose indices (default: all fixed poses)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (pre-training's or the learner's)")
-    p.add_argument("--step", type=int, help="a checkpoint step (default: the newest)")
-    p.add_argument("--out", help="report directory (default: evaluation/ beside the checkpoint directory)")
-    p.add_argument(
-        "--judge",
-        choices=JUDGES,
-        default="ground_truth",
-        help="ground_truth: the env's own check (simulation: unattended); classifier: the reward classifier; "
-        "keyboard: a person presses s or f after each episode",
-    )
-    p.add_argument(
-        "--reward-classifier",
-        metavar="DIR",
-        help="a reward classifier: its verdict is recorded beside the judge's, and its success ends episodes",
-    )
-    add_env_arguments(p)
-    add_intervention_arguments(p)  # a person may still take over for safety: that episode fails
-    p.add_argument("--poses", type=int, nargs="+", help="pose indices (default: all fixed poses)")
-    add_view_argument(p)
-    args = p.parse_args(argv)
+    add_options(p, EvaluateConfig)
+    add_config_options(p, "evaluate")
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, EvaluateConfig, "evaluate")
+    if cli.print_config:
+        print_config("evaluate", args)
+        return
+    if args.checkpoint is None:
+        p.error("--checkpoint is required (or a config file's evaluate.checkpoint)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
 
     from shared.learning.agents import policy_fn
@@ -308,8 +322,12 @@ def main(argv: list[str] | None = None) -> None:
         judge = KeyboardJudge(keyboard.events)
     elif args.judge == "ground_truth" and args.env != defaults.SIM_ENV_ID:
         log.warning("judge 'ground_truth' on %s is the env's own success check, not a person", args.env)
-    poses = args.poses or list(range(len(task_env(env).task.eval_poses)))
+    poses = list(args.poses) or list(range(len(task_env(env).task.eval_poses)))
     out = Path(args.out) if args.out else ckpt.parent / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    write_config_file(
+        out / "config.yaml", {"evaluate": replace(args, checkpoint=str(ckpt))}
+    )  # ``--config OUT/config.yaml`` evaluates again
     print(
         f"evaluate: {ckpt} (step {loaded.meta.grad_steps}), {len(poses)} poses, judge {args.judge}; report in {out}",
         file=sys.stderr,

@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -40,10 +41,12 @@ import numpy as np
 from tqdm import tqdm
 
 from robot_env.contract import StepInfo, keeps_time, step, task_env
-from robot_env.make import add_env_arguments, make_env
+from robot_env.make import EnvChoice, make_env
 from robot_env.rollout import Policy, reset_policy
 from robot_env.scripted import ScriptedInserter, Skill
 from shared import defaults
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.config import write_config_file
 from shared.data.labelled_images import LabelledImageWriter
 from shared.rate import RateKeeper
 
@@ -189,37 +192,38 @@ def record(
     return stats
 
 
+@dataclass(frozen=True)
+class RecordLabelsConfig(EnvChoice):
+    """What ``wsrl-record-labels`` records (its ``record_labels:`` section)."""
+
+    out: str | None = option(None, "dataset folder (created, or added to; required)")
+    episodes: int = option(20, "episodes to record")
+    labels: str = option("keyboard", "who labels the frames", choices=("keyboard", "ground_truth"))
+    policy: str = option("hold", "what moves the arm", choices=("hold", "checkpoint", "scripted"))
+    checkpoint: str | None = option(None, "policy checkpoint directory for --policy checkpoint")
+    deterministic: bool = option(False, "the checkpoint's mean action (default: samples)")
+    skill: tuple[float, float] = option(
+        (0.3, 1.0), "scripted policy: skill range drawn from per episode", metavar=("MIN", "MAX")
+    )
+    lift_prob: float = option(0.1, "ground truth: chance per successful step of lifting the peg out for 2-4 steps")
+    image_size: int = option(128, "square frame size saved (the policy's size)")
+    hz: float | None = option(
+        None, "control rate (default: 10 with a person, as fast as possible with ground truth; Franka-v0 keeps its own)"
+    )
+    seed: int = option(0, "seed of the policy and the env")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="dataset folder (created, or added to)")
-    p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--labels", choices=["keyboard", "ground_truth"], default="keyboard")
-    p.add_argument("--policy", choices=["hold", "checkpoint", "scripted"], default="hold")
-    p.add_argument("--checkpoint", help="policy checkpoint directory for --policy checkpoint")
-    p.add_argument("--deterministic", action="store_true", help="the checkpoint's mean action (default: samples)")
-    p.add_argument(
-        "--skill",
-        type=float,
-        nargs=2,
-        default=(0.3, 1.0),
-        metavar=("MIN", "MAX"),
-        help="scripted policy: skill range drawn from per episode",
-    )
-    p.add_argument(
-        "--lift-prob",
-        type=float,
-        default=0.1,
-        help="ground truth: chance per successful step of lifting the peg out for 2-4 steps",
-    )
-    add_env_arguments(p)
-    p.add_argument("--image-size", type=int, default=128, help="square frame size saved (the policy's size)")
-    p.add_argument(
-        "--hz",
-        type=float,
-        help="control rate (default: 10 with a person, as fast as possible with ground truth; Franka-v0 keeps its own)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    add_options(p, RecordLabelsConfig)
+    add_config_options(p, "record_labels")
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, RecordLabelsConfig, "record_labels")
+    if cli.print_config:
+        print_config("record_labels", args)
+        return
+    if args.out is None:
+        p.error("--out is required (or a config file's record_labels.out)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
 
     from robot_env.contract import IMAGE_KEYS, STATE_DIM
@@ -252,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         from shared.learning.agents import policy_fn
         from shared.storage.checkpoint import load_checkpoint
 
+        assert args.checkpoint is not None  # checked above, with the reason
         ckpt = load_checkpoint(args.checkpoint)
         keys_needed = list(ckpt.obs_spec)
         for k in keys_needed:
@@ -273,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         args.labels,
         extra={"env": args.env, "policy": args.policy, "checkpoint": args.checkpoint},
     )
+    write_config_file(Path(args.out) / "config.yaml", {"record_labels": args})  # the last recording's settings
     print(
         f"recording {args.episodes} episodes of {args.env} into {args.out} (labels: {args.labels}, policy: "
         f"{args.policy})"

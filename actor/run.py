@@ -28,11 +28,12 @@ import jax
 from actor.keyboard import KeyboardError
 from actor.loop import ControlLoop, LoopConfig
 from actor.sender import FatalLearnerError, SenderConfig, TransitionSender
-from actor.teleop import TeleopError, add_intervention_arguments, with_interventions
+from actor.teleop import InterventionChoice, TeleopError, with_interventions
 from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError
-from robot_env.make import add_env_arguments, make_env
+from robot_env.make import EnvChoice, make_env
 from shared import defaults
+from shared.command_line import add_options
 from shared.config import add_override_argument, apply_overrides, read_config_file, to_dict, write_config_file
 from shared.data.dataset import example_obs
 from shared.learning.agents import act_with_params
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keys", help="CURVE key directory holding this actor's key pair and learner.key")
     p.add_argument("--key-name", default="actor", help="which key pair in --keys (default: actor)")
     p.add_argument("--actor-id", default=socket.gethostname()[:32], help="stable name of this actor")
-    add_env_arguments(p)
+    add_options(p, EnvChoice, fill_defaults=True)
     p.add_argument(
         "--config",
         metavar="FILE",
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="read keys (pynput, needs the desktop session): Esc ends the episode, Space pauses/resumes",
     )
-    add_intervention_arguments(p)
+    add_options(p, InterventionChoice, fill_defaults=True)
     p.add_argument("--seed", type=int, help=f"default {LoopConfig.seed}")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="s to wait for acks when stopping")
     add_view_argument(p)

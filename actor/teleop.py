@@ -39,7 +39,8 @@ import numpy as np
 from actor.keyboard import key_name, pynput_keyboard
 from robot_env import contract
 from robot_env import geometry as geo
-from robot_env.scripted import ScriptedHuman
+from robot_env.scripted import TAKEOVER_DISTANCE_M, ScriptedHuman
+from shared.command_line import option
 
 AXES = ("x", "y", "z", "roll", "pitch", "yaw")  # pyspacemouse's state fields, in action order
 
@@ -265,34 +266,31 @@ class KeyboardTeleop:
 DEVICES = ("spacemouse", "keyboard", "scripted")
 
 
-def add_intervention_arguments(p: Any) -> None:
-    """``--intervene DEVICE`` and its settings, the same on every entry point that runs the env."""
-    p.add_argument(
-        "--intervene",
+@dataclass(frozen=True)
+class InterventionChoice:
+    """``--intervene DEVICE`` and its settings, the same on every command that runs the env (a
+    command's config inherits these fields); the SpaceMouse's defaults are ``SpaceMouseConfig``'s."""
+
+    intervene: str | None = option(
+        None,
+        "a person may take over: a SpaceMouse, the keyboard (pynput), or, in simulation, the scripted inserter "
+        "whenever the peg strays from the hole",
         choices=DEVICES,
-        help="a person may take over: a SpaceMouse, the keyboard (pynput), or, in simulation, the scripted "
-        "inserter whenever the peg strays from the hole",
     )
-    p.add_argument("--dead-zone", type=float, default=0.1, help="SpaceMouse: deflection read as none")
-    p.add_argument("--engage", choices=("motion", "button"), default="motion", help="SpaceMouse: what takes over")
-    p.add_argument(
-        "--spacemouse-axes",
-        default="1,0,2,3,4,5",
-        help="SpaceMouse: the puck axis (x y z roll pitch yaw = 0..5) driving each action axis (default SERL's)",
+    dead_zone: float = option(SpaceMouseConfig.dead_zone, "SpaceMouse: deflection read as none")
+    engage: str = option(SpaceMouseConfig.engage, "SpaceMouse: what takes over", choices=("motion", "button"))
+    spacemouse_axes: tuple[int, ...] = option(
+        SpaceMouseConfig.axes,
+        "SpaceMouse: the puck axis (x y z roll pitch yaw = 0..5) driving each action axis (SERL's)",
     )
-    p.add_argument(
-        "--spacemouse-signs", default="-1,1,1,-1,-1,-1", help="SpaceMouse: the sign of each action axis (SERL's)"
-    )
-    p.add_argument(
-        "--spacemouse-frame",
+    spacemouse_signs: tuple[float, ...] = option(SpaceMouseConfig.signs, "SpaceMouse: the sign of each action axis")
+    spacemouse_frame: str = option(
+        SpaceMouseConfig.frame,
+        "SpaceMouse: the puck moves the tool in the robot's base frame (SERL's way) or in the tool frame",
         choices=("base", "tool"),
-        default="base",
-        help="SpaceMouse: the puck moves the tool in the robot's base frame (SERL's way) or in the tool frame",
     )
-    p.add_argument("--spacemouse-scale", type=float, default=1.0, help="SpaceMouse: action units per deflection")
-    p.add_argument(
-        "--intervene-distance", type=float, default=0.02, help="scripted: m from the hole beyond which it takes over"
-    )
+    spacemouse_scale: float = option(SpaceMouseConfig.translation_scale, "SpaceMouse: action units per deflection")
+    intervene_distance: float = option(TAKEOVER_DISTANCE_M, "scripted: m from the hole beyond which it takes over")
 
 
 def with_interventions(env: Any, args: Any) -> Any:
@@ -304,13 +302,11 @@ def with_interventions(env: Any, args: Any) -> Any:
 
     if args.intervene == "spacemouse":
         try:
-            axes = tuple(int(a) for a in args.spacemouse_axes.split(","))
-            signs = tuple(float(a) for a in args.spacemouse_signs.split(","))
             cfg = SpaceMouseConfig(
                 dead_zone=args.dead_zone,
                 engage=args.engage,
-                axes=axes,
-                signs=signs,
+                axes=tuple(args.spacemouse_axes),
+                signs=tuple(args.spacemouse_signs),
                 translation_scale=args.spacemouse_scale,
                 rotation_scale=args.spacemouse_scale,
                 frame=args.spacemouse_frame,

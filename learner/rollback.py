@@ -14,18 +14,34 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from learner.snapshots import REQUEST_FILE, SNAPSHOTS_DIR, read_events, request_rollback
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
+
+
+@dataclass(frozen=True)
+class RollbackConfig:
+    """What ``wsrl-rollback`` asks for (its ``rollback:`` section)."""
+
+    run: str | None = option(None, "the learner's --out folder (required)")
+    to: str | None = option(None, "a snapshot's critic step, or 'best' (the best-scoring)")
+    list: bool = option(False, "list the snapshots and exit")
+    wait: float = option(30.0, "seconds to wait for the learner to roll back")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="the learner's --out folder")
-    p.add_argument("--to", help="a snapshot's critic step, or 'best' (the best-scoring)")
-    p.add_argument("--list", action="store_true", help="list the snapshots and exit")
-    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the learner to roll back")
-    args = p.parse_args(argv)
+    add_options(p, RollbackConfig)
+    add_config_options(p, "rollback")
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, RollbackConfig, "rollback")
+    if cli.print_config:
+        print_config("rollback", args)
+        return
+    if args.run is None:
+        p.error("--run is required (or a config file's rollback.run)")
     run = Path(args.run)
     index_file = run / SNAPSHOTS_DIR / "index.json"
     if not index_file.exists():

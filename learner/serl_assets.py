@@ -22,11 +22,13 @@ import io
 import json
 import pickle
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
 from shared.config import RewardConfig
 
 
@@ -224,26 +226,58 @@ def convert_transitions(
     return summary
 
 
+@dataclass(frozen=True)
+class ConvertResnetConfig:
+    """``wsrl-convert-serl resnet``: its ``convert_resnet:`` section."""
+
+    src: str | None = option(None, "SERL's resnet10_params.pkl (required)", positional=True)
+    out: str | None = option(None, "the trunk .npz to write (required)")
+
+
+@dataclass(frozen=True)
+class ConvertTransitionsConfig:
+    """``wsrl-convert-serl transitions``: its ``convert_transitions:`` section."""
+
+    src: tuple[str, ...] = option((), "SERL transition pickles (required)", positional=True)
+    out: str | None = option(None, "the dataset .npz to write (required)")
+    gamma: float = option(0.98, "discount of the stored Monte-Carlo returns")
+    keys: tuple[str, ...] = option((), "observation keys to keep (default: all)")
+    reward_scale: float = option(RewardConfig.scale, "reward = scale * SERL's reward + bias")
+    reward_bias: float = option(RewardConfig.bias, "reward = scale * SERL's reward + bias")
+
+
+SUBCOMMANDS: dict[str, tuple[type, str, str]] = {
+    "resnet": (
+        ConvertResnetConfig,
+        "convert_resnet",
+        "resnet10_params.pkl -> a trunk .npz (EncoderConfig.pretrained_path)",
+    ),
+    "transitions": (ConvertTransitionsConfig, "convert_transitions", "SERL transition pickles -> one dataset .npz"),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    r = sub.add_parser("resnet", help="resnet10_params.pkl -> a trunk .npz (EncoderConfig.pretrained_path)")
-    r.add_argument("src")
-    r.add_argument("--out", required=True)
-    t = sub.add_parser("transitions", help="SERL transition pickles -> one dataset .npz")
-    t.add_argument("src", nargs="+")
-    t.add_argument("--out", required=True)
-    t.add_argument("--gamma", type=float, default=0.98, help="discount of the stored Monte-Carlo returns")
-    t.add_argument("--keys", nargs="+", help="observation keys to keep (default: all)")
-    t.add_argument("--reward-scale", type=float, default=RewardConfig.scale)
-    t.add_argument("--reward-bias", type=float, default=RewardConfig.bias)
-    args = p.parse_args(argv)
+    parsers = {}
+    for name, (cls, section, help_text) in SUBCOMMANDS.items():
+        parsers[name] = sub.add_parser(name, help=help_text)
+        add_options(parsers[name], cls)
+        add_config_options(parsers[name], section)
+    cli = p.parse_args(argv)
+    cls, section, _ = SUBCOMMANDS[cli.what]
+    args: ConvertResnetConfig | ConvertTransitionsConfig = command_config(parsers[cli.what], cli, cls, section)
+    if cli.print_config:
+        print_config(section, args)
+        return
+    if not args.src or args.out is None:
+        parsers[cli.what].error(f"src and --out are required (or a config file's {section}.src and .out)")
     try:
-        if args.what == "resnet":
+        if isinstance(args, ConvertResnetConfig):
             summary = convert_resnet(args.src, args.out)
         else:
             reward = RewardConfig(args.reward_scale, args.reward_bias)
-            summary = convert_transitions(args.src, args.out, args.gamma, reward, args.keys)
+            summary = convert_transitions(list(args.src), args.out, args.gamma, reward, list(args.keys) or None)
     except ValueError as e:  # UnsafePickleError included: a clear message, no traceback
         raise SystemExit(f"convert_serl: {e}") from None
     print(json.dumps({"out": args.out, **summary}))

@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ from learner.sim_assets import (
     make_pretrained,
     pretrain_cache,
 )
+from learner.sim_report import health_of, interventions_of, plot
 from shared import defaults
-from shared.config import add_override_argument, apply_overrides, write_config_file
-from shared.live_view import add_view_argument
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.config import apply_overrides, write_config_file
+from shared.live_view import ViewChoice
 from shared.metrics import read_jsonl
 from shared.presets import peg_sim_online
 from shared.wire.transport import free_port
@@ -58,36 +61,6 @@ def _training_success(actor_dir: Path, last: int = 20) -> float | None:
         return None
     rows = [r for r in read_jsonl(path) if "success" in r]
     return float(sum(r["success"] for r in rows[-last:]) / len(rows[-last:])) if rows else None
-
-
-def _interventions(actor_dir: Path, distance: float | None, ratio: float) -> dict[str, Any]:
-    """How much the (scripted) person did, from the actor's episode log."""
-    path = actor_dir / "metrics.jsonl"
-    rows = [r for r in read_jsonl(path) if "intervened_steps" in r] if path.exists() else []
-    steps = sum(int(r.get("length", 0)) for r in rows)
-    done = sum(int(r["intervened_steps"]) for r in rows)
-    return {
-        "scripted_human_distance_m": distance,
-        "intervention_ratio": ratio,
-        "training_episodes": len(rows),
-        "training_steps": steps,
-        "intervened_steps": done,
-        "intervened_fraction": done / max(steps, 1),
-        "intervened_episodes": sum(int(r["intervened_steps"]) > 0 for r in rows),
-    }
-
-
-def _health(learner_dir: Path) -> dict[str, Any]:
-    """The learner's alarms and rollbacks (learner/snapshots.py's event log)."""
-    from learner.snapshots import read_events
-
-    events = read_events(learner_dir)
-    raised = [e for e in events if e["event"] == "alarm_raised"]
-    return {
-        "alarms_raised": len(raised),
-        "rollbacks": sum(e["event"] == "rollback" for e in events),
-        "events": [e for e in events if e["event"] in ("alarm_raised", "rollback")],
-    }
 
 
 def run_online(
@@ -194,45 +167,6 @@ def run_online(
     return {"startup_and_warmup_s": round(warmup_end - t0, 1), "online_s": round(end - warmup_end, 1)}
 
 
-def plot(out: Path, warmup: int, curve: list[dict], before: float, after: float, episodes: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows = [r for r in read_jsonl(out / "actor" / "metrics.jsonl") if "success" in r]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    if rows:
-        steps = np.array([r["step"] for r in rows])
-        succ = np.array([r["success"] for r in rows])
-        k = min(20, len(succ))
-        rolling = np.convolve(succ, np.ones(k) / k, mode="valid")
-        ax.plot(
-            steps[k - 1 :], rolling, color="tab:blue", alpha=0.6, label=f"training episodes (stochastic, mean of {k})"
-        )
-    if curve:
-        ax.plot(
-            [c["env_steps"] for c in curve],
-            [c["success_rate"] for c in curve],
-            "o-",
-            color="tab:orange",
-            label=f"evaluation, {episodes} fixed poses (deterministic)",
-        )
-    ax.axhline(before, color="gray", ls="--", label=f"pre-trained: {before:.0%}")
-    ax.axvline(warmup, color="k", ls=":", label=f"end of warmup (K={warmup})")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"WSRL on simulated peg insertion: {before:.0%} -> {after:.0%}")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = out / "learning_curve.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def _quiet_logs() -> None:
     """Progress bars and the stage lines are this command's output; library logs only when they warn."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
@@ -244,6 +178,67 @@ def _stop_on(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@dataclass(frozen=True)
+class SimJobConfig(ViewChoice):
+    """What ``wsrl-sim`` (``launch/run_sim.sh``) runs: its ``sim:`` section. ``view`` is the learner's
+    and the actor's, one recording each in their directories."""
+
+    out: str | None = option(None, "output directory (must be new or empty; required)")
+    pretrained: str | None = option(None, "a pre-trained checkpoint directory (default: make or reuse the cached one)")
+    cache: str = option(str(DEFAULT_CACHE), "where the made pre-trained checkpoint is kept")
+    pretrain_steps: int = option(DEFAULT_PRETRAIN_STEPS, "Cal-QL gradient steps when making one")
+    warmup_steps: int = option(defaults.WARMUP_STEPS, "K")
+    online_steps: int = option(5000, "env steps after warmup")
+    critics: int = option(2, "critic ensemble size (pre-training and online)")
+    obs: str = option("state", "what the policy sees", choices=("state", "images"))
+    image_size: int = option(64, "with --obs images: camera frames of N x N px")
+    encoder: str = option(
+        "resnet10",
+        "with --obs images: the image trunk (resnet10: the robot's layout, frozen, its features cached; "
+        "small_conv: trained end to end, every row through it on every update)",
+        choices=("resnet10", "small_conv"),
+    )
+    overrides: tuple[str, ...] = option(
+        (),
+        "agent setting for pre-training and fine-tuning alike (repeatable)",
+        flag="--set",
+        metavar="agent.PATH=VALUE",
+        append=True,
+    )
+    episodes: int = option(20, "evaluation episodes (the fixed poses, in order)")
+    reward: str | None = option(
+        None,
+        "what the actor's reward and episode ends come from: a reward classifier on the wrist cameras, as "
+        "on the robot (made here and cached unless --reward-classifier names one), or the simulation's own "
+        "success check. Default: classifier with --obs images, ground_truth with --obs state. Evaluation is "
+        "always judged by ground truth",
+        choices=("classifier", "ground_truth"),
+    )
+    reward_classifier: str | None = option(
+        None, "the reward classifier to use (launch/train_reward_classifier.sh) instead of making one", metavar="DIR"
+    )
+    scripted_human: float | None = option(
+        None,
+        "a simulated person (the scripted inserter) takes over training episodes whenever the peg is "
+        "farther than this from the hole, as a person with a SpaceMouse would (evaluation stays the policy's)",
+        metavar="METRES",
+    )
+    intervention_ratio: float = option(
+        0.0,
+        "share of each minibatch drawn from intervened transitions (HIL-SERL's demo buffer; 0: WSRL's "
+        "default, they are ordinary online data)",
+    )
+    learner_sets: tuple[str, ...] = option(
+        (),
+        "a learner-only setting (OnlineConfig), e.g. health.rollback=true (repeatable)",
+        flag="--learner-set",
+        metavar="PATH=VALUE",
+        append=True,
+    )
+    seed: int = option(0, "seed of data, pre-training and the online run")
+    progress: bool = option(True, "progress bars")
+
+
 def main(argv: list[str] | None = None) -> None:
     tune_process()  # before JAX starts its backend
     # SIGTERM (a scheduler, `kill`) and SIGINT stop the learner and actor too (Processes.stop_all);
@@ -251,64 +246,15 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_on)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output directory (must be new or empty)")
-    p.add_argument("--pretrained", help="a pre-trained checkpoint directory (default: make or reuse the cached one)")
-    p.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the made pre-trained checkpoint is kept")
-    p.add_argument(
-        "--pretrain-steps", type=int, default=DEFAULT_PRETRAIN_STEPS, help="Cal-QL gradient steps when making one"
-    )
-    p.add_argument("--warmup-steps", type=int, default=defaults.WARMUP_STEPS, help="K")
-    p.add_argument("--online-steps", type=int, default=5000, help="env steps after warmup")
-    p.add_argument("--critics", type=int, default=2, help="critic ensemble size (pre-training and online)")
-    p.add_argument("--obs", choices=("state", "images"), default="state", help="what the policy sees")
-    p.add_argument("--image-size", type=int, default=64, help="with --obs images: camera frames of N x N px")
-    p.add_argument(
-        "--encoder",
-        choices=("resnet10", "small_conv"),
-        default="resnet10",
-        help="with --obs images: the image trunk (resnet10: the robot's layout, frozen, its features cached; "
-        "small_conv: trained end to end, every row through it on every update)",
-    )
-    add_override_argument(p, "agent setting for pre-training and fine-tuning alike (repeatable)")
-    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (the fixed poses, in order)")
-    p.add_argument(
-        "--reward",
-        choices=("classifier", "ground_truth"),
-        help="what the actor's reward and episode ends come from: a reward classifier on the wrist cameras, as "
-        "on the robot (made here and cached unless --reward-classifier names one), or the simulation's own "
-        "success check. Default: classifier with --obs images, ground_truth with --obs state. Evaluation is "
-        "always judged by ground truth",
-    )
-    p.add_argument(
-        "--reward-classifier",
-        metavar="DIR",
-        help="the reward classifier to use (launch/train_reward_classifier.sh) instead of making one",
-    )
-    p.add_argument(
-        "--scripted-human",
-        type=float,
-        metavar="METRES",
-        help="a simulated person (the scripted inserter) takes over training episodes whenever the peg is "
-        "farther than this from the hole, as a person with a SpaceMouse would (evaluation stays the policy's)",
-    )
-    p.add_argument(
-        "--intervention-ratio",
-        type=float,
-        default=0.0,
-        help="share of each minibatch drawn from intervened transitions (HIL-SERL's demo buffer; 0: WSRL's "
-        "default, they are ordinary online data)",
-    )
-    p.add_argument(
-        "--learner-set",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="a learner-only setting (OnlineConfig), e.g. health.rollback=true (repeatable)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    add_view_argument(p)  # the learner's and the actor's, one recording each in their directories
-    args = p.parse_args(argv)
+    add_options(p, SimJobConfig)
+    add_config_options(p, "sim", overrides=False)  # --set is the agent's (SimJobConfig.overrides)
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, SimJobConfig, "sim", overrides=False)
+    if cli.print_config:
+        print_config("sim", args)
+        return
+    if args.out is None:
+        p.error("--out is required (or a config file's sim.out)")
     reward = args.reward or ("classifier" if args.obs == "images" or args.reward_classifier else "ground_truth")
     if reward == "ground_truth" and args.reward_classifier:
         p.error("--reward-classifier names the classifier for --reward classifier")
@@ -318,22 +264,23 @@ def main(argv: list[str] | None = None) -> None:
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
+    write_config_file(out / "config.yaml", {"sim": replace(args, out=str(out))})  # --config runs the job again
 
-    overrides = agent_overrides(args.critics, args.overrides, args.obs, args.encoder)
+    overrides = agent_overrides(args.critics, list(args.overrides), args.obs, args.encoder)
     pretrained = Path(args.pretrained).absolute() if args.pretrained else None
     stages: dict[str, float] = {}
     if pretrained is None:
         cache = Path(args.cache).absolute()
         if args.obs == "images":  # its own dataset and checkpoint, by image size and trunk
             cache = cache.with_name(f"{cache.name}_images{args.image_size}_{args.encoder}")
-        defaults_of_job = agent_overrides(p.get_default("critics"), [], args.obs, args.encoder)
+        defaults_of_job = agent_overrides(SimJobConfig.critics, [], args.obs, args.encoder)
         cache = pretrain_cache(cache, args.seed, args.pretrain_steps, overrides, defaults_of_job)
         pretrained = make_pretrained(
             cache,
             args.pretrain_steps,
             overrides,
             args.seed,
-            not args.no_progress,
+            args.progress,
             stages,
             args.image_size if args.obs == "images" else None,
         )
@@ -342,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     if classifier is None and reward == "classifier":
         size = args.image_size if args.obs == "images" else STATE_JOB_CLASSIFIER_SIZE
         classifier = make_classifier(
-            classifier_cache(Path(args.cache).absolute(), size), size, args.seed, not args.no_progress, stages
+            classifier_cache(Path(args.cache).absolute(), size), size, args.seed, args.progress, stages
         )
     print(f"[2/4] evaluating the pre-trained policy ({pretrained}) on {args.episodes} fixed poses", flush=True)
     t = time.time()
@@ -365,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             args.online_steps,
             overrides,
             args.seed,
-            not args.no_progress,
+            args.progress,
             classifier,
             actor_extra=(
                 ["--intervene", "scripted", "--intervene-distance", str(args.scripted_human)]
@@ -374,10 +321,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             + ["--view", args.view],
             learner_extra=["--view", args.view],
-            learner_sets=[f"intervention_ratio={args.intervention_ratio}", *args.learner_set],
+            learner_sets=[f"intervention_ratio={args.intervention_ratio}", *args.learner_sets],
         )
     )
-    interventions = _interventions(out / "actor", args.scripted_human, args.intervention_ratio)
+    interventions = interventions_of(out / "actor", args.scripted_human, args.intervention_ratio)
 
     from shared.storage.checkpoint import list_steps, load_checkpoint
 
@@ -387,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     curve = []
     t = time.time()
     by_updates: dict[int, dict[str, float]] = {}  # the warmup's checkpoints hold one agent: evaluated once
-    for s in tqdm(steps, desc="evaluate", disable=args.no_progress):
+    for s in tqdm(steps, desc="evaluate", disable=not args.progress):
         meta = load_checkpoint(ckpt_dir, s).meta
         if meta.grad_steps not in by_updates:
             by_updates[meta.grad_steps] = evaluate_checkpoint(ckpt_dir, s, args.episodes)
@@ -395,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     after = curve[-1] if curve else evaluate_checkpoint(ckpt_dir, None, args.episodes)
     stages["evaluate_checkpoints_s"] = round(time.time() - t, 1)
     plot_path = plot(out, args.warmup_steps, curve, before["success_rate"], after["success_rate"], args.episodes)
-    summary = {
+    summary: dict[str, Any] = {
         "pretrained_successes": int(before["successes"]),
         "finetuned_successes": int(after["successes"]),
         "episodes": args.episodes,
@@ -412,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_time_s": round(time.time() - t0, 1),
         "stage_times_s": stages,
         "interventions": interventions,
-        "health": _health(out / "learner"),
+        "health": health_of(out / "learner"),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(

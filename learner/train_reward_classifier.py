@@ -272,8 +272,8 @@ def _plot(path: Path, curve: list[dict[str, float]], probs: np.ndarray, labels: 
 def main(argv: list[str] | None = None) -> None:
     tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", nargs="+", required=True, help="labelled-image dataset folder(s)")
-    p.add_argument("--out", required=True, help="output folder (checkpoints/, report.json, validation.png)")
+    p.add_argument("--data", nargs="+", help="labelled-image dataset folder(s) (required)")
+    p.add_argument("--out", help="output folder (checkpoints/, report.json, validation.png; required)")
     p.add_argument(
         "--config",
         metavar="FILE",
@@ -302,18 +302,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-
-    data = load_labelled_images(args.data)
-    c = data.counts()
-    print(
-        f"labelled images: {c['frames']} frames ({c['success']} success, {c['failure']} failure) in "
-        f"{c['episodes']} episodes, {data.image_keys} at {data.image_size} px",
-        file=sys.stderr,
-        flush=True,
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as a 'classifier:' section (a file --config reads) and exit",
     )
+    args = p.parse_args(argv)
     # The defaults, then --config's classifier: section, then the flags given, then --set.
     try:
         cfg = ClassifierTrainConfig()
@@ -321,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = read_config_file(args.config, ClassifierTrainConfig, "classifier", base=cfg)
         flags = ("steps", "batch_size", "val_fraction", "min_precision", "seed")
         cfg = replace(cfg, **{k: getattr(args, k) for k in flags if getattr(args, k) is not None})
-        enc = replace(cfg.model.encoder, image_keys=data.image_keys)  # the cameras the data has
+        enc = cfg.model.encoder
         if args.encoder is not None:
             enc = replace(enc, kind=args.encoder)
         if args.base_filters is not None:
@@ -331,6 +325,23 @@ def main(argv: list[str] | None = None) -> None:
         cfg = apply_overrides(replace(cfg, model=replace(cfg.model, encoder=enc)), args.set)
     except (ValueError, TypeError) as e:
         p.error(str(e))
+    if args.print_config:
+        print(json.dumps({"classifier": to_dict(cfg)}, indent=2))
+        return
+    if not args.data or not args.out:
+        p.error("--data and --out are required")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    data = load_labelled_images(args.data)
+    c = data.counts()
+    print(
+        f"labelled images: {c['frames']} frames ({c['success']} success, {c['failure']} failure) in "
+        f"{c['episodes']} episodes, {data.image_keys} at {data.image_size} px",
+        file=sys.stderr,
+        flush=True,
+    )
+    # the cameras the data has, whatever the config says
+    cfg = replace(cfg, model=replace(cfg.model, encoder=replace(cfg.model.encoder, image_keys=data.image_keys)))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     write_config_file(Path(args.out) / "config.yaml", {"classifier": cfg})  # --config runs it again
     report = train(data, cfg, args.out, progress=not args.no_progress, tensorboard=not args.no_tensorboard)

@@ -40,6 +40,7 @@ from robot_env.reset_path import interpolate
 from robot_env.robot_client import RobotClient, RobotServerError
 from robot_env.task_config import TaskConfig, in_box, load_task
 from shared import defaults
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
 
 MAX_REST_FORCE_N = 60.0
 MAX_REST_SPEED = 0.2  # m/s
@@ -329,29 +330,40 @@ def current_pose6(client: RobotClient) -> np.ndarray:
         return geo.pose7_to_pose6(client.get_state()["pose"])
 
 
+@dataclass(frozen=True)
+class CheckRobotConfig:
+    """What ``wsrl-check-robot`` checks (its ``check_robot:`` section)."""
+
+    robot_url: str | None = option(None, "the robot server, e.g. http://127.0.0.1:5000 (required)")
+    task: str = option(defaults.TASK, "task name or task file")
+    gripper: str | None = option(
+        None, "the server's gripper units (default: the task file's)", choices=GRIPPER_FLAVOURS
+    )
+    cameras: str = option(
+        "realsense",
+        "check the wrist cameras: RealSense (serials in the task file), the simulated server's, or none",
+        choices=(*CAMERA_SOURCES, "none"),
+    )
+    activate_gripper: bool = option(
+        False, "activate the Robotiq first (needed once per robot-server start; it opens the gripper: hold the object)"
+    )
+    touch: bool = option(True, "the force-sign check (it touches the board; --no-touch skips it)")
+    pose: bool = option(
+        False, "print the tool's pose as the task file writes poses ([x, y, z, roll, pitch, yaw]) and exit"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--robot-url", required=True, help="the robot server, e.g. http://127.0.0.1:5000")
-    p.add_argument("--task", default=defaults.TASK, help="task name or task file")
-    p.add_argument("--gripper", choices=GRIPPER_FLAVOURS, help="the server's gripper units (default: the task file's)")
-    p.add_argument(
-        "--cameras",
-        choices=(*CAMERA_SOURCES, "none"),
-        default="realsense",
-        help="check the wrist cameras: RealSense (serials in the task file), the simulated server's, or none",
-    )
-    p.add_argument(
-        "--activate-gripper",
-        action="store_true",
-        help="activate the Robotiq first (needed once per robot-server start; it opens the gripper: hold the object)",
-    )
-    p.add_argument("--no-touch", action="store_true", help="skip the force-sign check (it touches the board)")
-    p.add_argument(
-        "--pose",
-        action="store_true",
-        help="print the tool's pose as the task file writes poses ([x, y, z, roll, pitch, yaw]) and exit",
-    )
-    args = p.parse_args(argv)
+    add_options(p, CheckRobotConfig)
+    add_config_options(p, "check_robot")
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, CheckRobotConfig, "check_robot")
+    if cli.print_config:
+        print_config("check_robot", args)
+        return
+    if args.robot_url is None:
+        p.error("--robot-url is required (or a config file's check_robot.robot_url)")
     task = load_task(args.task)
     real = task.real_section
     client = RobotClient(args.robot_url, gripper=GripperUnits(args.gripper or real.gripper))
@@ -377,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
             rig,
             lambda c: print(c.line(), flush=True),
             activate_gripper=args.activate_gripper,
-            touch=not args.no_touch,
+            touch=args.touch,
             earlier=earlier,
         )
     finally:

@@ -13,6 +13,7 @@ import argparse
 import itertools
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from robot_env import contract
 from robot_env.contract import task_env
 from robot_env.rollout import run_episode
 from robot_env.scripted import ScriptedInserter, Skill
-from shared.config import RewardConfig
+from shared import defaults
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.config import RewardConfig, write_config_file
 from shared.data.dataset import obs_spec_of
 from shared.storage.replay_buffer import ReplayBuffer
 
@@ -126,24 +129,39 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class CollectSimDataConfig:
+    """What ``wsrl-collect-sim-data`` collects (its ``collect_sim_data:`` section)."""
+
+    out: str | None = option(None, "dataset file to write (.npz; required)")
+    transitions: int = option(18_000, "collect at least this many (whole episodes)")
+    skill_min: float = option(0.0, "lowest scripted skill drawn per episode")
+    skill_max: float = option(1.0, "highest scripted skill drawn per episode")
+    obs_mode: str = option("state", "observations stored", choices=contract.OBS_MODES)
+    image_size: int = option(contract.DEFAULT_IMAGE_SIZE, "square frame size with --obs-mode images")
+    task: str = option(defaults.TASK, "task name or path to a task file")
+    gamma: float = option(0.98, "discount of the stored Monte-Carlo returns")
+    seed: int = option(0, "seed of the resets and the scripted skill")
+    progress: bool = option(True, "a progress bar")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="dataset file to write (.npz)")
-    p.add_argument("--transitions", type=int, default=18_000, help="collect at least this many (whole episodes)")
-    p.add_argument("--skill-min", type=float, default=0.0)
-    p.add_argument("--skill-max", type=float, default=1.0)
-    p.add_argument("--obs-mode", choices=contract.OBS_MODES, default="state")
-    p.add_argument("--image-size", type=int, default=contract.DEFAULT_IMAGE_SIZE)
-    p.add_argument("--task", default="peg_insertion", help="task name or path to a task JSON")
-    p.add_argument("--gamma", type=float, default=0.98, help="discount of the stored Monte-Carlo returns")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    add_options(p, CollectSimDataConfig)
+    add_config_options(p, "collect_sim_data")
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, CollectSimDataConfig, "collect_sim_data")
+    if cli.print_config:
+        print_config("collect_sim_data", args)
+        return
+    if args.out is None:
+        p.error("--out is required (or a config file's collect_sim_data.out)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     out = Path(args.out)
     if out.suffix != ".npz":
         p.error("--out must end in .npz")
     out.parent.mkdir(parents=True, exist_ok=True)
+    write_config_file(out.with_suffix(".config.yaml"), {"collect_sim_data": args})  # --config collects again
     summary = collect(
         out,
         args.transitions,
@@ -153,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         args.task,
         args.gamma,
         seed=args.seed,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     print(format_summary(summary))
     print(f"wrote {out} and {out.with_suffix('.summary.json')}")

@@ -7,7 +7,7 @@ the env and takes over the reward and the end of each episode.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -16,32 +16,30 @@ from robot_env import FRANKA_ENV_ID, SIM_ENV_ID
 from robot_env.contract import IMAGE_KEYS, obs_mode_of
 from robot_env.gripper import GRIPPER_FLAVOURS
 from shared import defaults
+from shared.command_line import option
 from shared.config import RewardConfig
 from shared.data.dataset import ObsSpec
 
 CAMERA_SOURCES = ("realsense", "server")
 
 
-def add_env_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags that choose the env, the same on every entry point that runs one (the actor,
-    evaluation, the label recorder): ``--env --robot-url --cameras --task --gripper``."""
-    p.add_argument(
-        "--env",
-        default=SIM_ENV_ID,
-        help=f"{SIM_ENV_ID}, or {FRANKA_ENV_ID} (the robot server; it keeps its own control rate)",
-    )
-    p.add_argument("--robot-url", help=f"the robot server for {FRANKA_ENV_ID}, e.g. http://127.0.0.1:5000")
-    p.add_argument(
-        "--cameras",
+@dataclass(frozen=True)
+class EnvChoice:
+    """Which env runs, the same settings on every command that runs one (the actor, evaluation,
+    the label recorder, the robot data collector); a command's config inherits these fields."""
+
+    env: str = option(SIM_ENV_ID, f"{SIM_ENV_ID}, or {FRANKA_ENV_ID} (the robot server; it keeps its own control rate)")
+    robot_url: str | None = option(None, f"the robot server for {FRANKA_ENV_ID}, e.g. http://127.0.0.1:5000")
+    cameras: str = option(
+        "realsense",
+        f"{FRANKA_ENV_ID}'s wrist cameras: RealSense (serials in the task file) or the simulated server's",
         choices=CAMERA_SOURCES,
-        default="realsense",
-        help=f"{FRANKA_ENV_ID}'s wrist cameras: RealSense (serials in the task file) or the simulated server's",
     )
-    p.add_argument("--task", default=defaults.TASK, help="task name or task file")
-    p.add_argument(
-        "--gripper",
+    task: str = option(defaults.TASK, "task name or task file")
+    gripper: str | None = option(
+        None,
+        f"{FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
         choices=GRIPPER_FLAVOURS,
-        help=f"{FRANKA_ENV_ID}: the robot server's gripper units (default: the task file's real.gripper)",
     )
 
 

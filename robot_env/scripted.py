@@ -126,12 +126,17 @@ class ScriptedInserter:
         return np.asarray(p, np.float64) * self.skill.search_step
 
 
+TAKEOVER_DISTANCE_M = 0.02  # the scripted person's default reach before it takes over
+
+
 class ScriptedHuman:
     """The simulation's person: takes over with the scripted inserter while the peg tip is more
     than ``distance`` metres (horizontally) from the hole, and stays on until it is within
     ``distance / 2`` (so control does not flicker at the edge)."""
 
-    def __init__(self, task: TaskConfig, distance: float = 0.02, skill: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self, task: TaskConfig, distance: float = TAKEOVER_DISTANCE_M, skill: float = 1.0, seed: int = 0
+    ) -> None:
         if distance <= 0:
             raise ValueError("distance must be positive")
         self.distance = float(distance)

@@ -69,6 +69,7 @@ from robot_env.gripper import GRIPPER_FLAVOURS, GripperUnits
 from robot_env.sim.franka_controller import ControllerModel
 from robot_env.task_config import TaskConfig, load_task
 from shared import defaults
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
 
 log = logging.getLogger("wsrl.sim_server")
 
@@ -443,28 +444,38 @@ class SimRobotServer:
         return Handler
 
 
+@dataclass(frozen=True)
+class SimRobotServerConfig:
+    """What ``wsrl-sim-robot-server`` serves (its ``sim_robot_server:`` section)."""
+
+    port: int = option(5000, "HTTP port")
+    host: str = option("127.0.0.1", "address to listen on")
+    task: str = option(defaults.TASK, "task name or task file")
+    gripper: str | None = option(
+        None,
+        "the gripper units to speak, like that server flavour (default: the task file's)",
+        choices=GRIPPER_FLAVOURS,
+    )
+    joint_reset_s: float = option(10.0, "how long /jointreset blocks (real: up to ~43 s)")
+    startup_s: float = option(0.0, "answer 500 for this long after start (no state yet)")
+    latency: float = option(0.0, "injected delay per call, s")
+    error_rate: float = option(0.0, "fraction of calls answered with HTTP 500")
+    drop_rate: float = option(0.0, "fraction of calls dropped without an answer")
+    payload_kg: float = option(0.0, "mass in the hand the robot's model does not know")
+    ideal_controller: bool = option(
+        False, "the simulation env's ideal controller instead of the real one's model (no filter, no reflexes)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--task", default=defaults.TASK, help="task name or task file")
-    p.add_argument(
-        "--gripper",
-        choices=GRIPPER_FLAVOURS,
-        help="the gripper units to speak, like that server flavour (default: the task file's)",
-    )
-    p.add_argument("--joint-reset-s", type=float, default=10.0, help="how long /jointreset blocks (real: up to ~43 s)")
-    p.add_argument("--startup-s", type=float, default=0.0, help="answer 500 for this long after start (no state yet)")
-    p.add_argument("--latency", type=float, default=0.0, help="injected delay per call, s")
-    p.add_argument("--error-rate", type=float, default=0.0, help="fraction of calls answered with HTTP 500")
-    p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of calls dropped without an answer")
-    p.add_argument("--payload-kg", type=float, default=0.0, help="mass in the hand the robot's model does not know")
-    p.add_argument(
-        "--ideal-controller",
-        action="store_true",
-        help="the simulation env's ideal controller instead of the real one's model (no filter, no reflexes)",
-    )
-    args = p.parse_args(argv)
+    add_options(p, SimRobotServerConfig)
+    add_config_options(p, "sim_robot_server")
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, SimRobotServerConfig, "sim_robot_server")
+    if cli.print_config:
+        print_config("sim_robot_server", args)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     server = SimRobotServer(
         args.task,

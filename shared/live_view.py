@@ -35,10 +35,13 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from shared.command_line import add_options, option
 
 log = logging.getLogger("wsrl.view")
 
@@ -66,16 +69,25 @@ def _target_argument(target: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_view_argument(parser: Any) -> None:
-    """The ``--view`` option every command with a live view takes."""
-    parser.add_argument(
-        "--view",
-        default="off",
-        type=_target_argument,
+@dataclass(frozen=True)
+class ViewChoice:
+    """The ``--view`` setting of every command with a live view (a command's config inherits it)."""
+
+    view: str = option(
+        "off",
+        "live view (rerun): off, save (a recording beside the run), spawn (and a local viewer), web (and the web "
+        "viewer for a remote browser), or a viewer's URL rerun+http://HOST:9876/proxy",
         metavar="TARGET",
-        help="live view (rerun): off (default), save (a recording beside the run), spawn (and a local viewer), "
-        "web (and the web viewer for a remote browser), or a viewer's URL rerun+http://HOST:9876/proxy",
+        parse=_target_argument,
     )
+
+    def __post_init__(self) -> None:
+        check_target(self.view)
+
+
+def add_view_argument(parser: Any) -> None:
+    """``--view`` on a command that reads ``args.view`` itself (not through ``command_config``)."""
+    add_options(parser, ViewChoice, fill_defaults=True)
 
 
 class LiveView:

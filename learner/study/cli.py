@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from learner.study.report import write_results
 from learner.study.sources import online_config_for, pretrain_config
 from learner.study.suites import SUITES, TASKS, with_budget
 from learner.study.sweep import run_study, study_cells
-from shared.config import add_override_argument
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.config import write_config_file
 from shared.learning.methods import METHODS, method
 from shared.xla_cpu import tune_process
 
@@ -87,34 +88,53 @@ def dry_run(
     }
 
 
+@dataclass(frozen=True)
+class StudyConfig:
+    """What ``wsrl-study`` runs (its ``study:`` section). Its ``--set`` overrides the agent of every
+    run (pre-training and online alike), after the suite's settings."""
+
+    suite: str = option("smoke", "the suite to run", choices=sorted(SUITES))
+    out: str | None = option(None, "study folder: data, pre-training, runs, results (not needed with --dry-run)")
+    tasks: tuple[str, ...] = option((), f"instead of the suite's, from {sorted(TASKS)}")
+    methods: tuple[str, ...] = option((), f"instead of the suite's, from {sorted(METHODS)}")
+    seeds: int | None = option(None, "seeds per method (headline methods get at least the suite's number)")
+    env_steps: int | None = option(None, "every run's env-step budget, warmup included (default: the suite's)")
+    warmup_steps: int | None = option(None, "K (default: the suite's)")
+    cache: str | None = option(None, "where data and pre-trained checkpoints are kept by content (default OUT/cache)")
+    pretrained: str | None = option(None, "a pre-trained checkpoint directory made elsewhere (with --offline)")
+    offline: str | None = option(None, "the offline dataset (.npz) that checkpoint was trained on")
+    overrides: tuple[str, ...] = option(
+        (),
+        "agent setting after the suite's, for pre-training and online alike (repeatable)",
+        flag="--set",
+        metavar="agent.PATH=VALUE",
+        append=True,
+    )
+    dry_run: bool = option(False, "time each update kind and predict every run's cost")
+    report_only: bool = option(False, "write results.md from the runs already finished")
+    results: str | None = option(
+        None,
+        "with --report-only: a study's results.json (e.g. a committed bundle in docs/study_results/) "
+        "to write results.md and the figures from, into --out, instead of the runs",
+    )
+    prior: str | None = option(
+        None,
+        "an earlier study's results.json (e.g. committed in docs/study_results/): its runs made with the same "
+        "run config are kept, not run again (a study spread over machines or sessions)",
+    )
+    progress: bool = option(True, "progress bars")
+
+
 def main(argv: list[str] | None = None) -> None:
     tune_process()  # before JAX starts its backend
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=sorted(SUITES), default="smoke")
-    p.add_argument("--out", help="study folder: data, pre-training, runs, results (not needed with --dry-run)")
-    p.add_argument("--tasks", nargs="+", help=f"instead of the suite's, from {sorted(TASKS)}")
-    p.add_argument("--methods", nargs="+", help=f"instead of the suite's, from {sorted(METHODS)}")
-    p.add_argument("--seeds", type=int, help="seeds per method (headline methods get at least the suite's number)")
-    p.add_argument("--env-steps", type=int, help="every run's env-step budget, warmup included (default: the suite's)")
-    p.add_argument("--warmup-steps", type=int, help="K (default: the suite's)")
-    p.add_argument("--cache", help="where data and pre-trained checkpoints are kept by content (default OUT/cache)")
-    p.add_argument("--pretrained", help="a pre-trained checkpoint directory made elsewhere (with --offline)")
-    p.add_argument("--offline", help="the offline dataset (.npz) that checkpoint was trained on")
-    add_override_argument(p, "agent setting after the suite's, for pre-training and online alike (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="time each update kind and predict every run's cost")
-    p.add_argument("--report-only", action="store_true", help="write results.md from the runs already finished")
-    p.add_argument(
-        "--results",
-        help="with --report-only: a study's results.json (e.g. a committed bundle in docs/study_results/) "
-        "to write results.md and the figures from, into --out, instead of the runs",
-    )
-    p.add_argument(
-        "--prior",
-        help="an earlier study's results.json (e.g. committed in docs/study_results/): its runs made with the same "
-        "run config are kept, not run again (a study spread over machines or sessions)",
-    )
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    add_options(p, StudyConfig)
+    add_config_options(p, "study", overrides=False)  # --set is the agent's (StudyConfig.overrides)
+    cli = p.parse_args(argv)
+    args = command_config(p, cli, StudyConfig, "study", overrides=False)
+    if cli.print_config:
+        print_config("study", args)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     for name in args.methods or []:
         if name not in METHODS:
@@ -124,7 +144,14 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"unknown task {name!r}; tasks: {sorted(TASKS)}")
     budget = {k: v for k, v in (("env_steps", args.env_steps), ("warmup_steps", args.warmup_steps)) if v is not None}
     if args.dry_run:
-        plan = dry_run(args.suite, args.methods, args.tasks, args.seeds, tuple(args.overrides), budget=budget)
+        plan = dry_run(
+            args.suite,
+            list(args.methods) or None,
+            list(args.tasks) or None,
+            args.seeds,
+            tuple(args.overrides),
+            budget=budget,
+        )
         for c in plan["cells"]:
             print(
                 f"{c['task']:14s} {c['method']:22s} seed {c['seed']}  {c['kind']:10s} {c['updates']:6d} updates  ~{c['predicted_s'] / 60:6.1f} min"
@@ -136,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.out:
         p.error("--out is required (except with --dry-run)")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    write_config_file(Path(args.out) / "config.yaml", {"study": args})  # ``--config OUT/config.yaml`` resumes it
     if (args.pretrained is None) != (args.offline is None):
         p.error("--pretrained and --offline go together (the checkpoint and the data it was trained on)")
     if args.results:
@@ -161,13 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     results = run_study(
         args.suite,
         Path(args.out),
-        args.methods,
+        list(args.methods) or None,
         args.seeds,
-        not args.no_progress,
+        args.progress,
         Path(args.pretrained) if args.pretrained else None,
         Path(args.offline) if args.offline else None,
         tuple(args.overrides),
-        args.tasks,
+        list(args.tasks) or None,
         Path(args.cache) if args.cache else None,
         budget,
         args.report_only,

@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 import zmq.auth
 
+from shared.command_line import add_config_options, add_options, command_config, option, print_config
 from shared.wire.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 
 LEARNER_KEY = "learner"  # learner.key (public) and learner.key_secret
@@ -273,13 +274,27 @@ def weights_client(context: zmq.Context, host: str, port: int, keys: CurveKeys |
     return s
 
 
+@dataclass(frozen=True)
+class MakeKeysConfig:
+    """What ``wsrl-make-keys`` makes (its ``make_keys:`` section)."""
+
+    dir: str | None = option(None, "directory for the key files (required)")
+    actors: tuple[str, ...] = option((ACTOR_KEY,), "actor key names (one pair each)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Make CURVE key files for the learner and its actors.")
     sub = p.add_subparsers(dest="cmd", required=True)
     k = sub.add_parser("keys", help="create learner and actor key pairs and the learner's allow-list")
-    k.add_argument("--dir", required=True, help="directory for the key files")
-    k.add_argument("--actors", nargs="+", default=[ACTOR_KEY], help="actor key names (one pair each)")
-    args = p.parse_args(argv)
+    add_options(k, MakeKeysConfig)
+    add_config_options(k, "make_keys")
+    cli = p.parse_args(argv)
+    args = command_config(k, cli, MakeKeysConfig, "make_keys")
+    if cli.print_config:
+        print_config("make_keys", args)
+        return
+    if args.dir is None:
+        k.error("--dir is required (or a config file's make_keys.dir)")
     made = make_keys(args.dir, tuple(args.actors))
     d = Path(args.dir)
     print(f"keys in {d}:")
