@@ -3,7 +3,8 @@
 The control loop only calls ``put`` and ``send_stats`` (queue appends, never the network).
 The thread groups transitions into chunks (by count, bytes or age), journals each chunk
 (``actor.spool``), and sends it once the learner has answered HELLO with WELCOME. Chunks the
-learner does not acknowledge within ``resend_after`` seconds are sent again; at most
+learner does not acknowledge in time are sent again (the timeout follows the acks' round trip,
+``actor/resend_timer.py``, between ``resend_after`` and ``max_resend_after`` s); at most
 ``max_in_flight`` await an ack at a time. A learner restart is noticed from its session id in
 WELCOME/ACK (or an ERROR asking for HELLO), and everything it has not checkpointed is resent.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import zmq
 
+from actor.resend_timer import ResendTimer
 from actor.spool import Spool
 from shared.data.dataset import Transition
 from shared.learning.schedule import owed_updates
@@ -54,10 +56,17 @@ class SenderConfig:
     chunk_transitions: int = 256
     chunk_bytes: int = 4 * 2**20
     flush_interval: float = 0.1  # s; an open chunk older than this is sent
-    resend_after: float = 2.0  # s without an ack
+    # s without an ack before a chunk is sent again: the timeout follows the acks' round trip
+    # (actor/resend_timer.py, RFC 6298) between these bounds
+    resend_after: float = 2.0
+    max_resend_after: float = 30.0
     hello_every: float = 0.5  # s between HELLOs until WELCOME
     max_in_flight: int = 32  # chunks awaiting an ack
     memory_bytes: int = 256 * 2**20  # unacknowledged chunk payloads kept in memory
+
+    def __post_init__(self) -> None:
+        if not 0 < self.resend_after <= self.max_resend_after:
+            raise ValueError("need 0 < resend_after <= max_resend_after")
 
 
 class FatalLearnerError(RuntimeError):
@@ -93,6 +102,7 @@ class TransitionSender:
         self._drain = threading.Event()
         self._thread = threading.Thread(target=self._run, name="transition-sender", daemon=True)
         self._seq = 0
+        self.resend_timer = ResendTimer(config.resend_after, config.max_resend_after)
         self._learner: str | None = None  # session id of the learner process that welcomed us
         self.run: str | None = state.get("run")  # the learner run the spooled chunks belong to
         # Transitions journaled per actor session (this one and earlier ones): what a restarted
@@ -169,6 +179,7 @@ class TransitionSender:
             "spilled": self.spool.spilled,
             "rejected_transitions": self.spool.rejected_transitions,
             "learner_env_steps": self.learner_env_steps,
+            "resend_timeout_s": round(self.resend_timer.timeout, 3),
             **self.counters,
         }
 
@@ -361,14 +372,18 @@ class TransitionSender:
             return False
 
     def _send_due(self, sock: zmq.Socket, now: float) -> None:
+        expired = False
         for key in self.spool.due(
-            now, self.cfg.resend_after, limit=self.cfg.max_in_flight, max_in_flight=self.cfg.max_in_flight
+            now, self.resend_timer.timeout, limit=self.cfg.max_in_flight, max_in_flight=self.cfg.max_in_flight
         ):
             resend = self.spool.was_sent(key)
             if not self._send(sock, self.spool.payload(key)):
                 break
             self.spool.mark_sent(key, now)
             self.counters["resends" if resend else "chunks_sent"] += 1
+            expired |= resend
+        if expired:  # one back-off per expiry, however many chunks it sends again
+            self.resend_timer.expired()
 
     # ----------------------------------------------------------------------- replies
 
@@ -391,7 +406,11 @@ class TransitionSender:
                 return
             self._learner_info(msg)
             self._learner_lost(msg.get("lost_chunks"))
-            n = self.spool.ack(str(msg.get("session")), int(msg.get("seq", -1)))
+            session, seq = str(msg.get("session")), int(msg.get("seq", -1))
+            sent_at = self.spool.sent_once_at(session, seq)
+            if sent_at is not None and sent_at >= 0:
+                self.resend_timer.sample(time.monotonic() - sent_at)
+            n = self.spool.ack(session, seq)
             self.counters["acks"] += 1
             self._apply_commits(msg.get("committed"))
             if n:
@@ -429,6 +448,7 @@ class TransitionSender:
         if self._learner is not None and learner != self._learner:
             self.counters["learner_restarts"] += 1
         if learner != self._learner:
+            self.resend_timer = ResendTimer(self.cfg.resend_after, self.cfg.max_resend_after)  # its own round trip
             # A new learner has only what its checkpoint holds: resend everything not committed.
             resent = self.spool.unack_all()
             if resent and self._learner is not None:

@@ -64,6 +64,7 @@ class _Entry:
     nbytes: int
     acked: bool = False
     sent_at: float = -1.0
+    sends: int = 0  # since it was last (re)queued: an ack of a chunk sent once times the round trip
 
 
 class Spool:
@@ -197,7 +198,15 @@ class Spool:
         return self._entries[key].sent_at >= 0
 
     def mark_sent(self, key: tuple[str, int], now: float) -> None:
-        self._entries[key].sent_at = now
+        e = self._entries[key]
+        e.sent_at = now
+        e.sends += 1
+
+    def sent_once_at(self, session: str, seq: int) -> float | None:
+        """When an unacknowledged chunk was sent, if it was sent exactly once (else ``None``: an
+        ack of a resent chunk may answer either send, Karn's algorithm)."""
+        e = self._entries.get((session, seq))
+        return e.sent_at if e is not None and not e.acked and e.sends == 1 else None
 
     def ack(self, session: str, seq: int) -> int:
         """Mark a chunk inserted by the learner; returns its transition count (0 if unknown)."""
@@ -227,7 +236,7 @@ class Spool:
             if e.acked:
                 e.acked = False
                 n += e.n
-            e.sent_at = -1.0
+            e.sent_at, e.sends = -1.0, 0
         self._unacked = dict.fromkeys(sorted(self._entries))
         self._unacked_transitions = sum(e.n for e in self._entries.values())
         return n

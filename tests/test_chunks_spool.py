@@ -204,3 +204,45 @@ def test_sender_stops_on_a_learner_of_another_protocol_version(tmp_path):
     assert "protocol version" in s.fatal
     with pytest.raises(FatalLearnerError, match="protocol version"):
         s.put({})
+
+
+def test_the_resend_timer_follows_rfc_6298():
+    """RFC 6298 section 2 by hand: the first sample R gives SRTT = R, RTTVAR = R/2; later ones
+    RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R|, SRTT = 7/8 SRTT + 1/8 R; RTO = SRTT + 4 RTTVAR, within
+    the bounds; an expiry doubles it (5.5)."""
+    from actor.resend_timer import ResendTimer
+
+    t = ResendTimer(minimum=0.5, maximum=10.0)
+    assert t.timeout == 0.5 and t.srtt is None
+    t.sample(1.0)
+    assert (t.srtt, t.rttvar, t.timeout) == (1.0, 0.5, 3.0)
+    t.sample(2.0)
+    assert t.rttvar == pytest.approx(0.625) and t.srtt == pytest.approx(1.125) and t.timeout == pytest.approx(3.625)
+    t.expired()
+    assert t.timeout == pytest.approx(7.25)
+    t.expired()
+    assert t.timeout == 10.0  # the maximum
+    t.sample(1.125)  # a sample ends the back-off
+    assert t.timeout == pytest.approx(1.125 + 4 * 0.75 * 0.625)
+    quick = ResendTimer(minimum=0.5, maximum=10.0)
+    quick.sample(0.01)
+    assert quick.timeout == 0.5  # never below the configured minimum
+    with pytest.raises(ValueError):
+        ResendTimer(minimum=2.0, maximum=1.0)
+
+
+def test_only_a_chunk_sent_once_times_the_round_trip(tmp_path):
+    """Karn's algorithm: an ack of a resent chunk may answer either send, so it is no sample."""
+    sp = Spool(tmp_path)
+    sp.add("s1", 0, 2, [b"a"])
+    sp.add("s1", 1, 2, [b"b"])
+    assert sp.sent_once_at("s1", 0) is None  # not sent yet
+    sp.mark_sent(("s1", 0), 1.0)
+    sp.mark_sent(("s1", 1), 1.0)
+    sp.mark_sent(("s1", 1), 3.0)
+    assert sp.sent_once_at("s1", 0) == 1.0 and sp.sent_once_at("s1", 1) is None
+    sp.ack("s1", 0)
+    assert sp.sent_once_at("s1", 0) is None  # acknowledged: nothing to time
+    sp.unack_all()  # a new learner: every chunk is sent afresh, and its first send times again
+    sp.mark_sent(("s1", 1), 5.0)
+    assert sp.sent_once_at("s1", 1) == 5.0

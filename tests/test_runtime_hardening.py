@@ -67,11 +67,13 @@ def transitions(n, seed=0, action=None, reward=-1.0, state=None):
 class Learnerish:
     """The learner's data path in this process: sockets, ingest thread, buffer, ledger."""
 
-    def __init__(self, keys=None, limits=LIMITS):
+    def __init__(self, keys=None, limits=LIMITS, derive=None):
         self.port = free_port()
         self.socks = LearnerSockets("127.0.0.1", self.port, free_port(), keys)
         self.buffer = ReplayBuffer(SPEC, ACT, 10_000, 0.99, -1.0)
-        self.ingest = IngestServer(self.socks.data, self.buffer, Ledger(), "fp", lambda: INFO, limits=limits).start()
+        self.ingest = IngestServer(
+            self.socks.data, self.buffer, Ledger(), "fp", lambda: INFO, limits=limits, derive=derive
+        ).start()
 
     def close(self):
         self.ingest.stop()
@@ -160,6 +162,39 @@ def test_a_poisoned_chunk_is_refused_kept_by_the_actor_and_resume_works_after(le
     )
     ckpts.close()
     assert len(LearnerCheckpoints(tmp_path / "run", keep=3).restore(10_000).buffer) == 10
+
+
+def test_a_learner_slow_to_ingest_is_not_flooded_with_resends(tmp_path):
+    """The image learner computes each new frame's trunk features as it takes a chunk, and pauses
+    now and then (a checkpoint, an evaluation): with a fixed 0.5 s timeout every chunk queued
+    behind a pause is sent again; the timer that follows the acks (RFC 6298) sends far fewer
+    again, and either way each transition is inserted exactly once."""
+    resends = {}
+    for name, cfg in (
+        ("fixed", SenderConfig(chunk_transitions=5, flush_interval=0.01, resend_after=0.5, max_resend_after=0.5)),
+        ("adaptive", SenderConfig(chunk_transitions=5, flush_interval=0.01, resend_after=0.5)),
+    ):
+        taken = []
+
+        def slow(frames, taken=taken):  # 50 ms a chunk, and a 1.5 s pause every 10th
+            taken.append(1)
+            time.sleep(1.5 if len(taken) % 10 == 0 else 0.05)
+            return frames
+
+        learner = Learnerish(derive=slow)
+        try:
+            sender = TransitionSender("127.0.0.1", learner.port, "robot", "fp", tmp_path / name, None, cfg).start()
+            for i in range(40):  # a chunk every 60 ms, the learner's pace between its pauses
+                for t in transitions(5, seed=i):
+                    sender.put(t)
+                time.sleep(0.06)
+            assert sender.close(drain_timeout=60)
+            resends[name] = sender.status()["resends"]
+            assert len(learner.buffer) == 200  # every transition once, however often its chunk came
+            assert learner.ingest.counters["duplicates"] <= resends[name]
+        finally:
+            learner.close()
+    assert resends["adaptive"] < resends["fixed"], resends
 
 
 # ------------------------------------------------------------------ 3, 4. damaged checkpoints

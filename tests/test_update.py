@@ -95,7 +95,7 @@ def test_the_actor_objective_reduces_the_ensemble_as_configured(reduction):
     cfg = tiny_config("sac", num_critics=4, actor_q=reduction)
     agent = create_agent(cfg, state_obs(), 2, seed=2)
     batch = jax.tree.map(lambda x: x[0], random_batch(state_obs(), 2, (1, 16)))
-    _, info = sac.actor_step(agent, batch)
+    _, info = jax.jit(sac.actor_step)(agent, batch)  # compiled once, not op by op
     # the same loss by hand, from the same random draws
     _, _, k_pi = jax.random.split(agent.rng, 3)
     mean, log_std = forward(agent.nets["actor"], agent.actor.params, batch["observations"])
@@ -119,8 +119,9 @@ def test_the_cql_penalty_on_a_random_subset_moves_only_those_critics_beyond_td()
     batch = jax.tree.map(lambda x: x[0], random_batch(state_obs(), 2, (1, 16)))
     a = create_agent(pen, state_obs(), 2, seed=4)
     b = create_agent(none, state_obs(), 2, seed=4)
-    with_pen, info = cql.critic_step(a, batch)
-    td_only, _ = cql.critic_step(b, batch)
+    step = jax.jit(cql.critic_step)  # compiled once: run eagerly, each of its small ops compiles alone (minutes)
+    with_pen, info = step(a, batch)
+    td_only, _ = step(b, batch)
     # which members this step penalised: the same draw the step makes
     _, _, _, k_rand, _, _ = jax.random.split(a.rng, 6)
     chosen = set(np.asarray(cql.penalty_members(4, 2, k_rand)).tolist())
