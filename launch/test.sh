@@ -13,7 +13,7 @@ echo "test: ruff check, ruff format --check, mypy" >&2
 .venv/bin/mypy
 # pytest runs on two cores by default (pytest-xdist; WSRL_TEST_WORKERS=N for N, 1 for one process,
 # and never more workers than cores): tests that keep real time share one worker, the slow ones go
-# first (tests/conftest.py). 24 min 24 s for 386 tests on the idle 2-core VM, against 43 min in one
+# first (tests/conftest.py). 22 min 9 s for 419 tests on the idle 2-core VM, against 43 min in one
 # process (docs/benchmarks.md).
 CORES="$(nproc 2>/dev/null || echo 1)"
 WORKERS="${WSRL_TEST_WORKERS:-2}"
