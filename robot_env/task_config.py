@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import mergedeep
 import numpy as np
 
 from robot_env.gripper import GRIPPER_FLAVOURS
@@ -280,13 +281,7 @@ def task_file(name_or_path: str | Path, folder: Path, error: type[ValueError], k
 def merge_settings(base: dict, changes: dict) -> dict:
     """``base`` with ``changes`` laid over it: objects merge key by key, anything else (numbers,
     lists, ``null``) replaces what the base had."""
-    merged = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_settings(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    return mergedeep.merge({}, base, changes)  # copies both; replaces non-mappings (Strategy.REPLACE)
 
 
 def task_settings(path: Path, _seen: tuple[Path, ...] = ()) -> dict:

@@ -7,6 +7,7 @@ are the dataclasses of ``shared/config.py``.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from shared.config import AgentConfig, CQLConfig, EncoderConfig, NetworkConfig, OnlineConfig, PretrainConfig
 
@@ -43,21 +44,19 @@ def paper_sim_pretrain() -> PretrainConfig:
     return replace(cfg, agent=replace(cfg.agent, cql=replace(cfg.agent.cql, penalty_critics=2)))
 
 
+def _robot_task_sac(**networks: Any) -> AgentConfig:
+    """Appendix J's online SAC for the peg task (gamma 0.98, every learning rate 3e-4; ensemble
+    10 with subset 2, UTD 4, batch 256 are AgentConfig's defaults), on the robot's or the
+    simulation's networks."""
+    return AgentConfig(algo="sac", gamma=0.98, actor_lr=3e-4, critic_lr=3e-4, temperature_lr=3e-4, **networks)
+
+
 def robot_online() -> OnlineConfig:
     """Appendix J: Franka peg insertion. gamma 0.98, lr 3e-4, 2-block ResNet MLPs with
     LayerNorm, ensemble 10 (subset 2), UTD 4, batch 256, ResNet-10 on both wrist cameras."""
     net = NetworkConfig(hidden_dims=(256, 256), use_layer_norm=True, residual_blocks=2)
     enc = EncoderConfig(kind="resnet10", image_keys=("wrist_1", "wrist_2"), freeze_trunk=True)
-    agent = AgentConfig(
-        algo="sac",
-        gamma=0.98,
-        actor_lr=3e-4,
-        critic_lr=3e-4,
-        temperature_lr=3e-4,
-        critic_net=net,
-        actor_net=net,
-        encoder=enc,
-    )
+    agent = _robot_task_sac(critic_net=net, actor_net=net, encoder=enc)
     # 200k transitions of two 128 px cameras are 20 GB of frames: on disk, not in RAM.
     return OnlineConfig(agent=agent, buffer_capacity=200_000, replay_frames_on_disk=True)
 
@@ -70,15 +69,7 @@ def robot_pretrain() -> PretrainConfig:
 def peg_sim_online() -> OnlineConfig:
     """The robot task's settings (gamma 0.98, lr 3e-4, ensemble 10 with subset 2, UTD 4, batch
     256) on the simulated peg insertion's 19-D state, with plain 256x256 LayerNorm MLPs."""
-    agent = AgentConfig(
-        algo="sac",
-        gamma=0.98,
-        actor_lr=3e-4,
-        critic_lr=3e-4,
-        temperature_lr=3e-4,
-        encoder=EncoderConfig(normalize_state=True),
-    )
-    return OnlineConfig(agent=agent, buffer_capacity=200_000)
+    return OnlineConfig(agent=_robot_task_sac(encoder=EncoderConfig(normalize_state=True)), buffer_capacity=200_000)
 
 
 def peg_sim_pretrain() -> PretrainConfig:
