@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tqdm import tqdm
 
 from learner.processes import Processes
@@ -98,7 +99,9 @@ def run_online(
     actor_section = {
         "loop": {"hz": 0.0, "max_steps": total, "warmup_steps": warmup, "max_learner_lag": 16.0, "seed": seed}
     }
-    experiment = write_config_file(out / "experiment.yaml", {"learner": learner_cfg, "actor": actor_section})
+    experiment = out / "experiment.yaml"  # the job's own sim: section is in it already (main)
+    earlier = yaml.safe_load(experiment.read_text()) if experiment.exists() else {}
+    write_config_file(experiment, {**earlier, "learner": learner_cfg, "actor": actor_section})
     learner_args = [
         "learner.online",
         "--pretrained",
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_config_file(out / "config.yaml", {"sim": replace(args, out=str(out))})  # --config runs the job again
+    # One experiment file for the job and both its processes: --config OUT/experiment.yaml runs it again
+    write_config_file(out / "experiment.yaml", {"sim": replace(args, out=str(out))})
 
     overrides = agent_overrides(args.critics, list(args.overrides), args.obs, args.encoder)
     pretrained = Path(args.pretrained).absolute() if args.pretrained else None

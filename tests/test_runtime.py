@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import zmq
 
 from actor.loop import LoopConfig
@@ -433,7 +434,7 @@ def test_curve_admits_only_listed_actors(pretrained, tmp_path):
     assert_exactly_once(run, 5)
 
 
-def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
+def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path, capsys):
     """The README's main command, shrunk: tiny networks, 100 + 100 steps, 2 evaluation poses."""
     out = tmp_path / "demo"
     cmd = [
@@ -467,6 +468,16 @@ def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path):
     assert set(stages) == {"evaluate_pretrained_s", "startup_and_warmup_s", "online_s", "evaluate_checkpoints_s"}
     assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= s["wall_time_s"]
     assert "stage times: evaluate pretrained" in r.stdout
+    # one experiment file holds the job (sim:) and both its processes (learner:, actor:); the
+    # job's section read back by --config is the job as it ran
+    from learner.sim_pipeline import SimJobConfig, main
+
+    experiment = yaml.safe_load((out / "experiment.yaml").read_text())
+    assert set(experiment) == {"sim", "learner", "actor"}
+    job = read_config_file(out / "experiment.yaml", SimJobConfig, "sim")
+    assert job.out == str(out) and job.warmup_steps == 100 and job.overrides == tuple(TINY) and not job.progress
+    main(["--config", str(out / "experiment.yaml"), "--print-config"])
+    assert json.loads(capsys.readouterr().out)["sim"] == experiment["sim"]
 
 
 def test_sim_pipeline_stopped_by_sigterm_stops_its_learner_and_actor(pretrained, tmp_path):
