@@ -14,7 +14,6 @@ Usage (robot PC): ``launch/collect_robot_data.sh --env Franka-v0 --robot-url htt
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import signal
@@ -32,7 +31,7 @@ from robot_env import contract
 from robot_env.contract import IMAGE_KEYS, STATE_DIM, task_env
 from robot_env.make import EnvChoice, make_env
 from robot_env.rollout import run_episode
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 from shared.config import RewardConfig, write_config_file
 from shared.data.dataset import ObsSpec
 from shared.storage.replay_buffer import ReplayBuffer
@@ -128,14 +127,7 @@ class CollectRobotDataConfig(EnvChoice, InterventionChoice):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_options(p, CollectRobotDataConfig)
-    add_config_options(p, "collect_robot_data")
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, CollectRobotDataConfig, "collect_robot_data")
-    if cli.print_config:
-        print_config("collect_robot_data", args)
-        return
+    p, args = parse_command(CollectRobotDataConfig, "collect_robot_data", argv, __doc__.split("\n\n")[0])
     if args.out is None:
         p.error("--out is required (or a config file's collect_robot_data.out)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)

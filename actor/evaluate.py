@@ -15,7 +15,6 @@ Writes ``OUT/report.json`` (one record per pose), ``OUT/report.md`` and ``OUT/re
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -34,7 +33,7 @@ from robot_env.contract import RobotEnvError, step, task_env
 from robot_env.make import EnvChoice, make_env
 from robot_env.rollout import Policy, reset_policy
 from shared import defaults
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 from shared.config import write_config_file
 from shared.live_view import LiveView, ViewChoice, open_view
 
@@ -275,14 +274,7 @@ class EvaluateConfig(EnvChoice, InterventionChoice, ViewChoice):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(p, EvaluateConfig)
-    add_config_options(p, "evaluate")
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, EvaluateConfig, "evaluate")
-    if cli.print_config:
-        print_config("evaluate", args)
-        return
+    p, args = parse_command(EvaluateConfig, "evaluate", argv, __doc__)
     if args.checkpoint is None:
         p.error("--checkpoint is required (or a config file's evaluate.checkpoint)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)

@@ -26,7 +26,6 @@ recording into an existing folder adds episodes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -45,7 +44,7 @@ from robot_env.make import EnvChoice, make_env
 from robot_env.rollout import Policy, reset_policy
 from robot_env.scripted import ScriptedInserter, Skill
 from shared import defaults
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 from shared.config import write_config_file
 from shared.data.labelled_images import LabelledImageWriter
 from shared.rate import RateKeeper
@@ -214,14 +213,7 @@ class RecordLabelsConfig(EnvChoice):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(p, RecordLabelsConfig)
-    add_config_options(p, "record_labels")
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, RecordLabelsConfig, "record_labels")
-    if cli.print_config:
-        print_config("record_labels", args)
-        return
+    p, args = parse_command(RecordLabelsConfig, "record_labels", argv, __doc__)
     if args.out is None:
         p.error("--out is required (or a config file's record_labels.out)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)

@@ -33,8 +33,8 @@ from actor.weights import WeightsReceiver
 from robot_env.contract import RobotEnvError
 from robot_env.make import EnvChoice, make_env
 from shared import defaults
-from shared.command_line import add_options
-from shared.config import add_override_argument, apply_overrides, read_config_file, to_dict, write_config_file
+from shared.command_line import add_options, print_config
+from shared.config import add_override_argument, apply_overrides, read_config_file, write_config_file
 from shared.data.dataset import example_obs
 from shared.learning.agents import act_with_params
 from shared.live_view import add_view_argument, open_view, view_recording_id
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.error(str(e))
     if args.print_config:
-        print(json.dumps({"actor": to_dict(cfg)}, indent=2))
+        print_config("actor", cfg)
         return
     if not args.pretrained or not args.out:
         p.error("--pretrained and --out are required")

@@ -25,12 +25,12 @@ import zmq
 
 from learner.online_learner import Learner
 from shared import defaults
+from shared.command_line import print_config
 from shared.config import (
     OnlineConfig,
     add_override_argument,
     apply_overrides,
     read_config_file,
-    to_dict,
 )
 from shared.live_view import add_view_argument
 from shared.presets import PRESETS
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.error(str(e))
     if args.print_config:  # as an experiment file's section: redirected to a file, --config reads it
-        print(json.dumps({"learner": to_dict(cfg)}, indent=2))
+        print_config("learner", cfg)
         return
     if not args.out:
         p.error("--out is required")

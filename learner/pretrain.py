@@ -21,6 +21,7 @@ from tqdm import tqdm
 from learner.features import TrunkFeatures, add_features
 from learner.health import OFFLINE_PROBE_FILE, save_batch
 from shared import defaults
+from shared.command_line import print_config
 from shared.config import (
     Algo,
     HealthConfig,
@@ -29,7 +30,6 @@ from shared.config import (
     add_override_argument,
     apply_overrides,
     read_config_file,
-    to_dict,
     without_state_stats,
     write_config_file,
 )
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.error(str(e))
     if args.print_config:  # as an experiment file's section: redirected to a file, --config reads it
-        print(json.dumps({"pretrain": to_dict(cfg)}, indent=2))
+        print_config("pretrain", cfg)
         return
     if not args.dataset or not args.out:
         p.error("--dataset and --out are required")

@@ -10,7 +10,6 @@ it. A learner that is not running applies the request when it is next started wi
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from learner.snapshots import REQUEST_FILE, SNAPSHOTS_DIR, read_events, request_rollback
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 
 
 @dataclass(frozen=True)
@@ -32,14 +31,7 @@ class RollbackConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(p, RollbackConfig)
-    add_config_options(p, "rollback")
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, RollbackConfig, "rollback")
-    if cli.print_config:
-        print_config("rollback", args)
-        return
+    p, args = parse_command(RollbackConfig, "rollback", argv, __doc__)
     if args.run is None:
         p.error("--run is required (or a config file's rollback.run)")
     run = Path(args.run)

@@ -12,7 +12,6 @@ Writes ``DIR/summary.json``, ``DIR/learning_curve.png`` and the logs of both pro
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import signal
@@ -38,7 +37,7 @@ from learner.sim_assets import (
 )
 from learner.sim_report import health_of, interventions_of, plot
 from shared import defaults
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 from shared.config import apply_overrides, write_config_file
 from shared.live_view import ViewChoice
 from shared.metrics import read_jsonl
@@ -248,14 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     # a shell's background job starts with SIGINT ignored, and Python then leaves it so: set it here.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_on)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(p, SimJobConfig)
-    add_config_options(p, "sim", overrides=False)  # --set is the agent's (SimJobConfig.overrides)
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, SimJobConfig, "sim", overrides=False)
-    if cli.print_config:
-        print_config("sim", args)
-        return
+    p, args = parse_command(
+        SimJobConfig, "sim", argv, __doc__, overrides=False
+    )  # --set is the agent's (SimJobConfig.overrides)
     if args.out is None:
         p.error("--out is required (or a config file's sim.out)")
     reward = args.reward or ("classifier" if args.obs == "images" or args.reward_classifier else "ground_truth")

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from shared.command_line import print_config
 from shared.config import ClassifierTrainConfig, apply_overrides, read_config_file, to_dict, write_config_file
 from shared.data.labelled_images import LabelledImages, load_labelled_images
 from shared.learning.augmentation import augment_observations, random_brightness
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, TypeError) as e:
         p.error(str(e))
     if args.print_config:
-        print(json.dumps({"classifier": to_dict(cfg)}, indent=2))
+        print_config("classifier", cfg)
         return
     if not args.data or not args.out:
         p.error("--data and --out are required")

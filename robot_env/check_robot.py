@@ -22,7 +22,6 @@ Moves (7, 8) run only when every earlier check passed, so nothing moves on a dou
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -40,7 +39,7 @@ from robot_env.reset_path import interpolate
 from robot_env.robot_client import RobotClient, RobotServerError
 from robot_env.task_config import TaskConfig, in_box, load_task
 from shared import defaults
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 
 MAX_REST_FORCE_N = 60.0
 MAX_REST_SPEED = 0.2  # m/s
@@ -354,14 +353,7 @@ class CheckRobotConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(p, CheckRobotConfig)
-    add_config_options(p, "check_robot")
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, CheckRobotConfig, "check_robot")
-    if cli.print_config:
-        print_config("check_robot", args)
-        return
+    p, args = parse_command(CheckRobotConfig, "check_robot", argv, __doc__)
     if args.robot_url is None:
         p.error("--robot-url is required (or a config file's check_robot.robot_url)")
     task = load_task(args.task)

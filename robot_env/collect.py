@@ -9,7 +9,6 @@ Usage: ``launch/collect_sim_data.sh --out data/peg_sim.npz`` (``--help`` lists t
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -27,7 +26,7 @@ from robot_env.contract import task_env
 from robot_env.rollout import run_episode
 from robot_env.scripted import ScriptedInserter, Skill
 from shared import defaults
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 from shared.config import RewardConfig, write_config_file
 from shared.data.dataset import obs_spec_of
 from shared.storage.replay_buffer import ReplayBuffer
@@ -146,14 +145,7 @@ class CollectSimDataConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_options(p, CollectSimDataConfig)
-    add_config_options(p, "collect_sim_data")
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, CollectSimDataConfig, "collect_sim_data")
-    if cli.print_config:
-        print_config("collect_sim_data", args)
-        return
+    p, args = parse_command(CollectSimDataConfig, "collect_sim_data", argv, __doc__.split("\n\n")[0])
     if args.out is None:
         p.error("--out is required (or a config file's collect_sim_data.out)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)

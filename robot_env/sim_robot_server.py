@@ -47,7 +47,6 @@ model are already in ``robot_env/sim/``.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -69,7 +68,7 @@ from robot_env.gripper import GRIPPER_FLAVOURS, GripperUnits
 from robot_env.sim.franka_controller import ControllerModel
 from robot_env.task_config import TaskConfig, load_task
 from shared import defaults
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 
 log = logging.getLogger("wsrl.sim_server")
 
@@ -468,14 +467,7 @@ class SimRobotServerConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(p, SimRobotServerConfig)
-    add_config_options(p, "sim_robot_server")
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, SimRobotServerConfig, "sim_robot_server")
-    if cli.print_config:
-        print_config("sim_robot_server", args)
-        return
+    _, args = parse_command(SimRobotServerConfig, "sim_robot_server", argv, __doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     server = SimRobotServer(
         args.task,

@@ -149,6 +149,26 @@ def command_config(
     return cfg
 
 
+def parse_command(
+    cls: type[T],
+    section: str,
+    argv: list[str] | None,
+    description: str | None = None,
+    overrides: bool = True,
+) -> tuple[argparse.ArgumentParser, T]:
+    """A command's parser and its resolved config (``command_config``), with ``--print-config``
+    answered here: the section is printed and the command ends (exit status 0, as ``--help``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(parser, cls)
+    add_config_options(parser, section, overrides)
+    args = parser.parse_args(argv)
+    cfg = command_config(parser, args, cls, section, overrides)
+    if args.print_config:
+        print_config(section, cfg)
+        raise SystemExit(0)
+    return parser, cfg
+
+
 def print_config(section: str, cfg: Any) -> None:
     """``--print-config``'s output: JSON, which YAML (and so ``--config``) reads."""
     print(json.dumps({section: to_dict(cfg)}, indent=2))

@@ -476,7 +476,8 @@ def test_sim_pipeline_reports_before_and_after(pretrained, tmp_path, capsys):
     assert set(experiment) == {"sim", "learner", "actor"}
     job = read_config_file(out / "experiment.yaml", SimJobConfig, "sim")
     assert job.out == str(out) and job.warmup_steps == 100 and job.overrides == tuple(TINY) and not job.progress
-    main(["--config", str(out / "experiment.yaml"), "--print-config"])
+    with pytest.raises(SystemExit, match="0"):  # --print-config ends the command, as --help does
+        main(["--config", str(out / "experiment.yaml"), "--print-config"])
     assert json.loads(capsys.readouterr().out)["sim"] == experiment["sim"]
 
 

@@ -8,7 +8,6 @@ t-intervals, the claims) and figures ``DIR/results_<task>*.png``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -20,7 +19,7 @@ from learner.study.report import write_results
 from learner.study.sources import online_config_for, pretrain_config
 from learner.study.suites import SUITES, TASKS, with_budget
 from learner.study.sweep import run_study, study_cells
-from shared.command_line import add_config_options, add_options, command_config, option, print_config
+from shared.command_line import option, parse_command
 from shared.config import write_config_file
 from shared.learning.methods import METHODS, method
 from shared.xla_cpu import tune_process
@@ -127,14 +126,9 @@ class StudyConfig:
 
 def main(argv: list[str] | None = None) -> None:
     tune_process()  # before JAX starts its backend
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(p, StudyConfig)
-    add_config_options(p, "study", overrides=False)  # --set is the agent's (StudyConfig.overrides)
-    cli = p.parse_args(argv)
-    args = command_config(p, cli, StudyConfig, "study", overrides=False)
-    if cli.print_config:
-        print_config("study", args)
-        return
+    p, args = parse_command(
+        StudyConfig, "study", argv, __doc__, overrides=False
+    )  # --set is the agent's (StudyConfig.overrides)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     for name in args.methods or []:
         if name not in METHODS:
