@@ -28,8 +28,8 @@ class Example:
     progress: bool = option(True, "a bar")
 
 
-def parse(argv, tmp_path=None):
-    p = argparse.ArgumentParser(exit_on_error=False)
+def parse(argv):
+    p = argparse.ArgumentParser()
     add_options(p, Example)
     add_config_options(p, "example")
     return command_config(p, p.parse_args(argv), Example, "example")
