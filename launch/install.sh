@@ -52,7 +52,8 @@ flock 9
 
 stamp="$VENV/.wsrl-installed"
 lock_hash() { cat "$ROOT/requirements/$1.lock" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16; }
-want="$PROFILE $(lock_hash "$PROFILE")"
+# "pyc": venvs are installed with their bytecode compiled (below); one made before is redone once.
+want="$PROFILE $(lock_hash "$PROFILE") pyc"
 have="$(cat "$stamp" 2>/dev/null || true)"
 if [[ "$have" == "$want" ]]; then
   exit 0
@@ -60,7 +61,7 @@ fi
 # The robot profile has all of cpu's but the study's maze (gymnasium-robotics), which never runs
 # on the robot PC: a cpu launcher there (the simulated server, a dry-run learner, evaluation)
 # keeps the robot venv instead of switching the shared .venv back and forth.
-if [[ "$PROFILE" == "cpu" && "$have" == "robot $(lock_hash robot)" ]]; then
+if [[ "$PROFILE" == "cpu" && "$have" == "robot $(lock_hash robot) pyc" ]]; then
   exit 0
 fi
 
@@ -69,8 +70,14 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 # uv installs the hash-pinned lock in seconds; it lives inside the venv and is itself pinned.
+# Bytecode is compiled at install, as pip does by default and uv does not: where Python may not
+# write it (PYTHONDONTWRITEBYTECODE, a read-only venv) every process would otherwise compile
+# jax, flax and matplotlib from source, 3.7 s of each start (5.7 s -> 2.0 s to import the
+# learner's libraries on one core, docs/benchmarks.md), and the tests start hundreds of processes.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
-"$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --require-hashes -r "$LOCK"
-"$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps -e "$ROOT"
+"$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --compile-bytecode --require-hashes -r "$LOCK"
+"$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --compile-bytecode --no-deps -e "$ROOT"
+# uv compiles what it installs; a venv installed before this step gets the rest (seconds when done)
+"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 echo "$want" > "$stamp"
 echo "install: done ($("$VENV/bin/python" -c 'import jax; print("jax", jax.__version__, jax.default_backend())'))" >&2
