@@ -96,9 +96,12 @@ def run_method(
     log_path.unlink(missing_ok=True)
     curve: list[dict[str, float]] = []
     # Fixed probes: held-out offline transitions, and the first online ones once there are enough.
-    offline_probe = probe if probe is not None else offline.sample(PROBE_SIZE, np.random.default_rng(0))
+    # Both of early_size rows (PROBE_SIZE but in suites that evaluate sooner), so that one
+    # compilation of the diagnostics serves both.
     early: list[Transition] = []  # the first online transitions: the online probe, by the first evaluation
     early_size = min(PROBE_SIZE, run.eval_every)
+    offline_probe = probe if probe is not None else offline.sample(PROBE_SIZE, np.random.default_rng(0))
+    offline_probe = jax.tree.map(lambda x: x[:early_size], offline_probe)
     online_probe: dict[str, Any] | None = None
     horizon = task_env(env).task.episode_length
     guided = guided_window = 0  # env steps the pre-trained policy chose as JSRL's guide

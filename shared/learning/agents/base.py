@@ -74,19 +74,10 @@ def _optimizers(cfg: AgentConfig) -> dict[str, optax.GradientTransformation]:
 
 def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_dim: int, seed: int = 0) -> Agent:
     """Initialise an agent. ``obs_example`` is one observation dict (no batch axis)."""
-    nets = build_networks(cfg, action_dim)
     obs = jax.tree.map(lambda x: jnp.asarray(x)[None], obs_example)
-    act = jnp.zeros((1, action_dim), jnp.float32)
     rng = jax.random.PRNGKey(seed)
     rng, *keys = jax.random.split(rng, 6)
-    init_args = {
-        "actor": (obs,),
-        "critic": (obs, act),
-        "temperature": (),
-        "cql_alpha": (),
-        "value": (obs,),
-    }
-    params = {name: module.init(key, *init_args[name])["params"] for (name, module), key in zip(nets.items(), keys)}
+    params = _init_params(cfg, action_dim, tuple(keys), obs)
     if cfg.encoder.kind == "resnet10" and cfg.encoder.pretrained_path:
         for name in ("actor", "critic", "value"):
             if name in params:
@@ -100,9 +91,33 @@ def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_di
                 params[name] = {**params[name], "encoder": {**params[name]["encoder"], **trunks}}
     if cfg.encoder.share_encoder:
         params["actor"] = {**params["actor"], "encoder": params["critic"]["encoder"]}
+    return strong_types(_assemble(cfg, action_dim, params, rng))
+
+
+# Initialisation is compiled as two programs (the networks' parameters; the optimizer states
+# around them) instead of running op by op: eagerly, each initializer and each optimizer zero
+# of a new shape was an XLA compilation of its own, hundreds per agent (a tiny image agent: 19
+# truncated normals, 62 broadcasts, ...), which made the test suite and every learner start
+# compile-bound. Static on the config (hashable, ``_optimizers``' cache key) and action size.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_params(cfg: AgentConfig, action_dim: int, keys: tuple[jax.Array, ...], obs: Any) -> dict[str, Params]:
+    nets = build_networks(cfg, action_dim)
+    act = jnp.zeros((1, action_dim), jnp.float32)
+    init_args = {
+        "actor": (obs,),
+        "critic": (obs, act),
+        "temperature": (),
+        "cql_alpha": (),
+        "value": (obs,),
+    }
+    return {name: module.init(key, *init_args[name])["params"] for (name, module), key in zip(nets.items(), keys)}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _assemble(cfg: AgentConfig, action_dim: int, params: dict[str, Params], rng: jax.Array) -> Agent:
     tx = _optimizers(cfg)
     states = {name: TrainState.create(p, tx[name]) for name, p in params.items()}
-    agent = Agent(
+    return Agent(
         actor=states.pop("actor"),
         critic=states["critic"],
         target_critic=jax.tree.map(jnp.copy, params["critic"]),
@@ -114,7 +129,6 @@ def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_di
         config=cfg,
         action_dim=action_dim,
     )
-    return strong_types(agent)
 
 
 def strong_types(tree: Any) -> Any:
