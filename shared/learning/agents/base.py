@@ -74,10 +74,23 @@ def _optimizers(cfg: AgentConfig) -> dict[str, optax.GradientTransformation]:
 
 def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_dim: int, seed: int = 0) -> Agent:
     """Initialise an agent. ``obs_example`` is one observation dict (no batch axis)."""
+    nets = build_networks(cfg, action_dim)
     obs = jax.tree.map(lambda x: jnp.asarray(x)[None], obs_example)
+    act = jnp.zeros((1, action_dim), jnp.float32)
     rng = jax.random.PRNGKey(seed)
     rng, *keys = jax.random.split(rng, 6)
-    params = _init_params(cfg, action_dim, tuple(keys), obs)
+    init_args = {
+        "actor": (obs,),
+        "critic": (obs, act),
+        "temperature": (),
+        "cql_alpha": (),
+        "value": (obs,),
+    }
+    # Eager, op by op, on purpose: compiled as one program (2026-12-04, jaxlib 0.10.2) a ResNet
+    # image agent's initialisation never finished in 2 of 5 fresh processes on two cores (every
+    # XLA:CPU pool thread idle, the caller waiting on the result forever; the image job's
+    # pre-training and its learner both hung there), and in none of 6 eagerly.
+    params = {name: module.init(key, *init_args[name])["params"] for (name, module), key in zip(nets.items(), keys)}
     if cfg.encoder.kind == "resnet10" and cfg.encoder.pretrained_path:
         for name in ("actor", "critic", "value"):
             if name in params:
@@ -91,33 +104,9 @@ def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_di
                 params[name] = {**params[name], "encoder": {**params[name]["encoder"], **trunks}}
     if cfg.encoder.share_encoder:
         params["actor"] = {**params["actor"], "encoder": params["critic"]["encoder"]}
-    return strong_types(_assemble(cfg, action_dim, params, rng))
-
-
-# Initialisation is compiled as two programs (the networks' parameters; the optimizer states
-# around them) instead of running op by op: eagerly, each initializer and each optimizer zero
-# of a new shape was an XLA compilation of its own, hundreds per agent (a tiny image agent: 19
-# truncated normals, 62 broadcasts, ...), which made the test suite and every learner start
-# compile-bound. Static on the config (hashable, ``_optimizers``' cache key) and action size.
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _init_params(cfg: AgentConfig, action_dim: int, keys: tuple[jax.Array, ...], obs: Any) -> dict[str, Params]:
-    nets = build_networks(cfg, action_dim)
-    act = jnp.zeros((1, action_dim), jnp.float32)
-    init_args = {
-        "actor": (obs,),
-        "critic": (obs, act),
-        "temperature": (),
-        "cql_alpha": (),
-        "value": (obs,),
-    }
-    return {name: module.init(key, *init_args[name])["params"] for (name, module), key in zip(nets.items(), keys)}
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _assemble(cfg: AgentConfig, action_dim: int, params: dict[str, Params], rng: jax.Array) -> Agent:
     tx = _optimizers(cfg)
     states = {name: TrainState.create(p, tx[name]) for name, p in params.items()}
-    return Agent(
+    agent = Agent(
         actor=states.pop("actor"),
         critic=states["critic"],
         target_critic=jax.tree.map(jnp.copy, params["critic"]),
@@ -129,6 +118,7 @@ def _assemble(cfg: AgentConfig, action_dim: int, params: dict[str, Params], rng:
         config=cfg,
         action_dim=action_dim,
     )
+    return strong_types(agent)
 
 
 def strong_types(tree: Any) -> Any:
