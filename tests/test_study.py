@@ -329,6 +329,26 @@ def test_diagnostics_against_hand_computed_values(pretrained):
     by_hand = float(np.mean(q8[known] - mc[known]))
     assert probe_values(agent, {**probe, "mc_returns": mc}, key)["q_minus_return"] == pytest.approx(by_hand, rel=1e-5)
     assert np.isnan(probe_values(agent, {**probe, "mc_returns": np.full(8, np.nan, np.float32)}, key)["q_minus_return"])
+    # diagnose: every measure of each probe, q_minus_return only where the probe has returns, and
+    # one compilation for both probes of one size (the online one has no returns, an extra key)
+    from shared.learning import diagnostics
+
+    online = {**probe, "dones": np.zeros(8)}
+    compiled = diagnostics._diagnose_probe._cache_size()
+    got = diagnostics.diagnose(
+        agent, other, {"offline_probe": {**probe, "mc_returns": mc}, "online_probe": online}, key
+    )
+    assert diagnostics._diagnose_probe._cache_size() == compiled + 1
+    measures = {"q", "td_error", "kl_policy", "kl_means", "kl_q_softmax"}
+    assert set(got) == {f"{p}/{m}" for p in ("offline_probe", "online_probe") for m in measures} | {
+        "offline_probe/q_minus_return"
+    }
+    q_other = np.asarray(forward(other.nets["critic"], other.critic.params, probe["observations"], probe["actions"]))
+    for name in ("offline_probe", "online_probe"):
+        assert got[f"{name}/q"] == pytest.approx(float(q_other.mean()), rel=1e-5)
+        assert got[f"{name}/kl_means"] == pytest.approx(mean_kl(agent, other, probe["observations"]), rel=1e-5)
+    by_hand = float(np.mean(q_other.mean(axis=0)[known] - mc[known]))
+    assert got["offline_probe/q_minus_return"] == pytest.approx(by_hand, rel=1e-5)
     # |(3,4) - (0,0)| = 5, then 0; the step across the episode boundary does not count
     assert chattering(
         [np.zeros(2), np.array([3.0, 4.0]), np.array([3.0, 4.0]), np.zeros(2)], [False, False, True, False]
