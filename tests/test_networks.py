@@ -183,3 +183,63 @@ def test_the_critics_first_layer_on_the_pair_is_the_dense_layer_on_the_concatena
         concat = net.apply(params, _concat_pair((feats, actions)))
         assert pair.shape == actions.shape[:-1] + (16,)
         np.testing.assert_allclose(np.asarray(pair), np.asarray(concat), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "hw, kernel, strides, padding",
+    [
+        (2, 3, 1, "SAME"),  # ResNet-10's last 3x3 at 64 px: the case XLA:CPU was slow on
+        (1, 3, 1, "SAME"),
+        (2, 3, 2, "SAME"),
+        (3, 5, 2, ((2, 2), (2, 2))),
+        (2, 3, 1, ((1, 0), (0, 1))),
+        (4, 3, 1, "SAME"),  # not small: lax's own convolution
+        (2, 1, 1, "VALID"),
+    ],
+)
+def test_small_input_convolution_is_lax_convolution(hw, kernel, strides, padding):
+    from jax import lax
+
+    from shared.learning.convolution import conv
+
+    rng = np.random.default_rng(hw * 10 + kernel)
+    x = jnp.asarray(rng.standard_normal((3, hw, hw + 1, 5)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 5, 4)), jnp.float32)
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def ref(x, w):
+        return lax.conv_general_dilated(x, w, (strides, strides), padding, dimension_numbers=dn)
+
+    def ours(x, w):
+        return conv(x, w, (strides, strides), padding, dimension_numbers=dn)
+
+    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
+    # and its gradient, for a trunk trained end to end
+    g_ref = jax.grad(lambda x, w: (ref(x, w) ** 2).sum(), argnums=(0, 1))(x, w)
+    g_ours = jax.grad(lambda x, w: (ours(x, w) ** 2).sum(), argnums=(0, 1))(x, w)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_resnet_trunk_on_small_images_is_flax_convolutions():
+    """The trunk through ``convolution.conv`` is the one through flax's own convolution: same
+    parameter tree, same output (at 32 px its last two blocks run on 2x2 and 1x1 maps)."""
+    import flax.linen as nn
+
+    from shared.learning import encoders
+
+    imgs = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    trunk = ResNet10Trunk(8)
+    params = trunk.init(jax.random.PRNGKey(0), imgs)
+    ours = trunk.apply(params, imgs)
+    original = encoders._Conv
+    try:
+        encoders._Conv = nn.Conv
+        plain = ResNet10Trunk(8)
+        assert jax.tree.structure(plain.init(jax.random.PRNGKey(0), imgs)) == jax.tree.structure(params)
+        assert trees_equal(plain.init(jax.random.PRNGKey(0), imgs), params)
+        theirs = plain.apply(params, imgs)
+    finally:
+        encoders._Conv = original
+    assert ours.shape == (2, 1, 1, 64)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

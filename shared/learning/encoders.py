@@ -10,6 +10,7 @@ frozen with ``stop_gradient`` so its gradients are exactly zero and Adam leaves 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from shared.config import EncoderConfig
 from shared.data.dataset import derived_key
+from shared.learning.convolution import conv
 from shared.learning.layer_norm import LayerNorm
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -36,6 +38,9 @@ def _normalise_image(x: jax.Array) -> jax.Array:
 # SERL's ResNet-10 layout (its ImageNet weights convert to this trunk: learner/serl_assets.py):
 # GroupNorm with 4 groups and epsilon 1e-5 everywhere, a 7x7 stem padded by 3 on each side.
 _GROUPS, _EPS = 4, 1e-5
+# Every convolution goes through ``convolution.conv``: the same function and parameters, fast on
+# XLA:CPU where a map is smaller than the kernel (ResNet-10's last block at 64 px).
+_Conv = functools.partial(nn.Conv, conv_general_dilated=conv)
 
 
 class ResNetBlock(nn.Module):
@@ -44,12 +49,12 @@ class ResNetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.Conv(self.filters, (3, 3), self.strides, use_bias=False, name="conv1")(x)
+        y = _Conv(self.filters, (3, 3), self.strides, use_bias=False, name="conv1")(x)
         y = nn.relu(nn.GroupNorm(num_groups=_GROUPS, epsilon=_EPS, name="norm1")(y))
-        y = nn.Conv(self.filters, (3, 3), 1, use_bias=False, name="conv2")(y)
+        y = _Conv(self.filters, (3, 3), 1, use_bias=False, name="conv2")(y)
         y = nn.GroupNorm(num_groups=_GROUPS, epsilon=_EPS, name="norm2")(y)
         if x.shape[-1] != self.filters or self.strides != 1:
-            x = nn.Conv(self.filters, (1, 1), self.strides, use_bias=False, name="proj")(x)
+            x = _Conv(self.filters, (1, 1), self.strides, use_bias=False, name="proj")(x)
             x = nn.GroupNorm(num_groups=_GROUPS, epsilon=_EPS, name="proj_norm")(x)
         return nn.relu(x + y)
 
@@ -65,7 +70,7 @@ class ResNet10Trunk(nn.Module):
         if self.base_filters % _GROUPS:
             raise ValueError(f"ResNet-10 base_filters must be a multiple of {_GROUPS}, got {self.base_filters}")
         x = _normalise_image(images)
-        x = nn.Conv(self.base_filters, (7, 7), 2, padding=((3, 3), (3, 3)), use_bias=False, name="conv_init")(x)
+        x = _Conv(self.base_filters, (7, 7), 2, padding=((3, 3), (3, 3)), use_bias=False, name="conv_init")(x)
         x = nn.relu(nn.GroupNorm(num_groups=_GROUPS, epsilon=_EPS, name="norm_init")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for i in range(4):
@@ -82,7 +87,7 @@ class SmallConvTrunk(nn.Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         x = images.astype(jnp.float32) / 255.0
         for i, stride in enumerate((2, 1, 1, 1)):
-            x = nn.relu(nn.Conv(self.filters, (3, 3), stride, padding="VALID", name=f"conv{i}")(x))
+            x = nn.relu(_Conv(self.filters, (3, 3), stride, padding="VALID", name=f"conv{i}")(x))
         return x
 
 
