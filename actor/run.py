@@ -41,6 +41,7 @@ from shared.live_view import add_view_argument, open_view, view_recording_id
 from shared.metrics import MetricsLogger
 from shared.storage.checkpoint import CheckpointError, load_checkpoint
 from shared.wire.transport import actor_keys, fingerprint, policy_contract
+from shared.xla_cpu import stacks_on_signal
 
 log = logging.getLogger("wsrl.actor")
 
@@ -69,6 +70,7 @@ def actor_config(args: argparse.Namespace) -> ActorConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    stacks_on_signal()  # kill -USR2: every thread's stack into the actor's log
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrained", help="the pre-trained checkpoint directory the learner started from (required)")
     p.add_argument("--out", help="actor directory: logs and the transition spool (required)")

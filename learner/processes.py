@@ -7,7 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Hashable
 from pathlib import Path
+
+from shared.xla_cpu import STACKS_SIGNAL
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: the processes' working directory
 
@@ -58,6 +62,33 @@ class Processes:
             p.kill()
             p.wait()
 
+    def dump_stacks(self, wait_s: float = 2.0) -> None:
+        """Every live child writes its threads' Python stacks into its log (``stacks_on_signal``)."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(STACKS_SIGNAL)
+        time.sleep(wait_s)
+
     def stop_all(self) -> None:
         for name in list(self.procs)[::-1]:
             self.stop(name)
+
+
+class StallWatch:
+    """How long a job's progress (any hashable summary of its counters) has not changed; a hung
+    child (seen: the learner waiting forever inside XLA at start-up) otherwise holds the job
+    silently until someone looks. ``limit_s`` <= 0: never stalled."""
+
+    def __init__(self, limit_s: float, now: float | None = None) -> None:
+        self.limit_s = float(limit_s)
+        self.since = time.monotonic() if now is None else now
+        self.progress: Hashable = None
+
+    def stalled_for(self, progress: Hashable, now: float | None = None) -> float | None:
+        """Seconds without a change in ``progress`` if past the limit, else None."""
+        now = time.monotonic() if now is None else now
+        if progress != self.progress:
+            self.progress, self.since = progress, now
+            return None
+        idle = now - self.since
+        return idle if self.limit_s > 0 and idle > self.limit_s else None

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
-from learner.processes import Processes
+from learner.processes import Processes, StallWatch
 from learner.sim_assets import (
     DEFAULT_CACHE,
     DEFAULT_PRETRAIN_STEPS,
@@ -75,10 +75,13 @@ def run_online(
     actor_extra: list[str] | None = None,
     learner_extra: list[str] | None = None,
     learner_sets: list[str] | None = None,
+    stall_s: float = 0.0,
 ) -> dict[str, float]:
     """Runs the learner and actor to the end, both from one experiment file (``OUT/experiment.yaml``:
     the learner's online config and the actor's loop); returns the seconds to the end of warmup
-    (start-up included) and of the online phase."""
+    (start-up included) and of the online phase. ``stall_s`` > 0: when the learner's counters
+    (phase, env steps, critic steps, weights version) stay unchanged that long, both processes
+    write their stacks into their logs and the job stops with an error."""
     procs = Processes()
     data_port, weights_port = free_port(), free_port()
     total = warmup + online_steps
@@ -139,6 +142,7 @@ def run_online(
     bar = tqdm(total=total, desc="[3/4] warmup + online", unit="step", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
     warmup_end: float | None = None
+    watch = StallWatch(stall_s)
     try:
         procs.start("learner", learner_args, out / "learner.log")
         procs.start("actor", actor_args, out / "actor.log")
@@ -147,6 +151,15 @@ def run_online(
             procs.check("actor")
             rc = procs.check("learner")
             st = _read_status(status_path)
+            counters = tuple(st.get(k) for k in ("phase", "env_steps", "grad_steps", "weights_version"))
+            idle = watch.stalled_for(counters) if rc is None else None
+            if idle is not None:
+                procs.dump_stacks()
+                raise RuntimeError(
+                    f"the online stage made no progress for {idle / 60:.1f} min (learner status: phase "
+                    f"{counters[0]}, env steps {counters[1]}, critic steps {counters[2]}); both processes' "
+                    f"Python stacks are at the end of {out / 'learner.log'} and {out / 'actor.log'}"
+                )
             if warmup_end is None and st.get("phase") not in (None, "warmup", "checkpointing"):
                 warmup_end = time.time()
             if st:
@@ -239,6 +252,11 @@ class SimJobConfig(ViewChoice):
     )
     seed: int = option(0, "seed of data, pre-training and the online run")
     progress: bool = option(True, "progress bars")
+    stall_minutes: float = option(
+        10.0,
+        "stop with an error (and the learner's and actor's stacks in their logs) when the learner's "
+        "counters do not move for this long in the online stage; 0: never",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -320,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
             + ["--view", args.view],
             learner_extra=["--view", args.view],
             learner_sets=[f"intervention_ratio={args.intervention_ratio}", *args.learner_sets],
+            stall_s=60.0 * args.stall_minutes,
         )
     )
     interventions = interventions_of(out / "actor", args.scripted_human, args.intervention_ratio)

@@ -1,4 +1,5 @@
-"""Process settings that make XLA:CPU updates faster; entry points call ``tune_process()`` first.
+"""Process settings that make XLA:CPU updates faster (and a stack dump on ``SIGUSR2``); entry points call
+``tune_process()`` first.
 
 XLA:CPU allocates each call's temporaries (tens of MB for an ensemble update) with malloc; glibc
 serves blocks that large with a fresh ``mmap`` and unmaps them on free, so every call touched
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import faulthandler
 import logging
+import signal
 import sys
 
 log = logging.getLogger("wsrl.xla_cpu")
@@ -57,7 +60,18 @@ def keep_large_blocks_in_heap() -> bool:
     return ok
 
 
+STACKS_SIGNAL = signal.SIGUSR2
+
+
+def stacks_on_signal() -> None:
+    """``kill -USR2 PID`` writes every thread's Python stack to the process's stderr (its log) and
+    the process goes on: how a hang inside XLA or a socket is located without a debugger (the
+    simulated job sends it before stopping a stalled learner, ``learner.sim_pipeline``)."""
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)
+
+
 def tune_process() -> None:
     """Call first thing in a process's entry point, before JAX runs anything: blocks allocated
-    before keep their old behaviour."""
+    before keep their old behaviour. Also turns on ``stacks_on_signal``."""
     keep_large_blocks_in_heap()
+    stacks_on_signal()

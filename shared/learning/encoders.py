@@ -11,6 +11,7 @@ frozen with ``stop_gradient`` so its gradients are exactly zero and Adam leaves 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def _normalise_image(x: jax.Array) -> jax.Array:
 _GROUPS, _EPS = 4, 1e-5
 # Every convolution goes through ``convolution.conv``: the same function and parameters, fast on
 # XLA:CPU where a map is smaller than the kernel (ResNet-10's last block at 64 px).
-_Conv = functools.partial(nn.Conv, conv_general_dilated=conv)
+_Conv: Callable[..., nn.Conv] = functools.partial(nn.Conv, conv_general_dilated=conv)
 
 
 class ResNetBlock(nn.Module):
