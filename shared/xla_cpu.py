@@ -67,7 +67,13 @@ def stacks_on_signal() -> None:
     """``kill -USR2 PID`` writes every thread's Python stack to the process's stderr (its log) and
     the process goes on: how a hang inside XLA or a socket is located without a debugger (the
     simulated job sends it before stopping a stalled learner, ``learner.sim_pipeline``)."""
-    faulthandler.register(STACKS_SIGNAL, all_threads=True)
+    try:
+        faulthandler.register(STACKS_SIGNAL, all_threads=True)
+    except (OSError, ValueError, AttributeError):
+        # sys.stderr replaced by an object without a file descriptor (a command run in-process
+        # under a test's capture): the process's own stderr instead, if it has one.
+        if sys.__stderr__ is not None:
+            faulthandler.register(STACKS_SIGNAL, file=sys.__stderr__, all_threads=True)
 
 
 def tune_process() -> None:
