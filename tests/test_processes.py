@@ -18,13 +18,17 @@ def test_the_stall_watch_counts_from_the_last_change():
     assert never.stalled_for("x", now=1e9) is None
 
 
-def test_a_hung_child_writes_its_stack_into_its_log_and_is_stopped(tmp_path, monkeypatch):
-    """A child in a call that never returns: its stack lands in its log, and stop_all ends it."""
+def test_a_hung_child_writes_every_threads_stack_into_its_log_and_is_stopped(tmp_path, monkeypatch):
+    """A child in a call that never returns, with a second thread: SIGUSR2 (``stacks_on_signal``)
+    puts both threads' stacks in its log, the child goes on, and stop_all ends it."""
     script = tmp_path / "hang.py"
     script.write_text(
         "import threading\n"
         "from shared.xla_cpu import stacks_on_signal\n"
         "stacks_on_signal()\n"
+        "def waiting_in_a_thread():\n"
+        "    threading.Event().wait()\n"
+        "threading.Thread(target=waiting_in_a_thread, daemon=True).start()\n"
         "print('started', flush=True)\n"
         "def never_returns():\n"
         "    threading.Event().wait()\n"
@@ -40,7 +44,8 @@ def test_a_hung_child_writes_its_stack_into_its_log_and_is_stopped(tmp_path, mon
             time.sleep(0.05)
         procs.dump_stacks(wait_s=1.0)
         assert procs.check("hang") is None  # still running after the dump
-        assert "never_returns" in log.read_text()
+        text = log.read_text()
+        assert "never_returns" in text and "waiting_in_a_thread" in text
     finally:
         procs.stop_all()
     assert procs.procs["hang"].poll() is not None

@@ -56,9 +56,9 @@ def conv(
 ) -> jax.Array:
     """``lax.conv_general_dilated``'s signature and result; im2col where the input's height or
     width is smaller than the kernel's (NHWC/HWIO, no dilation, one feature group)."""
-    kh, kw = rhs.shape[:2] if rhs.ndim == 4 else (0, 0)
-    small = lhs.ndim == 4 and (lhs.shape[1] < kh or lhs.shape[2] < kw)
-    if not small or not _is_plain_nhwc(lhs, dimension_numbers, lhs_dilation, rhs_dilation, feature_group_count):
+    plain = _is_plain_nhwc(lhs, dimension_numbers, lhs_dilation, rhs_dilation, feature_group_count)
+    kh, kw = rhs.shape[:2]
+    if not plain or (lhs.shape[1] >= kh and lhs.shape[2] >= kw):
         return lax.conv_general_dilated(
             lhs,
             rhs,
