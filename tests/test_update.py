@@ -310,3 +310,33 @@ def test_the_learners_feature_cache_adds_each_frames_features_and_the_buffer_sam
         TrunkFeatures(EncoderConfig(kind="resnet10", image_keys=keys, freeze_trunk=False), params, wire)
     with pytest.raises(ValueError, match="do not have"):
         TrunkFeatures(enc, params, {"state": wire["state"], "wrist_1": wire["wrist_1"]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "share"), [("resnet10", False), ("resnet10", True), ("small_conv", True)])
+def test_a_donated_update_runs_on_every_image_layout(kind, share):
+    """Off the CPU the update donates the agent's buffers, and XLA refuses one buffer donated twice.
+    The frozen trunk and ``share_encoder`` put the critic's arrays into the actor's parameters, so
+    the agent (new, and handed off from a pre-trained one) must own each buffer once (seen failing
+    on an H200: "Attempt to donate the same buffer twice"). The CPU donates when asked, so this
+    runs here."""
+    from dataclasses import replace
+
+    from shared.learning.handoff import handoff
+    from tests.helpers import image_config, image_obs
+
+    cfg = image_config(kind, utd=2, num_critics=2, num_min_critics=2)
+    cfg = replace(cfg, encoder=replace(cfg.encoder, share_encoder=share))
+
+    def buffers(agent):
+        return [x.unsafe_buffer_pointer() for x in jax.tree.leaves(agent) if isinstance(x, jax.Array)]
+
+    update = make_update(cfg, donate=True)
+    batch = random_batch(image_obs(16), 2, (2, 4))
+    pretrained = create_agent(replace(cfg, algo="calql"), image_obs(16), 2, seed=1)
+    for agent in (create_agent(cfg, image_obs(16), 2, seed=1), handoff(pretrained, cfg, image_obs(16))):
+        for _ in range(2):  # the first update's outputs are the second's donated inputs
+            ptrs = buffers(agent)
+            assert len(set(ptrs)) == len(ptrs)
+            agent, info = update(agent, batch)
+            assert np.isfinite(float(info["critic_loss"]))

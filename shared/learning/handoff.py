@@ -13,6 +13,7 @@ from flax import serialization
 
 from shared.config import AgentConfig
 from shared.learning.agents import Agent, create_agent
+from shared.learning.agents.base import unaliased
 from shared.storage.checkpoint import CheckpointError, agent_state, merge_state
 
 log = logging.getLogger("wsrl.checkpoint")
@@ -80,4 +81,5 @@ def handoff(
         ", ".join(parts) or "nothing",
         int(pretrained.grad_steps),
     )
-    return serialization.from_state_dict(template, merged)
+    # The pre-trained parts may share arrays (the frozen trunk); the online update donates them.
+    return unaliased(serialization.from_state_dict(template, merged))

@@ -118,7 +118,26 @@ def create_agent(cfg: AgentConfig, obs_example: dict[str, np.ndarray], action_di
         config=cfg,
         action_dim=action_dim,
     )
-    return strong_types(agent)
+    return unaliased(strong_types(agent))
+
+
+def unaliased(tree: Any) -> Any:
+    """``tree`` with every array that appears twice copied, so that each leaf owns its buffer.
+
+    The frozen trunk and ``share_encoder`` put the critic's arrays into the actor's (and value's)
+    parameters; an update that donates the agent (every backend but the CPU) then fails with
+    "Attempt to donate the same buffer twice" (seen on an H200, 2026-12-04)."""
+    seen: set[int] = set()
+
+    def own(x: Any) -> Any:
+        if not isinstance(x, jax.Array):
+            return x
+        if id(x) in seen:
+            return jnp.copy(x)
+        seen.add(id(x))
+        return x
+
+    return jax.tree.map(own, tree)
 
 
 def strong_types(tree: Any) -> Any:
