@@ -57,9 +57,7 @@ if [[ -n "${OUT:-}" ]]; then LOG="$OUT/gpu_check.txt"; fi
 FAILED=0
 run() { echo "== $*"; "$@" || { echo "gpu_check: FAILED ($?): $*"; FAILED=1; }; }
 {
-    run "$PY" benchmarks/image_learner.py "${LEARNER[@]}"
-    run "$PY" benchmarks/image_learner.py "${LEARNER[@]}" --shared-encoder
-    run "$PY" benchmarks/image_learner.py "${LEARNER[@]}" --cached
+    run "$PY" benchmarks/image_learner.py "${LEARNER[@]}" --all  # own encoders, shared, cached
     run "$PY" benchmarks/runtime.py "${TRANSPORT[@]}"
     run "$PY" benchmarks/sim_speed.py "${RENDER[@]}"
     if [[ $FAILED == 0 ]]; then echo "gpu_check: done ($MODE)"; else echo "gpu_check: some parts failed ($MODE)"; fi

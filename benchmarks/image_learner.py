@@ -10,7 +10,9 @@ train without running the trunk; the time to compute one env step's features (on
 camera) is printed beside it.
 
 Usage: .venv/bin/python benchmarks/image_learner.py [--size 128] [--encoder resnet10] [--filters 64]
-    [--critics 10] [--batch 256] [--utd 4] [--seconds 20] [--shared-encoder] [--cached]
+    [--critics 10] [--batch 256] [--utd 4] [--seconds 20] [--shared-encoder] [--cached] [--all]
+``--all`` measures own encoders, a shared encoder and cached features in one process (one start,
+and the agent's initialisation compiled once), a figure line each.
 The last line is ``learner_env_steps_per_s=<calls per second>`` (the robot runs 10 env steps/s),
 ``learner_shared_encoder_env_steps_per_s`` with ``--shared-encoder``, ``learner_cached_...`` with
 ``--cached``.
@@ -34,6 +36,8 @@ from shared.learning.agents import create_agent, make_update
 from shared.learning.encoders import caches_features, trunk_features
 from shared.presets import robot_online
 
+VARIANTS = ("own", "shared", "cached")  # --all, in this order
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -46,7 +50,26 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--shared-encoder", action="store_true", help="the actor reads the critic's encoder")
     p.add_argument("--cached", action="store_true", help="train on the frozen trunk's cached features")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="the three in one process, one figure each: own encoders, shared, cached (the device check)",
+    )
     args = p.parse_args()
+    if args.all:
+        variants = list(VARIANTS)
+    else:
+        variants = ["cached" if args.cached else "shared" if args.shared_encoder else "own"]
+        if args.cached and args.shared_encoder:
+            variants = ["cached_shared"]
+    for variant in variants:
+        measure(args, variant)
+
+
+def measure(args: argparse.Namespace, variant: str) -> None:
+    """One variant's figure: ``own`` encoders, ``shared`` (the critic's), ``cached`` trunk features
+    (own encoders), ``cached_shared``."""
+    shared, cached = "shared" in variant, variant.startswith("cached")
     cfg = apply_overrides(
         robot_online(),
         [
@@ -55,7 +78,7 @@ def main() -> None:
             f"agent.num_critics={args.critics}",
             f"agent.batch_size={args.batch}",
             f"agent.utd={args.utd}",
-            f"agent.encoder.share_encoder={str(args.shared_encoder).lower()}",
+            f"agent.encoder.share_encoder={str(shared).lower()}",
         ],
     ).agent
     s = args.size
@@ -66,7 +89,7 @@ def main() -> None:
     lead = (cfg.utd, cfg.batch_size)
 
     feature_s = None
-    if args.cached:
+    if cached:
         if not caches_features(cfg.encoder):
             raise SystemExit("--cached needs a frozen ResNet-10 trunk (--encoder resnet10)")
         one = {k: rng.integers(0, 256, (1, s, s, 3), dtype=np.uint8) for k in IMAGE_KEYS}
@@ -81,7 +104,7 @@ def main() -> None:
         shapes = {k: v.shape[1:] for k, v in features(agent.critic.params["encoder"], one).items()}
 
     def frames() -> dict[str, np.ndarray]:
-        if args.cached:
+        if cached:
             feats = {k: rng.normal(size=(*lead, *shp)).astype(np.float32) for k, shp in shapes.items()}
             return {"state": rng.normal(size=(*lead, STATE_DIM)).astype(np.float32), **feats}
         return {
@@ -105,7 +128,7 @@ def main() -> None:
     jax.block_until_ready(agent)
     print(f"backend={jax.default_backend()} devices={jax.devices()}")
     print(
-        f"config: {args.encoder} ({args.filters} filters{', shared with the actor' if args.shared_encoder else ''}) "
+        f"config: {args.encoder} ({args.filters} filters{', shared with the actor' if shared else ''}) "
         f"on {len(IMAGE_KEYS)} cameras at {s} px, "
         f"ensemble={cfg.num_critics}, batch={cfg.batch_size}, utd={cfg.utd}; first call {time.perf_counter() - t:.1f} s"
     )
@@ -121,8 +144,8 @@ def main() -> None:
     if feature_s is not None:
         dims = ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())
         print(f"features per env step (one new frame per camera): {1e3 * feature_s:.1f} ms; cached shapes {dims}")
-    name = "learner_shared_encoder_env_steps_per_s" if args.shared_encoder else "learner_env_steps_per_s"
-    if args.cached:
+    name = "learner_shared_encoder_env_steps_per_s" if shared else "learner_env_steps_per_s"
+    if cached:
         name = name.replace("learner_", "learner_cached_")
     print(f"{name}={1 / med:.2f}")
 

@@ -21,9 +21,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    # A size limit turns on the cache's file lock (jax/_src/lru_cache.py), so test workers and
-    # the processes they start never read an entry another process is still writing.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+    # No size limit, hence no file lock: with a limit, every write (jax/_src/lru_cache.py, put ->
+    # _evict_if_needed) reads the size and access time of every entry, holding the lock that
+    # every read also takes. A run writes thousands of entries (2,015 for test_networks.py and
+    # test_update.py alone), so writes grew to 0.1-0.3 s each and the two workers queued on the
+    # lock: those two files took 283 s on two workers with the limit and 193 s without. An entry
+    # read while another process is still writing it fails to decompress, and JAX then warns and
+    # compiles (jax/_src/compiler.py, _cache_read): slower, never wrong.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")
 
 # The learner's process settings (shared/xla_cpu.py), so tests run what production runs.
 from shared.xla_cpu import tune_process
