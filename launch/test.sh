@@ -13,8 +13,8 @@ echo "test: ruff check, ruff format --check, mypy" >&2
 .venv/bin/mypy
 # pytest runs on two cores by default (pytest-xdist; WSRL_TEST_WORKERS=N for N, 1 for one process,
 # and never more workers than cores): tests that keep real time share one worker, the slow ones go
-# first (tests/conftest.py). 22 min 9 s for 419 tests on the idle 2-core VM, against 43 min in one
-# process (docs/benchmarks.md).
+# first (tests/conftest.py). 15 min 44 s for 431 tests on the idle 2-core VM, against 43 min in one
+# process before the compile-time work (docs/benchmarks.md).
 CORES="$(nproc 2>/dev/null || echo 1)"
 WORKERS="${WSRL_TEST_WORKERS:-2}"
 if [[ "$WORKERS" =~ ^[0-9]+$ ]] && (( WORKERS > CORES )); then WORKERS="$CORES"; fi
