@@ -11,6 +11,7 @@ camera) is printed beside it.
 
 Usage: .venv/bin/python benchmarks/image_learner.py [--size 128] [--encoder resnet10] [--filters 64]
     [--critics 10] [--batch 256] [--utd 4] [--seconds 20] [--shared-encoder] [--cached] [--all]
+    [--set agent.PATH=VALUE ...]
 ``--all`` measures own encoders, a shared encoder and cached features in one process (one start,
 and the agent's initialisation compiled once), a figure line each.
 The last line is ``learner_env_steps_per_s=<calls per second>`` (the robot runs 10 env steps/s),
@@ -50,6 +51,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--shared-encoder", action="store_true", help="the actor reads the critic's encoder")
     p.add_argument("--cached", action="store_true", help="train on the frozen trunk's cached features")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="agent.PATH=VALUE")
     p.add_argument(
         "--all",
         action="store_true",
@@ -79,6 +81,7 @@ def measure(args: argparse.Namespace, variant: str) -> None:
             f"agent.batch_size={args.batch}",
             f"agent.utd={args.utd}",
             f"agent.encoder.share_encoder={str(shared).lower()}",
+            *args.overrides,
         ],
     ).agent
     s = args.size
