@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--shared-encoder", action="store_true", help="the actor reads the critic's encoder")
     p.add_argument("--cached", action="store_true", help="train on the frozen trunk's cached features")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="agent.PATH=VALUE")
+    p.add_argument("--tag", default="", help="appended to the figure's name (e.g. bf16 with --set ...matmul_dtype)")
     p.add_argument(
         "--all",
         action="store_true",
@@ -150,6 +151,8 @@ def measure(args: argparse.Namespace, variant: str) -> None:
     name = "learner_shared_encoder_env_steps_per_s" if shared else "learner_env_steps_per_s"
     if cached:
         name = name.replace("learner_", "learner_cached_")
+    if args.tag:
+        name = f"{name}_{args.tag}"
     print(f"{name}={1 / med:.2f}")
 
 
