@@ -21,7 +21,8 @@ DEBS=(libglvnd0 libegl1 libopengl0 libgl1 libglx0 libgles2)
 pin() {  # the locked version of one package, so the GPU runs what the tests ran
     local v
     v="$(grep -iE "^$1==" "$ROOT/requirements/cpu.lock" | head -1 | sed -E 's/^[^=]+==([^ ]+).*/\1/')"
-    if [[ -n "$v" ]]; then echo "$1==$v"; else echo "$1"; fi
+    if [[ -z "$v" ]]; then echo "gpu_bundle: $1 is not in requirements/cpu.lock" >&2; exit 1; fi
+    echo "$1==$v"
 }
 rm -rf "$DIR/wheels" "$DIR/debs"
 mkdir -p "$DIR/wheels" "$DIR/debs"

@@ -19,8 +19,10 @@ cd "$ROOT"
 MODE=gpu
 BUNDLE=""
 case "${1:-}" in
+    "") ;;
     --cpu) MODE=cpu ;;
     --bundle) BUNDLE="$(cd "${2:?--bundle DIR}" && pwd)" ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [--cpu | --bundle DIR]" >&2; exit 2 ;;
 esac
 if ! command -v nvidia-smi >/dev/null 2>&1; then MODE=cpu; fi
 PY="$ROOT/.venv/bin/python"

@@ -11,9 +11,10 @@ camera) is printed beside it.
 
 Usage: .venv/bin/python benchmarks/image_learner.py [--size 128] [--encoder resnet10] [--filters 64]
     [--critics 10] [--batch 256] [--utd 4] [--seconds 20] [--shared-encoder] [--cached] [--all]
-    [--set agent.PATH=VALUE ...]
+    [--set agent.PATH=VALUE ...] [--tag NAME]
 ``--all`` measures own encoders, a shared encoder and cached features in one process (one start,
-and the agent's initialisation compiled once), a figure line each.
+and the initialisation's many small compilations made once), a figure line each. ``--set``
+overrides the agent's config; ``--tag NAME`` appends ``_NAME`` to the figure's name.
 The last line is ``learner_env_steps_per_s=<calls per second>`` (the robot runs 10 env steps/s),
 ``learner_shared_encoder_env_steps_per_s`` with ``--shared-encoder``, ``learner_cached_...`` with
 ``--cached``.
@@ -37,7 +38,7 @@ from shared.learning.agents import create_agent, make_update
 from shared.learning.encoders import caches_features, trunk_features
 from shared.presets import robot_online
 
-VARIANTS = ("own", "shared", "cached")  # --all, in this order
+VARIANTS = ("own", "shared", "cached_own")  # --all, in this order
 
 
 def main() -> None:
@@ -59,20 +60,15 @@ def main() -> None:
         help="the three in one process, one figure each: own encoders, shared, cached (the device check)",
     )
     args = p.parse_args()
-    if args.all:
-        variants = list(VARIANTS)
-    else:
-        variants = ["cached" if args.cached else "shared" if args.shared_encoder else "own"]
-        if args.cached and args.shared_encoder:
-            variants = ["cached_shared"]
-    for variant in variants:
+    one = ("cached_" if args.cached else "") + ("shared" if args.shared_encoder else "own")
+    for variant in VARIANTS if args.all else (one,):
         measure(args, variant)
 
 
 def measure(args: argparse.Namespace, variant: str) -> None:
-    """One variant's figure: ``own`` encoders, ``shared`` (the critic's), ``cached`` trunk features
-    (own encoders), ``cached_shared``."""
-    shared, cached = "shared" in variant, variant.startswith("cached")
+    """One variant's figure: the actor's ``own`` encoders or the critic's (``shared``), on the
+    frames or, prefixed ``cached_``, on the trunk's cached features."""
+    shared, cached = variant.endswith("shared"), variant.startswith("cached_")
     cfg = apply_overrides(
         robot_online(),
         [
